@@ -1,0 +1,3 @@
+from molediff.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""QM9 from the ``qm9pack`` package's CSV files, parsed once into a verified tensor cache.
+
+130,831 molecules (the QM9 authors' B3LYP geometries, Å; the 3,054 molecules that failed the
+original consistency check are already absent), elements H C N O F. The split (train 100,000 /
+validation 17,748 / test 13,083, the sizes of the equivariant-diffusion literature) is drawn with a
+fixed seed over QM9 ids and committed as ``data/qm9_split.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molediff.data.molecules import MoleculeSet
+from molediff.elements import SYMBOL_TO_INDEX
+from molediff.errors import UserError
+
+CACHE_VERSION = 1
+NUM_MOLECULES = 130_831
+SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
+SPLIT_SEED = 0
+_CSV_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+
+
+def data_dir() -> Path:
+    """Where caches live: ``$MOLEDIFF_DATA``, else the source checkout's ``data/``, else ``~/.cache/molediff``."""
+    env = os.environ.get("MOLEDIFF_DATA")
+    if env:
+        path = Path(env)
+    else:
+        repo_data = Path(__file__).resolve().parents[2] / "data"
+        path = repo_data if (repo_data.parent / "pyproject.toml").exists() else Path.home() / ".cache" / "molediff"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def qm9pack_dir() -> Path:
+    """The ``data/`` folder of the installed qm9pack package, found without importing it."""
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("QM9 needs the 'qm9pack' package: pip install qm9pack")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data"
+    missing = [f for f in _CSV_FILES if not (path / f).exists()]
+    if missing:
+        raise UserError(f"qm9pack at {path} lacks {', '.join(missing)}; reinstall it (pip install --force-reinstall qm9pack)")
+    return path
+
+
+def _source_signature(folder: Path) -> str:
+    """Names and sizes of the source CSVs: a changed qm9pack invalidates the cache."""
+    return ";".join(f"{f}:{(folder / f).stat().st_size}" for f in _CSV_FILES)
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        h.update(key.encode())
+        h.update(tensors[key].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def parse_qm9_csvs(folder: Path, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Parse the qm9pack CSVs into stacked tensors, vectorised (no per-row ``literal_eval``).
+
+    Returns ``ids`` [M] (QM9 index), ``ptr`` [M+1], ``pos`` [N, 3] float32 Å, ``atom_type`` [N] int64.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    frames = []
+    for name in tqdm(_CSV_FILES, desc="parsing QM9 CSVs", disable=not progress, unit="file"):
+        frames.append(pd.read_csv(folder / name, usecols=["Index", "N_atoms", "Elements", "XYZ_Ang"]))
+    df = pd.concat(frames, ignore_index=True).sort_values("Index", kind="stable").reset_index(drop=True)
+    counts = df["N_atoms"].to_numpy(np.int64)
+    # All coordinates as one string -> one numpy parse.
+    coords_text = ",".join(df["XYZ_Ang"].tolist()).replace("[", "").replace("]", "")
+    coords = np.array(coords_text.split(","), dtype=np.float64).reshape(-1, 3)
+    symbols = ",".join(df["Elements"].tolist()).translate(str.maketrans("", "", "[]' ")).split(",")
+    unknown = sorted(set(symbols) - set(SYMBOL_TO_INDEX))
+    if unknown:
+        raise UserError(f"QM9 CSVs contain unexpected elements {unknown}")
+    types = np.array([SYMBOL_TO_INDEX[s] for s in symbols], dtype=np.int64)
+    if coords.shape[0] != counts.sum() or types.shape[0] != counts.sum():
+        raise UserError("QM9 CSVs are inconsistent: atom counts do not match coordinates/elements")
+    ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(counts)
+    return {
+        "ids": torch.from_numpy(df["Index"].to_numpy(np.int64).copy()),
+        "ptr": torch.from_numpy(ptr),
+        "pos": torch.from_numpy(coords.astype(np.float32)),
+        "atom_type": torch.from_numpy(types),
+    }
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_qm9_tensors(progress: bool = True, rebuild: bool = False) -> dict[str, torch.Tensor]:
+    """The whole of QM9 as tensors, from the cache ``data_dir()/qm9_v{CACHE_VERSION}.pt``.
+
+    The cache is rebuilt when absent, unreadable, of another version, built from other source files,
+    or when its checksum does not match its contents (a stale or corrupted cache is never trusted).
+    """
+    cache = data_dir() / f"qm9_v{CACHE_VERSION}.pt"
+    source = None
+    if cache.exists() and not rebuild:
+        reason = None
+        try:
+            blob = torch.load(cache, map_location="cpu", weights_only=True)
+            if blob.get("version") != CACHE_VERSION:
+                reason = "old cache version"
+            elif _tensor_digest(blob["tensors"]) != blob.get("sha256"):
+                reason = "checksum mismatch"
+            else:
+                try:
+                    source = qm9pack_dir()
+                    if blob.get("source") != _source_signature(source):
+                        reason = "qm9pack files changed"
+                except UserError:
+                    pass  # the cache is self-consistent; qm9pack itself is only needed to rebuild
+        except Exception as exc:  # unreadable pickle/zip: rebuild
+            reason = f"unreadable ({type(exc).__name__})"
+        if reason is None:
+            return blob["tensors"]
+        print(f"molediff: QM9 cache {cache} is invalid ({reason}); rebuilding")
+    source = source or qm9pack_dir()
+    tensors = parse_qm9_csvs(source, progress=progress)
+    if len(tensors["ids"]) != NUM_MOLECULES:
+        raise UserError(f"expected {NUM_MOLECULES} QM9 molecules, parsed {len(tensors['ids'])}")
+    blob = {"version": CACHE_VERSION, "source": _source_signature(source), "sha256": _tensor_digest(tensors), "tensors": tensors}
+    _atomic_save(blob, cache)
+    return tensors
+
+
+def make_split(ids: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Random split of QM9 ids into the standard sizes, deterministic for ``seed``."""
+    perm = np.random.default_rng(seed).permutation(np.sort(ids))
+    a, b = SPLIT_SIZES["train"], SPLIT_SIZES["train"] + SPLIT_SIZES["valid"]
+    return {"train": np.sort(perm[:a]), "valid": np.sort(perm[a:b]), "test": np.sort(perm[b:])}
+
+
+def split_file() -> Path:
+    """The committed split: ``data/qm9_split.npz`` of the checkout, or a copy shipped in the package."""
+    repo = Path(__file__).resolve().parents[2] / "data" / "qm9_split.npz"
+    return repo if repo.exists() else Path(__file__).resolve().parent.parent / "resources" / "qm9_split.npz"
+
+
+def load_split(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The committed split if present (checked to cover exactly ``ids``), else the seeded one."""
+    path = split_file()
+    if path.exists():
+        with np.load(path) as f:
+            split = {k: f[k].astype(np.int64) for k in SPLIT_SIZES}
+        covered = np.sort(np.concatenate(list(split.values())))
+        if not np.array_equal(covered, np.sort(ids)):
+            raise UserError(f"{path} does not cover the QM9 ids of this qm9pack; delete it to redraw the split")
+        return split
+    return make_split(ids)
+
+
+def load_qm9(split: str = "train", progress: bool = True) -> MoleculeSet:
+    """QM9 molecules of ``split`` ("train", "valid", "test" or "all"), names are QM9 ids."""
+    if split not in (*SPLIT_SIZES, "all"):
+        raise UserError(f"unknown QM9 split {split!r}; choose train, valid, test or all")
+    t = load_qm9_tensors(progress=progress)
+    full = MoleculeSet(t["pos"], t["atom_type"], t["ptr"], [str(i) for i in t["ids"].tolist()])
+    if split == "all":
+        return full
+    ids = t["ids"].numpy()
+    wanted = load_split(ids)[split]
+    index = np.searchsorted(ids, wanted)  # ids are sorted by construction
+    return full.subset(index)
+
+
+def train_size_histogram() -> torch.Tensor:
+    """Molecule-size histogram of the QM9 training split (entry n = molecules with n atoms)."""
+    return load_qm9("train", progress=False).size_histogram()

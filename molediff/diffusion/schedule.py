@@ -1,0 +1,256 @@
+"""The DDPM noise schedule: the one object that owns betas and alphas.
+
+Everything is precomputed in float64 and stored in float32. Timesteps are integers ``0 .. T-1``;
+``t = 0`` is the least noisy level (its reverse step returns the clean sample, adding no noise).
+
+Notation (Ho et al. 2020): β_t, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s,
+q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I), posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) with
+β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t).
+
+Networks never see this object: they get ``(x_t, t)`` and return a prediction; the schedule turns
+ε-predictions into x_0-predictions and reverse steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _clip_alphas_cumprod(alphas2: np.ndarray, clip: float = 0.001) -> np.ndarray:
+    """Clip per-step ratios α_t = ᾱ_t / ᾱ_{t−1} from below (as EDM does) so no single step is too large."""
+    alphas2 = np.concatenate([np.ones(1), alphas2], axis=0)
+    steps = np.clip(alphas2[1:] / alphas2[:-1], a_min=clip, a_max=1.0)
+    return np.cumprod(steps, axis=0)
+
+
+class NoiseSchedule:
+    """A discrete-time DDPM schedule with T steps.
+
+    Args:
+        betas: float64 array of shape ``[T]`` with values in (0, 1).
+
+    Use the constructors :meth:`linear`, :meth:`cosine` and :meth:`polynomial` for the usual schedules.
+    """
+
+    def __init__(self, betas: np.ndarray | torch.Tensor, name: str = "custom") -> None:
+        b = np.asarray(betas.cpu().numpy() if isinstance(betas, torch.Tensor) else betas, dtype=np.float64)
+        if b.ndim != 1 or len(b) < 1 or not np.all((b > 0) & (b < 1)):
+            raise ValueError("betas must be a 1-D array with values in (0, 1)")
+        self.name = name
+        self.num_train_timesteps = len(b)
+        alphas = 1.0 - b
+        ac = np.cumprod(alphas)
+        ac_prev = np.concatenate([[1.0], ac[:-1]])
+        post_var = b * (1.0 - ac_prev) / (1.0 - ac)
+        # β̃_0 = 0; its log is clipped to β̃_1 (improved-diffusion's convention)
+        post_log_var = np.log(np.concatenate([[post_var[1] if len(b) > 1 else b[0]], post_var[1:]]))
+        f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        self.betas = f32(b)
+        self.alphas = f32(alphas)
+        self.alphas_cumprod = f32(ac)
+        self.alphas_cumprod_prev = f32(ac_prev)
+        self.sqrt_alphas_cumprod = f32(np.sqrt(ac))
+        self.sqrt_one_minus_alphas_cumprod = f32(np.sqrt(1.0 - ac))
+        self.sqrt_recip_alphas_cumprod = f32(np.sqrt(1.0 / ac))
+        self.sqrt_recipm1_alphas_cumprod = f32(np.sqrt(1.0 / ac - 1.0))
+        self.posterior_variance = f32(post_var)
+        self.posterior_log_variance_clipped = f32(post_log_var)
+        self.posterior_mean_coef1 = f32(b * np.sqrt(ac_prev) / (1.0 - ac))
+        self.posterior_mean_coef2 = f32((1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac))
+        # log signal-to-noise ratio log(ᾱ/(1−ᾱ)), used by loss weightings and preconditioning
+        self.log_snr = f32(np.log(ac) - np.log1p(-ac))
+        self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def linear(cls, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+        """Ho et al.'s linear β schedule (β from 1e-4 to 0.02 for T = 1000)."""
+        return cls(np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64), name="linear")
+
+    @classmethod
+    def cosine(cls, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+        """Nichol & Dhariwal's cosine schedule: ᾱ(u) ∝ cos²((u + s)/(1 + s) · π/2), β clipped at ``max_beta``."""
+        f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+        betas = [min(1 - f((i + 1) / num_timesteps) / f(i / num_timesteps), max_beta) for i in range(num_timesteps)]
+        return cls(np.array(betas, dtype=np.float64), name="cosine")
+
+    @classmethod
+    def polynomial(cls, num_timesteps: int = 1000, power: float = 2.0, s: float = 1e-5) -> "NoiseSchedule":
+        """The schedule of equivariant molecule diffusion (Hoogeboom et al. 2022, "polynomial_2").
+
+        ᾱ(u) = (1 − u^power)² on u = i/T, per-step ratios clipped at 0.001, then squeezed to
+        [s, 1 − s] so that neither end is exactly noise-free or pure noise. Index t uses u = (t+1)/T.
+        """
+        u = np.linspace(0, 1, num_timesteps + 1, dtype=np.float64)
+        alphas2 = (1 - u**power) ** 2
+        alphas2 = _clip_alphas_cumprod(alphas2)  # length T+1, starting at u=0
+        precision = 1 - 2 * s
+        ac_full = precision * alphas2 + s  # ᾱ at u = 0 .. 1
+        betas = 1 - ac_full[1:] / ac_full[:-1]
+        # ac_full[0] = 1 − s, so fold that tiny first factor into β_0 to keep ᾱ_t = ac_full[t+1]
+        betas[0] = 1 - ac_full[1]
+        return cls(betas, name=f"polynomial_{power:g}")
+
+    @classmethod
+    def from_name(cls, name: str, num_timesteps: int = 1000) -> "NoiseSchedule":
+        """``"linear"``, ``"cosine"`` or ``"polynomial"`` / ``"polynomial_P"`` (power P, default 2)."""
+        if name == "linear":
+            return cls.linear(num_timesteps)
+        if name == "cosine":
+            return cls.cosine(num_timesteps)
+        if name.startswith("polynomial"):
+            power = float(name.split("_", 1)[1]) if "_" in name else 2.0
+            return cls.polynomial(num_timesteps, power=power)
+        raise ValueError(f"unknown noise schedule {name!r}; choose linear, cosine or polynomial[_P]")
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _gather(table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """Values of ``table`` at ``t`` shaped to broadcast against ``like``.
+
+        ``t`` is an int (same step for all rows) or a LongTensor of shape ``[like.shape[0]]`` (one step per row).
+        """
+        if isinstance(t, int) or (isinstance(t, torch.Tensor) and t.ndim == 0):
+            return table[int(t)].to(device=like.device, dtype=like.dtype)
+        out = table.to(like.device)[t.to(like.device)].to(like.dtype)
+        return out.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def sample_timesteps(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Uniformly random training timesteps, LongTensor ``[n]``."""
+        return torch.randint(0, self.num_train_timesteps, (n,), generator=generator, device=device)
+
+    # ------------------------------------------------------------------ forward process
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε for any shape; ``t`` per row (``[x0.shape[0]]``) or an int."""
+        return self._gather(self.sqrt_alphas_cumprod, t, x0) * x0 + self._gather(
+            self.sqrt_one_minus_alphas_cumprod, t, x0
+        ) * noise
+
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor | int,
+        noise: torch.Tensor | None = None,
+        project: Projection | None = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw x_t ~ q(x_t | x_0); returns ``(x_t, noise)``.
+
+        ``project`` maps fresh noise into the subspace the data lives in (e.g. zero centre of mass per
+        molecule); ``mask`` (broadcastable to x0, 1 = real entry) zeroes noise on padded entries.
+        """
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            if project is not None:
+                noise = project(noise)
+        if mask is not None:
+            noise = noise * mask
+        return self.add_noise(x0, noise, t), noise
+
+    def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of q(x_t | x_0)."""
+        return self._gather(self.sqrt_alphas_cumprod, t, x0) * x0, self._gather(1.0 - self.alphas_cumprod, t, x0)
+
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean μ̃_t and variance β̃_t of q(x_{t−1} | x_t, x_0)."""
+        mean = self._gather(self.posterior_mean_coef1, t, x_t) * x0 + self._gather(self.posterior_mean_coef2, t, x_t) * x_t
+        return mean, self._gather(self.posterior_variance, t, x_t)
+
+    # ------------------------------------------------------------------ parametrisations
+    def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
+        """x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t."""
+        return self._gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - self._gather(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t
+        ) * eps
+
+    def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
+        """ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)."""
+        return (x_t - self._gather(self.sqrt_alphas_cumprod, t, x_t) * x0) / self._gather(
+            self.sqrt_one_minus_alphas_cumprod, t, x_t
+        )
+
+    # ------------------------------------------------------------------ reverse process
+    def step(
+        self,
+        eps: torch.Tensor,
+        t: int,
+        x_t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        variance: Literal["fixed_small", "fixed_large"] = "fixed_small",
+        generator: torch.Generator | None = None,
+        project: Projection | None = None,
+    ) -> torch.Tensor:
+        """One ancestral step x_t → x_{t−1} from an ε-prediction.
+
+        x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε) + σ_t z, σ_t² = β̃_t ("fixed_small") or β_t
+        ("fixed_large"); no noise is added at t = 0.
+        """
+        t = int(t)
+        mean = (x_t - self.betas[t] / self.sqrt_one_minus_alphas_cumprod[t] * eps) / torch.sqrt(self.alphas[t])
+        if t == 0:
+            return mean
+        if noise is None:
+            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            if project is not None:
+                noise = project(noise)
+        var = self.posterior_variance[t] if variance == "fixed_small" else self.betas[t]
+        return mean + torch.sqrt(var) * noise
+
+    def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "leading"] = "trailing") -> torch.Tensor:
+        """Decreasing strided timesteps for DDIM sampling with ``num_inference_steps`` steps.
+
+        "trailing" starts at T−1 (recommended: the first step sees pure noise); "leading" is
+        ``range(0, T, T//n)`` reversed, diffusers' DDIMScheduler default.
+        """
+        T = self.num_train_timesteps
+        if not 1 <= num_inference_steps <= T:
+            raise ValueError(f"number of steps must be between 1 and {T}, got {num_inference_steps}")
+        if spacing == "trailing":
+            ts = np.round(np.arange(T, 0, -T / num_inference_steps)).astype(np.int64) - 1
+        elif spacing == "leading":
+            ts = (np.arange(0, num_inference_steps) * (T // num_inference_steps)).round()[::-1].astype(np.int64)
+        else:
+            raise ValueError(f"unknown spacing {spacing!r}")
+        self.timesteps = torch.from_numpy(ts.copy())
+        return self.timesteps
+
+    def ddim_step(
+        self,
+        eps: torch.Tensor,
+        t: int,
+        prev_t: int,
+        x_t: torch.Tensor,
+        eta: float = 0.0,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        project: Projection | None = None,
+    ) -> torch.Tensor:
+        """One DDIM step x_t → x_{prev_t} (Song et al. 2021); ``prev_t < 0`` means ᾱ = 1 (the clean sample).
+
+        σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); η = 0 is deterministic, η = 1 matches DDPM's variance.
+        """
+        a_t = self.alphas_cumprod[int(t)].double()
+        a_prev = self.alphas_cumprod[int(prev_t)].double() if prev_t >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        x0 = (x_t - torch.sqrt(1 - a_t).to(x_t.dtype) * eps) / torch.sqrt(a_t).to(x_t.dtype)
+        sigma = eta * torch.sqrt((1 - a_prev) / (1 - a_t)) * torch.sqrt(1 - a_t / a_prev)
+        direction = torch.sqrt(torch.clamp(1 - a_prev - sigma**2, min=0.0)).to(x_t.dtype) * eps
+        x_prev = torch.sqrt(a_prev).to(x_t.dtype) * x0 + direction
+        if eta > 0 and prev_t >= 0:
+            if noise is None:
+                noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+                if project is not None:
+                    noise = project(noise)
+            x_prev = x_prev + sigma.to(x_t.dtype) * noise
+        return x_prev
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule({self.name}, T={self.num_train_timesteps})"
