@@ -1,0 +1,218 @@
+"""Quality per CPU-hour: train recipe variants for the same budget, then sample and score them.
+
+Every variant is a set of overrides of the one :class:`molediff.config.TrainConfig` used by
+``molediff train`` (no forked training code). Each is trained for ``--minutes`` of *CPU* time per
+thread (``clock="cpu"``, so contention from other processes does not shrink a variant's budget),
+same seed and data; molecules seen are reported too, since variants differ in cost. Then ``--samples``
+molecules are drawn with the EMA weights at each of ``--steps`` DDIM steps and scored with molediff's
+own metrics (lookup bonds) plus the validation loss.
+
+Phases are resumable: a variant whose run already reached the budget is not retrained, and scores are
+cached per (variant, steps, samples). Results: ``benchmarks/results/recipe_study.json`` and a table;
+``--plot`` draws validation-loss curves to ``benchmarks/results/recipe_study.png``.
+
+    python benchmarks/recipe_study.py --minutes 10 --workers 2          # train + score all variants
+    python benchmarks/recipe_study.py --only baseline,precond --phase score
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: name -> overrides of TrainConfig ("model.x" / "diffusion.x" for nested fields)
+VARIANTS: dict[str, dict[str, object]] = {
+    # 1. EDM's recipe scaled down: ε-prediction, uniform weighting and time, d² messages, 4×64
+    "baseline": {},
+    # 2. output parametrisation
+    "x0": {"diffusion.parametrization": "x0"},
+    "precond": {"diffusion.parametrization": "precond"},
+    # 3. loss weighting over noise levels and the training-time distribution
+    "precond_karras": {"diffusion.parametrization": "precond", "diffusion.loss_weighting": "karras"},
+    "min_snr": {"diffusion.loss_weighting": "min_snr"},
+    # more training where bond lengths are decided: log-SNR ≈ 3..7 means σ ≈ 0.03..0.2 Å on positions
+    "lognormal_bonds": {"diffusion.time_sampling": "lognormal", "diffusion.logsnr_mean": 4.0, "diffusion.logsnr_std": 3.0},
+    # 4. how messages see distances
+    "rbf": {"model.distance_features": "rbf"},
+    # 5. width and depth at equal CPU time
+    "w128_l6": {"model.hidden": 128, "model.layers": 6},
+    "w128_l9": {"model.hidden": 128, "model.layers": 9},
+    # 6. atom-type feature scale, learning rate, batch size
+    "feat1": {"diffusion.feature_scale": 1.0},
+    "lr1e-3": {"lr": 1e-3},
+    "bs128": {"batch_size": 128},
+}
+
+
+def make_config(name: str, minutes: float, threads: int, seed: int):
+    from molediff.config import TrainConfig
+
+    cfg = TrainConfig(seed=seed, max_minutes=minutes, clock="cpu", threads=threads,
+                      eval_every_steps=0, eval_samples=0, checkpoint_minutes=2.0, valid_molecules=2000)
+    for key, value in VARIANTS[name].items():
+        target = cfg
+        *path, leaf = key.split(".")
+        for p in path:
+            target = getattr(target, p)
+        if not hasattr(target, leaf):
+            raise KeyError(f"variant {name}: unknown config field {key}")
+        setattr(target, leaf, value)
+    return cfg
+
+
+def run_dir(args, name: str) -> Path:
+    return Path(args.runs) / name
+
+
+def train_one(args, name: str) -> None:
+    """Train (or finish training) one variant in this process."""
+    from molediff.checkpoint import safe_torch_load
+    from molediff.training import CHECKPOINT, train
+
+    cfg = make_config(name, args.minutes, args.threads, args.seed)
+    d = run_dir(args, name)
+    ckpt = d / CHECKPOINT
+    resume = ckpt.exists()
+    if resume and safe_torch_load(ckpt)["elapsed"] >= args.minutes * 60:
+        return
+    train(cfg, d, resume=resume, progress=False)
+
+
+def score_one(args, name: str, steps: int) -> dict:
+    """Sample with the variant's EMA weights and score with molediff's metrics (cached)."""
+    import torch
+
+    from molediff.checkpoint import safe_torch_load
+    from molediff.metrics import quick_metrics
+    from molediff.molecular import MolecularDiffusion, sizes_from_histogram
+    from molediff.training import CHECKPOINT, LOG
+
+    d = run_dir(args, name)
+    cache = d / f"score_steps{steps}_n{args.samples}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    state = safe_torch_load(d / CHECKPOINT)
+    from molediff.config import TrainConfig
+
+    cfg = TrainConfig.from_dict(state["config"])
+    model = MolecularDiffusion(cfg.model, cfg.diffusion)
+    model.load_state_dict(state["ema"])
+    model.eval()
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(args.seed)
+    sizes = sizes_from_histogram(state["histogram"], args.samples, generator=g)
+    t0 = time.time()
+    pos, types, ptr = [], [], [0]
+    for start in range(0, args.samples, 250):
+        p, t, pt = model.sample(sizes[start : start + 250], num_steps=steps, generator=g)
+        pos.append(p), types.append(t), ptr.extend((pt[1:] + ptr[-1]).tolist())
+    metrics = quick_metrics(torch.cat(pos), torch.cat(types), torch.tensor(ptr))
+    evals = [json.loads(line) for line in (d / LOG).read_text().splitlines() if '"eval"' in line]
+    rec = {"variant": name, "steps": steps, "samples": args.samples, "overrides": VARIANTS[name],
+           "train_minutes_cpu": round(state["elapsed"] / 60, 2), "train_steps": state["step"],
+           "molecules_seen": state["molecules_seen"], "val_loss": evals[-1]["val_loss"] if evals else None,
+           "sample_seconds": round(time.time() - t0, 1), **metrics}
+    cache.write_text(json.dumps(rec, indent=2))
+    return rec
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="CPU minutes per thread for each variant (default 10)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per variant (default 1)")
+    ap.add_argument("--workers", type=int, default=1, help="variants trained at once, each in its own process (default 1)")
+    ap.add_argument("--samples", type=int, default=500, help="molecules sampled per variant and step count (default 500)")
+    ap.add_argument("--steps", default="50,100", help="comma-separated DDIM step counts to score (default 50,100)")
+    ap.add_argument("--only", help="comma-separated variant names (default: all)")
+    ap.add_argument("--phase", choices=("all", "train", "score"), default="all")
+    ap.add_argument("--runs", default=os.environ.get("MOLEDIFF_STUDY_RUNS", str(ROOT / "runs" / "study")),
+                    help="where variant runs live (default runs/study, or $MOLEDIFF_STUDY_RUNS)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot", action="store_true", help="also plot validation-loss curves")
+    ap.add_argument("--_train-one", dest="train_one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.train_one:
+        train_one(args, args.train_one)
+        return 0
+    names = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+
+    if args.phase in ("all", "train"):
+        pending = list(names)
+        running: list[tuple[str, subprocess.Popen]] = []
+        while pending or running:
+            while pending and len(running) < args.workers:
+                name = pending.pop(0)
+                cmd = [sys.executable, __file__, "--_train-one", name, "--minutes", str(args.minutes),
+                       "--threads", str(args.threads), "--runs", args.runs, "--seed", str(args.seed)]
+                print(f"[study] training {name} ({args.minutes} CPU-min)", flush=True)
+                running.append((name, subprocess.Popen(cmd)))
+            time.sleep(5)
+            for item in list(running):
+                if item[1].poll() is not None:
+                    running.remove(item)
+                    print(f"[study] {item[0]} finished with exit code {item[1].returncode}", flush=True)
+
+    if args.phase in ("all", "score"):
+        rows = []
+        for name in names:
+            if not (run_dir(args, name) / "checkpoint.pt").exists():
+                print(f"[study] {name}: not trained, skipped")
+                continue
+            for steps in [int(s) for s in args.steps.split(",")]:
+                rows.append(score_one(args, name, steps))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / "recipe_study.json"
+        out.write_text(json.dumps({"minutes_cpu": args.minutes, "threads": args.threads, "rows": rows}, indent=2))
+        cols = ("variant", "steps", "train_steps", "molecules_seen", "val_loss", "atom_stable", "mol_stable", "valid", "valid_unique")
+        print(" | ".join(cols))
+        for r in rows:
+            print(" | ".join(_fmt(r.get(c)) for c in cols))
+        print(f"wrote {out}")
+        if args.plot:
+            plot_curves(args, names)
+    return 0
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{100 * v:.1f}" if v <= 1.0 else f"{v:.4f}"
+    return str(v)
+
+
+def plot_curves(args, names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        log = run_dir(args, name) / "log.jsonl"
+        if not log.exists():
+            continue
+        recs = [json.loads(x) for x in log.read_text().splitlines()]
+        tr = [r for r in recs if r["event"] == "train"]
+        ax.plot([r["minutes"] for r in tr], [r["loss"] for r in tr], label=name, lw=1)
+    ax.set_xlabel("CPU minutes (per thread)")
+    ax.set_ylabel("training loss (running mean of 50 steps)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "recipe_study.png", dpi=120)
+    print(f"wrote {RESULTS / 'recipe_study.png'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Checkpoints: atomic writes, integrity checks, and the small EMA-only bundle that ships with the package.
+
+A training checkpoint is one file holding model, EMA, optimiser, step and RNG state (a run can
+continue exactly). A *model file* holds only EMA weights plus the config and a SHA-256 of the weights,
+which :func:`load_model_file` verifies before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from molediff import __version__
+from molediff.config import TrainConfig
+from molediff.errors import UserError
+
+MODEL_FORMAT = 1
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """Load a checkpoint or say clearly why it cannot be loaded (missing, truncated, corrupted)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"checkpoint {path} is corrupted or not a molediff checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_model_file(path: str | Path, ema_state: dict[str, torch.Tensor], config: TrainConfig, meta: dict[str, Any]) -> None:
+    """Write EMA weights (float32) with config, metadata and a checksum; the shippable format."""
+    state = {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.cpu().clone() for k, v in ema_state.items()}
+    blob = {
+        "format": MODEL_FORMAT,
+        "molediff_version": __version__,
+        "config": config.to_dict(),
+        "meta": meta,
+        "state_dict": state,
+        "sha256": state_dict_digest(state),
+    }
+    atomic_torch_save(blob, path)
+
+
+def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], TrainConfig, dict[str, Any]]:
+    """Read a model file written by :func:`save_model_file` (or the EMA of a training checkpoint), verified."""
+    blob = safe_torch_load(path)
+    if not isinstance(blob, dict):
+        raise UserError(f"{path} is not a molediff model file")
+    if "ema" in blob and "config" in blob:  # a full training checkpoint: use its EMA weights
+        return blob["ema"], TrainConfig.from_dict(blob["config"]), {"step": blob.get("step")}
+    if blob.get("format") != MODEL_FORMAT or "state_dict" not in blob:
+        raise UserError(f"{path} has model format {blob.get('format')!r}; this molediff reads format {MODEL_FORMAT}")
+    if state_dict_digest(blob["state_dict"]) != blob.get("sha256"):
+        raise UserError(f"{path} failed its integrity check (weights do not match their SHA-256); re-download or retrain")
+    return blob["state_dict"], TrainConfig.from_dict(blob["config"]), blob.get("meta", {})

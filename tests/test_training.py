@@ -1,0 +1,121 @@
+"""Training: determinism, exact resume, checkpoint integrity, interrupts and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from molediff.checkpoint import load_model_file, safe_torch_load
+from molediff.cli import main
+from molediff.config import ModelConfig, TrainConfig
+from molediff.errors import UserError
+from molediff.training import CHECKPOINT, EMA_MODEL, LOG, Trainer, train
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(model=ModelConfig(hidden=16, layers=2), batch_size=16, valid_molecules=64, eval_every_steps=0,
+                eval_samples=0, threads=1, checkpoint_minutes=100.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run_dir):
+    return safe_torch_load(Path(run_dir) / CHECKPOINT)
+
+
+def test_same_seed_same_weights(tmp_path):
+    train(tiny(max_steps=12), tmp_path / "a", progress=False)
+    train(tiny(max_steps=12), tmp_path / "b", progress=False)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    c = tiny(max_steps=12, seed=1)
+    train(c, tmp_path / "c", progress=False)
+    assert any(not torch.equal(a["model"][k], _weights(tmp_path / "c")["model"][k]) for k in a["model"])
+
+
+def test_resume_continues_exactly(tmp_path):
+    train(tiny(max_steps=16), tmp_path / "straight", progress=False)
+    train(tiny(max_steps=9), tmp_path / "split", progress=False)
+    train(tiny(max_steps=16), tmp_path / "split", resume=True, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a["step"] == b["step"] == 16
+    for part in ("model", "ema"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], atol=0, rtol=0, msg=f"{part}.{k}")
+    log = [json.loads(x) for x in (tmp_path / "split" / LOG).read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "eval"] == [9, 16]
+
+
+def test_existing_run_needs_resume_and_missing_run_cannot_resume(tmp_path):
+    train(tiny(max_steps=2), tmp_path / "r", progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        Trainer(tiny(max_steps=4), tmp_path / "r")
+    with pytest.raises(UserError, match="no checkpoint"):
+        Trainer(tiny(), tmp_path / "nothing", resume=True)
+
+
+def test_corrupted_checkpoint_is_reported_not_loaded(tmp_path):
+    train(tiny(max_steps=2), tmp_path / "r", progress=False)
+    ckpt = tmp_path / "r" / CHECKPOINT
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupted"):
+        Trainer(tiny(max_steps=4), tmp_path / "r", resume=True)
+    # the shippable EMA file carries a checksum of its weights
+    blob = torch.load(tmp_path / "r" / EMA_MODEL, weights_only=False)
+    key = next(iter(blob["state_dict"]))
+    blob["state_dict"][key] = blob["state_dict"][key] + 1.0
+    torch.save(blob, tmp_path / "tampered.pt")
+    with pytest.raises(UserError, match="integrity"):
+        load_model_file(tmp_path / "tampered.pt")
+    state, cfg, meta = load_model_file(tmp_path / "r" / EMA_MODEL)
+    assert cfg.model.hidden == 16 and meta["step"] == 2
+
+
+def test_config_json_round_trip_and_unknown_fields(tmp_path):
+    cfg = tiny(lr=1e-3)
+    cfg.diffusion.parametrization = "precond"
+    cfg.save_json(tmp_path / "c.json")
+    assert TrainConfig.load_json(tmp_path / "c.json") == cfg
+    (tmp_path / "bad.json").write_text(json.dumps({"learning_rate": 1}))
+    with pytest.raises(UserError, match="unknown"):
+        TrainConfig.load_json(tmp_path / "bad.json")
+
+
+def test_cli_trains_and_rejects_bad_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--max-steps", "3", "--batch-size", "8", "--model-hidden", "16", "--model-layers", "1",
+            "--valid-molecules", "32", "--eval-samples", "0", "--no-progress", "--diffusion-parametrization", "precond"]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["diffusion"]["parametrization"] == "precond" and cfg["model"]["hidden"] == 16
+    assert (out / EMA_MODEL).exists()
+    assert main(["train", "--out", str(tmp_path / "x"), "--diffusion-parametrization", "v-pred"]) == 2
+    assert "parametrization" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "y"), "--lr", "-1"]) == 2
+
+
+def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "molediff", "train", "--out", str(out), "--batch-size", "8", "--model-hidden", "16",
+           "--model-layers", "1", "--valid-molecules", "32", "--eval-samples", "0", "--eval-every-steps", "0",
+           "--no-progress", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / LOG).exists() and (out / LOG).read_text().strip()):
+        time.sleep(0.5)  # wait for the first 50 steps to be logged
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert "continue with --resume" in output
+    step = _weights(out)["step"]
+    assert step >= 50
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", str(step + 2), "--no-progress", "--eval-samples", "0"]) == 0
+    assert _weights(out)["step"] == step + 2
