@@ -1,0 +1,244 @@
+"""Sampling molecules: ``molediff sample`` and :func:`load_pretrained`.
+
+Molecules are generated in batches; batch ``i`` uses a random stream derived from ``(seed, i)``
+alone, so the same seed and batch size give the same molecules, and batches can be sharded across
+processes without changing the result. Molecules whose sampling diverged (non-finite coordinates or
+collapsed atoms) are never written: they are counted and more are sampled until ``n`` are delivered.
+Output streams to the file record by record (memory stays bounded for any ``n``); it appears
+atomically when sampling finishes, and an interrupted run keeps only complete records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from molediff.checkpoint import load_model_file
+from molediff.config import TrainConfig
+from molediff.elements import ELEMENTS
+from molediff.errors import UserError
+from molediff.molecular import MolecularDiffusion, finite_molecules, sizes_from_histogram
+
+BUNDLED_MODEL = "qm9_ema.pt"
+#: default number of reverse (DDIM) steps; see benchmarks/README.md for the quality/speed trade-off
+DEFAULT_STEPS = 100
+
+
+def bundled_model_path() -> Path:
+    return Path(str(resources.files("molediff") / "pretrained" / BUNDLED_MODEL))
+
+
+def batch_generator(seed: int, index: int) -> torch.Generator:
+    """The random stream of batch ``index`` for a user's ``seed`` (independent of other batches)."""
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+@dataclass
+class SampleStats:
+    requested: int = 0
+    delivered: int = 0
+    diverged: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    per_batch: list[int] = field(default_factory=list)
+
+
+class MoleculeGenerator:
+    """A trained model ready to sample. Build with :func:`load_pretrained` or :meth:`from_file`."""
+
+    def __init__(self, model: MolecularDiffusion, config: TrainConfig, histogram: torch.Tensor, meta: dict, source: str) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.histogram = histogram
+        self.meta = meta
+        self.source = source
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str = "cpu") -> "MoleculeGenerator":
+        state, config, meta = load_model_file(path)
+        model = MolecularDiffusion(config.model, config.diffusion)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: weights do not fit the saved config ({exc})") from None
+        hist = meta.get("size_histogram")
+        if hist is None:
+            from molediff.data.qm9 import train_size_histogram
+
+            hist = train_size_histogram()
+        return cls(model.to(device), config, torch.as_tensor(hist), meta, str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def sample_arrays(
+        self,
+        n: int,
+        steps: int | None = DEFAULT_STEPS,
+        seed: int = 0,
+        batch_size: int = 250,
+        n_atoms: int | None = None,
+        eta: float = 0.0,
+        stats: SampleStats | None = None,
+        first_batch: int = 0,
+        batch_stride: int = 1,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+        """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``.
+
+        ``first_batch``/``batch_stride`` select every stride-th batch index (for sharding across
+        processes); the default is all batches.
+        """
+        if n < 0:
+            raise UserError("number of molecules must be ≥ 0")
+        stats = stats if stats is not None else SampleStats()
+        stats.requested = n
+        max_atoms = len(self.histogram) - 1
+        if n_atoms is not None and not 1 <= n_atoms <= max(max_atoms, 1) * 2:
+            raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
+        symbols_table = np.array(ELEMENTS)
+        index = first_batch
+        t0 = time.time()
+        while stats.delivered < n:
+            if stats.batches > 20 and stats.diverged > 10 * max(stats.delivered, 1):
+                raise RuntimeError(f"sampling diverges: {stats.diverged} of {stats.diverged + stats.delivered} molecules failed")
+            g = batch_generator(seed, index)
+            size = min(batch_size, n - stats.delivered)
+            sizes = torch.full((size,), n_atoms) if n_atoms else sizes_from_histogram(self.histogram, size, generator=g)
+            pos, types, ptr = self.model.sample(sizes, num_steps=steps, generator=g, eta=eta)
+            pos, types, ptr = pos.cpu(), types.cpu(), ptr.cpu()
+            ok = finite_molecules(pos, ptr)
+            stats.diverged += int((~ok).sum())
+            stats.batches += 1
+            for i in range(len(sizes)):
+                if not ok[i]:
+                    continue
+                a, b = int(ptr[i]), int(ptr[i + 1])
+                stats.delivered += 1
+                yield symbols_table[types[a:b].numpy()], pos[a:b].double().numpy(), {"batch": index, "index_in_batch": i}
+            index += batch_stride
+            stats.seconds = time.time() - t0
+
+    def sample(self, n: int, **kwargs) -> list:
+        """``n`` molecules as RDKit ``Mol`` objects with 3D conformers (lookup bonds)."""
+        from molediff.chem import build_molecule
+
+        return [build_molecule(list(s), p) for s, p, _ in self.sample_arrays(n, **kwargs)]
+
+
+def load_pretrained(path: str | Path | None = None, device: str = "cpu") -> MoleculeGenerator:
+    """The bundled QM9 model (or the model file / training checkpoint at ``path``)."""
+    path = Path(path) if path is not None else bundled_model_path()
+    if not path.exists():
+        if path == bundled_model_path():
+            raise UserError("this installation has no bundled model; pass --checkpoint PATH (a run's ema_model.pt or checkpoint.pt)")
+        raise UserError(f"checkpoint {path} does not exist")
+    return MoleculeGenerator.from_file(path, device=device)
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Generate 3D molecules with the bundled QM9 model (or --checkpoint) and write them to an SDF "
+        "(default) or XYZ file. Same --seed and --batch-size give the same molecules."
+    )
+    p.add_argument("--n", type=int, default=1000, help="number of molecules to write (default 1000)")
+    p.add_argument("--out", default="molediff_samples.sdf", help="output file (default molediff_samples.sdf); a folder gets samples.sdf inside")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"reverse steps: fewer is faster (DDIM), the model's T (1000) is ancestral DDPM (default {DEFAULT_STEPS})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=250, help="molecules sampled at once; bounds memory (default 250)")
+    p.add_argument("--n-atoms", type=int, default=None, help="fixed molecule size (default: sizes drawn from the training data)")
+    p.add_argument("--checkpoint", default=None, help="model file or training checkpoint (default: the bundled QM9 model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity: 0 deterministic, 1 DDPM-like (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _resolve_output(out: str, fmt: str | None) -> tuple[Path, str]:
+    path = Path(out)
+    if path.is_dir():
+        path = path / f"samples.{fmt or 'sdf'}"
+    fmt = fmt or ("xyz" if path.suffix.lower() == ".xyz" else "sdf")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise UserError(f"cannot write {path}: folder {parent} does not exist")
+    try:
+        probe = parent / f".molediff_write_test_{time.time_ns()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to {parent}: {exc.strerror or exc}") from None
+    return path, fmt
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from molediff.chem.io import SDFWriter, XYZWriter
+
+    if args.n < 1:
+        raise UserError(f"--n must be ≥ 1, got {args.n}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    path, fmt = _resolve_output(args.out, args.format)
+    gen = load_pretrained(args.checkpoint, device=args.device)
+    T = gen.config.diffusion.timesteps
+    if not 1 <= args.steps <= T:
+        raise UserError(f"--steps must be between 1 and {T}, got {args.steps}")
+    steps = None if args.steps == T else args.steps
+    meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": "ddpm" if steps is None else f"ddim{args.steps}_eta{args.eta:g}",
+            "molediff_seed": args.seed}
+    writer = SDFWriter(path, metadata=meta) if fmt == "sdf" else XYZWriter(path)
+    stats = SampleStats()
+    valid = stable = 0
+    smiles: set[str] = set()
+    bar = tqdm(total=args.n, unit="mol", disable=args.no_progress, dynamic_ncols=True, desc="sampling")
+    interrupted = False
+    t0 = time.time()
+    try:
+        for symbols, pos, info in gen.sample_arrays(args.n, steps=steps, seed=args.seed, batch_size=args.batch_size,
+                                                    n_atoms=args.n_atoms, eta=args.eta, stats=stats):
+            props = writer.write(list(symbols), pos, {"molediff_batch": info["batch"]}) if fmt == "sdf" else writer.write(list(symbols), pos)
+            if fmt == "sdf":
+                valid += bool(props.get("molediff_valid"))
+                stable += bool(props.get("molediff_stable"))
+                if props.get("SMILES"):
+                    smiles.add(props["SMILES"])
+            bar.update(1)
+            bar.set_postfix(mol_s=f"{stats.delivered / max(time.time() - t0, 1e-9):.2f}")
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        writer.abort()  # a crash publishes nothing
+        raise
+    finally:
+        bar.close()
+    writer.close()  # only complete records were written; the file appears now
+    done = writer.count
+    elapsed = time.time() - t0
+    print(f"wrote {done} molecules to {path} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s)", file=sys.stderr if interrupted else sys.stdout)
+    if stats.diverged:
+        print(f"{stats.diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
+    if fmt == "sdf" and done:
+        print(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
+              f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")
+    if interrupted:
+        print(f"interrupted after {done} of {args.n} molecules", file=sys.stderr)
+        return 130
+    return 0
