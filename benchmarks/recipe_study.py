@@ -91,7 +91,7 @@ def score_one(args, name: str, steps: int) -> dict:
     import torch
 
     from molediff.checkpoint import safe_torch_load
-    from molediff.metrics import quick_metrics
+    from molediff.metrics import sample_metrics
     from molediff.molecular import MolecularDiffusion, sizes_from_histogram
     from molediff.training import CHECKPOINT, LOG
 
@@ -114,7 +114,7 @@ def score_one(args, name: str, steps: int) -> dict:
     for start in range(0, args.samples, 250):
         p, t, pt = model.sample(sizes[start : start + 250], num_steps=steps, generator=g)
         pos.append(p), types.append(t), ptr.extend((pt[1:] + ptr[-1]).tolist())
-    metrics = quick_metrics(torch.cat(pos), torch.cat(types), torch.tensor(ptr))
+    metrics = sample_metrics(torch.cat(types), torch.cat(pos), torch.tensor(ptr))
     evals = [json.loads(line) for line in (d / LOG).read_text().splitlines() if '"eval"' in line]
     rec = {"variant": name, "steps": steps, "samples": args.samples, "overrides": VARIANTS[name],
            "train_minutes_cpu": round(state["elapsed"] / 60, 2), "train_steps": state["step"],
@@ -175,20 +175,25 @@ def main() -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / "recipe_study.json"
         out.write_text(json.dumps({"minutes_cpu": args.minutes, "threads": args.threads, "rows": rows}, indent=2))
-        cols = ("variant", "steps", "train_steps", "molecules_seen", "val_loss", "atom_stable", "mol_stable", "valid", "valid_unique")
+        cols = ("variant", "steps", "train_steps", "molecules_seen", "val_loss", "atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
         print(" | ".join(cols))
         for r in rows:
-            print(" | ".join(_fmt(r.get(c)) for c in cols))
+            print(" | ".join(_fmt(c, r.get(c)) for c in cols))
         print(f"wrote {out}")
         if args.plot:
             plot_curves(args, names)
     return 0
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{100 * v:.1f}" if v <= 1.0 else f"{v:.4f}"
-    return str(v)
+PERCENT = ("atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
+
+
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if key in PERCENT:
+        return f"{100 * v:.1f}"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def plot_curves(args, names: list[str]) -> None:

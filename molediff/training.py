@@ -91,12 +91,12 @@ def validation_loss(model: MolecularDiffusion, data: MoleculeSet, batch_size: in
 @torch.no_grad()
 def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, steps: int, seed: int = 0) -> dict[str, float]:
     """Sample ``n`` molecules and score them (stability always; validity when RDKit is present)."""
-    from molediff.metrics import quick_metrics
+    from molediff.metrics import sample_metrics
 
     g = torch.Generator().manual_seed(seed)
     sizes = sizes_from_histogram(histogram, n, generator=g)
     pos, types, ptr = model.sample(sizes, num_steps=steps, generator=g)
-    return quick_metrics(pos.cpu(), types.cpu(), ptr.cpu())
+    return sample_metrics(types, pos, ptr)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -270,7 +270,7 @@ class Trainer:
 
 def _format_eval(rec: dict[str, Any]) -> str:
     parts = [f"step {rec['step']}", f"{rec['minutes']:.1f} min", f"val_loss {rec['val_loss']:.4f}"]
-    for key in ("atom_stable", "mol_stable", "valid"):
+    for key in ("atom_stability", "molecule_stability", "validity"):
         if key in rec:
             parts.append(f"{key} {100 * rec[key]:.1f}%")
     return "eval: " + ", ".join(parts)

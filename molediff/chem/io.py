@@ -1,0 +1,392 @@
+"""SDF and XYZ files of 3D molecules.
+
+Writing is atomic: records stream into a temporary file next to the target, which is renamed onto
+the target only when the writer is closed without error (an interrupted run leaves no half-written
+file). Each SDF record carries 3D coordinates (Å), the perceived bonds and SD properties:
+
+* ``SMILES`` — canonical SMILES of the largest fragment, only when the molecule is valid;
+* ``molediff_valid``, ``molediff_strict_valid``, ``molediff_stable`` — ``1``/``0`` flags
+  (published validity, strict validity, molecule stability with lookup bonds);
+* ``molediff_bonds`` — how bonds were perceived (``lookup``, ``rdkit``, ``rdkit-connectivity``, ``failed``);
+* any metadata passed by the caller (seed, model, sampler, ...), as text (JSON for lists/dicts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+
+import numpy as np
+from rdkit import Chem, rdBase
+
+from molediff.chem.bonds import VALENCE_BY_TYPE, lookup_bond_orders, symbols_to_types
+from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, symbols_of
+
+__all__ = [
+    "RecordError",
+    "SDFContents",
+    "SDFRecord",
+    "SDFWriter",
+    "XYZWriter",
+    "read_sdf",
+    "write_sdf",
+    "write_xyz",
+]
+
+#: A molecule to write: ``(symbols [n], pos [n, 3] Å)`` or ``(symbols, pos, metadata)``.
+Record = tuple[Sequence[str], np.ndarray] | tuple[Sequence[str], np.ndarray, Mapping[str, Any]]
+
+
+def _prop_text(value: Any) -> str:
+    """One-line text for an SD property / XYZ comment value."""
+    if isinstance(value, bool):
+        text = "1" if value else "0"
+    elif isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    elif isinstance(value, (np.generic,)):
+        text = str(value.item())
+    else:
+        text = str(value)
+    return " ".join(text.splitlines()) or " "
+
+
+def _check_key(key: str) -> str:
+    key = str(key)
+    if not key or any(c in key for c in "<>\n\r") or key != key.strip():
+        raise ValueError(f"invalid SD property name {key!r} (no <, >, newlines or surrounding spaces)")
+    return key
+
+
+def _unpack(record: Record) -> tuple[Sequence[str], np.ndarray, Mapping[str, Any]]:
+    if len(record) == 2:
+        symbols, pos = record  # type: ignore[misc]
+        meta: Mapping[str, Any] = {}
+    elif len(record) == 3:
+        symbols, pos, meta = record  # type: ignore[misc]
+    else:
+        raise ValueError("a record is (symbols, pos) or (symbols, pos, metadata)")
+    pos = np.asarray(pos, dtype=np.float64).reshape(-1, 3)
+    if len(symbols) != len(pos):
+        raise ValueError(f"record has {len(symbols)} symbols but {len(pos)} positions")
+    return symbols, pos, meta or {}
+
+
+class _AtomicTextFile:
+    """Text file written to ``<dir>/.<name>.<pid>.tmp`` and renamed onto ``path`` by :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a directory")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self):x}.tmp")
+        self._fh: io.TextIOWrapper | None = open(self.tmp, "w", encoding="utf-8", newline="\n")
+
+    @property
+    def closed(self) -> bool:
+        return self._fh is None
+
+    def write(self, text: str) -> None:
+        if self._fh is None:
+            raise ValueError(f"writer for {self.path} is closed")
+        self._fh.write(text)
+
+    def close(self) -> None:
+        """Flush and move the finished file into place."""
+        if self._fh is None:
+            return
+        fh, self._fh = self._fh, None
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop everything written; the target path is left untouched."""
+        if self._fh is None:
+            return
+        fh, self._fh = self._fh, None
+        fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    def __del__(self) -> None:  # an unclosed writer never publishes a partial file
+        with contextlib.suppress(Exception):
+            self.abort()
+
+
+class SDFWriter:
+    """Streaming multi-record SDF writer; use as a context manager.
+
+    >>> with SDFWriter("samples.sdf", metadata={"model": "qm9"}) as w:   # doctest: +SKIP
+    ...     w.write(symbols, pos, {"seed": 0})
+
+    Records are written as they come (nothing is held in memory). Call :meth:`close` (or leave the
+    ``with`` block normally) to publish the file; an exception inside the block, :meth:`abort`, or a
+    writer garbage-collected unclosed discards the temporary file and leaves ``path`` untouched.
+
+    Args:
+        path: target file; it appears (atomically) only when the writer closes without error.
+        bonds: bond perception for the written bonds and flags, ``"lookup"`` or ``"rdkit"``.
+        metadata: properties added to every record (per-record metadata overrides them).
+        annotate: add the SMILES / validity / stability properties (costs one sanitization per record).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        bonds: str = "lookup",
+        metadata: Mapping[str, Any] | None = None,
+        annotate: bool = True,
+    ) -> None:
+        if bonds not in ("lookup", "rdkit"):
+            raise ValueError(f"bonds must be 'lookup' or 'rdkit', got {bonds!r}")
+        self.bonds = bonds
+        self.annotate = annotate
+        self.metadata = dict(metadata or {})
+        for k in self.metadata:
+            _check_key(k)
+        self.count = 0
+        self._file = _AtomicTextFile(path)
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    def write(
+        self, symbols: Sequence[str], pos_angstrom: np.ndarray, metadata: Mapping[str, Any] | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        """Append one molecule (``symbols`` ``[n]``, ``pos_angstrom`` ``[n, 3]`` Å). Returns the SD
+        properties written for it (flags as bools)."""
+        pos = np.asarray(pos_angstrom, dtype=np.float64).reshape(-1, 3)
+        if len(symbols) != len(pos):
+            raise ValueError(f"{len(symbols)} symbols but {len(pos)} positions")
+        mol = build_molecule(symbols, pos, bonds=self.bonds)
+        props: dict[str, Any] = {}
+        if self.annotate:
+            result = check_validity(mol)
+            if result.smiles is not None:
+                props["SMILES"] = result.smiles
+            props["molediff_valid"] = result.valid
+            props["molediff_strict_valid"] = result.strict_valid
+            props["molediff_stable"] = _molecule_stable(symbols, pos)
+            props["molediff_bonds"] = bond_perception_status(mol)
+        props.update(self.metadata)
+        props.update(metadata or {})
+        title = name if name is not None else f"molecule_{self.count}"
+        self._file.write(_record_block(mol, title, props))
+        self.count += 1
+        return props
+
+    def write_all(self, records: Iterable[Record]) -> int:
+        """Write every record; returns how many."""
+        for record in records:
+            symbols, pos, meta = _unpack(record)
+            self.write(symbols, pos, meta)
+        return self.count
+
+    def close(self) -> None:
+        """Finish: the file appears at :attr:`path`."""
+        self._file.close()
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        self._file.abort()
+
+    def __enter__(self) -> "SDFWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _molecule_stable(symbols: Sequence[str], pos: np.ndarray) -> bool:
+    """All atoms have lookup bond-order sum equal to their valence (False outside the vocabulary)."""
+    try:
+        types = symbols_to_types(symbols)
+    except ValueError:
+        return False
+    return bool((lookup_bond_orders(symbols, pos).sum(1) == VALENCE_BY_TYPE[types]).all())
+
+
+def _record_block(mol: Chem.Mol, title: str, props: Mapping[str, Any]) -> str:
+    mol = Chem.Mol(mol)
+    mol.SetProp("_Name", " ".join(str(title).splitlines()))
+    with rdBase.BlockLogs():
+        mol.UpdatePropertyCache(strict=False)  # allow writing over-valent (invalid) molecules
+        block = Chem.MolToMolBlock(mol, kekulize=False, includeStereo=False)
+    # MolToMolBlock ends with "M  END"; SD data items follow, then the record separator
+    parts = [block if block.endswith("\n") else block + "\n"]
+    for key, value in props.items():
+        parts.append(f">  <{_check_key(key)}>\n{_prop_text(value)}\n\n")
+    parts.append("$$$$\n")
+    return "".join(parts)
+
+
+def write_sdf(
+    path: str | os.PathLike, records: Iterable[Record], bonds: str = "lookup", metadata: Mapping[str, Any] | None = None
+) -> int:
+    """Write ``records`` (``(symbols, pos Å)`` or ``(symbols, pos, metadata)``) to one SDF, atomically.
+    Returns the number of records written."""
+    with SDFWriter(path, bonds=bonds, metadata=metadata) as writer:
+        return writer.write_all(records)
+
+
+class XYZWriter:
+    """Streaming multi-frame XYZ writer (atomic like :class:`SDFWriter`). The comment line holds the
+    name followed by ``key=value`` metadata."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.count = 0
+        self._file = _AtomicTextFile(path)
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    def write(
+        self, symbols: Sequence[str], pos_angstrom: np.ndarray, metadata: Mapping[str, Any] | None = None, name: str | None = None
+    ) -> None:
+        """Append one frame: ``symbols`` ``[n]``, ``pos_angstrom`` ``[n, 3]`` Å."""
+        pos = np.asarray(pos_angstrom, dtype=np.float64).reshape(-1, 3)
+        if len(symbols) != len(pos):
+            raise ValueError(f"{len(symbols)} symbols but {len(pos)} positions")
+        comment = [" ".join(str(name if name is not None else f"molecule_{self.count}").split())]
+        for key, value in (metadata or {}).items():
+            text = _prop_text(value)
+            comment.append(f"{key}={json.dumps(text) if (' ' in text or '=' in text) else text}")
+        lines = [str(len(symbols)), " ".join(comment)]
+        lines += [f"{s:<2s} {x:14.8f} {y:14.8f} {z:14.8f}" for s, (x, y, z) in zip(map(str, symbols), pos.tolist())]
+        self._file.write("\n".join(lines) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.abort()
+
+    def __enter__(self) -> "XYZWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_xyz(path: str | os.PathLike, records: Iterable[Record]) -> int:
+    """Write ``records`` as a multi-frame XYZ file, atomically. Returns the number of frames."""
+    with XYZWriter(path) as writer:
+        for record in records:
+            symbols, pos, meta = _unpack(record)
+            writer.write(symbols, pos, meta)
+        return writer.count
+
+
+class SDFRecord(NamedTuple):
+    """One molecule read from an SDF: ``symbols`` ``[n]``, ``pos`` ``[n, 3]`` float64 Å, ``props``
+    (SD properties as text, plus ``_Name`` (the title) and ``_index`` (0-based record number))."""
+
+    symbols: list[str]
+    pos: np.ndarray
+    props: dict[str, str]
+
+
+class RecordError(NamedTuple):
+    """A record that could not be used: 0-based ``index``, ``reason`` (a short category:
+    ``"unreadable record"``, ``"no 3D coordinates"``, ``"no atoms"``) and ``detail`` (RDKit's message,
+    the title, ...)."""
+
+    index: int
+    reason: str
+    detail: str
+
+
+class SDFContents(NamedTuple):
+    """What :func:`read_sdf` found: usable ``records`` and per-record ``errors``."""
+
+    records: list[SDFRecord]
+    errors: list[RecordError]
+
+
+@contextlib.contextmanager
+def _captured_rdkit_log() -> Iterator[io.StringIO]:
+    """Route RDKit's log to a buffer instead of the terminal (restores C++ stream logging after)."""
+    buf = io.StringIO()
+    rdBase.LogToPythonStderr()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield buf
+    finally:
+        rdBase.LogToCppStreams()
+
+
+def _log_detail(text: str) -> str:
+    lines = [ln.split("] ", 1)[-1].strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if "moving to the beginning of the next molecule" not in ln]
+    return "; ".join(lines)
+
+
+def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
+    """Read every record of an SDF (V2000 or V3000) without sanitizing and without dropping hydrogens.
+
+    Args:
+        path: the file.
+        require_3d: report records without 3D coordinates (a ``2D`` header, no conformer, or 3+ atoms
+            all at z = 0) as errors instead of returning them.
+
+    Returns:
+        :class:`SDFContents` ``(records, errors)``; ``records[k]`` unpacks as ``(symbols, pos, props)``.
+        Nothing is dropped silently: every record is either in ``records`` or in ``errors``.
+
+    Raises:
+        OSError / UnicodeDecodeError when the file itself cannot be read.
+    """
+    text = Path(path).read_text(encoding="utf-8", errors="strict")
+    records: list[SDFRecord] = []
+    errors: list[RecordError] = []
+    if not text.strip():
+        return SDFContents(records, errors)
+    supplier = Chem.SDMolSupplier()
+    supplier.SetData(text, sanitize=False, removeHs=False, strictParsing=True)
+    with _captured_rdkit_log() as log:
+        n = len(supplier)
+        if n == 0:
+            errors.append(RecordError(0, "unreadable record", "no SDF record found (not an SDF file?)"))
+        for k in range(n):
+            start = log.tell()
+            mol = supplier[k]
+            if mol is None:
+                log.seek(start)
+                detail = _log_detail(log.read())
+                title = supplier.GetItemText(k).split("\n", 1)[0].strip()
+                errors.append(RecordError(k, "unreadable record", "; ".join(x for x in (f"title {title!r}" if title else "", detail) if x)))
+                continue
+            name = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+            if mol.GetNumAtoms() == 0:
+                errors.append(RecordError(k, "no atoms", f"title {name!r}"))
+                continue
+            if mol.GetNumConformers() == 0:
+                errors.append(RecordError(k, "no 3D coordinates", f"title {name!r}: no coordinates"))
+                continue
+            conf = mol.GetConformer()
+            pos = np.array(conf.GetPositions(), dtype=np.float64).reshape(-1, 3)
+            if require_3d and (not conf.Is3D() or (len(pos) >= 3 and np.all(pos[:, 2] == 0.0))):
+                why = "2D header" if not conf.Is3D() else "all z = 0"
+                errors.append(RecordError(k, "no 3D coordinates", f"title {name!r}: {why}"))
+                continue
+            props = {key: mol.GetProp(key) for key in mol.GetPropNames()}
+            props["_Name"] = name
+            props["_index"] = str(k)
+            records.append(SDFRecord(symbols_of(mol), pos, props))
+    return SDFContents(records, errors)
+

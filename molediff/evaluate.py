@@ -1,0 +1,270 @@
+"""``molediff evaluate PATH ...``: score molecules in SDF/XYZ files with the literature's metrics.
+
+Prints a table (metric, value in %, and the published QM9-data row for lookup bonds), optionally
+writes the metrics as JSON (``--json``) and a report folder (``--report``: a PNG grid of molecules
+and plots of bond-length / angle / atom-type / ring / property distributions against QM9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from molediff.errors import UserError
+
+#: Rows of the printed table: (result key, label).
+TABLE_ROWS: tuple[tuple[str, str], ...] = (
+    ("atom_stability", "atom stability"),
+    ("molecule_stability", "molecule stability"),
+    ("validity", "validity"),
+    ("strict_validity", "strict validity"),
+    ("uniqueness", "uniqueness (among valid)"),
+    ("valid_x_unique", "valid x unique"),
+    ("novelty", "novelty (among valid unique)"),
+    ("valid_unique_novel", "valid x unique x novel"),
+    ("connected", "connected (one fragment)"),
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="SDF (.sdf/.sd/.mol) or XYZ file(s), or folders of them")
+    parser.add_argument(
+        "--bonds",
+        choices=("lookup", "rdkit"),
+        default="lookup",
+        help="bond perception for validity/uniqueness/novelty: 'lookup' (distance table, the published "
+        "convention; default) or 'rdkit' (rdDetermineBonds). Stability always uses lookup bonds.",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write all metrics to this JSON file")
+    parser.add_argument("--report", metavar="DIR", help="write a PNG grid of molecules and distribution plots into DIR")
+    parser.add_argument("--no-novelty", action="store_true", help="skip novelty (no QM9 training SMILES needed)")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip novelty and all comparisons with QM9 (works without the QM9 data)"
+    )
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N molecules")
+    parser.add_argument("--max-atoms", type=_positive_int, metavar="N", help="skip molecules with more than N atoms")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100.0 * value:.2f}"
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, fmt)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The metrics table as text: metric, value (%) and the published QM9-data row (lookup bonds only)."""
+    from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT
+
+    published = PUBLISHED_QM9_DATA_PERCENT if result.get("bonds") == "lookup" else {}
+    head = ("metric", "value %", "QM9 data % (EDM)")
+    rows = [(label, _pct(result.get(key)), f"{published[key]:.1f}" if key in published else "-") for key, label in TABLE_ROWS]
+    w0 = max(len(head[0]), *(len(r[0]) for r in rows))
+    w1 = max(len(head[1]), *(len(r[1]) for r in rows))
+    lines = [f"{head[0]:<{w0}}  {head[1]:>{w1}}  {head[2]}", f"{'-' * w0}  {'-' * w1}  {'-' * len(head[2])}"]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:>{len(head[2])}}" for a, b, c in rows]
+    dist = result.get("distributions")
+    if dist:
+        lines.append("")
+        lines.append(f"distributions vs {dist['reference']}:")
+        lines.append(f"  atom types      TV {_num(dist['atom_type_tv'], '.4f')}   molecule sizes TV {_num(dist['num_atoms_tv'], '.4f')}")
+        bl, ba = dist["bond_length_w1_angstrom"], dist["bond_angle_w1_degree"]
+        top = [k for k in bl if k not in ("mean", "unmatched")][:5]
+        detail = "  (" + ", ".join(f"{k} {bl[k]:.4f}" for k in top) + ")" if top else ""
+        lines.append(f"  bond lengths    W1 mean {_num(bl['mean'], '.4f')} Å{detail}")
+        top = [k for k in ba if k not in ("mean", "unmatched")][:4]
+        detail = "  (" + ", ".join(f"{k} {ba[k]:.2f}" for k in top) + ")" if top else ""
+        lines.append(f"  bond angles     W1 mean {_num(ba['mean'], '.2f')}°{detail}")
+        if bl["unmatched"]:
+            lines.append("  bond types absent from QM9: " + ", ".join(f"{k} ({n})" for k, n in bl["unmatched"].items()))
+        lines.append(f"  ring sizes      TV {_num(dist['ring_size_tv'], '.4f')}")
+        for name, p in dist["properties"].items():
+            lines.append(
+                f"  {name:<14s}  {_num(p['mean'], '.3f')} ± {_num(p['std'], '.3f')}   "
+                f"(QM9 {_num(p['reference_mean'], '.3f')} ± {_num(p['reference_std'], '.3f')})"
+            )
+    return "\n".join(lines)
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None, recursively (strict JSON has no NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    if path.is_dir():
+        raise UserError(f"--json {path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_report(directory: Path, molecules: Any, result: dict[str, Any], details: Any, bonds: str, max_grid: int = 24) -> list[Path]:
+    """Write ``molecules.png`` (2D depictions of up to ``max_grid`` molecules, valid first) and
+    ``distributions.png`` (samples vs QM9 where available) into ``directory``; returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from molediff.chem.analysis import draw_grid
+    from molediff.elements import ELEMENTS
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create report folder {directory}: {exc.strerror or exc}") from None
+    written = []
+
+    order = [i for i in range(len(details.valid)) if details.valid[i]] + [i for i in range(len(details.valid)) if not details.valid[i]]
+    chosen = order[:max_grid]
+    mols = [molecules.molecule(i) for i in chosen]
+    names = molecules.names or [str(i) for i in range(len(details.valid))]
+    legends = [f"{names[i]}{'' if details.valid[i] else ' (invalid)'}"[:40] for i in chosen]
+    written.append(draw_grid(mols, directory / "molecules.png", bonds=bonds, legends=legends))
+
+    ref = details.reference
+    fig, axes = plt.subplots(3, 4, figsize=(18, 12))
+    axes = axes.ravel()
+    # atom types
+    counts = np.bincount(details.atom_type, minlength=len(ELEMENTS)).astype(float)
+    x = np.arange(len(ELEMENTS))
+    axes[0].bar(x - 0.2, counts / max(1.0, counts.sum()), 0.4, label="samples")
+    if ref is not None:
+        rc = ref["atom_type_counts"].astype(float)
+        axes[0].bar(x + 0.2, rc / rc.sum(), 0.4, label="QM9 train")
+    axes[0].set_xticks(x, ELEMENTS)
+    axes[0].set_title("atom types")
+    axes[0].legend()
+    # molecule sizes
+    sizes = np.diff(details.ptr)
+    axes[1].hist(sizes, bins=np.arange(sizes.max() + 2) - 0.5, density=True, alpha=0.6, label="samples")
+    if ref is not None:
+        h = ref["num_atoms_hist"].astype(float)
+        axes[1].step(np.arange(len(h)), h / h.sum(), where="mid", label="QM9 train")
+    axes[1].set_title("atoms per molecule")
+    axes[1].legend()
+    # bond lengths: four most common types
+    top_bonds = sorted(details.bond_lengths, key=lambda k: -len(details.bond_lengths[k]))[:4]
+    for ax, name in zip(axes[2:6], top_bonds):
+        _hist_pair(ax, details.bond_lengths[name], ref["bond_lengths"].get(name) if ref else None, f"bond length {name} (Å)")
+    top_angles = sorted(details.bond_angles, key=lambda k: -len(details.bond_angles[k]))[:2]
+    for ax, name in zip(axes[6:8], top_angles):
+        _hist_pair(ax, details.bond_angles[name], ref["bond_angles"].get(name) if ref else None, f"angle {name} (°)")
+    # ring sizes
+    n_valid = max(1, int(np.sum(details.valid)))
+    ring = {s: c / n_valid for s, c in details.ring_sizes.items()}
+    ref_ring = ref["ring_sizes"] if ref is not None else {}
+    sizes_all = sorted(set(ring) | set(ref_ring)) or [3]
+    xs = np.arange(len(sizes_all))
+    axes[8].bar(xs - 0.2, [ring.get(s, 0.0) for s in sizes_all], 0.4, label="samples")
+    if ref is not None:
+        axes[8].bar(xs + 0.2, [ref_ring.get(s, 0.0) for s in sizes_all], 0.4, label="QM9 train")
+    axes[8].set_xticks(xs, [str(s) for s in sizes_all])
+    axes[8].set_title("rings per valid molecule, by size")
+    axes[8].legend()
+    for ax, name in zip(axes[9:12], ("qed", "logp", "mol_wt")):
+        values = details.properties.get(name, np.zeros(0))
+        _hist_pair(ax, values, ref["properties"].get(name) if ref else None, name)
+    fig.suptitle(f"{result['num_molecules']} molecules, {bonds} bonds")
+    fig.tight_layout()
+    path = directory / "distributions.png"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    written.append(path)
+    return written
+
+
+def _hist_pair(ax: Any, samples: Any, reference: Any, title: str) -> None:
+    import numpy as np
+
+    samples = np.asarray(samples, dtype=float)
+    data = [samples] + ([np.asarray(reference, dtype=float)] if reference is not None and len(reference) else [])
+    data = [d for d in data if d.size]
+    if not data:
+        ax.set_title(title + " (none)")
+        return
+    lo = min(float(d.min()) for d in data)
+    hi = max(float(d.max()) for d in data)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1e-3, 60)
+    if samples.size:
+        ax.hist(samples, bins=bins, density=True, alpha=0.6, label="samples")
+    if reference is not None and len(reference):
+        ax.hist(np.asarray(reference, dtype=float), bins=bins, density=True, histtype="step", linewidth=1.5, label="QM9 train")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
+def run(args: argparse.Namespace) -> int:
+    from molediff.data.files import read_molecule_files
+    from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules_detailed
+
+    progress = not args.quiet
+    molecules, report = read_molecule_files(args.paths, max_atoms=args.max_atoms, limit=args.limit)
+    print(report.summary(), file=sys.stderr)
+    reference = not args.no_reference
+    novelty = reference and not args.no_novelty
+    result, details = evaluate_molecules_detailed(molecules, bonds=args.bonds, reference=reference, novelty=novelty, progress=progress)
+    print(f"molediff evaluate: {result['num_molecules']} molecules, {args.bonds} bonds")
+    print(format_table(result))
+    if args.json:
+        payload = {
+            "inputs": [str(p) for p in args.paths],
+            "read_report": report.to_dict(),
+            "metrics": result,
+            "published_qm9_data_percent": PUBLISHED_QM9_DATA_PERCENT if args.bonds == "lookup" else None,
+        }
+        _write_json(Path(args.json), payload)
+        print(f"wrote {args.json}")
+    if args.report:
+        paths = write_report(Path(args.report), molecules, result, details, args.bonds)
+        for p in paths:
+            print(f"wrote {p}")
+    return 0
