@@ -155,25 +155,31 @@ class MolecularDiffusion(nn.Module):
         ptr: torch.Tensor,
         generator: torch.Generator | None = None,
         t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Weighted ε-MSE, averaged over the (3 + K) columns and atoms of each molecule, then molecules.
 
-        ``pos`` [|V|, 3] Å, ``atom_type`` [|V|], ``batch`` [|V|], ``ptr`` [B + 1]; ``t`` [B] optional.
+        ``pos`` [|V|, 3] Å, ``atom_type`` [|V|], ``batch`` [|V|], ``ptr`` [B + 1]; optional ``t`` [B] and
+        raw (unprojected) ``noise`` [|V|, 3 + K], otherwise drawn from ``generator`` in that order.
         """
         num_graphs = ptr.numel() - 1
         x0 = self.encode(pos, atom_type, batch, num_graphs)
         if t is None:
             t = self.sample_t(num_graphs, generator=generator, device=pos.device)
         t_atom = t[batch]
-        noise = self.project_noise(
-            torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device), batch, num_graphs
-        )
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        noise = self.project_noise(noise, batch, num_graphs)
         x_t = self.schedule.add_noise(x0, noise, t_atom)
         eps = self.predict_eps(x_t, t_atom, batch, ptr)
         per_atom = (self.loss_weight(t_atom) * (eps - noise) ** 2).mean(1)
         per_mol = torch.zeros(num_graphs, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch, per_atom)
         per_mol = per_mol / torch.bincount(batch, minlength=num_graphs).clamp(min=1)
         return per_mol.mean()
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The training loss (so DistributedDataParallel can wrap this module); see :meth:`training_loss`."""
+        return self.training_loss(*args, **kwargs)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -11,6 +11,7 @@ atomically when sampling finishes, and an interrupted run keeps only complete re
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Generate 3D molecules with the bundled QM9 model (or --checkpoint) and write them to an SDF "
         "(default) or XYZ file. Same --seed and --batch-size give the same molecules."
     )
-    p.add_argument("--n", type=int, default=1000, help="number of molecules to write (default 1000)")
+    p.add_argument("-n", "--n", "--num-molecules", dest="n", type=int, default=1000,
+                   help="number of molecules to write (default 1000); under torchrun use -n or --num-molecules")
     p.add_argument("--out", default="molediff_samples.sdf", help="output file (default molediff_samples.sdf); a folder gets samples.sdf inside")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                    help=f"reverse steps: fewer is faster (DDIM), the model's T (1000) is ancestral DDPM (default {DEFAULT_STEPS})")
@@ -183,9 +185,23 @@ def _resolve_output(out: str, fmt: str | None) -> tuple[Path, str]:
     return path, fmt
 
 
+def _merge_shards(shards: list[Path], path: Path) -> None:
+    """Concatenate per-rank files (multi-record SDF / multi-frame XYZ) into ``path`` atomically."""
+    tmp = path.with_name(f".{path.name}.merge.tmp")
+    with open(tmp, "w") as out:
+        for shard in shards:
+            with open(shard) as f:
+                while chunk := f.read(1 << 20):
+                    out.write(chunk)
+    os.replace(tmp, path)
+    for shard in shards:
+        shard.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from molediff import distributed
     from molediff.chem.io import SDFWriter, XYZWriter
 
     if args.n < 1:
@@ -197,31 +213,39 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     path, fmt = _resolve_output(args.out, args.format)
-    gen = load_pretrained(args.checkpoint, device=args.device)
+    ctx, device = distributed.init(args.device)
+    gen = load_pretrained(args.checkpoint, device=str(device))
     T = gen.config.diffusion.timesteps
     if not 1 <= args.steps <= T:
         raise UserError(f"--steps must be between 1 and {T}, got {args.steps}")
     steps = None if args.steps == T else args.steps
     meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": "ddpm" if steps is None else f"ddim{args.steps}_eta{args.eta:g}",
             "molediff_seed": args.seed}
-    writer = SDFWriter(path, metadata=meta) if fmt == "sdf" else XYZWriter(path)
+    # under torchrun, rank r samples batches r, r + W, r + 2W, ... (disjoint random streams) into its own
+    # shard, with quotas summing to exactly --n; rank 0 merges the shards in rank order
+    r, w = ctx.rank, ctx.world_size
+    quota = args.n // w + (1 if r < args.n % w else 0)
+    target = path.with_name(f".{path.name}.rank{r}.part") if ctx.enabled else path
+    writer = SDFWriter(target, metadata=meta) if fmt == "sdf" else XYZWriter(target)
     stats = SampleStats()
     valid = stable = 0
     smiles: set[str] = set()
-    bar = tqdm(total=args.n, unit="mol", disable=args.no_progress, dynamic_ncols=True, desc="sampling")
+    bar = tqdm(total=quota, unit="mol", disable=args.no_progress or not ctx.is_main, dynamic_ncols=True, desc="sampling")
     interrupted = False
     t0 = time.time()
     try:
-        for symbols, pos, info in gen.sample_arrays(args.n, steps=steps, seed=args.seed, batch_size=args.batch_size,
-                                                    n_atoms=args.n_atoms, eta=args.eta, stats=stats):
-            props = writer.write(list(symbols), pos, {"molediff_batch": info["batch"]}) if fmt == "sdf" else writer.write(list(symbols), pos)
+        for symbols, pos, info in gen.sample_arrays(quota, steps=steps, seed=args.seed, batch_size=args.batch_size,
+                                                    n_atoms=args.n_atoms, eta=args.eta, stats=stats, first_batch=r, batch_stride=w):
             if fmt == "sdf":
+                props = writer.write(list(symbols), pos, {"molediff_batch": info["batch"]})
                 valid += bool(props.get("molediff_valid"))
                 stable += bool(props.get("molediff_stable"))
                 if props.get("SMILES"):
                     smiles.add(props["SMILES"])
+            else:
+                writer.write(list(symbols), pos)
             bar.update(1)
-            bar.set_postfix(mol_s=f"{stats.delivered / max(time.time() - t0, 1e-9):.2f}")
+            bar.set_postfix(mol_s=f"{stats.delivered * w / max(time.time() - t0, 1e-9):.2f}")
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
@@ -230,11 +254,26 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     writer.close()  # only complete records were written; the file appears now
-    done = writer.count
+    parts = distributed.gather_objects({"count": writer.count, "valid": valid, "stable": stable, "smiles": smiles,
+                                        "diverged": stats.diverged, "interrupted": interrupted}, ctx)
+    interrupted = any(p["interrupted"] for p in parts)
+    if ctx.enabled:
+        distributed.barrier(ctx)
+        if ctx.is_main and not interrupted:
+            _merge_shards([path.with_name(f".{path.name}.rank{i}.part") for i in range(w)], path)
+        distributed.barrier(ctx)
+        distributed.finish(ctx)
+    if not ctx.is_main:
+        return 130 if interrupted else 0
+    done = sum(p["count"] for p in parts)
+    valid, stable, diverged = (sum(p[k] for p in parts) for k in ("valid", "stable", "diverged"))
+    smiles = set().union(*(p["smiles"] for p in parts))
     elapsed = time.time() - t0
-    print(f"wrote {done} molecules to {path} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s)", file=sys.stderr if interrupted else sys.stdout)
-    if stats.diverged:
-        print(f"{stats.diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
+    where = path if not (ctx.enabled and interrupted) else f"{w} per-rank files {path.parent}/.{path.name}.rank*.part"
+    print(f"wrote {done} molecules to {where} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s"
+          + (f", {w} ranks)" if ctx.enabled else ")"), file=sys.stderr if interrupted else sys.stdout)
+    if diverged:
+        print(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if fmt == "sdf" and done:
         print(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from molediff.checkpoint import atomic_torch_save, safe_torch_load, save_model_file
+from molediff import distributed
+from molediff.checkpoint import atomic_torch_save, safe_torch_load, save_model_file, state_dict_digest
 from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.errors import UserError
-from molediff.molecular import MolecularDiffusion, sizes_from_histogram
+from molediff.molecular import NUM_TYPES, MolecularDiffusion, sizes_from_histogram
 
 CHECKPOINT = "checkpoint.pt"
 EMA_MODEL = "ema_model.pt"
@@ -103,9 +104,11 @@ def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, ste
 class Trainer:
     """Owns the model, EMA, optimiser and run directory; :meth:`run` trains until a limit or a signal."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, device: str | torch.device = "cpu",
+                 progress: bool = True, ctx: distributed.Context | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.ctx = ctx or distributed.Context()
+        self.progress = progress and self.ctx.is_main
         self.device = torch.device(device)
         ckpt_path = self.run_dir / CHECKPOINT
         state = None
@@ -144,7 +147,16 @@ class Trainer:
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:
             self.valid_set = self.valid_set.subset(np.arange(config.valid_molecules))
         self.histogram = self.train_set.size_histogram()
-        self.sampler = EpochSampler(len(self.train_set), config.batch_size, config.seed)
+        # one global batch of batch_size × world molecules per step, the same on every rank; each rank
+        # trains on its contiguous share and DDP averages the gradients (= the global-batch gradient)
+        self.global_batch = config.batch_size * self.ctx.world_size
+        self.sampler = EpochSampler(len(self.train_set), self.global_batch, config.seed)
+        self.ddp = None
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self._stop = False
 
     # ------------------------------------------------------------------ persistence
@@ -194,9 +206,18 @@ class Trainer:
                 pe.lerp_(p, 1 - d)
 
     def train_step(self, index: np.ndarray) -> float:
-        b = self.train_set.collate(index).to(self.device)
+        """One optimiser step on the global batch ``index``; returns this rank's loss."""
+        b = self.train_set.collate(index)
+        # timesteps and noise for the whole global batch, drawn identically on every rank
+        t = self.model.sample_t(len(index), generator=self.generator)
+        noise = torch.randn((b.pos.shape[0], 3 + NUM_TYPES), generator=self.generator)
+        r, w = self.ctx.rank, self.ctx.world_size
+        lo, hi = r * len(index) // w, (r + 1) * len(index) // w
+        a0, a1 = int(b.ptr[lo]), int(b.ptr[hi])
+        dev = self.device
+        args = (b.pos[a0:a1].to(dev), b.atom_type[a0:a1].to(dev), (b.batch[a0:a1] - lo).to(dev), (b.ptr[lo : hi + 1] - a0).to(dev))
         self.model.train()
-        loss = self.model.training_loss(b.pos, b.atom_type, b.batch, b.ptr, generator=self.generator)
+        loss = (self.ddp or self.model)(*args, t=t[lo:hi].to(dev), noise=noise[a0:a1].to(dev))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -211,26 +232,30 @@ class Trainer:
         from tqdm import tqdm
 
         c = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        c.save_json(self.run_dir / "config.json")
-        old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        main = self.ctx.is_main
         if c.clock not in ("wall", "cpu"):
             raise UserError(f"clock must be 'wall' or 'cpu', got {c.clock!r}")
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            c.save_json(self.run_dir / "config.json")
+            if self.ctx.enabled:
+                print(f"distributed: {self.ctx.world_size} ranks × batch {c.batch_size} = effective batch {self.global_batch}, "
+                      f"lr {c.lr:g} (not rescaled: pass --lr to change it)")
+        old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         # "cpu" divides process CPU time by the thread count: a budget that contention from other
         # processes does not eat into (used by the recipe study for equal-budget comparisons)
         clock = time.time if c.clock == "wall" else (lambda: time.process_time() / torch.get_num_threads())
-        start_wall = clock()
+        start_clock = clock()
         start_elapsed = self.elapsed
         last_ckpt = time.time()
         running, window_t, window_mols = [], time.time(), 0
-        total = c.max_steps if c.max_steps else None
-        bar = tqdm(total=total, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=c.max_steps or None, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         last = None
         try:
-            while not self._stop:
-                if c.max_steps and self.step >= c.max_steps:
-                    break
-                if c.max_minutes and self.elapsed >= c.max_minutes * 60:
+            while True:
+                over = bool(c.max_steps and self.step >= c.max_steps) or bool(c.max_minutes and self.elapsed >= c.max_minutes * 60)
+                # every rank stops at the same step, whichever rank saw the signal or the time limit
+                if distributed.any_true(self._stop or over, self.ctx, self.device):
                     break
                 epoch, index = self.sampler.batch(self.step)
                 loss = self.train_step(index)
@@ -238,10 +263,12 @@ class Trainer:
                     raise RuntimeError(f"loss became {loss} at step {self.step}; lower the learning rate")
                 self.step += 1
                 self.molecules_seen += len(index)
-                self.elapsed = start_elapsed + (clock() - start_wall)
+                self.elapsed = start_elapsed + (clock() - start_clock)
                 running.append(loss)
                 window_mols += len(index)
                 bar.update(1)
+                if not main:
+                    continue
                 if self.step % 50 == 0:
                     rate = window_mols / max(time.time() - window_t, 1e-9)
                     rec = {"event": "train", "step": self.step, "epoch": epoch, "loss": float(np.mean(running)),
@@ -259,13 +286,27 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-        self.save()
-        if not self._stop and (last is None or last["step"] != self.step):
-            last = self.evaluate()
-            print(_format_eval(last))
-        if self._stop:
-            print(f"stopped at step {self.step}; checkpoint saved to {self.run_dir / CHECKPOINT} (continue with --resume)")
+        stopped = distributed.any_true(self._stop, self.ctx, self.device)
+        self._check_ranks_in_sync()
+        if main:
+            self.save()
+            if not stopped and (last is None or last["step"] != self.step):
+                last = self.evaluate()
+                print(_format_eval(last))
+            if stopped:
+                print(f"stopped at step {self.step}; checkpoint saved to {self.run_dir / CHECKPOINT} (continue with --resume)")
+        distributed.barrier(self.ctx)
         return last or {}
+
+    def _check_ranks_in_sync(self) -> None:
+        """Distributed runs: all ranks must hold identical weights (DDP's invariant); logged by rank 0."""
+        if not self.ctx.enabled:
+            return
+        digests = distributed.gather_objects(state_dict_digest(self.model.state_dict()), self.ctx)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks diverged: parameter digests differ across {self.ctx.world_size} ranks")
+        if self.ctx.is_main:
+            self.log({"event": "ranks_in_sync", "step": self.step, "world_size": self.ctx.world_size, "digest": digests[0]})
 
 
 def _format_eval(rec: dict[str, Any]) -> str:
@@ -277,8 +318,15 @@ def _format_eval(rec: dict[str, Any]) -> str:
 
 
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Train (or continue) a run in ``run_dir``; returns the last evaluation record."""
-    return Trainer(config, run_dir, resume=resume, device=device, progress=progress).run()
+    """Train (or continue) a run in ``run_dir``; returns the last evaluation record.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) this joins the process group and trains with DDP.
+    """
+    ctx, dev = distributed.init(device)
+    try:
+        return Trainer(config, run_dir, resume=resume, device=dev, progress=progress, ctx=ctx).run()
+    finally:
+        distributed.finish(ctx)
 
 
 # ---------------------------------------------------------------------------- CLI

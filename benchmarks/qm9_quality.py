@@ -1,0 +1,62 @@
+"""Quality of the bundled QM9 model (or ``--checkpoint``): every evaluate metric at several step counts.
+
+Samples ``--n`` molecules (default 1,000) per step count with ``molediff.load_pretrained`` and scores
+them with :func:`molediff.metrics.evaluate_molecules` (lookup bonds, novelty against the QM9 train
+split), side by side with the published rows for QM9 data and EDM. Prints a table and writes
+``benchmarks/results/qm9_quality.json``.
+
+    python benchmarks/qm9_quality.py --steps 50,100,250,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from molediff.metrics import PUBLISHED_EDM_PERCENT, PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules
+from molediff.sampling import load_pretrained
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ("atom_stability", "molecule_stability", "validity", "strict_validity", "uniqueness", "valid_x_unique", "novelty", "connected")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--steps", default="50,100,250,1000")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", default=None, help="model file (default: the bundled model)")
+    ap.add_argument("--out", default=str(RESULTS / "qm9_quality.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    gen = load_pretrained(args.checkpoint)
+    T = gen.config.diffusion.timesteps
+    rows = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        t0 = time.time()
+        mols = list(gen.sample_arrays(args.n, steps=None if steps == T else steps, seed=args.seed))
+        sample_s = time.time() - t0
+        scores = evaluate_molecules(mols, bonds="lookup", reference=True, progress=False)
+        row = {"steps": steps, "n": args.n, "sample_seconds": round(sample_s, 1), **{c: scores.get(c) for c in COLUMNS}}
+        rows.append(row)
+        print(f"steps {steps}: " + ", ".join(f"{c} {100 * row[c]:.1f}" for c in COLUMNS if row[c] is not None), flush=True)
+    print()
+    print("row | " + " | ".join(COLUMNS))
+    for name, ref in (("QM9 data (published)", PUBLISHED_QM9_DATA_PERCENT), ("EDM (published, 1000 steps)", PUBLISHED_EDM_PERCENT)):
+        print(name + " | " + " | ".join(f"{ref[c]:.1f}" if c in ref else "-" for c in COLUMNS))
+    for r in rows:
+        print(f"molediff, {r['steps']} steps | " + " | ".join(f"{100 * r[c]:.1f}" if r[c] is not None else "-" for c in COLUMNS))
+    meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "model_meta": {k: v for k, v in gen.meta.items() if k != "size_histogram"}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""End-to-end sampling speed of ``molediff sample`` (molecules per second, SDF writing included).
+
+Runs the real CLI in-process at the default number of steps and at 1,000 (ancestral DDPM), on CPU
+with ``--threads`` threads, and on CUDA when available. Prints a table and writes
+``benchmarks/results/sample_speed.json``.
+
+    python benchmarks/sample_speed.py --n 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from molediff.cli import main as cli
+from molediff.sampling import DEFAULT_STEPS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="molecules per measurement (default 200)")
+    ap.add_argument("--steps", default=f"{DEFAULT_STEPS},1000", help=f"step counts (default {DEFAULT_STEPS},1000)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", default=None, help="model (default: bundled)")
+    ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
+    args = ap.parse_args()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for device in devices:
+            for steps in [int(s) for s in args.steps.split(",")]:
+                cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
+                       "--threads", str(args.threads), "--no-progress"]
+                if args.checkpoint:
+                    cmd += ["--checkpoint", args.checkpoint]
+                t0 = time.perf_counter()
+                rc = cli(cmd)
+                dt = time.perf_counter() - t0
+                if rc != 0:
+                    raise SystemExit(f"molediff sample failed with exit code {rc}")
+                rows.append({"device": device, "threads": args.threads, "steps": steps, "n": args.n,
+                             "seconds": round(dt, 2), "mol_per_s": round(args.n / dt, 3)})
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+    print(meta)
+    print("device | threads | steps | n | seconds | mol/s")
+    for r in rows:
+        print(f"{r['device']} | {r['threads']} | {r['steps']} | {r['n']} | {r['seconds']} | {r['mol_per_s']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
