@@ -174,6 +174,11 @@ def main() -> int:
                 rows.append(score_one(args, name, steps))
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / "recipe_study.json"
+        # rows of variants not scored by this call (other --only sets, earlier machines) are kept
+        scored = {(r["variant"], r["steps"]) for r in rows}
+        if out.exists():
+            kept = [r for r in json.loads(out.read_text())["rows"] if (r["variant"], r["steps"]) not in scored]
+            rows = sorted(kept + rows, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99, r["steps"]))
         out.write_text(json.dumps({"minutes_cpu": args.minutes, "threads": args.threads, "rows": rows}, indent=2))
         cols = ("variant", "steps", "train_steps", "molecules_seen", "val_loss", "atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
         print(" | ".join(cols))

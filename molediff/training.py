@@ -277,7 +277,10 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", mol_s=f"{rate:.0f}", epoch=epoch)
                     running, window_t, window_mols = [], time.time(), 0
                 if c.eval_every_steps and self.step % c.eval_every_steps == 0:
+                    # evaluation (validation loss, sampling) is not training: keep it off the budget clock
+                    before = clock()
                     last = self.evaluate()
+                    start_clock += clock() - before
                     bar.write(_format_eval(last))
                 if time.time() - last_ckpt >= c.checkpoint_minutes * 60:
                     self.save()

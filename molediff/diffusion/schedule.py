@@ -194,6 +194,8 @@ class NoiseSchedule:
         x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε) + σ_t z, σ_t² = β̃_t ("fixed_small") or β_t
         ("fixed_large"); no noise is added at t = 0.
         """
+        if variance not in ("fixed_small", "fixed_large"):
+            raise ValueError(f"variance must be 'fixed_small' or 'fixed_large', got {variance!r}")
         t = int(t)
         mean = (x_t - self.betas[t] / self.sqrt_one_minus_alphas_cumprod[t] * eps) / torch.sqrt(self.alphas[t])
         if t == 0:
