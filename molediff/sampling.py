@@ -155,8 +155,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--n", "--num-molecules", dest="n", type=int, default=1000,
                    help="number of molecules to write (default 1000); under torchrun use -n or --num-molecules")
     p.add_argument("--out", default="molediff_samples.sdf", help="output file (default molediff_samples.sdf); a folder gets samples.sdf inside")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                   help=f"reverse steps: fewer is faster (DDIM), the model's T (1000) is ancestral DDPM (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"reverse steps: fewer than the model's T uses the DDIM sampler, T runs full ancestral DDPM "
+                        f"(default {DEFAULT_STEPS}, or T if the model has fewer; see benchmarks/README.md for the trade-off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, default=250, help="molecules sampled at once; bounds memory (default 250)")
     p.add_argument("--n-atoms", type=int, default=None, help="fixed molecule size (default: sizes drawn from the training data)")
@@ -216,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     ctx, device = distributed.init(args.device)
     gen = load_pretrained(args.checkpoint, device=str(device))
     T = gen.config.diffusion.timesteps
+    if args.steps is None:
+        args.steps = min(DEFAULT_STEPS, T)
     if not 1 <= args.steps <= T:
         raise UserError(f"--steps must be between 1 and {T}, got {args.steps}")
     steps = None if args.steps == T else args.steps

@@ -1,0 +1,211 @@
+"""`molediff sample` and load_pretrained: small N, reproducible seeds, clear errors, safe output.
+
+A tiny untrained model is enough here: what is tested is the sampling machinery (seeds, batching,
+streaming, error handling), not sample quality (benchmarks/qm9_quality.py measures that).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from rdkit import Chem
+
+from molediff import sampling
+from molediff.checkpoint import load_model_file, save_model_file
+from molediff.cli import main
+from molediff.config import ModelConfig, TrainConfig
+from molediff.errors import UserError
+from molediff.molecular import MolecularDiffusion
+
+# a size histogram of small molecules (3..6 atoms) keeps the test fast
+HISTOGRAM = [0, 0, 0, 1, 2, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = TrainConfig(model=ModelConfig(hidden=16, layers=2))
+    config.diffusion.timesteps = 50  # keeps full-length ancestral sampling cheap
+    model = MolecularDiffusion(config.model, config.diffusion)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model_file(path, model.state_dict(), config, {"step": 0, "size_histogram": HISTOGRAM})
+    return path
+
+
+def sdf_records(path: Path) -> list[str]:
+    text = path.read_text()
+    return [r for r in text.split("$$$$\n") if r.strip()]
+
+
+def run_cli(*args: str) -> int:
+    return main(["sample", "--no-progress", "--threads", "1", *args])
+
+
+def test_small_n_writes_exactly_n_readable_records(tiny_model, tmp_path, capsys):
+    out = tmp_path / "s.sdf"
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "7", "--steps", "10", "--batch-size", "3", "--out", str(out)) == 0
+    records = sdf_records(out)
+    assert len(records) == 7
+    supplier = Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False)
+    mols = [m for m in supplier]
+    assert len(mols) == 7 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
+    assert all(3 <= m.GetNumAtoms() <= 6 for m in mols)  # sizes come from the model's histogram
+    assert "wrote 7 molecules" in capsys.readouterr().out
+
+
+def test_same_seed_same_molecules_other_seed_differs(tiny_model, tmp_path):
+    a, b, c = (tmp_path / f"{x}.sdf" for x in "abc")
+    common = ["--checkpoint", str(tiny_model), "-n", "5", "--steps", "8", "--batch-size", "2"]
+    assert run_cli(*common, "--seed", "3", "--out", str(a)) == 0
+    assert run_cli(*common, "--seed", "3", "--out", str(b)) == 0
+    assert run_cli(*common, "--seed", "4", "--out", str(c)) == 0
+    assert a.read_text() == b.read_text()
+    assert a.read_text() != c.read_text()
+
+
+def test_fixed_atom_count_and_xyz_format(tiny_model, tmp_path):
+    out = tmp_path / "s.xyz"
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--n-atoms", "4", "--out", str(out)) == 0
+    lines = out.read_text().splitlines()
+    assert lines.count("4") == 3 and len(lines) == 3 * (4 + 2)
+
+
+def test_full_ancestral_sampling_when_steps_equal_T(tiny_model, tmp_path):
+    out = tmp_path / "s.sdf"
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "2", "--steps", "50", "--out", str(out)) == 0
+    assert "ddpm" in out.read_text()  # the sampler is recorded per record
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-n", "0"], "--n must be"),
+        (["-n", "2", "--batch-size", "0"], "--batch-size must be"),
+        (["-n", "2", "--steps", "0"], "--steps must be between 1 and 50"),
+        (["-n", "2", "--steps", "51"], "--steps must be between 1 and 50"),
+        (["-n", "2", "--n-atoms", "0"], "--n-atoms must be between"),
+    ],
+)
+def test_bad_arguments_are_rejected_clearly(tiny_model, tmp_path, capsys, args, message):
+    out = tmp_path / "s.sdf"
+    assert run_cli("--checkpoint", str(tiny_model), "--out", str(out), *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_non_numeric_argument_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli("-n", "lots")
+    assert exc.value.code == 2
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_and_missing_folder_are_reported(tiny_model, tmp_path, capsys):
+    assert run_cli("--checkpoint", str(tmp_path / "nope.pt"), "-n", "1", "--out", str(tmp_path / "s.sdf")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "1", "--out", str(tmp_path / "no" / "such" / "s.sdf")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder_is_reported(tiny_model, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert run_cli("--checkpoint", str(tiny_model), "-n", "1", "--out", str(locked / "s.sdf")) == 2
+        assert "cannot write" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_that_is_not_writable_as_a_file_is_reported(tiny_model, tmp_path, capsys):
+    # works as root too: a path below an existing *file* cannot be created by anyone
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "1", "--out", str(blocker / "s.sdf")) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err
+
+
+def test_interrupted_run_keeps_only_complete_records(tiny_model, tmp_path, monkeypatch, capsys):
+    real = sampling.MoleculeGenerator.sample_arrays
+
+    def interrupted(self, n, **kwargs):
+        for i, item in enumerate(real(self, n, **kwargs)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(sampling.MoleculeGenerator, "sample_arrays", interrupted)
+    out = tmp_path / "s.sdf"
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "10", "--steps", "5", "--out", str(out)) == 130
+    assert "interrupted after 3 of 10" in capsys.readouterr().err
+    records = sdf_records(out)
+    assert len(records) == 3 and out.read_text().endswith("$$$$\n")
+    assert all(m is not None for m in Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False))
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_crash_publishes_no_file(tiny_model, tmp_path, monkeypatch):
+    def broken(self, n, **kwargs):
+        yield from ()
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sampling.MoleculeGenerator, "sample_arrays", broken)
+    out = tmp_path / "s.sdf"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_cli("--checkpoint", str(tiny_model), "-n", "4", "--out", str(out))
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_diverged_molecules_are_replaced_not_written(tiny_model, monkeypatch):
+    gen = sampling.load_pretrained(tiny_model)
+    real = sampling.finite_molecules
+    calls = {"n": 0}
+
+    def first_molecule_diverges(pos, ptr):
+        ok = real(pos, ptr)
+        if calls["n"] == 0:
+            ok = ok.clone()
+            ok[0] = False
+        calls["n"] += 1
+        return ok
+
+    monkeypatch.setattr(sampling, "finite_molecules", first_molecule_diverges)
+    stats = sampling.SampleStats()
+    got = list(gen.sample_arrays(4, steps=4, batch_size=4, stats=stats))
+    assert len(got) == 4 and stats.diverged == 1 and stats.batches == 2
+
+
+def test_python_api_returns_rdkit_molecules(tiny_model):
+    gen = sampling.load_pretrained(tiny_model)
+    mols = gen.sample(3, steps=4, seed=1)
+    assert len(mols) == 3 and all(isinstance(m, Chem.Mol) and m.GetNumConformers() == 1 for m in mols)
+
+
+def test_tampered_model_file_is_rejected(tiny_model, tmp_path):
+    state, config, meta = load_model_file(tiny_model)
+    blob = torch.load(tiny_model, weights_only=False)
+    key = next(k for k, v in blob["state_dict"].items() if v.is_floating_point())
+    blob["state_dict"][key] = blob["state_dict"][key] + 1.0
+    bad = tmp_path / "bad.pt"
+    torch.save(blob, bad)
+    with pytest.raises(UserError, match="integrity"):
+        sampling.load_pretrained(bad)
+    blob["format"] = 999
+    torch.save(blob, bad)
+    with pytest.raises(UserError, match="format"):
+        sampling.load_pretrained(bad)
+
+
+@pytest.mark.skipif(not sampling.bundled_model_path().exists(), reason="no bundled model in this checkout")
+def test_bundled_model_loads_and_samples():
+    gen = sampling.load_pretrained()
+    assert gen.config.model.layers >= 1 and len(gen.histogram) > 1
+    got = list(gen.sample_arrays(2, steps=5, batch_size=2))
+    assert len(got) == 2 and all(p.shape[1] == 3 for _, p, _ in got)
