@@ -5,3 +5,14 @@ and a small image U-Net that checks the same math in the image domain.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "load_pretrained"]
+
+
+def __getattr__(name: str):
+    # lazy, so that `molediff --version` and `--help` do not import torch
+    if name == "load_pretrained":
+        from molediff.sampling import load_pretrained
+
+        return load_pretrained
+    raise AttributeError(f"module 'molediff' has no attribute {name!r}")

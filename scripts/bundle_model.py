@@ -30,6 +30,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir")
     ap.add_argument("--quality", help="qm9_quality.json to include in the card")
+    ap.add_argument("--status", default="", help="one line on where this model stands (e.g. 'preview: below the quality floor')")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
     run = Path(args.run_dir)
@@ -42,6 +43,7 @@ def main() -> int:
     lines = [
         "# molediff bundled QM9 model",
         "",
+        *([f"**Status:** {args.status}", ""] if args.status else []),
         f"- Data: QM9 train split (100,000 molecules; `data/qm9_split.npz`, seed 0), elements H C N O F.",
         f"- Architecture: EGNN {config.model.layers} layers × {config.model.hidden} hidden, distance features "
         f"`{config.model.distance_features}`; {sum(v.numel() for v in state.values() if v.is_floating_point()):,} weights (EMA {config.ema_decay}).",
@@ -53,7 +55,8 @@ def main() -> int:
         f"AdamW lr {config.lr}, gradient clip {config.grad_clip}, seed {config.seed}.",
         "- Full config: `config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
-        "## Learning curve (EMA weights; sampling checks use the run's own small batches)",
+        "## Learning curve (EMA weights; hours = training CPU-hours of the run's threads, evaluation excluded; "
+        f"sampling checks: {config.eval_samples} molecules, {config.eval_sample_steps} steps, lookup bonds)",
         "",
         "| step | hours | val loss | " + " | ".join(PERCENT) + " |",
         "|---|---|---|" + "---|" * len(PERCENT),
