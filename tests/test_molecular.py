@@ -95,7 +95,7 @@ def test_weights_and_time_distributions():
         MolecularDiffusion(TINY, DiffusionConfig(parametrization="v"))
 
 
-@pytest.mark.parametrize("parametrization", ["eps", "precond"])
+@pytest.mark.parametrize("parametrization", ["eps", "x0", "precond"])
 def test_tiny_model_overfits_a_handful_of_molecules(parametrization):
     """Fixed molecules, timesteps and noise: the loss must fall by a large factor within seconds."""
     torch.manual_seed(0)
