@@ -9,7 +9,10 @@ own metrics (lookup bonds) plus the validation loss.
 
 Phases are resumable: a variant whose run already reached the budget is not retrained, and scores are
 cached per (variant, steps, samples). Results: ``benchmarks/results/recipe_study.json`` and a table;
-``--plot`` draws validation-loss curves to ``benchmarks/results/recipe_study.png``.
+``--plot`` draws the training-loss curves to ``benchmarks/results/recipe_study.png`` (and keeps them
+in the JSON). ``val_eps_mse`` is the one loss comparable across recipes: plain ε-MSE at uniform
+timesteps on the same validation molecules, noise and t; ``val_loss`` is each recipe's own weighted
+loss.
 
     python benchmarks/recipe_study.py --minutes 10 --workers 2          # train + score all variants
     python benchmarks/recipe_study.py --only baseline,precond --phase score
@@ -101,8 +104,6 @@ def score_one(args, name: str, steps: int) -> dict:
 
     d = run_dir(args, name)
     cache = d / f"score_steps{steps}_n{args.samples}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
     state = safe_torch_load(d / CHECKPOINT)
     from molediff.config import TrainConfig
 
@@ -111,6 +112,12 @@ def score_one(args, name: str, steps: int) -> dict:
     model.load_state_dict(state["ema"])
     model.eval()
     torch.set_num_threads(args.threads)
+    if cache.exists():
+        rec = json.loads(cache.read_text())
+        if rec.get("val_eps_mse") is None:  # scored before the study recorded it
+            rec["val_eps_mse"] = plain_validation_loss(cfg, model)
+            cache.write_text(json.dumps(rec, indent=2))
+        return rec
     g = torch.Generator().manual_seed(args.seed)
     sizes = sizes_from_histogram(state["histogram"], args.samples, generator=g)
     t0 = time.time()
@@ -120,12 +127,28 @@ def score_one(args, name: str, steps: int) -> dict:
         pos.append(p), types.append(t), ptr.extend((pt[1:] + ptr[-1]).tolist())
     metrics = sample_metrics(torch.cat(types), torch.cat(pos), torch.tensor(ptr))
     evals = [json.loads(line) for line in (d / LOG).read_text().splitlines() if '"eval"' in line]
+    plain = evals[-1].get("val_eps_mse") if evals else None
+    if plain is None:  # runs trained before the log carried it: same validation molecules, noise and t
+        plain = plain_validation_loss(cfg, model)
     rec = {"variant": name, "steps": steps, "samples": args.samples, "overrides": VARIANTS[name],
            "train_minutes_cpu": round(state["elapsed"] / 60, 2), "train_steps": state["step"],
            "molecules_seen": state["molecules_seen"], "val_loss": evals[-1]["val_loss"] if evals else None,
+           "val_eps_mse": plain,
            "sample_seconds": round(time.time() - t0, 1), **metrics}
     cache.write_text(json.dumps(rec, indent=2))
     return rec
+
+
+def plain_validation_loss(cfg, model) -> float:
+    """Unweighted ε-MSE at uniform timesteps on the run's validation molecules (the trainer's choice)."""
+    import numpy as np
+
+    from molediff.training import load_training_data, validation_loss
+
+    _, valid = load_training_data(cfg, progress=False)
+    if cfg.valid_molecules and len(valid) > cfg.valid_molecules:
+        valid = valid.subset(np.arange(cfg.valid_molecules))
+    return validation_loss(model, valid, plain=True)
 
 
 def main() -> int:
@@ -140,7 +163,7 @@ def main() -> int:
     ap.add_argument("--runs", default=os.environ.get("MOLEDIFF_STUDY_RUNS", str(ROOT / "runs" / "study")),
                     help="where variant runs live (default runs/study, or $MOLEDIFF_STUDY_RUNS)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--plot", action="store_true", help="also plot validation-loss curves")
+    ap.add_argument("--plot", action="store_true", help="also plot the training-loss curves")
     ap.add_argument("--_train-one", dest="train_one", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -180,11 +203,12 @@ def main() -> int:
         out = RESULTS / "recipe_study.json"
         # rows of variants not scored by this call (other --only sets, earlier machines) are kept
         scored = {(r["variant"], r["steps"]) for r in rows}
-        if out.exists():
-            kept = [r for r in json.loads(out.read_text())["rows"] if (r["variant"], r["steps"]) not in scored]
-            rows = sorted(kept + rows, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99, r["steps"]))
-        out.write_text(json.dumps({"minutes_cpu": args.minutes, "threads": args.threads, "rows": rows}, indent=2))
-        cols = ("variant", "steps", "train_steps", "molecules_seen", "val_loss", "atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
+        previous = json.loads(out.read_text()) if out.exists() else {}
+        kept = [r for r in previous.get("rows", []) if (r["variant"], r["steps"]) not in scored]
+        rows = sorted(kept + rows, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99, r["steps"]))
+        out.write_text(json.dumps({"minutes_cpu": args.minutes, "threads": args.threads, "rows": rows,
+                                   "curves": previous.get("curves", {})}, indent=2))
+        cols = ("variant", "steps", "train_steps", "molecules_seen", "val_loss", "val_eps_mse", "atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
         print(" | ".join(cols))
         for r in rows:
             print(" | ".join(_fmt(c, r.get(c)) for c in cols))
@@ -211,16 +235,23 @@ def plot_curves(args, names: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # curves live in the results JSON too, so the plot survives the run folders (other machines)
+    out = RESULTS / "recipe_study.json"
+    results = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    curves = results.get("curves", {})
     for name in names:
         log = run_dir(args, name) / "log.jsonl"
-        if not log.exists():
-            continue
-        recs = [json.loads(x) for x in log.read_text().splitlines()]
-        tr = [r for r in recs if r["event"] == "train"]
-        ax.plot([r["minutes"] for r in tr], [r["loss"] for r in tr], label=name, lw=1)
+        if log.exists():
+            recs = [json.loads(x) for x in log.read_text().splitlines()]
+            curves[name] = [[r["minutes"], round(r["loss"], 5)] for r in recs if r["event"] == "train"]
+    results["curves"] = curves
+    out.write_text(json.dumps(results, indent=2))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in VARIANTS:
+        if name in curves:
+            ax.plot(*zip(*curves[name]), label=name, lw=1)
     ax.set_xlabel("CPU minutes (per thread)")
-    ax.set_ylabel("training loss (running mean of 50 steps)")
+    ax.set_ylabel("training loss, each recipe's own weighting\n(running mean of 50 steps)")
     ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

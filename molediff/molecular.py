@@ -156,11 +156,13 @@ class MolecularDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        weighted: bool = True,
     ) -> torch.Tensor:
         """Weighted ε-MSE, averaged over the (3 + K) columns and atoms of each molecule, then molecules.
 
         ``pos`` [|V|, 3] Å, ``atom_type`` [|V|], ``batch`` [|V|], ``ptr`` [B + 1]; optional ``t`` [B] and
         raw (unprojected) ``noise`` [|V|, 3 + K], otherwise drawn from ``generator`` in that order.
+        ``weighted=False`` drops the recipe's loss weighting (plain ε-MSE, comparable across recipes).
         """
         num_graphs = ptr.numel() - 1
         x0 = self.encode(pos, atom_type, batch, num_graphs)
@@ -172,7 +174,8 @@ class MolecularDiffusion(nn.Module):
         noise = self.project_noise(noise, batch, num_graphs)
         x_t = self.schedule.add_noise(x0, noise, t_atom)
         eps = self.predict_eps(x_t, t_atom, batch, ptr)
-        per_atom = (self.loss_weight(t_atom) * (eps - noise) ** 2).mean(1)
+        sq = (eps - noise) ** 2
+        per_atom = (self.loss_weight(t_atom) * sq if weighted else sq).mean(1)
         per_mol = torch.zeros(num_graphs, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch, per_atom)
         per_mol = per_mol / torch.bincount(batch, minlength=num_graphs).clamp(min=1)
         return per_mol.mean()

@@ -74,16 +74,24 @@ class EpochSampler:
 
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def validation_loss(model: MolecularDiffusion, data: MoleculeSet, batch_size: int = 256, seed: int = 1234) -> float:
-    """Mean training loss over ``data`` with fixed noise and timesteps (comparable across evaluations)."""
+def validation_loss(model: MolecularDiffusion, data: MoleculeSet, batch_size: int = 256, seed: int = 1234,
+                    plain: bool = False) -> float:
+    """Mean training loss over ``data`` with fixed noise and timesteps (comparable across evaluations).
+
+    ``plain=True``: unweighted ε-MSE at uniformly drawn timesteps whatever the recipe's loss weighting
+    and time sampling, so that runs of different recipes compare on one scale.
+    """
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
         b = data.collate(idx).to(device)
-        t = model.sample_t(len(idx), generator=g).to(device)
-        loss = model.training_loss(b.pos, b.atom_type, b.batch, b.ptr, generator=g, t=t)
+        if plain:
+            t = model.schedule.sample_timesteps(len(idx), generator=g).to(device)
+        else:
+            t = model.sample_t(len(idx), generator=g).to(device)
+        loss = model.training_loss(b.pos, b.atom_type, b.batch, b.ptr, generator=g, t=t, weighted=not plain)
         total += float(loss) * len(idx)
         count += len(idx)
     return total / max(count, 1)
@@ -190,6 +198,7 @@ class Trainer:
                                "molecules_seen": self.molecules_seen}
         rec["val_loss"] = validation_loss(self.ema, self.valid_set)
         rec["val_loss_raw"] = validation_loss(self.model, self.valid_set)
+        rec["val_eps_mse"] = validation_loss(self.ema, self.valid_set, plain=True)
         if self.config.eval_samples > 0:
             t0 = time.time()
             rec.update(sample_check(self.ema, self.histogram, self.config.eval_samples, self.config.eval_sample_steps))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from molediff.config import DiffusionConfig, ModelConfig
-from molediff.molecular import MolecularDiffusion, finite_molecules, remove_mean, sizes_from_histogram
+from molediff.molecular import NUM_TYPES, MolecularDiffusion, finite_molecules, remove_mean, sizes_from_histogram
 from tests.equivariance import assert_e3_equivariant
 
 TINY = ModelConfig(hidden=16, layers=2)
@@ -120,3 +120,20 @@ def test_finite_molecules_and_size_draws():
     hist = torch.tensor([0, 0, 0, 5, 0, 5])
     sizes = sizes_from_histogram(hist, 200, generator=torch.Generator().manual_seed(0))
     assert set(sizes.tolist()) == {3, 5}
+
+
+def test_unweighted_loss_is_plain_eps_mse():
+    """weighted=False drops the recipe's weighting; with uniform weighting both agree exactly."""
+    pos, types, batch, ptr = _mols([5, 7, 6, 4], seed=2)
+    t = torch.tensor([3, 200, 600, 990])
+    losses = {}
+    for w in ("uniform", "min_snr"):
+        torch.manual_seed(0)
+        m = MolecularDiffusion(ModelConfig(hidden=16, layers=1), DiffusionConfig(loss_weighting=w))
+        kw = dict(generator=None, t=t, noise=torch.randn(pos.shape[0], 3 + NUM_TYPES, generator=torch.Generator().manual_seed(5)))
+        with torch.no_grad():
+            losses[w] = (float(m.training_loss(pos, types, batch, ptr, **kw)),
+                         float(m.training_loss(pos, types, batch, ptr, weighted=False, **kw)))
+    assert losses["uniform"][0] == pytest.approx(losses["uniform"][1])
+    assert losses["min_snr"][1] == pytest.approx(losses["uniform"][1])  # same weights init, same plain loss
+    assert losses["min_snr"][0] < losses["min_snr"][1]  # min-SNR weights ≤ 1, < 1 at t = 3
