@@ -123,7 +123,7 @@ def score_one(args, name: str, steps: int) -> dict:
     t0 = time.time()
     pos, types, ptr = [], [], [0]
     for start in range(0, args.samples, 250):
-        p, t, pt = model.sample(sizes[start : start + 250], num_steps=steps, generator=g)
+        p, t, pt = model.sample(sizes[start : start + 250], num_steps=steps, generator=g, eta=0.0)  # the study's protocol: DDIM, deterministic
         pos.append(p), types.append(t), ptr.extend((pt[1:] + ptr[-1]).tolist())
     metrics = sample_metrics(torch.cat(types), torch.cat(pos), torch.tensor(ptr))
     evals = [json.loads(line) for line in (d / LOG).read_text().splitlines() if '"eval"' in line]

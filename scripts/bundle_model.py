@@ -56,20 +56,24 @@ def main() -> int:
         "- Full config: `config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
         "## Learning curve (EMA weights; hours = training CPU-hours of the run's threads, evaluation excluded; "
-        f"sampling checks: {config.eval_samples} molecules, {config.eval_sample_steps} steps, lookup bonds)",
+        f"sampling checks: {config.eval_samples} molecules, {config.eval_sample_steps} DDIM steps with the η shown, lookup bonds)",
         "",
-        "| step | hours | val loss | " + " | ".join(PERCENT) + " |",
-        "|---|---|---|" + "---|" * len(PERCENT),
+        "| step | hours | val loss | η | " + " | ".join(PERCENT) + " |",
+        "|---|---|---|---|" + "---|" * len(PERCENT),
     ]
     for e in evals:
         cells = [f"{100 * e[k]:.1f}" if k in e else "-" for k in PERCENT]
-        lines.append(f"| {e['step']} | {e['minutes'] / 60:.2f} | {e['val_loss']:.4f} | " + " | ".join(cells) + " |")
+        # evals logged before the record carried η sampled deterministically (η = 0)
+        eta = f"{e.get('sample_eta', 0.0):g}" if "atom_stability" in e else "-"
+        lines.append(f"| {e['step']} | {e['minutes'] / 60:.2f} | {e['val_loss']:.4f} | {eta} | " + " | ".join(cells) + " |")
     if args.quality:
         q = json.loads(Path(args.quality).read_text())
         lines += ["", f"## Quality (benchmarks/qm9_quality.py, {q['rows'][0]['n']} samples, lookup bonds)", "",
-                  "| steps | " + " | ".join(PERCENT) + " | novelty |", "|---|" + "---|" * (len(PERCENT) + 1)]
+                  "| steps | η | " + " | ".join(PERCENT) + " | novelty |", "|---|---|" + "---|" * (len(PERCENT) + 1)]
         for r in q["rows"]:
-            lines.append(f"| {r['steps']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in PERCENT) + f" | {100 * (r.get('novelty') or 0):.1f} |")
+            eta = "ancestral" if r["steps"] == config.diffusion.timesteps else f"{r.get('eta', 0.0):g}"
+            lines.append(f"| {r['steps']} | {eta} | " + " | ".join(f"{100 * r[k]:.1f}" for k in PERCENT)
+                         + f" | {100 * (r.get('novelty') or 0):.1f} |")
     (PRETRAINED / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
     print(f"bundled {run / EMA_MODEL} -> {PRETRAINED / 'qm9_ema.pt'} ({(PRETRAINED / 'qm9_ema.pt').stat().st_size / 1e6:.2f} MB)")
     torch.load(PRETRAINED / "qm9_ema.pt", weights_only=False)  # readable
