@@ -50,7 +50,7 @@ def main() -> int:
             row = {"steps": steps, "eta": eta, "n": args.n, "sample_seconds": round(sample_s, 1), **{c: scores.get(c) for c in COLUMNS}}
             rows.append(row)
             print(f"steps {steps}, eta {eta:g}: " + ", ".join(f"{c} {100 * row[c]:.1f}" for c in COLUMNS if row[c] is not None), flush=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "model_meta": {k: v for k, v in gen.meta.items() if k != "size_histogram"}}
+    meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "model_meta": {k: v for k, v in gen.meta.items() if k not in ("size_histogram", "learning_curve")}}
     out = Path(args.out)
     # rows of other step counts for the same model (an earlier call) are kept, so long step counts
     # can be run separately; a different model starts a fresh file

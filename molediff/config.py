@@ -73,6 +73,9 @@ class TrainConfig:
     eval_samples: int = 100
     eval_sample_steps: int = 100
     valid_molecules: int = 2000  # validation subset size for the loss
+    # a model file (EMA weights, e.g. the bundled model) to start from; its architecture and recipe are
+    # kept, its step, training time and molecules seen continue; the optimiser starts afresh
+    init_from: str = ""
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:

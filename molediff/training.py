@@ -134,6 +134,10 @@ class Trainer:
             config = saved
         elif ckpt_path.exists():
             raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        init = None
+        if state is None and config.init_from:
+            init = self._read_init(config)
+            config.model, config.diffusion = init[1].model, init[1].diffusion
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -152,6 +156,17 @@ class Trainer:
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             self.step, self.elapsed, self.molecules_seen = state["step"], state["elapsed"], state["molecules_seen"]
+        self._inherited_curve: list[dict[str, Any]] = []
+        if state is None and init is not None:
+            weights, _, meta = init
+            self._inherited_curve = list(meta.get("learning_curve") or [])
+            self.model.load_state_dict(weights)
+            self.ema.load_state_dict(weights)
+            # the run continues the source's step count and clock, so learning curves line up across
+            # machines; the data order and RNG follow from (seed, step) as in any run
+            self.step = int(meta.get("step") or 0)
+            self.elapsed = float(meta.get("train_seconds") or 0.0)
+            self.molecules_seen = int(meta.get("molecules_seen") or 0)
         self.train_set, self.valid_set = load_training_data(config, progress=progress)
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:
             self.valid_set = self.valid_set.subset(np.arange(config.valid_molecules))
@@ -167,6 +182,23 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self._stop = False
+
+    @staticmethod
+    def _read_init(config: TrainConfig):
+        """(weights, config, meta) of ``config.init_from``, checked against the requested recipe."""
+        from molediff.checkpoint import load_model_file
+
+        weights, src, meta = load_model_file(config.init_from)
+        defaults = TrainConfig()
+        for part in ("model", "diffusion"):
+            asked, have, default = getattr(config, part), getattr(src, part), getattr(defaults, part)
+            # an explicitly changed field that contradicts the source model cannot be honoured
+            clash = [f.name for f in fields(asked) if getattr(asked, f.name) != getattr(default, f.name)
+                     and getattr(asked, f.name) != getattr(have, f.name)]
+            if clash:
+                raise UserError(f"--init-from {config.init_from}: its {part} config fixes {', '.join(clash)}; "
+                                f"drop those options or start a fresh run")
+        return weights, src, meta
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
@@ -248,6 +280,10 @@ class Trainer:
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             c.save_json(self.run_dir / "config.json")
+            if self._inherited_curve and not (self.run_dir / LOG).exists():
+                # the source model's learning curve opens this run's log, so the curve reads as one
+                for rec in self._inherited_curve:
+                    self.log({"event": "eval", **rec, "inherited_from": c.init_from})
             if self.ctx.enabled:
                 print(f"distributed: {self.ctx.world_size} ranks × batch {c.batch_size} = effective batch {self.global_batch}, "
                       f"lr {c.lr:g} (not rescaled: pass --lr to change it)")

@@ -36,10 +36,12 @@ def main() -> int:
     run = Path(args.run_dir)
     state, config, meta = load_model_file(run / EMA_MODEL)
     PRETRAINED.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware}
+    evals = [json.loads(x) for x in (run / LOG).read_text().splitlines() if '"event": "eval"' in x]
+    # the curve travels inside the weights file, so a run started from them (--init-from) continues it
+    meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware,
+            "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals]}
     save_model_file(PRETRAINED / "qm9_ema.pt", state, config, meta)
     shutil.copy(run / "config.json", PRETRAINED / "config.json")
-    evals = [json.loads(x) for x in (run / LOG).read_text().splitlines() if '"event": "eval"' in x]
     lines = [
         "# molediff bundled QM9 model",
         "",

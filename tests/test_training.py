@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from molediff.checkpoint import load_model_file, safe_torch_load
+from molediff.checkpoint import load_model_file, safe_torch_load, save_model_file
 from molediff.cli import main
 from molediff.config import ModelConfig, TrainConfig
 from molediff.errors import UserError
@@ -119,3 +119,26 @@ def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
     assert step >= 50
     assert main(["train", "--out", str(out), "--resume", "--max-steps", str(step + 2), "--no-progress", "--eval-samples", "0"]) == 0
     assert _weights(out)["step"] == step + 2
+
+
+def test_init_from_model_file_continues_step_and_weights(tmp_path):
+    train(tiny(max_steps=6), tmp_path / "src", progress=False)
+    src_weights, _, meta = load_model_file(tmp_path / "src" / EMA_MODEL)
+    # a fresh run started from the EMA weights continues the source's step count and clock
+    t = Trainer(tiny(max_steps=9, init_from=str(tmp_path / "src" / EMA_MODEL)), tmp_path / "dst", progress=False)
+    assert t.step == meta["step"] == 6 and t.elapsed == pytest.approx(meta["train_seconds"], abs=0.1)
+    for k, v in src_weights.items():
+        assert torch.equal(t.model.state_dict()[k], v) and torch.equal(t.ema.state_dict()[k], v), k
+    t.run()
+    assert _weights(tmp_path / "dst")["step"] == 9
+    # a model file that carries its learning curve (as bundled models do) opens the new run's log with it
+    save_model_file(tmp_path / "curve.pt", src_weights, TrainConfig.from_dict(_weights(tmp_path / "src")["config"]),
+                    {**meta, "learning_curve": [{"step": 6, "minutes": 0.1, "val_loss": 0.5}]})
+    train(tiny(max_steps=8, init_from=str(tmp_path / "curve.pt")), tmp_path / "dst2", progress=False)
+    evals = [json.loads(x) for x in (tmp_path / "dst2" / LOG).read_text().splitlines() if '"eval"' in x]
+    assert [e["step"] for e in evals] == [6, 8] and evals[0]["inherited_from"].endswith("curve.pt")
+    assert _weights(tmp_path / "dst")["config"]["init_from"].endswith(EMA_MODEL)
+    # the source fixes the architecture: asking for another one is refused, not silently ignored
+    with pytest.raises(UserError, match="hidden"):
+        Trainer(tiny(max_steps=9, init_from=str(tmp_path / "src" / EMA_MODEL), model=ModelConfig(hidden=32, layers=2)),
+                tmp_path / "other", progress=False)
