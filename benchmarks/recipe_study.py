@@ -47,6 +47,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "min_snr": {"diffusion.loss_weighting": "min_snr"},
     # more training where bond lengths are decided: log-SNR ≈ 3..7 means σ ≈ 0.03..0.2 Å on positions
     "lognormal_bonds": {"diffusion.time_sampling": "lognormal", "diffusion.logsnr_mean": 4.0, "diffusion.logsnr_std": 3.0},
+    # the same bond-level emphasis, half of the draws only (the rest uniform), on the x0 winner of round 2
+    "x0_bonds_mix": {"diffusion.parametrization": "x0", "diffusion.time_sampling": "lognormal",
+                     "diffusion.logsnr_mean": 4.0, "diffusion.logsnr_std": 3.0, "diffusion.lognormal_mix": 0.5},
     # 4. how messages see distances
     "rbf": {"model.distance_features": "rbf"},
     # 5. width and depth at equal CPU time

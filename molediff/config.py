@@ -31,7 +31,10 @@ class DiffusionConfig:
       "precond" (Karras et al.'s preconditioned denoiser: x̂0 = c_skip·x_t + c_out·F(c_in·x_t)).
     - ``loss_weighting``: "uniform" (ε-MSE, DDPM's L_simple), "min_snr" (ε-MSE × min(1, γ/SNR)),
       "karras" (ε-MSE × (1 + 1/(SNR σ_data²)), i.e. unit weight on the preconditioned target).
-    - ``time_sampling``: "uniform" over t, or "lognormal": log-SNR ~ N(mean, std) on the schedule's grid.
+    - ``time_sampling``: "uniform" over t, or "lognormal": log-SNR ~ N(mean, std) on the schedule's grid,
+      for a fraction ``lognormal_mix`` of the draws (the rest uniform over t, so every noise level is
+      still trained: a pure log-normal centred on the bond-deciding levels starves the high noise levels
+      where a molecule's global shape forms).
     - ``sigma_data_pos`` / ``sigma_data_feat``: data standard deviations used by "precond"/"karras"
       (QM9 centred positions ≈ 1.5 Å per coordinate; one-hot × scale features ≈ 0.4 × scale).
     """
@@ -47,8 +50,15 @@ class DiffusionConfig:
     time_sampling: str = "uniform"
     logsnr_mean: float = 1.0
     logsnr_std: float = 2.5
+    lognormal_mix: float = 1.0
     sigma_data_pos: float = 1.5
     sigma_data_feat: float = 0.1
+
+
+#: diffusion fields that only shape training (which noise levels are drawn, how they are weighed), not
+#: the function the network computes nor how it is sampled: a run started from a model may change them
+TRAINING_ONLY_DIFFUSION_FIELDS = ("loss_weighting", "min_snr_gamma", "time_sampling", "logsnr_mean", "logsnr_std",
+                                  "lognormal_mix")
 
 
 @dataclass

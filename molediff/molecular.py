@@ -55,6 +55,8 @@ class MolecularDiffusion(nn.Module):
         ):
             if getattr(diffusion, name) not in allowed:
                 raise ValueError(f"diffusion.{name} must be one of {allowed}, got {getattr(diffusion, name)!r}")
+        if not 0.0 <= diffusion.lognormal_mix <= 1.0:
+            raise ValueError(f"diffusion.lognormal_mix must be in [0, 1], got {diffusion.lognormal_mix}")
         self.cfg = diffusion
         self.schedule = NoiseSchedule.from_name(diffusion.schedule, diffusion.timesteps)
         # features: noisy atom types (K) + time (1)
@@ -81,6 +83,8 @@ class MolecularDiffusion(nn.Module):
         dens = torch.exp(-0.5 * ((lam - self.cfg.logsnr_mean) / self.cfg.logsnr_std) ** 2)
         spacing = torch.cat([lam[:1] - lam[1:2], lam[:-1] - lam[1:]]).abs()
         p = dens * spacing
+        mix = self.cfg.lognormal_mix
+        p = mix * p / p.sum() + (1.0 - mix) / len(p)
         return (p / p.sum()).float()
 
     def _coeffs(self, t_atom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch
 
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, safe_torch_load, save_model_file, state_dict_digest
-from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
+from molediff.config import TRAINING_ONLY_DIFFUSION_FIELDS, DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.errors import UserError
 from molediff.molecular import DEFAULT_ETA, NUM_TYPES, MolecularDiffusion, sizes_from_histogram
@@ -137,7 +137,11 @@ class Trainer:
         init = None
         if state is None and config.init_from:
             init = self._read_init(config)
-            config.model, config.diffusion = init[1].model, init[1].diffusion
+            # the source fixes what the network computes; how training draws and weighs noise levels may change
+            diffusion = init[1].diffusion
+            for name in TRAINING_ONLY_DIFFUSION_FIELDS:
+                setattr(diffusion, name, getattr(config.diffusion, name))
+            config.model, config.diffusion = init[1].model, diffusion
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -194,7 +198,7 @@ class Trainer:
             asked, have, default = getattr(config, part), getattr(src, part), getattr(defaults, part)
             # an explicitly changed field that contradicts the source model cannot be honoured
             clash = [f.name for f in fields(asked) if getattr(asked, f.name) != getattr(default, f.name)
-                     and getattr(asked, f.name) != getattr(have, f.name)]
+                     and getattr(asked, f.name) != getattr(have, f.name) and f.name not in TRAINING_ONLY_DIFFUSION_FIELDS]
             if clash:
                 raise UserError(f"--init-from {config.init_from}: its {part} config fixes {', '.join(clash)}; "
                                 f"drop those options or start a fresh run")

@@ -91,8 +91,15 @@ def test_weights_and_time_distributions():
     assert abs(float(ln.schedule.log_snr[peak]) - 4.0) < 0.5
     draws = ln.sample_t(4000, generator=torch.Generator().manual_seed(0))
     assert abs(float(ln.schedule.log_snr[draws].mean()) - 4.0) < 0.3
+    # a mixture keeps a uniform floor under every timestep and its log-normal part where asked
+    mix = MolecularDiffusion(TINY, DiffusionConfig(time_sampling="lognormal", logsnr_mean=4.0, logsnr_std=1.0, lognormal_mix=0.5))
+    q = mix._t_probs
+    assert abs(float(q.sum()) - 1) < 1e-5 and float(q.min()) >= 0.5 / 1000 * (1 - 1e-4)
+    torch.testing.assert_close(q, 0.5 * p + 0.5 / 1000)
     with pytest.raises(ValueError):
         MolecularDiffusion(TINY, DiffusionConfig(parametrization="v"))
+    with pytest.raises(ValueError, match="lognormal_mix"):
+        MolecularDiffusion(TINY, DiffusionConfig(time_sampling="lognormal", lognormal_mix=1.5))
 
 
 @pytest.mark.parametrize("parametrization", ["eps", "x0", "precond"])

@@ -138,6 +138,12 @@ def test_init_from_model_file_continues_step_and_weights(tmp_path):
     evals = [json.loads(x) for x in (tmp_path / "dst2" / LOG).read_text().splitlines() if '"eval"' in x]
     assert [e["step"] for e in evals] == [6, 8] and evals[0]["inherited_from"].endswith("curve.pt")
     assert _weights(tmp_path / "dst")["config"]["init_from"].endswith(EMA_MODEL)
+    # how training draws noise levels may change (it does not change what the network computes)
+    from molediff.config import DiffusionConfig
+
+    t3 = Trainer(tiny(init_from=str(tmp_path / "src" / EMA_MODEL),
+                      diffusion=DiffusionConfig(time_sampling="lognormal", lognormal_mix=0.5)), tmp_path / "dst3", progress=False)
+    assert t3.config.diffusion.time_sampling == "lognormal" and t3.config.diffusion.lognormal_mix == 0.5
     # the source fixes the architecture: asking for another one is refused, not silently ignored
     with pytest.raises(UserError, match="hidden"):
         Trainer(tiny(max_steps=9, init_from=str(tmp_path / "src" / EMA_MODEL), model=ModelConfig(hidden=32, layers=2)),
