@@ -55,6 +55,45 @@ class DiffusionConfig:
     sigma_data_feat: float = 0.1
 
 
+#: one line per option of ``molediff train --help`` ("model." / "diffusion." for the nested configs)
+HELP: dict[str, str] = {
+    "model.hidden": "EGNN width H (features and messages)",
+    "model.layers": "number of EGNN layers",
+    "model.distance_features": "how messages see distances: 'squared' (d², EDM) or 'rbf' (Gaussian radial basis)",
+    "model.num_rbf": "radial basis size when distance features are 'rbf'",
+    "model.norm": "constant Z dividing summed messages and position updates",
+    "model.coord_range": "bound (Å) of the total position update across layers, through tanh",
+    "diffusion.schedule": "noise schedule: linear, cosine or polynomial_P (EDM's polynomial_2)",
+    "diffusion.timesteps": "number of diffusion steps T",
+    "diffusion.feature_scale": "atom types enter as one-hot × this scale (EDM: 0.25)",
+    "diffusion.parametrization": "what the network predicts: 'eps', 'x0' (the clean molecule) or 'precond' (Karras)",
+    "diffusion.loss_weighting": "weight of noise levels in the ε-MSE: 'uniform', 'min_snr' or 'karras'",
+    "diffusion.min_snr_gamma": "γ of the min-SNR weighting",
+    "diffusion.time_sampling": "training timesteps: 'uniform' over t, or 'lognormal' over log-SNR",
+    "diffusion.logsnr_mean": "mean of the log-normal time sampling (log-SNR; 4 ≈ bond-deciding noise, σ ≈ 0.2 Å)",
+    "diffusion.logsnr_std": "standard deviation of the log-normal time sampling",
+    "diffusion.lognormal_mix": "fraction of timesteps drawn from the log-normal (the rest uniform)",
+    "diffusion.sigma_data_pos": "data standard deviation of positions (Å) for 'precond' / 'karras'",
+    "diffusion.sigma_data_feat": "data standard deviation of atom-type features for 'precond' / 'karras'",
+    "data": "'qm9' (the committed train split) or a path to SDF/XYZ files or folders",
+    "batch_size": "molecules per optimiser step (per rank under torchrun)",
+    "lr": "AdamW learning rate",
+    "weight_decay": "AdamW weight decay",
+    "ema_decay": "decay of the exponential moving average of the weights (the weights that are sampled)",
+    "grad_clip": "gradient norm clipping",
+    "seed": "seed of initialisation, data order, timesteps and noise",
+    "max_steps": "stop after this many optimiser steps (0: no limit)",
+    "max_minutes": "stop after this many training minutes (0: no limit; evaluation time not counted)",
+    "clock": "what --max-minutes counts: 'wall' seconds, or 'cpu' seconds of this process per thread",
+    "threads": "torch CPU threads (0: torch's default)",
+    "checkpoint_minutes": "write checkpoint.pt and ema_model.pt this often (wall minutes)",
+    "eval_every_steps": "validation loss and a sampling check every this many steps (0: only at the end)",
+    "eval_samples": "molecules sampled at each evaluation (0: no sampling check)",
+    "eval_sample_steps": "reverse steps of the evaluation's sampling",
+    "valid_molecules": "validation molecules used for the validation loss",
+    "init_from": "start from a model file's weights (e.g. molediff/pretrained/qm9_ema.pt); its architecture is kept",
+}
+
 #: diffusion fields that only shape training (which noise levels are drawn, how they are weighed), not
 #: the function the network computes nor how it is sampled: a run started from a model may change them
 TRAINING_ONLY_DIFFUSION_FIELDS = ("loss_weighting", "min_snr_gamma", "time_sampling", "logsnr_mean", "logsnr_std",

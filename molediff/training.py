@@ -25,7 +25,7 @@ import torch
 
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, safe_torch_load, save_model_file, state_dict_digest
-from molediff.config import TRAINING_ONLY_DIFFUSION_FIELDS, DiffusionConfig, ModelConfig, TrainConfig
+from molediff.config import HELP, TRAINING_ONLY_DIFFUSION_FIELDS, DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.errors import UserError
 from molediff.molecular import DEFAULT_ETA, NUM_TYPES, MolecularDiffusion, sizes_from_histogram
@@ -390,8 +390,10 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, ti
             continue
         name = f"--{prefix}{f.name.replace('_', '-')}"
         typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        key = f"{prefix.rstrip('-')}.{f.name}" if prefix else f.name
+        default = f.default if f.default != "" else "none"
         group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", type=typ, default=None,
-                           help=f"(default: {f.default})")
+                           help=f"{HELP.get(key, '')} (default: {default})".strip())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

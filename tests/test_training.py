@@ -148,3 +148,17 @@ def test_init_from_model_file_continues_step_and_weights(tmp_path):
     with pytest.raises(UserError, match="hidden"):
         Trainer(tiny(max_steps=9, init_from=str(tmp_path / "src" / EMA_MODEL), model=ModelConfig(hidden=32, layers=2)),
                 tmp_path / "other", progress=False)
+
+
+def test_every_train_option_is_explained(capsys):
+    from dataclasses import fields
+
+    from molediff.config import HELP, DiffusionConfig
+
+    keys = [f.name for f in fields(TrainConfig) if f.name not in ("model", "diffusion")]
+    keys += [f"model.{f.name}" for f in fields(ModelConfig)] + [f"diffusion.{f.name}" for f in fields(DiffusionConfig)]
+    assert [k for k in keys if not HELP.get(k)] == []
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--diffusion-lognormal-mix" in out and "fraction of timesteps" in out and "--init-from" in out
