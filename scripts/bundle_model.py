@@ -55,6 +55,8 @@ def main() -> int:
         f"- Training: {meta.get('step')} steps of batch {config.batch_size} ({meta.get('molecules_seen', 0):,} molecules, "
         f"{meta.get('molecules_seen', 0) / 100_000:.1f} epochs), {meta.get('train_seconds', 0) / 3600:.2f} h on {args.hardware}; "
         f"AdamW lr {config.lr}, gradient clip {config.grad_clip}, seed {config.seed}.",
+        *([f"- Started from `{config.init_from}` (`molediff train --init-from`): its weights, step count, clock and "
+           "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if config.init_from else []),
         "- Full config: `config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
         "## Learning curve (EMA weights; hours = training CPU-hours of the run's threads, evaluation excluded; "
