@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "feat1": {"diffusion.feature_scale": 1.0},
     "lr1e-3": {"lr": 1e-3},
     "bs128": {"batch_size": 128},
+    # round 2: does the learning-rate gain found on the ε baseline carry over to the x0 winner?
+    "x0_lr1e-3": {"diffusion.parametrization": "x0", "lr": 1e-3},
 }
 
 
@@ -162,7 +164,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=500, help="molecules sampled per variant and step count (default 500)")
     ap.add_argument("--steps", default="50,100", help="comma-separated DDIM step counts to score (default 50,100)")
     ap.add_argument("--only", help="comma-separated variant names (default: all)")
-    ap.add_argument("--phase", choices=("all", "train", "score"), default="all")
+    ap.add_argument("--phase", choices=("all", "train", "score", "table"), default="all",
+                    help="'table' prints the stored results as a markdown table, nothing else")
     ap.add_argument("--runs", default=os.environ.get("MOLEDIFF_STUDY_RUNS", str(ROOT / "runs" / "study")),
                     help="where variant runs live (default runs/study, or $MOLEDIFF_STUDY_RUNS)")
     ap.add_argument("--seed", type=int, default=0)
@@ -172,6 +175,9 @@ def main() -> int:
 
     if args.train_one:
         train_one(args, args.train_one)
+        return 0
+    if args.phase == "table":
+        print(markdown_table(json.loads((RESULTS / "recipe_study.json").read_text())["rows"]))
         return 0
     names = args.only.split(",") if args.only else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
@@ -230,6 +236,18 @@ def _fmt(key: str, v) -> str:
     if key in PERCENT:
         return f"{100 * v:.1f}"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The study's rows as a markdown table (percentages; ε-MSE is the cross-recipe validation loss)."""
+    head = ("variant", "steps", "train steps", "molecules seen", "val ε-MSE", "atom stab", "mol stab", "valid", "V×U", "connected")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        eps = f"{r['val_eps_mse']:.4f}" if r.get("val_eps_mse") is not None else "-"
+        cells = [r["variant"], str(r["steps"]), f"{r['train_steps']:,}", f"{r['molecules_seen']:,}", eps,
+                 *(f"{100 * r[k]:.1f}" for k in ("atom_stability", "molecule_stability", "validity", "valid_x_unique", "connected"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_curves(args, names: list[str]) -> None:
