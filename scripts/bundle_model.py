@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -35,13 +34,17 @@ def main() -> int:
     args = ap.parse_args()
     run = Path(args.run_dir)
     state, config, meta = load_model_file(run / EMA_MODEL)
+    # where the run started is provenance (kept in the card and metadata), not a setting to ship: a
+    # user's `molediff train --config molediff/pretrained/config.json` must not chase this machine's path
+    started_from, config.init_from = config.init_from, ""
     PRETRAINED.mkdir(parents=True, exist_ok=True)
     evals = [json.loads(x) for x in (run / LOG).read_text().splitlines() if '"event": "eval"' in x]
     # the curve travels inside the weights file, so a run started from them (--init-from) continues it
     meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware,
-            "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals]}
+            "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals],
+            **({"started_from": started_from} if started_from else {})}
     save_model_file(PRETRAINED / "qm9_ema.pt", state, config, meta)
-    shutil.copy(run / "config.json", PRETRAINED / "config.json")
+    config.save_json(PRETRAINED / "config.json")
     lines = [
         "# molediff bundled QM9 model",
         "",
@@ -55,8 +58,8 @@ def main() -> int:
         f"- Training: {meta.get('step')} steps of batch {config.batch_size} ({meta.get('molecules_seen', 0):,} molecules, "
         f"{meta.get('molecules_seen', 0) / 100_000:.1f} epochs), {meta.get('train_seconds', 0) / 3600:.2f} h on {args.hardware}; "
         f"AdamW lr {config.lr}, gradient clip {config.grad_clip}, seed {config.seed}.",
-        *([f"- Started from `{config.init_from}` (`molediff train --init-from`): its weights, step count, clock and "
-           "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if config.init_from else []),
+        *([f"- Started from `{started_from}` (`molediff train --init-from`): its weights, step count, clock and "
+           "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if started_from else []),
         "- Full config: `config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
         "## Learning curve (EMA weights; hours = training CPU-hours of the run's threads, evaluation excluded; "
