@@ -227,7 +227,7 @@ def main() -> int:
     return 0
 
 
-PERCENT = ("atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
+PERCENT = ("atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique", "connected")
 
 
 def _fmt(key: str, v) -> str:
@@ -243,9 +243,8 @@ def markdown_table(rows: list[dict]) -> str:
     head = ("variant", "steps", "train steps", "molecules seen", "val ε-MSE", "atom stab", "mol stab", "valid", "V×U", "connected")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        eps = f"{r['val_eps_mse']:.4f}" if r.get("val_eps_mse") is not None else "-"
-        cells = [r["variant"], str(r["steps"]), f"{r['train_steps']:,}", f"{r['molecules_seen']:,}", eps,
-                 *(f"{100 * r[k]:.1f}" for k in ("atom_stability", "molecule_stability", "validity", "valid_x_unique", "connected"))]
+        cells = [r["variant"], str(r["steps"]), f"{r['train_steps']:,}", f"{r['molecules_seen']:,}",
+                 *(_fmt(k, r.get(k)) for k in ("val_eps_mse", "atom_stability", "molecule_stability", "validity", "valid_x_unique", "connected"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from molediff import distributed
-from molediff.checkpoint import atomic_torch_save, safe_torch_load, save_model_file, state_dict_digest
+from molediff.checkpoint import atomic_torch_save, load_model_file, safe_torch_load, save_model_file, state_dict_digest
 from molediff.config import HELP, TRAINING_ONLY_DIFFUSION_FIELDS, DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.errors import UserError
@@ -137,11 +137,7 @@ class Trainer:
         init = None
         if state is None and config.init_from:
             init = self._read_init(config)
-            # the source fixes what the network computes; how training draws and weighs noise levels may change
-            diffusion = init[1].diffusion
-            for name in TRAINING_ONLY_DIFFUSION_FIELDS:
-                setattr(diffusion, name, getattr(config.diffusion, name))
-            config.model, config.diffusion = init[1].model, diffusion
+            config.model, config.diffusion = init[1].model, init[1].diffusion
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -161,7 +157,7 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.step, self.elapsed, self.molecules_seen = state["step"], state["elapsed"], state["molecules_seen"]
         self._inherited_curve: list[dict[str, Any]] = []
-        if state is None and init is not None:
+        if init is not None:
             weights, _, meta = init
             self._inherited_curve = list(meta.get("learning_curve") or [])
             self.model.load_state_dict(weights)
@@ -189,9 +185,11 @@ class Trainer:
 
     @staticmethod
     def _read_init(config: TrainConfig):
-        """(weights, config, meta) of ``config.init_from``, checked against the requested recipe."""
-        from molediff.checkpoint import load_model_file
+        """(weights, config, meta) of ``config.init_from``, checked against the requested recipe.
 
+        The returned config keeps the source's model and diffusion settings, except the training-only
+        diffusion fields, which come from ``config`` (they do not change what the network computes).
+        """
         weights, src, meta = load_model_file(config.init_from)
         defaults = TrainConfig()
         for part in ("model", "diffusion"):
@@ -202,6 +200,8 @@ class Trainer:
             if clash:
                 raise UserError(f"--init-from {config.init_from}: its {part} config fixes {', '.join(clash)}; "
                                 f"drop those options or start a fresh run")
+        for name in TRAINING_ONLY_DIFFUSION_FIELDS:
+            setattr(src.diffusion, name, getattr(config.diffusion, name))
         return weights, src, meta
 
     # ------------------------------------------------------------------ persistence
