@@ -5,6 +5,7 @@ with ``--threads`` threads, and on CUDA when available. Prints a table and write
 ``benchmarks/results/sample_speed.json``.
 
     python benchmarks/sample_speed.py --n 200
+    python benchmarks/sample_speed.py --n 200 --compile    # eager and ``--compile`` rows (warm-up included)
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ def main() -> int:
     ap.add_argument("--steps", default=f"{DEFAULT_STEPS},1000", help=f"step counts (default {DEFAULT_STEPS},1000)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", default=None, help="model (default: bundled)")
+    ap.add_argument("--compile", action="store_true", help="also time 'molediff sample --compile' (its warm-up counted)")
     ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
     args = ap.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
-            for steps in [int(s) for s in args.steps.split(",")]:
+            for steps, compiled in [(int(s), c) for s in args.steps.split(",") for c in ((False, True) if args.compile else (False,))]:
                 cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
-                       "--threads", str(args.threads), "--no-progress"]
+                       "--threads", str(args.threads), "--no-progress"] + (["--compile"] if compiled else [])
                 if args.checkpoint:
                     cmd += ["--checkpoint", args.checkpoint]
                 t0 = time.perf_counter()
@@ -46,13 +48,13 @@ def main() -> int:
                 dt = time.perf_counter() - t0
                 if rc != 0:
                     raise SystemExit(f"molediff sample failed with exit code {rc}")
-                rows.append({"device": device, "threads": args.threads, "steps": steps, "n": args.n,
+                rows.append({"device": device, "threads": args.threads, "steps": steps, "compile": compiled, "n": args.n,
                              "seconds": round(dt, 2), "mol_per_s": round(args.n / dt, 3)})
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
     print(meta)
-    print("device | threads | steps | n | seconds | mol/s")
+    print("device | threads | steps | compile | n | seconds | mol/s")
     for r in rows:
-        print(f"{r['device']} | {r['threads']} | {r['steps']} | {r['n']} | {r['seconds']} | {r['mol_per_s']}")
+        print(f"{r['device']} | {r['threads']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['n']} | {r['seconds']} | {r['mol_per_s']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

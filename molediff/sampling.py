@@ -78,6 +78,16 @@ class MoleculeGenerator:
             hist = train_size_histogram()
         return cls(model.to(device), config, torch.as_tensor(hist), meta, str(path))
 
+    def compile(self) -> "MoleculeGenerator":
+        """Compile the network with ``torch.compile`` (in place; returns self).
+
+        About 2x faster sampling on CPU after a warm-up of 15-30 s, so worth it from a few hundred
+        molecules on; coordinates agree with eager ones to ~1e-4 Å (float rounding). Needs a C++
+        compiler on CPU (inductor).
+        """
+        self.model.net.compile(dynamic=True)  # dynamic: every batch has its own atom and edge counts
+        return self
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -167,6 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 steps)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network: about 2x faster sampling after a 15-30 s warm-up (needs a C++ compiler on CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -219,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     path, fmt = _resolve_output(args.out, args.format)
     ctx, device = distributed.init(args.device)
     gen = load_pretrained(args.checkpoint, device=str(device))
+    if args.compile:
+        gen.compile()
     T = gen.config.diffusion.timesteps
     if args.steps is None:
         args.steps = min(DEFAULT_STEPS, T)
