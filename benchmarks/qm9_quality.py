@@ -5,7 +5,11 @@ them with :func:`molediff.metrics.evaluate_molecules` (lookup bonds, novelty aga
 split), side by side with the published rows for QM9 data and EDM. Prints a table and writes
 ``benchmarks/results/qm9_quality.json``.
 
-    python benchmarks/qm9_quality.py --steps 50,100,250,1000
+    python benchmarks/qm9_quality.py --steps 50,100,250,1000 --compile
+    python benchmarks/qm9_quality.py --steps 100 --noise-scales 1,0.9,0.8,0.7,0.6   # the temperature sweep
+
+Each step count runs at noise scale 1 (the model's own distribution, the protocol of the published
+rows) and at the sampler's default noise scale.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 import torch
 
 from molediff.metrics import PUBLISHED_EDM_PERCENT, PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules
-from molediff.molecular import DEFAULT_ETA
+from molediff.molecular import DEFAULT_ETA, DEFAULT_NOISE_SCALE
 from molediff.sampling import load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("atom_stability", "molecule_stability", "validity", "strict_validity", "uniqueness", "valid_x_unique", "novelty", "connected")
+#: distances to the QM9 reference (total variation, lower is better): is a lower temperature distorting the data?
+DISTRIBUTIONS = ("atom_type_tv", "ring_size_tv")
 
 
 def main() -> int:
@@ -33,6 +39,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eta", default=None,
                     help=f"comma-separated DDIM η values for the strided step counts (default {DEFAULT_ETA:g}, the sampler's)")
+    ap.add_argument("--noise-scales", default=f"1,{DEFAULT_NOISE_SCALE:g}",
+                    help=f"comma-separated noise scales (default 1 and the sampler's default {DEFAULT_NOISE_SCALE:g})")
     ap.add_argument("--checkpoint", default=None, help="model file (default: the bundled model)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (faster; same molecules up to float rounding)")
     ap.add_argument("--out", default=str(RESULTS / "qm9_quality.json"))
@@ -44,15 +52,21 @@ def main() -> int:
     T = gen.config.diffusion.timesteps
     rows = []
     etas = [float(e) for e in args.eta.split(",")] if args.eta else [DEFAULT_ETA]
+    scales = sorted({float(x) for x in args.noise_scales.split(",")}, reverse=True)
     for steps in [int(s) for s in args.steps.split(",")]:
         for eta in etas if steps < T else [1.0]:  # all T steps: ancestral DDPM (η = 1 by definition)
-            t0 = time.time()
-            mols = list(gen.sample_arrays(args.n, steps=None if steps == T else steps, seed=args.seed, eta=eta))
-            sample_s = time.time() - t0
-            scores = evaluate_molecules(mols, bonds="lookup", reference=True, progress=False)
-            row = {"steps": steps, "eta": eta, "n": args.n, "sample_seconds": round(sample_s, 1), **{c: scores.get(c) for c in COLUMNS}}
-            rows.append(row)
-            print(f"steps {steps}, eta {eta:g}: " + ", ".join(f"{c} {100 * row[c]:.1f}" for c in COLUMNS if row[c] is not None), flush=True)
+            for scale in scales:
+                t0 = time.time()
+                mols = list(gen.sample_arrays(args.n, steps=None if steps == T else steps, seed=args.seed, eta=eta, noise_scale=scale))
+                sample_s = time.time() - t0
+                scores = evaluate_molecules(mols, bonds="lookup", reference=True, progress=False)
+                row = {"steps": steps, "eta": eta, "noise_scale": scale, "n": args.n, "sample_seconds": round(sample_s, 1),
+                       "compiled": args.compile, **{c: scores.get(c) for c in COLUMNS},
+                       **{d: scores["distributions"].get(d) for d in DISTRIBUTIONS}}
+                rows.append(row)
+                print(f"steps {steps}, eta {eta:g}, noise scale {scale:g}: "
+                      + ", ".join(f"{c} {100 * row[c]:.1f}" for c in COLUMNS if row[c] is not None)
+                      + ", " + ", ".join(f"{d} {row[d]:.3f}" for d in DISTRIBUTIONS), flush=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "model_meta": {k: v for k, v in gen.meta.items() if k not in ("size_histogram", "learning_curve")}}
     out = Path(args.out)
     # rows of other step counts for the same model (an earlier call) are kept, so long step counts
@@ -60,17 +74,20 @@ def main() -> int:
     if out.exists():
         previous = json.loads(out.read_text())
         if previous.get("meta", {}).get("model_meta") == meta["model_meta"] and previous.get("n") in (None, args.n):
-            done = {(r["steps"], r["eta"]) for r in rows}
-            rows = sorted([r for r in previous["rows"] if (r["steps"], r.get("eta")) not in done and r["n"] == args.n] + rows,
-                          key=lambda r: (r["steps"], r["eta"]))
+            key = lambda r: (r["steps"], r.get("eta"), r.get("noise_scale", 1.0))  # noqa: E731
+            done = {key(r) for r in rows}
+            rows = sorted([r for r in previous["rows"] if key(r) not in done and r["n"] == args.n] + rows,
+                          key=lambda r: (r["steps"], r["eta"], -r.get("noise_scale", 1.0)))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "n": args.n, "rows": rows}, indent=2))
     print()
-    print("row | " + " | ".join(COLUMNS))
+    print("row | " + " | ".join(COLUMNS + DISTRIBUTIONS))
     for name, ref in (("QM9 data (published)", PUBLISHED_QM9_DATA_PERCENT), ("EDM (published, 1000 steps)", PUBLISHED_EDM_PERCENT)):
-        print(name + " | " + " | ".join(f"{ref[c]:.1f}" if c in ref else "-" for c in COLUMNS))
+        print(name + " | " + " | ".join(f"{ref[c]:.1f}" if c in ref else "-" for c in COLUMNS + DISTRIBUTIONS))
     for r in rows:
-        print(f"molediff, {r['steps']} steps, η {r['eta']:g} | " + " | ".join(f"{100 * r[c]:.1f}" if r[c] is not None else "-" for c in COLUMNS))
+        print(f"molediff, {r['steps']} steps, η {r['eta']:g}, noise {r.get('noise_scale', 1.0):g} | "
+              + " | ".join(f"{100 * r[c]:.1f}" if r[c] is not None else "-" for c in COLUMNS)
+              + " | " + " | ".join(f"{r[d]:.3f}" if r.get(d) is not None else "-" for d in DISTRIBUTIONS))
     print(f"wrote {args.out}")
     return 0
 

@@ -99,14 +99,17 @@ def validation_loss(model: MolecularDiffusion, data: MoleculeSet, batch_size: in
 
 @torch.no_grad()
 def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, steps: int, seed: int = 0,
-                 eta: float = DEFAULT_ETA) -> dict[str, float]:
-    """Sample ``n`` molecules and score them (stability always; validity when RDKit is present)."""
+                 eta: float = DEFAULT_ETA, noise_scale: float = 1.0) -> dict[str, float]:
+    """Sample ``n`` molecules and score them (stability always; validity when RDKit is present).
+
+    Full noise (``noise_scale`` 1) by default: the learning curve follows the model's own distribution.
+    """
     from molediff.metrics import sample_metrics
 
     g = torch.Generator().manual_seed(seed)
     sizes = sizes_from_histogram(histogram, n, generator=g)
-    pos, types, ptr = model.sample(sizes, num_steps=steps, generator=g, eta=eta)
-    return {**sample_metrics(types, pos, ptr), "sample_eta": eta}
+    pos, types, ptr = model.sample(sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale)
+    return {**sample_metrics(types, pos, ptr), "sample_eta": eta, "sample_noise_scale": noise_scale}
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -88,6 +88,7 @@ def test_full_ancestral_sampling_when_steps_equal_T(tiny_model, tmp_path):
         (["-n", "2", "--steps", "51"], "--steps must be between 1 and 50"),
         (["-n", "2", "--n-atoms", "0"], "--n-atoms must be between"),
         (["-n", "2", "--eta", "1.5"], "--eta must be between 0 and 1"),
+        (["-n", "2", "--noise-scale", "-0.5"], "--noise-scale must be between 0 and 2"),
     ],
 )
 def test_bad_arguments_are_rejected_clearly(tiny_model, tmp_path, capsys, args, message):
@@ -224,3 +225,15 @@ def test_compiled_sampling_gives_the_same_molecules(tiny_model, tmp_path):
     out = tmp_path / "c.sdf"
     assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--compile", "--out", str(out)) == 0
     assert len(sdf_records(out)) == 3
+
+
+def test_noise_scale_changes_molecules_and_is_recorded(tiny_model, tmp_path):
+    a, b = tmp_path / "a.sdf", tmp_path / "b.sdf"
+    common = ["--checkpoint", str(tiny_model), "-n", "3", "--steps", "6", "--seed", "1"]
+    assert run_cli(*common, "--noise-scale", "1", "--out", str(a)) == 0
+    assert run_cli(*common, "--noise-scale", "0.5", "--out", str(b)) == 0
+    assert a.read_text() != b.read_text()
+    assert "ddim6_eta1_noise0.5" in b.read_text() and "ddim6_eta1_noise1" in a.read_text()
+    gen = sampling.load_pretrained(tiny_model)
+    with pytest.raises(UserError, match="noise scale"):
+        next(gen.sample_arrays(2, steps=4, noise_scale=3.0))

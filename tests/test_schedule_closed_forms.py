@@ -266,3 +266,26 @@ def test_epsilon_loss_plain_masked_and_weighted():
     p = pred.clone().requires_grad_(True)
     epsilon_loss(p, target, mask=mask).backward()
     assert torch.all(p.grad[0, 2] == 0) and torch.all(p.grad[1, 0] == 0) and p.grad[0, 0, 0] != 0
+
+
+@pytest.mark.parametrize("num_steps", [None, 20])
+def test_noise_scale_multiplies_exactly_the_injected_noise(num_steps):
+    """With a constant ε̂ = 0 the reverse process is linear in (x_T, noise): scaling the noise by s moves
+    the result from the noise-free one by exactly s times the full-noise displacement."""
+    from molediff.diffusion import sample
+
+    schedule = NoiseSchedule.from_name("cosine", 100)
+    x_T = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+
+    def run(s):
+        return sample(zero, x_T, schedule, num_steps=num_steps, eta=1.0, generator=torch.Generator().manual_seed(1), noise_scale=s)
+
+    full, half, none = run(1.0), run(0.5), run(0.0)
+    torch.testing.assert_close(half - none, 0.5 * (full - none), atol=1e-10, rtol=1e-8)
+    assert (full - none).abs().max() > 1e-3  # noise was injected at all
+    # without injected noise the result no longer depends on the generator
+    other = sample(zero, x_T, schedule, num_steps=num_steps, eta=1.0, generator=torch.Generator().manual_seed(2), noise_scale=0.0)
+    torch.testing.assert_close(other, none, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="noise_scale"):
+        run(-1.0)
