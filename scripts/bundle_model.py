@@ -37,8 +37,13 @@ def main() -> int:
     # where the run started is provenance (kept in the card and metadata), not a setting to ship: a
     # user's `molediff train --config molediff/pretrained/config.json` must not chase this machine's path
     started_from, config.init_from = config.init_from, ""
+    config.compile = False  # a speed setting of the machine that trained it (needs a C++ compiler), not of the recipe
     PRETRAINED.mkdir(parents=True, exist_ok=True)
-    evals = [json.loads(x) for x in (run / LOG).read_text().splitlines() if '"event": "eval"' in x]
+    records = [json.loads(x) for x in (run / LOG).read_text().splitlines() if x.strip()]
+    evals = [r for r in records if r["event"] == "eval"]
+    # learning-rate changes made on --resume ("lr" events), as "5e-4 to step N, then 1e-4"
+    changes = [r for r in records if r["event"] == "lr"]
+    lr_text = f"{changes[0]['from'] if changes else config.lr:g}" + "".join(f" to step {c['step']}, then {c['to']:g}" for c in changes)
     # the curve travels inside the weights file, so a run started from them (--init-from) continues it
     meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware,
             "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals],
@@ -55,14 +60,15 @@ def main() -> int:
         f"- Diffusion: {config.diffusion.schedule} schedule, T = {config.diffusion.timesteps}, parametrisation "
         f"`{config.diffusion.parametrization}`, loss weighting `{config.diffusion.loss_weighting}`, time sampling "
         f"`{config.diffusion.time_sampling}`, atom-type scale {config.diffusion.feature_scale}.",
-        f"- Training: {meta.get('step')} steps of batch {config.batch_size} ({meta.get('molecules_seen', 0):,} molecules, "
-        f"{meta.get('molecules_seen', 0) / 100_000:.1f} epochs), {meta.get('train_seconds', 0) / 3600:.2f} h on {args.hardware}; "
-        f"AdamW lr {config.lr}, gradient clip {config.grad_clip}, seed {config.seed}.",
+        f"- Training: {meta.get('step')} optimiser steps of batch {config.batch_size} per rank ({meta.get('molecules_seen', 0):,} molecules, "
+        f"{meta.get('molecules_seen', 0) / 100_000:.1f} epochs), {meta.get('train_seconds', 0) / 3600:.2f} h of training clock on {args.hardware}; "
+        f"AdamW lr {lr_text}; gradient clip {config.grad_clip}, seed {config.seed}.",
         *([f"- Started from `{started_from}` (`molediff train --init-from`): its weights, step count, clock and "
            "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if started_from else []),
         "- Full config: `config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
-        "## Learning curve (EMA weights; hours = training CPU-hours of the run's threads, evaluation excluded; "
+        "## Learning curve (EMA weights; hours = the run's training clock, CPU seconds per thread of the main process, "
+        "evaluation excluded: with several ranks each hour is that many core-hours; "
         f"sampling checks: {config.eval_samples} molecules, {config.eval_sample_steps} DDIM steps with the η shown, lookup bonds)",
         "",
         "| step | hours | val loss | η | " + " | ".join(PERCENT) + " |",
