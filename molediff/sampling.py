@@ -31,6 +31,8 @@ from molediff.molecular import DEFAULT_ETA, DEFAULT_NOISE_SCALE, MolecularDiffus
 BUNDLED_MODEL = "qm9_ema.pt"
 #: default number of reverse (DDIM) steps; see benchmarks/README.md for the quality/speed trade-off
 DEFAULT_STEPS = 100
+#: accepted noise scales (checked by the API and, before any output is created, by the CLI)
+MAX_NOISE_SCALE = 2.0
 
 
 def bundled_model_path() -> Path:
@@ -82,8 +84,8 @@ class MoleculeGenerator:
         """Compile the network with ``torch.compile`` (in place; returns self).
 
         On a 2-core CPU, 1,000 molecules took 76 s instead of 111 s (the 15-30 s warm-up included);
-        100 molecules do not repay the warm-up; coordinates agree with eager ones to ~1e-4 Å (float rounding). Needs a C++
-        compiler on CPU (inductor).
+        100 molecules do not repay the warm-up. Coordinates agree with eager ones to ~1e-4 Å (float
+        rounding). Needs a C++ compiler on CPU (inductor).
         """
         self.model.net.compile(dynamic=True)  # dynamic: every batch has its own atom and edge counts
         return self
@@ -114,8 +116,8 @@ class MoleculeGenerator:
         """
         if n < 0:
             raise UserError("number of molecules must be ≥ 0")
-        if not 0.0 <= noise_scale <= 2.0:
-            raise UserError(f"noise scale must be between 0 and 2, got {noise_scale:g}")
+        if not 0.0 <= noise_scale <= MAX_NOISE_SCALE:
+            raise UserError(f"noise scale must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale:g}")
         stats = stats if stats is not None else SampleStats()
         stats.requested = n
         max_atoms = len(self.histogram) - 1
@@ -234,8 +236,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     if not 0.0 <= args.eta <= 1.0:
         raise UserError(f"--eta must be between 0 and 1, got {args.eta:g}")
-    if not 0.0 <= args.noise_scale <= 2.0:
-        raise UserError(f"--noise-scale must be between 0 and 2, got {args.noise_scale:g}")
+    if not 0.0 <= args.noise_scale <= MAX_NOISE_SCALE:
+        raise UserError(f"--noise-scale must be between 0 and {MAX_NOISE_SCALE:g}, got {args.noise_scale:g}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda requested but no CUDA device is available")
     if args.threads > 0:
