@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from molediff import __version__
 from molediff.config import TrainConfig
 from molediff.errors import UserError
 
-MODEL_FORMAT = 1
+#: 2: network weights without the "net." prefix of format 1 (whose diffusion object was a module)
+MODEL_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -26,20 +29,30 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def safe_torch_load(path: str | Path) -> Any:
-    """Load a checkpoint or say clearly why it cannot be loaded (missing, truncated, corrupted)."""
+    """Load a checkpoint or say clearly why it cannot be loaded (missing, truncated, corrupted, unsafe).
+
+    ``weights_only=True``: PyTorch's restricted unpickler, which builds only tensors and plain
+    containers and refuses any other object, so a model file shared by someone else cannot run code.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"checkpoint {path} holds objects other than tensors and plain data; refused, not loaded "
+                        f"(a molediff file never does: {str(exc).splitlines()[0][:200]})") from None
     except Exception as exc:
         raise UserError(f"checkpoint {path} is corrupted or not a molediff checkpoint ({type(exc).__name__}: {exc})") from None
 
@@ -72,9 +85,12 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], TrainCon
     if not isinstance(blob, dict):
         raise UserError(f"{path} is not a molediff model file")
     if "ema" in blob and "config" in blob:  # a full training checkpoint: use its EMA weights
-        return blob["ema"], TrainConfig.from_dict(blob["config"]), {"step": blob.get("step")}
-    if blob.get("format") != MODEL_FORMAT or "state_dict" not in blob:
-        raise UserError(f"{path} has model format {blob.get('format')!r}; this molediff reads format {MODEL_FORMAT}")
+        return blob["ema"], TrainConfig.from_dict(blob["config"]), {"step": blob.get("step"), "size_histogram": blob.get("histogram")}
+    if blob.get("format") not in READABLE_FORMATS or "state_dict" not in blob:
+        raise UserError(f"{path} has model format {blob.get('format')!r}; this molediff reads formats {READABLE_FORMATS}")
     if state_dict_digest(blob["state_dict"]) != blob.get("sha256"):
         raise UserError(f"{path} failed its integrity check (weights do not match their SHA-256); re-download or retrain")
-    return blob["state_dict"], TrainConfig.from_dict(blob["config"]), blob.get("meta", {})
+    state = blob["state_dict"]
+    if blob["format"] == 1:
+        state = {k.removeprefix("net."): v for k, v in state.items()}
+    return state, TrainConfig.from_dict(blob["config"]), blob.get("meta", {})

@@ -13,30 +13,28 @@ from molediff.errors import UserError
 
 @dataclass
 class ModelConfig:
-    """The EGNN noise predictor (see :class:`molediff.models.egnn.EGNN`)."""
+    """The denoiser network (see :class:`molediff.models.egnn.EGNN`); ``arch`` picks it in :mod:`molediff.models`."""
 
+    arch: str = "egnn"
     hidden: int = 64
     layers: int = 4
-    distance_features: str = "squared"  # "squared" (EDM) or "rbf"
-    num_rbf: int = 16
     norm: float = 1.0
     coord_range: float = 15.0
+    pair_hidden: int = 32  # width of the per-pair state, used when the model generates bonds
 
 
 @dataclass
 class DiffusionConfig:
-    """How molecules are diffused and how the network's output becomes a prediction.
+    """What is diffused (the parts of a molecule), at which scale, and how the network is trained.
 
-    - ``parametrization``: "eps" (network predicts ε), "x0" (predicts the clean molecule) or
-      "precond" (Karras et al.'s preconditioned denoiser: x̂0 = c_skip·x_t + c_out·F(c_in·x_t)).
-    - ``loss_weighting``: "uniform" (ε-MSE, DDPM's L_simple), "min_snr" (ε-MSE × min(1, γ/SNR)),
-      "karras" (ε-MSE × (1 + 1/(SNR σ_data²)), i.e. unit weight on the preconditioned target).
-    - ``time_sampling``: "uniform" over t, or "lognormal": log-SNR ~ N(mean, std) on the schedule's grid,
-      for a fraction ``lognormal_mix`` of the draws (the rest uniform over t, so every noise level is
-      still trained: a pure log-normal centred on the bond-deciding levels starves the high noise levels
-      where a molecule's global shape forms).
-    - ``sigma_data_pos`` / ``sigma_data_feat``: data standard deviations used by "precond"/"karras"
-      (QM9 centred positions ≈ 1.5 Å per coordinate; one-hot × scale features ≈ 0.4 × scale).
+    - ``parametrization``: "eps" (the network predicts ε) or "x0" (it predicts the clean molecule).
+    - Parts: positions (Å) and atom types (one-hot × ``feature_scale``) always; formal charges
+      (−1, 0, +1 one-hot × ``charge_scale``) when ``charges``; per unordered atom pair the bond type
+      (none, single, double, triple; Kekulé form; one-hot × ``bond_scale``) when ``bonds``.
+    - Losses: positions by ε-MSE (through the parametrisation); atom types by ε-MSE (``atom_loss``
+      "mse") or cross-entropy ("ce"); charges and bonds by cross-entropy of the network's logits, whose
+      softmax × scale is the x̂_0 of that part (the posterior mean of a one-hot). ``*_weight`` weigh the
+      cross-entropy terms against the ε-MSE.
     """
 
     schedule: str = "polynomial_2"
@@ -45,36 +43,45 @@ class DiffusionConfig:
     # x0-prediction won the fixed-budget recipe study (benchmarks/README.md): at 8 CPU-minutes it
     # scored atom stability 63.7% vs 39.3% for ε-prediction, validity 29.8% vs 20.2% (100 steps)
     parametrization: str = "x0"
-    loss_weighting: str = "uniform"
-    min_snr_gamma: float = 5.0
-    time_sampling: str = "uniform"
-    logsnr_mean: float = 1.0
-    logsnr_std: float = 2.5
-    lognormal_mix: float = 1.0
-    sigma_data_pos: float = 1.5
-    sigma_data_feat: float = 0.1
+    charges: bool = False
+    bonds: bool = False
+    charge_scale: float = 0.25
+    bond_scale: float = 0.5
+    atom_loss: str = "mse"
+    atom_weight: float = 1.0
+    charge_weight: float = 1.0
+    bond_weight: float = 1.0
+
+
+#: fields of earlier versions' configs that named recipe-study variants since removed from the core;
+#: a saved config may carry them at the value that means "not used" (the bundled model does)
+_RETIRED = {
+    "model": {"distance_features": ("squared",), "num_rbf": None},
+    "diffusion": {"loss_weighting": ("uniform",), "min_snr_gamma": None, "time_sampling": ("uniform",), "logsnr_mean": None,
+                  "logsnr_std": None, "lognormal_mix": None, "sigma_data_pos": None, "sigma_data_feat": None},
+}
 
 
 #: one line per option of ``molediff train --help`` ("model." / "diffusion." for the nested configs)
 HELP: dict[str, str] = {
+    "model.arch": "denoiser network: 'egnn' (E(3)-equivariant graph network, with a pair state when bonds are generated)",
     "model.hidden": "EGNN width H (features and messages)",
     "model.layers": "number of EGNN layers",
-    "model.distance_features": "how messages see distances: 'squared' (d², EDM) or 'rbf' (Gaussian radial basis)",
-    "model.num_rbf": "radial basis size when distance features are 'rbf'",
     "model.norm": "constant Z dividing summed messages and position updates",
     "model.coord_range": "bound (Å) of the total position update across layers, through tanh",
+    "model.pair_hidden": "width of the per-pair state of a model that generates bonds",
     "diffusion.schedule": "noise schedule: linear, cosine or polynomial_P (EDM's polynomial_2)",
     "diffusion.timesteps": "number of diffusion steps T",
     "diffusion.feature_scale": "atom types enter as one-hot × this scale (EDM: 0.25)",
-    "diffusion.parametrization": "what the network predicts: 'eps', 'x0' (the clean molecule) or 'precond' (Karras)",
-    "diffusion.loss_weighting": "weight of noise levels in the ε-MSE: 'uniform', 'min_snr' or 'karras'",
-    "diffusion.min_snr_gamma": "γ of the min-SNR weighting",
-    "diffusion.time_sampling": "training timesteps: 'uniform' over t, or 'lognormal' over log-SNR",
-    "diffusion.logsnr_mean": "mean of the log-normal time sampling (log-SNR; 4 ≈ bond-deciding noise, σ ≈ 0.2 Å)",
-    "diffusion.logsnr_std": "standard deviation of the log-normal time sampling",
-    "diffusion.lognormal_mix": "fraction of timesteps drawn from the log-normal (the rest uniform)",
-    "diffusion.sigma_data_pos": "data standard deviation of positions (Å) for 'precond' / 'karras'",
-    "diffusion.sigma_data_feat": "data standard deviation of atom-type features for 'precond' / 'karras'",
+    "diffusion.parametrization": "what the network predicts: 'eps' (the noise) or 'x0' (the clean molecule)",
+    "diffusion.charges": "also generate formal charges (−1, 0, +1) per atom",
+    "diffusion.bonds": "also generate the bond type (none/single/double/triple) of every atom pair: the joint model",
+    "diffusion.charge_scale": "formal charges enter as one-hot × this scale",
+    "diffusion.bond_scale": "bond types enter as one-hot × this scale",
+    "diffusion.atom_loss": "atom-type loss: 'mse' (ε-MSE like positions) or 'ce' (cross-entropy)",
+    "diffusion.atom_weight": "weight of the atom-type cross-entropy (atom_loss 'ce')",
+    "diffusion.charge_weight": "weight of the formal-charge cross-entropy",
+    "diffusion.bond_weight": "weight of the bond-type cross-entropy",
     "data": "'qm9' (the committed train split) or a path to SDF/XYZ files or folders",
     "batch_size": "molecules per optimiser step (per rank under torchrun)",
     "lr": "AdamW learning rate",
@@ -95,12 +102,6 @@ HELP: dict[str, str] = {
     "valid_molecules": "validation molecules used for the validation loss",
     "init_from": "start from a model file's weights (e.g. molediff/pretrained/qm9_ema.pt); its architecture is kept",
 }
-
-#: diffusion fields that only shape training (which noise levels are drawn, how they are weighed), not
-#: the function the network computes nor how it is sampled: a run started from a model may change them
-TRAINING_ONLY_DIFFUSION_FIELDS = ("loss_weighting", "min_snr_gamma", "time_sampling", "logsnr_mean", "logsnr_std",
-                                  "lognormal_mix")
-
 
 @dataclass
 class TrainConfig:
@@ -136,12 +137,55 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
+        parts = {}
+        for part in ("model", "diffusion"):
+            sub = dict(d.pop(part, {}))
+            for name, neutral in _RETIRED[part].items():
+                if name in sub:
+                    value = sub.pop(name)
+                    if neutral is not None and value not in neutral:
+                        raise UserError(f"config: {part}.{name} = {value!r} names a recipe this molediff no longer has "
+                                        f"(only {neutral[0]!r} is supported)")
+            parts[part] = sub
         try:
-            model = ModelConfig(**d.pop("model", {}))
-            diffusion = DiffusionConfig(**d.pop("diffusion", {}))
-            return cls(model=model, diffusion=diffusion, **d)
+            return cls(model=ModelConfig(**parts["model"]), diffusion=DiffusionConfig(**parts["diffusion"]), **d)
         except TypeError as exc:
             raise UserError(f"config has an unknown or missing field: {exc}") from None
+
+    def validate(self) -> "TrainConfig":
+        """Check every value (the one place that does); raises :class:`UserError` naming the option."""
+        m, dcfg = self.model, self.diffusion
+        checks = [
+            (m.arch == "egnn", f"--model-arch must be 'egnn', got {m.arch!r}"),
+            (m.hidden >= 1 and m.layers >= 1, "--model-hidden and --model-layers must be ≥ 1"),
+            (m.pair_hidden >= 1 or not dcfg.bonds, "--model-pair-hidden must be ≥ 1 for a model with bonds"),
+            (dcfg.parametrization in ("eps", "x0"), f"--diffusion-parametrization must be 'eps' or 'x0', got {dcfg.parametrization!r}"),
+            (dcfg.atom_loss in ("mse", "ce"), f"--diffusion-atom-loss must be 'mse' or 'ce', got {dcfg.atom_loss!r}"),
+            (dcfg.parametrization == "x0" or (dcfg.atom_loss == "mse" and not dcfg.charges and not dcfg.bonds),
+             "cross-entropy parts (charges, bonds, --diffusion-atom-loss ce) need --diffusion-parametrization x0"),
+            (dcfg.timesteps >= 1, "--diffusion-timesteps must be ≥ 1"),
+            (min(dcfg.feature_scale, dcfg.charge_scale, dcfg.bond_scale) > 0, "part scales must be > 0"),
+            (min(dcfg.atom_weight, dcfg.charge_weight, dcfg.bond_weight) >= 0, "loss weights must be ≥ 0"),
+            (self.batch_size >= 1, f"--batch-size must be ≥ 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
+            (self.max_steps >= 0 and self.max_minutes >= 0, "--max-steps and --max-minutes must be ≥ 0"),
+            (self.clock in ("wall", "cpu"), f"--clock must be 'wall' or 'cpu', got {self.clock!r}"),
+            (self.checkpoint_minutes > 0, "--checkpoint-minutes must be > 0"),
+            (self.eval_every_steps >= 0 and self.eval_samples >= 0 and self.eval_sample_steps >= 1,
+             "evaluation cadence and sizes must be ≥ 0 (sample steps ≥ 1)"),
+            (self.seed >= 0, f"--seed must be ≥ 0, got {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        try:
+            from molediff.diffusion.schedule import NoiseSchedule
+
+            NoiseSchedule.from_name(dcfg.schedule, dcfg.timesteps)
+        except ValueError as exc:
+            raise UserError(f"--diffusion-schedule: {exc}") from None
+        return self
 
     def save_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

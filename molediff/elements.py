@@ -11,11 +11,24 @@ from __future__ import annotations
 ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
 ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9)
 SYMBOL_TO_INDEX: dict[str, int] = {s: i for i, s in enumerate(ELEMENTS)}
-Z_TO_INDEX: dict[int, int] = {z: i for i, z in enumerate(ATOMIC_NUMBERS)}
 Z_TO_SYMBOL: dict[int, str] = dict(zip(ATOMIC_NUMBERS, ELEMENTS))
+
+#: Formal charges a model can generate, in the order of the one-hot charge features.
+CHARGES: tuple[int, ...] = (-1, 0, 1)
+#: Bond types of the per-pair features, in one-hot order (Kekulé form: no aromatic type); value = order.
+BOND_ORDERS: tuple[int, ...] = (0, 1, 2, 3)
+BOND_NAMES: tuple[str, ...] = ("none", "single", "double", "triple")
 
 #: Allowed valence (sum of bond orders) of a neutral atom, used by the stability metrics.
 VALENCE: dict[str, int] = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1}
+
+#: Valence (Kekulé bond-order sum, no implicit hydrogens) an atom must have, by element and formal
+#: charge: the honest model-bond stability rule. Anything else (a neutral carbon with three bonds, a
+#: radical, an unlisted charge) is unstable.
+ALLOWED_VALENCE: dict[tuple[str, int], int] = {
+    ("H", 0): 1, ("C", 0): 4, ("N", 0): 3, ("O", 0): 2, ("F", 0): 1,
+    ("C", -1): 3, ("C", 1): 3, ("N", 1): 4, ("N", -1): 2, ("O", 1): 3, ("O", -1): 1,
+}
 
 #: Typical bond lengths in pm, keyed by the unordered element pair (both orders present).
 _SINGLE = {

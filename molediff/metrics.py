@@ -329,7 +329,8 @@ def training_smiles(bonds: str = "lookup", progress: bool = True, rebuild: bool 
     and about 2 min with rdkit bonds on one shared CPU core (~0.4 / ~0.9 ms per molecule), once; later
     calls load it in about a second, and the same process reuses it from memory.
     """
-    from molediff.data.qm9 import _atomic_save, data_dir, load_qm9
+    from molediff.checkpoint import atomic_torch_save as _atomic_save
+    from molediff.data.qm9 import data_dir, load_qm9
 
     _check_bonds(bonds)
     if not rebuild and ("smiles", bonds) in _MEMO:
@@ -363,7 +364,8 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
     """
     import torch
 
-    from molediff.data.qm9 import _atomic_save, data_dir, load_qm9
+    from molediff.checkpoint import atomic_torch_save as _atomic_save
+    from molediff.data.qm9 import data_dir, load_qm9
 
     _check_bonds(bonds)
     if not rebuild and ("reference", bonds) in _MEMO:
@@ -586,23 +588,43 @@ def evaluate_molecules(
 
 
 
-def sample_metrics(atom_type: Any, pos: Any, ptr: Any) -> dict[str, float]:
-    """Headline scores of freshly sampled molecules, for training-time checks and studies.
+def sample_metrics(mols: Any) -> dict[str, float]:
+    """Headline scores of freshly sampled molecules (a :class:`molediff.molecular.Molecules`), for
+    training-time checks and studies.
 
-    Stacked inputs (``atom_type`` [N], ``pos`` [N, 3] Å, ``ptr`` [M+1]; numpy or torch). Always
-    ``atom_stability`` and ``molecule_stability``; ``validity``, ``strict_validity`` and
-    ``valid_x_unique`` too when RDKit is installed (it is not on the GPU training machines).
+    Always ``atom_stability`` and ``molecule_stability`` (lookup bonds on the geometry); ``validity``,
+    ``strict_validity``, ``valid_x_unique`` and ``connected`` when RDKit is installed (it is not on the
+    GPU training machines); for models that write bonds, also the model-bond view:
+    ``model_atom_stability``, ``model_molecule_stability`` (numpy), ``model_connected_validity`` and
+    ``model_valid_x_unique`` (RDKit).
     """
-    atom_type, pos, ptr = (np.asarray(x.cpu() if hasattr(x, "cpu") else x) for x in (atom_type, pos, ptr))
+    atom_type, pos, ptr = (np.asarray(x.cpu()) for x in (mols.atom_type, mols.pos, mols.ptr))
+    out: dict[str, float] = {}
+    if mols.bond_order is not None:
+        src, dst = (np.asarray(x) for x in mols.pair_index.cpu())
+        order, charge = np.asarray(mols.bond_order.cpu()), np.asarray(mols.charge.cpu())
+        from molediff.chem.model_bonds import model_bond_scores, model_bond_stability
+
+        try:
+            import rdkit  # noqa: F401
+        except ImportError:
+            atom_ok, mol_ok = model_bond_stability(atom_type, charge, ptr, src, dst, order)
+        else:
+            scores = model_bond_scores(atom_type, charge, ptr, src, dst, order)
+            atom_ok, mol_ok = scores.atom_stable, scores.molecule_stable
+            out["model_connected_validity"] = float(scores.valid.mean())
+            out["model_valid_x_unique"] = len({s for s in scores.smiles if s}) / max(len(scores.smiles), 1)
+        out["model_atom_stability"] = float(atom_ok.mean())
+        out["model_molecule_stability"] = float(mol_ok.mean())
     try:
         import rdkit  # noqa: F401
     except ImportError:
         atom_stable, mol_stable = stability(atom_type, ptr, lookup_bonds_stacked(atom_type, pos, ptr))
-        return {"atom_stability": float(atom_stable.mean()), "molecule_stability": float(mol_stable.mean())}
+        return {**out, "atom_stability": float(atom_stable.mean()), "molecule_stability": float(mol_stable.mean())}
     from molediff.data.molecules import MoleculeSet
     import torch
 
-    mols = MoleculeSet(torch.as_tensor(pos, dtype=torch.float32), torch.as_tensor(atom_type, dtype=torch.long), torch.as_tensor(ptr, dtype=torch.long))
-    r = evaluate_molecules(mols, reference=False, novelty=False, progress=False)
+    mset = MoleculeSet(torch.as_tensor(pos, dtype=torch.float32), torch.as_tensor(atom_type, dtype=torch.long), torch.as_tensor(ptr, dtype=torch.long))
+    r = evaluate_molecules(mset, reference=False, novelty=False, progress=False)
     keys = ("atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique", "connected")
-    return {k: r[k] for k in keys}
+    return {**out, **{k: r[k] for k in keys}}

@@ -1,29 +1,36 @@
-"""Molecular diffusion: the DDPM core applied jointly to atom positions and atom-type features.
+"""Molecular diffusion: the DDPM core applied to a molecule made of parts.
 
-A batch of molecules is one stacked tensor ``x = [pos | h]`` of shape ``[|V|, 3 + K]`` with a
-``batch`` index ``[|V|]`` (PyG style): positions in Å, ``h`` the one-hot atom types × ``feature_scale``
-(K = number of elements). This layer (not the network) owns
+A batch of molecules is a :class:`MolState`: per-atom parts stacked in ``node`` ``[|V|, Dn]`` —
+positions (Å, 3 columns, zero centre of mass per molecule), atom types (one-hot × scale) and, for
+joint models, formal charges (one-hot × scale) — and per-pair parts stacked in ``pair`` ``[|P|, Dp]``
+over the unordered atom pairs (i < j) of each molecule — bond types (one-hot × scale). A
+:class:`MolGraph` (``batch``, ``ptr``, pairs, edges) says which rows belong to which molecule.
+States support ``+ − × ÷`` and ``noise_like``, so the schedule's math and the samplers apply to every
+part unchanged; adding a part is a change of :func:`layout` only.
 
-- the zero-centre-of-mass subspace: noise on positions is projected per molecule and the reverse
-  process stays there;
-- the per-atom timestep look-up ``t[batch]``;
-- how the network's output becomes ε̂ (ε-, x0- or preconditioned parametrisation) and the loss
-  weighting over noise levels.
-
-The network only sees noisy invariant features, noisy positions, a time feature and edges.
+:class:`MolecularDiffusion` is a plain object (not a module): it owns the schedule and the
+parametrisation, turns a batch into a state, asks the network (passed in) for x̂_0 or ε̂, computes
+the training loss and samples. This layer owns the zero-centre-of-mass subspace and the per-atom /
+per-pair timestep look-up ``t[batch]``; the network only sees noisy invariant features, noisy
+positions, a time feature and the graph.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from molediff.config import DiffusionConfig, ModelConfig
+from molediff.config import DiffusionConfig
+from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
-from molediff.elements import ELEMENTS
-from molediff.models.egnn import EGNN, FullyConnectedEdges
+from molediff.diffusion.noise import randn
+from molediff.elements import BOND_NAMES, CHARGES, ELEMENTS
+from molediff.models.egnn import FullyConnectedEdges
 
 NUM_TYPES = len(ELEMENTS)
 #: default DDIM stochasticity for molecules. η = 1 (fresh noise at every strided step, DDPM-like)
@@ -45,195 +52,327 @@ def remove_mean(pos: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torc
     return pos - (sums / counts[:, None])[batch]
 
 
-class MolecularDiffusion(nn.Module):
-    """The EGNN plus the diffusion bookkeeping for molecules (training loss, sampling).
+# ---------------------------------------------------------------------------- parts
+@dataclass(frozen=True)
+class Part:
+    """One part of the state: ``level`` "atom" (a row per atom) or "pair" (a row per unordered pair),
+    ``width`` columns, one-hot × ``scale`` (positions: Å, scale 1), trained by ``loss`` "mse" (ε-MSE
+    through the parametrisation) or "ce" (cross-entropy of logits) with ``weight``."""
 
-    Args:
-        model: the network's configuration. diffusion: schedule, scaling, parametrisation, weighting.
+    name: str
+    level: str
+    width: int
+    scale: float
+    loss: str
+    weight: float = 1.0
+    labels: tuple[str, ...] = ()
+
+
+def layout(cfg: DiffusionConfig) -> tuple[Part, ...]:
+    """The parts of a model's state, in column order (positions first)."""
+    parts = [Part("pos", "atom", 3, 1.0, "mse", labels=("x", "y", "z")),
+             Part("atom", "atom", NUM_TYPES, cfg.feature_scale, cfg.atom_loss, cfg.atom_weight, ELEMENTS)]
+    if cfg.charges:
+        parts.append(Part("charge", "atom", len(CHARGES), cfg.charge_scale, "ce", cfg.charge_weight,
+                          tuple(f"{c:+d}" for c in CHARGES)))
+    if cfg.bonds:
+        parts.append(Part("bond", "pair", len(BOND_NAMES), cfg.bond_scale, "ce", cfg.bond_weight, BOND_NAMES))
+    return tuple(parts)
+
+
+def _columns(parts: tuple[Part, ...], level: str) -> dict[str, slice]:
+    out, start = {}, 0
+    for p in parts:
+        if p.level == level:
+            out[p.name] = slice(start, start + p.width)
+            start += p.width
+    return out
+
+
+# ---------------------------------------------------------------------------- graph and state
+@dataclass
+class MolGraph:
+    """Which rows belong to which molecule: ``batch`` [|V|], ``ptr`` [B + 1], ``pair_index`` [2, |P|]
+    (global atom indices, i < j), ``pair_batch`` [|P|], ``pair_ptr`` [B + 1], and the directed edges
+    ``edge_index`` [2, |E|] with ``edge_pair`` [|E|] (each edge's pair) that the network runs on."""
+
+    batch: torch.Tensor
+    ptr: torch.Tensor
+    pair_index: torch.Tensor
+    pair_batch: torch.Tensor
+    pair_ptr: torch.Tensor
+    edge_index: torch.Tensor
+    edge_pair: torch.Tensor
+
+    _edges = FullyConnectedEdges()
+
+    @classmethod
+    def from_ptr(cls, ptr: torch.Tensor) -> "MolGraph":
+        device = ptr.device
+        ptr = ptr.cpu()
+        counts = ptr[1:] - ptr[:-1]
+        batch = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        pair_counts = counts * (counts - 1) // 2
+        edge_index, edge_pair = cls._edges(ptr)
+        return cls(batch.to(device), ptr.to(device), PAIRS(ptr).to(device),
+                   torch.repeat_interleave(torch.arange(len(counts)), pair_counts).to(device),
+                   ptr_from_counts(pair_counts).to(device), edge_index.to(device), edge_pair.to(device))
+
+    @property
+    def num_graphs(self) -> int:
+        return self.ptr.numel() - 1
+
+    def slice(self, lo: int, hi: int) -> "MolGraph":
+        """Molecules ``lo .. hi−1`` as a graph of their own."""
+        return MolGraph.from_ptr(self.ptr[lo : hi + 1] - self.ptr[lo])
+
+
+class MolState:
+    """A batch of molecules in diffusion space: ``node`` [|V|, Dn], ``pair`` [|P|, Dp] on ``graph``.
+
+    Arithmetic acts on both tensors (with scalars, 0-d tensors or another state on the same graph),
+    so DDPM formulas written for tensors apply to every part unchanged.
     """
 
-    def __init__(self, model: ModelConfig, diffusion: DiffusionConfig) -> None:
-        super().__init__()
-        for name, allowed in (
-            ("parametrization", ("eps", "x0", "precond")),
-            ("loss_weighting", ("uniform", "min_snr", "karras")),
-            ("time_sampling", ("uniform", "lognormal")),
-        ):
-            if getattr(diffusion, name) not in allowed:
-                raise ValueError(f"diffusion.{name} must be one of {allowed}, got {getattr(diffusion, name)!r}")
-        if not 0.0 <= diffusion.lognormal_mix <= 1.0:
-            raise ValueError(f"diffusion.lognormal_mix must be in [0, 1], got {diffusion.lognormal_mix}")
-        self.cfg = diffusion
-        self.schedule = NoiseSchedule.from_name(diffusion.schedule, diffusion.timesteps)
-        # features: noisy atom types (K) + time (1)
-        self.net = EGNN(
-            NUM_TYPES + 1,
-            NUM_TYPES,
-            hidden=model.hidden,
-            layers=model.layers,
-            distance_features=model.distance_features,
-            num_rbf=model.num_rbf,
-            norm=model.norm,
-            coord_range=model.coord_range,
-        )
-        self.edges = FullyConnectedEdges()
-        self._t_probs = self._time_distribution()
+    __slots__ = ("node", "pair", "graph", "parts")
 
-    # ------------------------------------------------------------------ noise-level tables
-    def _time_distribution(self) -> torch.Tensor | None:
-        """Training-time distribution over t (None = uniform)."""
-        if self.cfg.time_sampling == "uniform":
-            return None
-        lam = self.schedule.log_snr.double()
-        # density of log-SNR under N(mean, std), times the grid spacing |Δλ| to land on discrete t
-        dens = torch.exp(-0.5 * ((lam - self.cfg.logsnr_mean) / self.cfg.logsnr_std) ** 2)
-        spacing = torch.cat([lam[:1] - lam[1:2], lam[:-1] - lam[1:]]).abs()
-        p = dens * spacing
-        mix = self.cfg.lognormal_mix
-        p = mix * p / p.sum() + (1.0 - mix) / len(p)
-        return (p / p.sum()).float()
+    def __init__(self, node: torch.Tensor, pair: torch.Tensor, graph: MolGraph, parts: tuple[Part, ...]) -> None:
+        self.node, self.pair, self.graph, self.parts = node, pair, graph, parts
 
-    def _coeffs(self, t_atom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t) per atom, each [|V|, 1]."""
-        s = self.schedule
-        return s.sqrt_alphas_cumprod.to(t_atom.device)[t_atom][:, None], s.sqrt_one_minus_alphas_cumprod.to(t_atom.device)[t_atom][:, None]
+    # -- arithmetic
+    def _zip(self, other: Any, op: Callable) -> "MolState":
+        if isinstance(other, MolState):
+            return MolState(op(self.node, other.node), op(self.pair, other.pair), self.graph, self.parts)
+        return MolState(op(self.node, other), op(self.pair, other), self.graph, self.parts)
 
-    def _sigma_data(self, device) -> torch.Tensor:
-        """σ_data per column of x = [pos | h], shape [1, 3 + K]."""
-        return torch.tensor([self.cfg.sigma_data_pos] * 3 + [self.cfg.sigma_data_feat] * NUM_TYPES, device=device)[None]
+    def __add__(self, o): return self._zip(o, lambda a, b: a + b)  # noqa: E704
+    def __radd__(self, o): return self._zip(o, lambda a, b: b + a)  # noqa: E704
+    def __sub__(self, o): return self._zip(o, lambda a, b: a - b)  # noqa: E704
+    def __rsub__(self, o): return self._zip(o, lambda a, b: b - a)  # noqa: E704
+    def __mul__(self, o): return self._zip(o, lambda a, b: a * b)  # noqa: E704
+    def __rmul__(self, o): return self._zip(o, lambda a, b: b * a)  # noqa: E704
+    def __truediv__(self, o): return self._zip(o, lambda a, b: a / b)  # noqa: E704
+    def __neg__(self): return MolState(-self.node, -self.pair, self.graph, self.parts)  # noqa: E704
+
+    @property
+    def device(self) -> torch.device:
+        return self.node.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.node.dtype
+
+    @property
+    def num_graphs(self) -> int:
+        return self.graph.num_graphs
+
+    def part(self, name: str) -> torch.Tensor:
+        """The columns of part ``name`` (a view)."""
+        for level, tensor in (("atom", self.node), ("pair", self.pair)):
+            cols = _columns(self.parts, level)
+            if name in cols:
+                return tensor[:, cols[name]]
+        raise KeyError(name)
+
+    def noise_like(self, generator: torch.Generator | None = None) -> "MolState":
+        """Standard normal noise in the state's subspace: positions with zero centre of mass per
+        molecule; pairs one draw per unordered pair (symmetric by construction). The per-atom draw
+        comes first, as one ``[|V|, Dn]`` block, then the pairs'."""
+        g = self.graph
+        node = randn(self.node.shape, generator=generator, device=self.device, dtype=self.dtype)
+        node = torch.cat([remove_mean(node[:, :3], g.batch, g.num_graphs), node[:, 3:]], dim=1)
+        pair = randn(self.pair.shape, generator=generator, device=self.device, dtype=self.dtype) if self.pair.numel() else self.pair
+        return MolState(node, pair, g, self.parts)
+
+    def slice(self, lo: int, hi: int) -> "MolState":
+        """Molecules ``lo .. hi−1`` (their rows, on a graph of their own)."""
+        g = self.graph
+        a0, a1, p0, p1 = int(g.ptr[lo]), int(g.ptr[hi]), int(g.pair_ptr[lo]), int(g.pair_ptr[hi])
+        return MolState(self.node[a0:a1], self.pair[p0:p1], g.slice(lo, hi), self.parts)
+
+
+@dataclass
+class Molecules:
+    """Decoded molecules: ``pos`` [|V|, 3] Å, ``atom_type`` [|V|], ``charge`` [|V|] (formal charges; zeros
+    for atoms-only models), ``ptr`` [B + 1]; for joint models ``pair_index`` [2, |P|] and ``bond_order``
+    [|P|] (0 none, 1–3), else None."""
+
+    pos: torch.Tensor
+    atom_type: torch.Tensor
+    charge: torch.Tensor
+    ptr: torch.Tensor
+    pair_index: torch.Tensor | None = None
+    bond_order: torch.Tensor | None = None
+    pair_ptr: torch.Tensor | None = None
+
+    def cpu(self) -> "Molecules":
+        return Molecules(*(v.cpu() if isinstance(v, torch.Tensor) else v for v in
+                           (self.pos, self.atom_type, self.charge, self.ptr, self.pair_index, self.bond_order, self.pair_ptr)))
+
+
+# ---------------------------------------------------------------------------- the diffusion
+class MolecularDiffusion:
+    """Diffusion of molecules: schedule, parametrisation, state layout, loss and sampling.
+
+    The network (see :func:`molediff.models.build_network`) is passed to each call; nothing here
+    holds weights.
+    """
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        self.cfg = cfg
+        prediction = {"eps": "epsilon", "x0": "sample"}.get(cfg.parametrization)
+        if prediction is None:
+            raise ValueError(f"parametrization must be 'eps' or 'x0', got {cfg.parametrization!r}")
+        self.schedule = NoiseSchedule.from_name(cfg.schedule, cfg.timesteps, prediction_type=prediction)
+        self.parts = layout(cfg)
+        self.node_cols = _columns(self.parts, "atom")
+        self.pair_cols = _columns(self.parts, "pair")
+        self.node_width = sum(p.width for p in self.parts if p.level == "atom")
+        self.pair_width = sum(p.width for p in self.parts if p.level == "pair")
+
+    # ------------------------------------------------------------------ network widths
+    def network_widths(self) -> dict[str, int]:
+        """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
+        w = {"in_features": self.node_width - 3 + 1, "out_features": self.node_width - 3}
+        if self.pair_width:
+            w.update(pair_in=self.pair_width + 1, pair_out=self.pair_width)
+        return w
+
+    def input_labels(self) -> list[str]:
+        """Names of the network's per-atom input columns (for transferring weights between layouts)."""
+        return [f"{p.name}:{lab}" for p in self.parts if p.level == "atom" and p.name != "pos" for lab in p.labels] + ["time"]
+
+    def output_labels(self) -> list[str]:
+        return self.input_labels()[:-1]
+
+    # ------------------------------------------------------------------ data <-> state
+    def encode(self, batch: Any) -> MolState:
+        """Clean state x_0 of a collated batch (``pos`` Å, ``atom_type``, ``charge``, ``ptr``, ``bond_type``)."""
+        graph = MolGraph.from_ptr(batch.ptr)
+        pos = batch.pos
+        cols = [remove_mean(pos, graph.batch, graph.num_graphs),
+                F.one_hot(batch.atom_type, NUM_TYPES).to(pos.dtype) * self.cfg.feature_scale]
+        if self.cfg.charges:
+            index = (batch.charge - CHARGES[0]).clamp(0, len(CHARGES) - 1)
+            cols.append(F.one_hot(index, len(CHARGES)).to(pos.dtype) * self.cfg.charge_scale)
+        pair = torch.zeros(graph.pair_index.shape[1], self.pair_width, dtype=pos.dtype, device=pos.device)
+        if self.cfg.bonds:
+            pair = F.one_hot(batch.bond_type, len(BOND_NAMES)).to(pos.dtype) * self.cfg.bond_scale
+        return MolState(torch.cat(cols, dim=1), pair, graph, self.parts)
+
+    def decode(self, x: MolState) -> Molecules:
+        """Molecules from a (clean) state: positions centred, each categorical part's arg-max."""
+        g = x.graph
+        atom = x.part("atom").argmax(1)
+        charge = torch.as_tensor(CHARGES, device=x.device)[x.part("charge").argmax(1)] if self.cfg.charges else torch.zeros_like(atom)
+        out = Molecules(remove_mean(x.node[:, :3], g.batch, g.num_graphs), atom, charge, g.ptr)
+        if self.cfg.bonds:
+            out.pair_index, out.bond_order, out.pair_ptr = g.pair_index, x.part("bond").argmax(1), g.pair_ptr
+        return out
+
+    def add_noise(self, x0: MolState, noise: MolState, t: torch.Tensor) -> MolState:
+        """x_t for per-molecule timesteps ``t`` [B] (looked up per atom and per pair)."""
+        g, s = x0.graph, self.schedule
+        return MolState(s.add_noise(x0.node, noise.node, t[g.batch]), s.add_noise(x0.pair, noise.pair, t[g.pair_batch]), g, x0.parts)
 
     # ------------------------------------------------------------------ the denoiser
-    def predict_eps(
-        self, x_t: torch.Tensor, t_atom: torch.Tensor, batch: torch.Tensor, ptr: torch.Tensor
-    ) -> torch.Tensor:
-        """ε̂ for every column of ``x_t`` [|V|, 3 + K], given per-atom timesteps ``t_atom`` [|V|]."""
-        num_graphs = ptr.numel() - 1
-        edge_index = self.edges(ptr)
-        alpha, sigma = self._coeffs(t_atom)
-        time_feat = (t_atom.to(x_t.dtype) / self.schedule.num_train_timesteps)[:, None]
-        if self.cfg.parametrization == "precond":
-            sd = self._sigma_data(x_t.device)
-            c_in = 1.0 / torch.sqrt(alpha**2 * sd**2 + sigma**2)
-            net_in = x_t * c_in
-        else:
-            net_in = x_t
-        pos_in, h_in = net_in[:, :3], net_in[:, 3:]
-        pos_out, h_out = self.net(torch.cat([h_in, time_feat], dim=1), pos_in, edge_index)
-        out = torch.cat([remove_mean(pos_out - pos_in, batch, num_graphs), h_out], dim=1)
-        p = self.cfg.parametrization
-        if p == "eps":
-            eps = out
-        else:
-            if p == "x0":
-                x0 = torch.cat([remove_mean(pos_out, batch, num_graphs), h_out], dim=1)
-            else:  # precond: x̂0 = c_skip x_t + c_out F
-                var = alpha**2 * sd**2 + sigma**2
-                c_skip = alpha * sd**2 / var
-                c_out = sigma * sd / torch.sqrt(var)
-                x0 = c_skip * x_t + c_out * out
-            eps = (x_t - alpha * x0) / sigma
-        return eps
+    def predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, **model_kwargs: Any
+                ) -> tuple[MolState, dict[str, torch.Tensor]]:
+        """The network's output as a state of the schedule's prediction type (x̂_0 or ε̂), and the
+        logits of the cross-entropy parts. ``t`` [B] per molecule."""
+        g = x_t.graph
+        T = self.schedule.num_train_timesteps
+        pos_in = x_t.node[:, :3]
+        h_in = torch.cat([x_t.node[:, 3:], (t[g.batch].to(x_t.dtype) / T)[:, None]], dim=1)
+        pair_in = None
+        if self.pair_width:
+            pair_in = torch.cat([x_t.pair, (t[g.pair_batch].to(x_t.dtype) / T)[:, None]], dim=1)
+        pos_out, h_out, pair_out = net(h_in, pos_in, g.edge_index, pair_in, g.edge_pair, g.pair_index, **model_kwargs)
+        if self.cfg.parametrization == "eps":
+            node = torch.cat([remove_mean(pos_out - pos_in, g.batch, g.num_graphs), h_out], dim=1)
+            return MolState(node, x_t.pair, g, x_t.parts), {}
+        node, logits, pair = [remove_mean(pos_out, g.batch, g.num_graphs)], {}, x_t.pair
+        for p in self.parts:
+            if p.name == "pos":
+                continue
+            if p.level == "atom":
+                cols = self.node_cols[p.name]
+                raw = h_out[:, cols.start - 3 : cols.stop - 3]
+            else:
+                raw = pair_out[:, self.pair_cols[p.name]]
+            if p.loss == "ce":
+                logits[p.name] = raw
+                raw = torch.softmax(raw, dim=1) * p.scale  # E[one-hot × scale | x_t]: the posterior mean
+            if p.level == "atom":
+                node.append(raw)
+            else:
+                pair = raw
+        return MolState(torch.cat(node, dim=1), pair, g, x_t.parts), logits
 
     # ------------------------------------------------------------------ training
-    def encode(self, pos: torch.Tensor, atom_type: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
-        """Clean x_0 = [centred pos | one-hot × feature_scale], shape [|V|, 3 + K]."""
-        onehot = torch.nn.functional.one_hot(atom_type, NUM_TYPES).to(pos.dtype) * self.cfg.feature_scale
-        return torch.cat([remove_mean(pos, batch, num_graphs), onehot], dim=1)
+    def training_losses(self, net: nn.Module, x0: MolState, t: torch.Tensor, noise: MolState) -> dict[str, torch.Tensor]:
+        """Per-part losses (each a scalar: per molecule, then the batch mean) and their weighted ``total``.
 
-    def project_noise(self, noise: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
-        """Noise with its position columns moved into the zero-centre-of-mass subspace."""
-        return torch.cat([remove_mean(noise[:, :3], batch, num_graphs), noise[:, 3:]], dim=1)
-
-    def sample_t(self, num_graphs: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        if self._t_probs is None:
-            return self.schedule.sample_timesteps(num_graphs, generator=generator, device=device)
-        return torch.multinomial(self._t_probs, num_graphs, replacement=True, generator=generator).to(device)
-
-    def loss_weight(self, t_atom: torch.Tensor) -> torch.Tensor:
-        """Weight of each atom's and column's squared ε error, [|V|, 1] or [|V|, 3 + K]."""
-        w = self.cfg.loss_weighting
-        snr = torch.exp(self.schedule.log_snr.to(t_atom.device)[t_atom])[:, None]
-        if w == "uniform":
-            return torch.ones_like(snr)
-        if w == "min_snr":
-            return torch.clamp(self.cfg.min_snr_gamma / snr, max=1.0)
-        sd = self._sigma_data(t_atom.device)
-        w = 1.0 + 1.0 / (snr * sd**2)
-        return w / (1.0 + 1.0 / sd**2)  # scaled so that SNR = 1 has weight 1 per column
-
-    def training_loss(
-        self,
-        pos: torch.Tensor,
-        atom_type: torch.Tensor,
-        batch: torch.Tensor,
-        ptr: torch.Tensor,
-        generator: torch.Generator | None = None,
-        t: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-        weighted: bool = True,
-    ) -> torch.Tensor:
-        """Weighted ε-MSE, averaged over the (3 + K) columns and atoms of each molecule, then molecules.
-
-        ``pos`` [|V|, 3] Å, ``atom_type`` [|V|], ``batch`` [|V|], ``ptr`` [B + 1]; optional ``t`` [B] and
-        raw (unprojected) ``noise`` [|V|, 3 + K], otherwise drawn from ``generator`` in that order.
-        ``weighted=False`` drops the recipe's loss weighting (plain ε-MSE, comparable across recipes).
+        ``mse``: ε-MSE over the ε-MSE columns (positions, and atom types unless trained by
+        cross-entropy), averaged over columns and atoms; ``<part>``: cross-entropy of a categorical part.
         """
-        num_graphs = ptr.numel() - 1
-        x0 = self.encode(pos, atom_type, batch, num_graphs)
-        if t is None:
-            t = self.sample_t(num_graphs, generator=generator, device=pos.device)
-        t_atom = t[batch]
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        noise = self.project_noise(noise, batch, num_graphs)
-        x_t = self.schedule.add_noise(x0, noise, t_atom)
-        eps = self.predict_eps(x_t, t_atom, batch, ptr)
-        sq = (eps - noise) ** 2
-        per_atom = (self.loss_weight(t_atom) * sq if weighted else sq).mean(1)
-        per_mol = torch.zeros(num_graphs, dtype=per_atom.dtype, device=per_atom.device).index_add_(0, batch, per_atom)
-        per_mol = per_mol / torch.bincount(batch, minlength=num_graphs).clamp(min=1)
-        return per_mol.mean()
+        g = x0.graph
+        B = g.num_graphs
+        x_t = self.add_noise(x0, noise, t)
+        out, logits = self.predict(net, x_t, t)
+        eps = self.schedule.to_eps(out.node, x_t.node, t[g.batch])
+        mse_cols = torch.cat([torch.arange(self.node_cols[p.name].start, self.node_cols[p.name].stop)
+                              for p in self.parts if p.loss == "mse"])
+        per_atom = ((eps[:, mse_cols] - noise.node[:, mse_cols]) ** 2).mean(1)
+        losses = {"mse": _per_molecule_mean(per_atom, g.batch, B)}
+        total = losses["mse"]
+        for p in self.parts:
+            if p.loss != "ce":
+                continue
+            target = (x0.part(p.name)).argmax(1)
+            ce = F.cross_entropy(logits[p.name], target, reduction="none")
+            losses[p.name] = _per_molecule_mean(ce, g.batch if p.level == "atom" else g.pair_batch, B)
+            total = total + p.weight * losses[p.name]
+        losses["total"] = total
+        return losses
 
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        """The training loss (so DistributedDataParallel can wrap this module); see :meth:`training_loss`."""
-        return self.training_loss(*args, **kwargs)
+    def sample_timesteps(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        return self.schedule.sample_timesteps(n, generator=generator, device=device)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(
-        self,
-        num_atoms: torch.Tensor | list[int],
-        num_steps: int | None = 100,
-        generator: torch.Generator | None = None,
-        eta: float = DEFAULT_ETA,
-        device: torch.device | str | None = None,
-        callback=None,
-        noise_scale: float = DEFAULT_NOISE_SCALE,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Generate molecules with the given atom counts.
+    def sample(self, net: nn.Module, num_atoms: torch.Tensor | list[int], num_steps: int | None = 100,
+               generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
+               callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
+               x_T: MolState | None = None) -> Molecules:
+        """Generate molecules with the given atom counts [B].
 
-        Returns ``(pos [|V|, 3] Å, atom_type [|V|], ptr [B + 1])``. ``num_steps`` None or T: ancestral
-        DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0 deterministic, 1 DDPM-like).
-        ``noise_scale`` multiplies the noise injected at each step (not x_T): 1 samples the model's
-        distribution, below 1 a lower-temperature one.
+        ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
+        deterministic, 1 DDPM-like). ``noise_scale`` multiplies the noise injected at each step (not
+        x_T): 1 samples the model's distribution, below 1 a lower-temperature one. ``replace(i, t, x)``
+        may overwrite part of the state after each step (inpainting).
         """
-        device = torch.device(device) if device is not None else next(self.parameters()).device
-        counts = torch.as_tensor(num_atoms, dtype=torch.long)
-        ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
-        ptr[1:] = torch.cumsum(counts, 0)
-        ptr = ptr.to(device)
-        batch = torch.repeat_interleave(torch.arange(len(counts), device=device), counts.to(device))
-        B = len(counts)
-        project = lambda z: self.project_noise(z, batch, B)  # noqa: E731
-        x_T = project(torch.randn((int(counts.sum()), 3 + NUM_TYPES), generator=generator).to(device))
+        device = next(net.parameters()).device
+        if x_T is None:
+            graph = MolGraph.from_ptr(ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device))
+            zeros = MolState(torch.zeros(int(graph.ptr[-1]), self.node_width, device=device),
+                             torch.zeros(graph.pair_index.shape[1], self.pair_width, device=device), graph, self.parts)
+            x_T = zeros.noise_like(generator)
 
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.predict_eps(x, t, batch, ptr)
+        def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
+            return self.predict(net, x, t, **kw)[0]
 
-        x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, project=project, callback=callback,
-                        noise_scale=noise_scale)
-        pos = remove_mean(x[:, :3], batch, B)
-        return pos, x[:, 3:].argmax(dim=1), ptr
+        x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
+                        noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace)
+        return self.decode(x)
+
+
+def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Mean of ``values`` [R] within each molecule (rows ``index`` [R]), then over molecules that have rows."""
+    sums = torch.zeros(num_graphs, dtype=values.dtype, device=values.device).index_add_(0, index, values)
+    counts = torch.bincount(index, minlength=num_graphs)
+    has = counts > 0
+    return (sums[has] / counts[has]).mean() if bool(has.any()) else values.sum() * 0.0
 
 
 def finite_molecules(pos: torch.Tensor, ptr: torch.Tensor, min_distance: float = 0.1) -> torch.Tensor:
@@ -256,4 +395,5 @@ def sizes_from_histogram(histogram: torch.Tensor, n: int, generator: torch.Gener
     return torch.multinomial(probs, n, replacement=True, generator=generator)
 
 
-__all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolecularDiffusion", "remove_mean", "finite_molecules", "sizes_from_histogram", "NUM_TYPES"]
+__all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolGraph", "MolState", "Molecules", "MolecularDiffusion", "Part", "layout",
+           "remove_mean", "finite_molecules", "sizes_from_histogram", "NUM_TYPES"]

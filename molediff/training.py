@@ -11,7 +11,6 @@ on GPU machines without it (validity is then simply not reported during training
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import signal
@@ -25,10 +24,12 @@ import torch
 
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, load_model_file, safe_torch_load, save_model_file, state_dict_digest
-from molediff.config import HELP, TRAINING_ONLY_DIFFUSION_FIELDS, DiffusionConfig, ModelConfig, TrainConfig
+from molediff.config import HELP, DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.molecules import MoleculeSet
+from molediff.ema import EMA
 from molediff.errors import UserError
-from molediff.molecular import DEFAULT_ETA, NUM_TYPES, MolecularDiffusion, sizes_from_histogram
+from molediff.models import build_network, transfer_weights
+from molediff.molecular import DEFAULT_ETA, MolecularDiffusion, MolGraph, MolState, sizes_from_histogram
 
 CHECKPOINT = "checkpoint.pt"
 EMA_MODEL = "ema_model.pt"
@@ -74,33 +75,27 @@ class EpochSampler:
 
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def validation_loss(model: MolecularDiffusion, data: MoleculeSet, batch_size: int = 256, seed: int = 1234,
-                    plain: bool = False) -> float:
-    """Mean training loss over ``data`` with fixed noise and timesteps (comparable across evaluations).
-
-    ``plain=True``: unweighted ε-MSE at uniformly drawn timesteps whatever the recipe's loss weighting
-    and time sampling, so that runs of different recipes compare on one scale.
-    """
+def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: MoleculeSet, batch_size: int = 256,
+                    seed: int = 1234) -> dict[str, float]:
+    """Mean training losses over ``data`` with fixed noise and timesteps (comparable across evaluations)."""
     g = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
+    device = next(net.parameters()).device
+    totals: dict[str, float] = {}
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
-        b = data.collate(idx).to(device)
-        if plain:
-            t = model.schedule.sample_timesteps(len(idx), generator=g).to(device)
-        else:
-            t = model.sample_t(len(idx), generator=g).to(device)
-        loss = model.training_loss(b.pos, b.atom_type, b.batch, b.ptr, generator=g, t=t, weighted=not plain)
-        total += float(loss) * len(idx)
-        count += len(idx)
-    return total / max(count, 1)
+        x0 = diffusion.encode(data.collate(idx).to(device))
+        t = diffusion.sample_timesteps(len(idx), generator=g, device=device)
+        losses = diffusion.training_losses(net, x0, t, x0.noise_like(g))
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
+    return {k: v / max(len(data), 1) for k, v in totals.items()}
 
 
 @torch.no_grad()
-def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, steps: int, seed: int = 0,
-                 eta: float = DEFAULT_ETA, noise_scale: float = 1.0) -> dict[str, float]:
-    """Sample ``n`` molecules and score them (stability always; validity when RDKit is present).
+def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram: torch.Tensor, n: int, steps: int,
+                 seed: int = 0, eta: float = DEFAULT_ETA, noise_scale: float = 1.0) -> dict[str, float]:
+    """Sample ``n`` molecules and score them (stability always; validity when RDKit is present; the
+    model-bond view too for models that generate bonds).
 
     Full noise (``noise_scale`` 1) by default: the learning curve follows the model's own distribution.
     """
@@ -108,20 +103,71 @@ def sample_check(model: MolecularDiffusion, histogram: torch.Tensor, n: int, ste
 
     g = torch.Generator().manual_seed(seed)
     sizes = sizes_from_histogram(histogram, n, generator=g)
-    pos, types, ptr = model.sample(sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale)
-    return {**sample_metrics(types, pos, ptr), "sample_eta": eta, "sample_noise_scale": noise_scale}
+    mols = diffusion.sample(net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale).cpu()
+    return {**sample_metrics(mols), "sample_eta": eta, "sample_noise_scale": noise_scale}
 
 
-# ---------------------------------------------------------------------------- the loop
-#: TrainConfig fields that a resumed run takes from the new config (everything else from its checkpoint)
-RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
-                     "eval_samples", "eval_sample_steps", "lr")
+# ---------------------------------------------------------------------------- run state
+#: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
+#: it starts from (``--init-from``), and asking to change it is refused with the field's name.
+#: ``--init-from`` may also add parts (charges, bonds): the new parts start fresh, the rest is copied.
+MAY_CHANGE = {
+    "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
+               "eval_samples", "eval_sample_steps", "lr", "diffusion.atom_weight", "diffusion.charge_weight",
+               "diffusion.bond_weight"),
+}
+MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
+    "data", "batch_size", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
+    "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden")
+
+
+def _flat(config: TrainConfig) -> dict[str, Any]:
+    d = config.to_dict()
+    out = {k: v for k, v in d.items() if k not in ("model", "diffusion")}
+    out.update({f"model.{k}": v for k, v in d["model"].items()})
+    out.update({f"diffusion.{k}": v for k, v in d["diffusion"].items()})
+    return out
+
+
+def _unflat(flat: dict[str, Any]) -> TrainConfig:
+    d: dict[str, Any] = {"model": {}, "diffusion": {}}
+    for k, v in flat.items():
+        head, _, tail = k.partition(".")
+        if tail:
+            d[head][tail] = v
+        else:
+            d[k] = v
+    return TrainConfig.from_dict(d)
+
+
+def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: TrainConfig | None = None) -> TrainConfig:
+    """The config of a continued run: ``base`` (the run's, or the source model's) with the changes
+    ``asked`` makes to fields that ``how`` ("resume" or "init_from") allows.
+
+    A field counts as asked for when it differs from ``reference`` (the values the caller started
+    from: the run's own config for ``--resume``, the defaults for ``--init-from``). Asking to change a
+    fixed field raises :class:`UserError` naming it.
+    """
+    b, a, r = _flat(base), _flat(asked), _flat(reference if reference is not None else base)
+    wanted = {k: v for k, v in a.items() if v != r[k] and v != b[k]}
+    refused = sorted(k for k in wanted if k not in MAY_CHANGE[how])
+    if refused:
+        where = "this run" if how == "resume" else "the model it starts from"
+        raise UserError(f"--{how.replace('_', '-')}: {', '.join(refused)} are fixed by {where}; drop those options "
+                        "or start a fresh run")
+    b.update(wanted)
+    if how == "init_from":
+        b["init_from"] = a["init_from"]
+    return _unflat(b)
 
 
 class Trainer:
-    """Owns the model, EMA, optimiser and run directory; :meth:`run` trains until a limit or a signal."""
+    """A training run: network, EMA, optimiser, run directory. :meth:`run` trains until a limit or a signal.
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, device: str | torch.device = "cpu",
+    ``config`` may be None with ``resume`` (the run's own config is used).
+    """
+
+    def __init__(self, config: TrainConfig | None, run_dir: str | Path, resume: bool = False, device: str | torch.device = "cpu",
                  progress: bool = True, ctx: distributed.Context | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.ctx = ctx or distributed.Context()
@@ -138,35 +184,36 @@ class Trainer:
                 raise UserError(f"{ckpt_path} is not a molediff training checkpoint")
             saved = TrainConfig.from_dict(state["config"])
             self._lr_before = saved.lr
-            # limits, evaluation cadence, compilation and the learning rate (a lower one for a final
-            # annealing phase) may change on resume; the model and recipe may not
-            for name in RESUME_MAY_CHANGE:
-                setattr(saved, name, getattr(config, name))
-            config = saved
-        elif ckpt_path.exists():
-            raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+            config = continue_config(saved, config or saved, "resume")
+        else:
+            if config is None:
+                raise UserError("a new run needs a config")
+            if ckpt_path.exists():
+                raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+            if (self.run_dir / LOG).exists() and self.ctx.is_main:
+                raise UserError(f"{self.run_dir} already holds a run's log ({LOG}) but no checkpoint: pass --resume if "
+                                "it is the same run, or choose another --out (nothing there is overwritten)")
         init = None
         if state is None and config.init_from:
-            init = self._read_init(config)
-            config.model, config.diffusion = init[1].model, init[1].diffusion
-        self.config = config
+            weights, src, meta = load_model_file(config.init_from)
+            config = continue_config(src, config, "init_from", reference=TrainConfig())
+            init = (weights, src, meta)
+        self.config = config.validate()
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.model = MolecularDiffusion(config.model, config.diffusion).to(self.device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        if config.compile:
-            # in place (Module.compile), so parameter names and checkpoints are those of the eager
-            # network; dynamic shapes because every batch has a different number of atoms and edges
-            self.model.net.compile(dynamic=True)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
+        self.diffusion = MolecularDiffusion(config.diffusion)
+        self.net = build_network(config.model, self.diffusion).to(self.device)
+        self.ema = EMA(self.net, config.ema_decay)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.molecules_seen = 0
+        self.fresh_parameters: list[str] = []
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
+            self.net.load_state_dict(state["model"])
+            self.ema.model.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["optimizer"])
             for group in self.opt.param_groups:  # the optimiser state keeps the old rate; the config decides
                 group["lr"] = config.lr
@@ -175,16 +222,26 @@ class Trainer:
             self.step, self.elapsed, self.molecules_seen = state["step"], state["elapsed"], state["molecules_seen"]
         self._inherited_curve: list[dict[str, Any]] = []
         if init is not None:
-            weights, _, meta = init
+            weights, src, meta = init
             self._inherited_curve = list(meta.get("learning_curve") or [])
-            self.model.load_state_dict(weights)
-            self.ema.load_state_dict(weights)
+            src_diffusion = MolecularDiffusion(src.diffusion)
+            self.fresh_parameters = transfer_weights(
+                self.net, weights, (self.diffusion.input_labels(), self.diffusion.output_labels()),
+                (src_diffusion.input_labels(), src_diffusion.output_labels()))
+            self.ema.model.load_state_dict(self.net.state_dict())
             # the run continues the source's step count and clock, so learning curves line up across
             # machines; the data order and RNG follow from (seed, step) as in any run
             self.step = int(meta.get("step") or 0)
             self.elapsed = float(meta.get("train_seconds") or 0.0)
             self.molecules_seen = int(meta.get("molecules_seen") or 0)
+        self.ema.num_updates = self.step
+        if config.compile:
+            # in place (Module.compile), so parameter names and checkpoints are those of the eager
+            # network; dynamic shapes because every batch has a different number of atoms and edges
+            self.net.compile(dynamic=True)
         self.train_set, self.valid_set = load_training_data(config, progress=progress)
+        if config.diffusion.bonds:
+            self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:
             self.valid_set = self.valid_set.subset(np.arange(config.valid_molecules))
         self.histogram = self.train_set.size_histogram()
@@ -197,36 +254,23 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp = DistributedDataParallel(self.net, device_ids=ids)
         self._stop = False
 
-    @staticmethod
-    def _read_init(config: TrainConfig):
-        """(weights, config, meta) of ``config.init_from``, checked against the requested recipe.
-
-        The returned config keeps the source's model and diffusion settings, except the training-only
-        diffusion fields, which come from ``config`` (they do not change what the network computes).
-        """
-        weights, src, meta = load_model_file(config.init_from)
-        defaults = TrainConfig()
-        for part in ("model", "diffusion"):
-            asked, have, default = getattr(config, part), getattr(src, part), getattr(defaults, part)
-            # an explicitly changed field that contradicts the source model cannot be honoured
-            clash = [f.name for f in fields(asked) if getattr(asked, f.name) != getattr(default, f.name)
-                     and getattr(asked, f.name) != getattr(have, f.name) and f.name not in TRAINING_ONLY_DIFFUSION_FIELDS]
-            if clash:
-                raise UserError(f"--init-from {config.init_from}: its {part} config fixes {', '.join(clash)}; "
-                                f"drop those options or start a fresh run")
-        for name in TRAINING_ONLY_DIFFUSION_FIELDS:
-            setattr(src.diffusion, name, getattr(config.diffusion, name))
-        return weights, src, meta
+    def _with_bonds(self, data: MoleculeSet, what: str) -> MoleculeSet:
+        """A model that generates bonds learns only from molecules whose bonds are known; say how many are not."""
+        missing = int((~data.has_bonds).sum())
+        if missing and self.ctx.is_main:
+            names = ", ".join(data.names[i] for i in torch.nonzero(~data.has_bonds).flatten()[:10].tolist())
+            print(f"{missing} {what} molecules have no bond assignment and are left out of this joint model's data: {names}")
+        return data.subset(data.has_bonds) if missing else data
 
     # ------------------------------------------------------------------ persistence
     def save(self) -> None:
         state = {
             "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
+            "model": self.net.state_dict(),
+            "ema": self.ema.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -238,7 +282,7 @@ class Trainer:
         atomic_torch_save(state, self.run_dir / CHECKPOINT)
         meta = {"step": self.step, "train_seconds": round(self.elapsed, 1), "molecules_seen": self.molecules_seen,
                 "size_histogram": self.histogram.tolist(), "data": self.config.data}
-        save_model_file(self.run_dir / EMA_MODEL, self.ema.state_dict(), self.config, meta)
+        save_model_file(self.run_dir / EMA_MODEL, self.ema.model.state_dict(), self.config, meta)
         self.config.save_json(self.run_dir / "config.json")
 
     def log(self, record: dict[str, Any]) -> None:
@@ -247,45 +291,46 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
-        self.ema.eval()
         rec: dict[str, Any] = {"event": "eval", "step": self.step, "minutes": round(self.elapsed / 60, 2),
                                "molecules_seen": self.molecules_seen}
-        rec["val_loss"] = validation_loss(self.ema, self.valid_set)
-        rec["val_loss_raw"] = validation_loss(self.model, self.valid_set)
-        rec["val_eps_mse"] = validation_loss(self.ema, self.valid_set, plain=True)
+        ema_losses = validation_loss(self.diffusion, self.ema.model, self.valid_set)
+        rec["val_loss"] = ema_losses["total"]
+        rec.update({f"val_{k}": v for k, v in ema_losses.items() if k != "total"})
+        self.net.eval()
+        rec["val_loss_raw"] = validation_loss(self.diffusion, self.net, self.valid_set)["total"]
         if self.config.eval_samples > 0:
             t0 = time.time()
-            rec.update(sample_check(self.ema, self.histogram, self.config.eval_samples, self.config.eval_sample_steps))
+            rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
+                                    self.config.eval_sample_steps))
             rec["sample_seconds"] = round(time.time() - t0, 1)
+        # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
+        save_model_file(self.run_dir / "snapshots" / f"ema_step{self.step:07d}.pt", self.ema.model.state_dict(), self.config,
+                        {"step": self.step, "train_seconds": round(self.elapsed, 1), "molecules_seen": self.molecules_seen,
+                         "size_histogram": self.histogram.tolist(), "data": self.config.data})
         self.log(rec)
         return rec
 
     # ------------------------------------------------------------------ training
-    def _ema_update(self) -> None:
-        # warm-up (as in many DDPM codebases) so the EMA is not dominated by the random initialisation
-        d = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for pe, p in zip(self.ema.parameters(), self.model.parameters()):
-                pe.lerp_(p, 1 - d)
-
     def train_step(self, index: np.ndarray) -> float:
         """One optimiser step on the global batch ``index``; returns this rank's loss."""
         b = self.train_set.collate(index)
+        x0 = self.diffusion.encode(b)
         # timesteps and noise for the whole global batch, drawn identically on every rank
-        t = self.model.sample_t(len(index), generator=self.generator)
-        noise = torch.randn((b.pos.shape[0], 3 + NUM_TYPES), generator=self.generator)
+        t = self.diffusion.sample_timesteps(len(index), generator=self.generator)
+        noise = x0.noise_like(self.generator)
         r, w = self.ctx.rank, self.ctx.world_size
         lo, hi = r * len(index) // w, (r + 1) * len(index) // w
-        a0, a1 = int(b.ptr[lo]), int(b.ptr[hi])
         dev = self.device
-        args = (b.pos[a0:a1].to(dev), b.atom_type[a0:a1].to(dev), (b.batch[a0:a1] - lo).to(dev), (b.ptr[lo : hi + 1] - a0).to(dev))
-        self.model.train()
-        loss = (self.ddp or self.model)(*args, t=t[lo:hi].to(dev), noise=noise[a0:a1].to(dev))
+        x0, noise = x0.slice(lo, hi), noise.slice(lo, hi)
+        if dev.type != "cpu":
+            x0, noise = _to(x0, dev), _to(noise, dev)
+        self.net.train()
+        loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise)["total"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
         self.opt.step()
-        self._ema_update()
+        self.ema.update(self.net)
         return float(loss.detach())
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
@@ -317,7 +362,8 @@ class Trainer:
         clock = time.time if c.clock == "wall" else (lambda: time.process_time() / torch.get_num_threads())
         start_clock = clock()
         start_elapsed = self.elapsed
-        last_ckpt = time.time()
+        # the first checkpoint comes after one minute, so a run killed early loses little
+        last_ckpt = time.time() - max(0.0, c.checkpoint_minutes - 1.0) * 60
         running, window_t, window_mols = [], time.time(), 0
         bar = tqdm(total=c.max_steps or None, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         last = None
@@ -369,22 +415,27 @@ class Trainer:
             if stopped:
                 print(f"stopped at step {self.step}; checkpoint saved to {self.run_dir / CHECKPOINT} (continue with --resume)")
         distributed.barrier(self.ctx)
-        return last or {}
+        return {**(last or {}), "interrupted": stopped}
 
     def _check_ranks_in_sync(self) -> None:
         """Distributed runs: all ranks must hold identical weights (DDP's invariant); logged by rank 0."""
         if not self.ctx.enabled:
             return
-        digests = distributed.gather_objects(state_dict_digest(self.model.state_dict()), self.ctx)
+        digests = distributed.gather_objects(state_dict_digest(self.net.state_dict()), self.ctx)
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks diverged: parameter digests differ across {self.ctx.world_size} ranks")
         if self.ctx.is_main:
             self.log({"event": "ranks_in_sync", "step": self.step, "world_size": self.ctx.world_size, "digest": digests[0]})
 
 
+def _to(x: MolState, device: torch.device) -> MolState:
+    return MolState(x.node.to(device), x.pair.to(device), MolGraph.from_ptr(x.graph.ptr.to(device)), x.parts)
+
+
 def _format_eval(rec: dict[str, Any]) -> str:
     parts = [f"step {rec['step']}", f"{rec['minutes']:.1f} min", f"val_loss {rec['val_loss']:.4f}"]
-    for key in ("atom_stability", "molecule_stability", "validity"):
+    for key in ("atom_stability", "molecule_stability", "validity", "model_atom_stability", "model_molecule_stability",
+                "model_connected_validity"):
         if key in rec:
             parts.append(f"{key} {100 * rec[key]:.1f}%")
     return "eval: " + ", ".join(parts)
@@ -450,13 +501,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if config.batch_size < 1 or config.lr <= 0:
-        raise UserError("--batch-size must be ≥ 1 and --lr > 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda requested but no CUDA device is available")
-    try:
-        MolecularDiffusion(config.model, config.diffusion)  # validate the recipe before loading data
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    train(config, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    return 0
+    config.validate()  # before loading data
+    last = train(config, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    return 130 if last.get("interrupted") else 0

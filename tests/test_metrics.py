@@ -232,7 +232,7 @@ def test_reference_cache_is_validated(tmp_path):
     """A cache of another version / bond mode / split, or a corrupted file, is never trusted."""
     import torch
 
-    from molediff.data.qm9 import _atomic_save
+    from molediff.checkpoint import atomic_torch_save as _atomic_save
     from molediff.metrics import METRICS_CACHE_VERSION, _load_cache
 
     path = tmp_path / "cache.pt"

@@ -1,8 +1,12 @@
 """A compact in-memory set of 3D molecules and its fast collation into PyTorch Geometric batches.
 
-Molecules are stored stacked, without padding: ``pos`` ``[num_atoms_total, 3]`` (Å), ``atom_type``
-``[num_atoms_total]`` (index into :data:`molediff.elements.ELEMENTS`) and ``ptr`` ``[M + 1]`` (atom
-offsets of the M molecules). No RDKit here: this is the training path.
+Molecules are stored stacked, without padding: ``pos`` ``[N, 3]`` (Å), ``atom_type`` ``[N]`` (index
+into :data:`molediff.elements.ELEMENTS`), ``charge`` ``[N]`` (formal charges) and ``ptr`` ``[M + 1]``
+(atom offsets of the M molecules). Bonds, where known, are stored sparse per molecule: ``bond_index``
+``[2, NB]`` (local atom indices, src < dst), ``bond_order`` ``[NB]`` (1, 2, 3: Kekulé form) and
+``bond_ptr`` ``[M + 1]``; ``has_bonds`` ``[M]`` says which molecules have an assignment at all.
+Batches carry bonds densely over the unordered atom pairs of each molecule (``pair_index`` with its
+``bond_type``, 0 = no bond), the layout the diffusion model diffuses. No RDKit here: training path.
 """
 
 from __future__ import annotations
@@ -16,6 +20,46 @@ from torch_geometric.data import Batch
 from molediff.elements import ATOMIC_NUMBERS, ELEMENTS
 
 
+def ptr_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Offsets ``[len(counts) + 1]`` (0, c0, c0 + c1, ...) of consecutive blocks of sizes ``counts``."""
+    counts = torch.as_tensor(counts, dtype=torch.long)
+    ptr = torch.zeros(len(counts) + 1, dtype=torch.long, device=counts.device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    return ptr
+
+
+class AtomPairs:
+    """The unordered atom pairs (i < j) within each molecule of a batch, with per-size templates cached.
+
+    ``__call__(ptr)`` gives ``pair_index`` ``[2, |P|]`` (global atom indices, molecule by molecule,
+    row-major within a molecule); :meth:`local_pair_id` maps (n, i, j) to the index within that order.
+    """
+
+    def __init__(self) -> None:
+        self._templates: dict[int, torch.Tensor] = {}
+
+    def template(self, n: int) -> torch.Tensor:
+        if n not in self._templates:
+            self._templates[n] = torch.triu_indices(n, n, 1)
+        return self._templates[n]
+
+    def __call__(self, ptr: torch.Tensor) -> torch.Tensor:
+        counts = (ptr[1:] - ptr[:-1]).tolist()
+        starts = ptr[:-1].tolist()
+        parts = [self.template(n) + s for n, s in zip(counts, starts) if n > 1]
+        if not parts:
+            return torch.zeros(2, 0, dtype=torch.long, device=ptr.device)
+        return torch.cat(parts, dim=1).to(ptr.device)
+
+    @staticmethod
+    def local_pair_id(n: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """Index of pair (i, j), i < j, among the n(n−1)/2 pairs of an n-atom molecule (row-major)."""
+        return i * n - i * (i + 1) // 2 + (j - i - 1)
+
+
+PAIRS = AtomPairs()
+
+
 @dataclass
 class MoleculeSet:
     """Stacked molecules. ``names`` are optional identifiers (QM9 ids, file:record)."""
@@ -24,12 +68,26 @@ class MoleculeSet:
     atom_type: torch.Tensor  # [N] int64, index into ELEMENTS
     ptr: torch.Tensor  # [M + 1] int64
     names: list[str] = field(default_factory=list)
+    charge: torch.Tensor | None = None  # [N] int64 formal charges (None: all neutral)
+    bond_index: torch.Tensor | None = None  # [2, NB] int64, local atom indices, src < dst
+    bond_order: torch.Tensor | None = None  # [NB] int64 in 1..3
+    bond_ptr: torch.Tensor | None = None  # [M + 1] int64
+    has_bonds: torch.Tensor | None = None  # [M] bool: molecules whose bonds are known
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 2 or self.pos.shape[1] != 3:
             raise ValueError(f"pos must be [N, 3], got {tuple(self.pos.shape)}")
         if self.atom_type.shape[0] != self.pos.shape[0] or int(self.ptr[-1]) != self.pos.shape[0]:
             raise ValueError("pos, atom_type and ptr disagree on the number of atoms")
+        if self.charge is None:
+            self.charge = torch.zeros_like(self.atom_type)
+        if self.bond_ptr is None:
+            self.bond_index = torch.zeros(2, 0, dtype=torch.long)
+            self.bond_order = torch.zeros(0, dtype=torch.long)
+            self.bond_ptr = torch.zeros(len(self) + 1, dtype=torch.long)
+            self.has_bonds = torch.zeros(len(self), dtype=torch.bool)
+        elif self.bond_index.shape[1] != int(self.bond_ptr[-1]) or self.bond_ptr.numel() != len(self) + 1:
+            raise ValueError("bond_index, bond_order and bond_ptr disagree")
 
     def __len__(self) -> int:
         return self.ptr.numel() - 1
@@ -45,40 +103,54 @@ class MoleculeSet:
         symbols = np.array(ELEMENTS)[self.atom_type[a:b].numpy()]
         return symbols, self.pos[a:b].double().numpy()
 
+    def bonds(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(src [k], dst [k], order [k], charge [n])`` of molecule ``i`` (local indices)."""
+        a, b = int(self.bond_ptr[i]), int(self.bond_ptr[i + 1])
+        charge = self.charge[int(self.ptr[i]) : int(self.ptr[i + 1])].numpy()
+        return self.bond_index[0, a:b].numpy(), self.bond_index[1, a:b].numpy(), self.bond_order[a:b].numpy(), charge
+
     def subset(self, index: np.ndarray | torch.Tensor | list[int]) -> "MoleculeSet":
-        """A new set holding molecules ``index`` (in that order)."""
-        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        """A new set holding molecules ``index`` (in that order; a boolean mask selects)."""
+        index = torch.as_tensor(np.asarray(index))
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).flatten()
+        index = index.long()
         counts = self.num_atoms[index]
         atom_idx = _ranges(self.ptr[index], counts)
-        ptr = torch.zeros(len(index) + 1, dtype=torch.long)
-        ptr[1:] = torch.cumsum(counts, 0)
+        bond_counts = (self.bond_ptr[1:] - self.bond_ptr[:-1])[index]
+        bond_idx = _ranges(self.bond_ptr[index], bond_counts)
         names = [self.names[i] for i in index.tolist()] if self.names else []
-        return MoleculeSet(self.pos[atom_idx], self.atom_type[atom_idx], ptr, names)
+        return MoleculeSet(self.pos[atom_idx], self.atom_type[atom_idx], ptr_from_counts(counts), names,
+                           self.charge[atom_idx], self.bond_index[:, bond_idx], self.bond_order[bond_idx],
+                           ptr_from_counts(bond_counts), self.has_bonds[index])
 
     def collate(self, index: np.ndarray | torch.Tensor | list[int]) -> Batch:
-        """A PyG :class:`Batch` of molecules ``index``: ``pos`` [n, 3], ``atom_type`` [n], ``z`` [n],
-        ``batch`` [n], ``ptr`` [B + 1], ``num_graphs`` = B. Vectorised (no per-molecule Python)."""
+        """A PyG :class:`Batch` of molecules ``index``. Vectorised (no per-molecule Python).
+
+        Per atom: ``pos`` [|V|, 3] Å, ``atom_type``, ``charge``, ``z``, ``batch`` [|V|]; ``ptr`` [B + 1];
+        per unordered pair of atoms within a molecule: ``pair_index`` [2, |P|] and ``bond_type`` [|P|]
+        (0 none, 1 single, 2 double, 3 triple); ``has_bonds`` [B]; ``num_graphs`` = B.
+        """
         sub = self.subset(index)
         counts = sub.num_atoms
         batch = torch.repeat_interleave(torch.arange(len(sub)), counts)
         z = torch.as_tensor(ATOMIC_NUMBERS)[sub.atom_type]
-        out = Batch(pos=sub.pos, atom_type=sub.atom_type, z=z, batch=batch, ptr=sub.ptr)
+        pair_index = PAIRS(sub.ptr)
+        pair_counts = counts * (counts - 1) // 2
+        bond_type = torch.zeros(pair_index.shape[1], dtype=torch.long)
+        mol_of_bond = torch.repeat_interleave(torch.arange(len(sub)), sub.bond_ptr[1:] - sub.bond_ptr[:-1])
+        if mol_of_bond.numel():
+            n = counts[mol_of_bond]
+            local = AtomPairs.local_pair_id(n, sub.bond_index[0], sub.bond_index[1])
+            bond_type[ptr_from_counts(pair_counts)[mol_of_bond] + local] = sub.bond_order
+        out = Batch(pos=sub.pos, atom_type=sub.atom_type, charge=sub.charge, z=z, batch=batch, ptr=sub.ptr)
+        out.pair_index, out.bond_type, out.has_bonds = pair_index, bond_type, sub.has_bonds
         out._num_graphs = len(sub)
         return out
 
     def size_histogram(self) -> torch.Tensor:
         """Counts of molecules by atom count: entry n is the number of molecules with n atoms."""
         return torch.bincount(self.num_atoms)
-
-    @classmethod
-    def concat(cls, sets: list["MoleculeSet"]) -> "MoleculeSet":
-        if not sets:
-            return cls(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.zeros(1, dtype=torch.long))
-        counts = torch.cat([s.num_atoms for s in sets])
-        ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
-        ptr[1:] = torch.cumsum(counts, 0)
-        names = [n for s in sets for n in (s.names or [""] * len(s))]
-        return cls(torch.cat([s.pos for s in sets]), torch.cat([s.atom_type for s in sets]), ptr, names)
 
 
 def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

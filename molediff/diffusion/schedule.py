@@ -7,17 +7,24 @@ Notation (Ho et al. 2020): β_t, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s,
 q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I), posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I) with
 β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t).
 
-Networks never see this object: they get ``(x_t, t)`` and return a prediction; the schedule turns
-ε-predictions into x_0-predictions and reverse steps.
+Networks never see this object: they get ``(x_t, t)`` and return a prediction of the kind named by
+``prediction_type`` ("epsilon": the noise; "sample": the clean x_0, as diffusers names them); the
+schedule is the one home of the x̂_0 ↔ ε̂ conversion and of the reverse steps.
+
+Every method works on tensors and on state objects that support ``+ − × ÷`` with scalars and with
+each other plus ``noise_like(generator)`` (e.g. a molecule made of several parts): the math is
+applied to each part unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
+
+from molediff.diffusion.noise import noise_like, randint, randn
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
@@ -29,6 +36,9 @@ def _clip_alphas_cumprod(alphas2: np.ndarray, clip: float = 0.001) -> np.ndarray
     return np.cumprod(steps, axis=0)
 
 
+PREDICTION_TYPES = ("epsilon", "sample")
+
+
 class NoiseSchedule:
     """A discrete-time DDPM schedule with T steps.
 
@@ -38,7 +48,10 @@ class NoiseSchedule:
     Use the constructors :meth:`linear`, :meth:`cosine` and :meth:`polynomial` for the usual schedules.
     """
 
-    def __init__(self, betas: np.ndarray | torch.Tensor, name: str = "custom") -> None:
+    def __init__(self, betas: np.ndarray | torch.Tensor, name: str = "custom", prediction_type: str = "epsilon") -> None:
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        self.prediction_type = prediction_type
         b = np.asarray(betas.cpu().numpy() if isinstance(betas, torch.Tensor) else betas, dtype=np.float64)
         if b.ndim != 1 or len(b) < 1 or not np.all((b > 0) & (b < 1)):
             raise ValueError("betas must be a 1-D array with values in (0, 1)")
@@ -48,8 +61,6 @@ class NoiseSchedule:
         ac = np.cumprod(alphas)
         ac_prev = np.concatenate([[1.0], ac[:-1]])
         post_var = b * (1.0 - ac_prev) / (1.0 - ac)
-        # β̃_0 = 0; its log is clipped to β̃_1 (improved-diffusion's convention)
-        post_log_var = np.log(np.concatenate([[post_var[1] if len(b) > 1 else b[0]], post_var[1:]]))
         f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         self.betas = f32(b)
         self.alphas = f32(alphas)
@@ -60,11 +71,8 @@ class NoiseSchedule:
         self.sqrt_recip_alphas_cumprod = f32(np.sqrt(1.0 / ac))
         self.sqrt_recipm1_alphas_cumprod = f32(np.sqrt(1.0 / ac - 1.0))
         self.posterior_variance = f32(post_var)
-        self.posterior_log_variance_clipped = f32(post_log_var)
         self.posterior_mean_coef1 = f32(b * np.sqrt(ac_prev) / (1.0 - ac))
         self.posterior_mean_coef2 = f32((1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac))
-        # log signal-to-noise ratio log(ᾱ/(1−ᾱ)), used by loss weightings and preconditioning
-        self.log_snr = f32(np.log(ac) - np.log1p(-ac))
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
 
     # ------------------------------------------------------------------ constructors
@@ -98,15 +106,22 @@ class NoiseSchedule:
         return cls(betas, name=f"polynomial_{power:g}")
 
     @classmethod
-    def from_name(cls, name: str, num_timesteps: int = 1000) -> "NoiseSchedule":
+    def from_name(cls, name: str, num_timesteps: int = 1000, prediction_type: str = "epsilon") -> "NoiseSchedule":
         """``"linear"``, ``"cosine"`` or ``"polynomial"`` / ``"polynomial_P"`` (power P, default 2)."""
         if name == "linear":
-            return cls.linear(num_timesteps)
-        if name == "cosine":
-            return cls.cosine(num_timesteps)
-        if name.startswith("polynomial"):
+            out = cls.linear(num_timesteps)
+        elif name == "cosine":
+            out = cls.cosine(num_timesteps)
+        elif name.startswith("polynomial"):
             power = float(name.split("_", 1)[1]) if "_" in name else 2.0
-            return cls.polynomial(num_timesteps, power=power)
+            out = cls.polynomial(num_timesteps, power=power)
+        else:
+            out = None
+        if out is not None:
+            if prediction_type not in PREDICTION_TYPES:
+                raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+            out.prediction_type = prediction_type  # the tables do not depend on it
+            return out
         raise ValueError(f"unknown noise schedule {name!r}; choose linear, cosine or polynomial[_P]")
 
     # ------------------------------------------------------------------ helpers
@@ -118,12 +133,14 @@ class NoiseSchedule:
         """
         if isinstance(t, int) or (isinstance(t, torch.Tensor) and t.ndim == 0):
             return table[int(t)].to(device=like.device, dtype=like.dtype)
+        if not isinstance(like, torch.Tensor):
+            raise TypeError("per-row timesteps need a tensor; a state object maps its parts' rows itself")
         out = table.to(like.device)[t.to(like.device)].to(like.dtype)
         return out.reshape(-1, *([1] * (like.ndim - 1)))
 
     def sample_timesteps(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Uniformly random training timesteps, LongTensor ``[n]``."""
-        return torch.randint(0, self.num_train_timesteps, (n,), generator=generator, device=device)
+        return randint(self.num_train_timesteps, (n,), generator=generator, device=device)
 
     # ------------------------------------------------------------------ forward process
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
@@ -147,7 +164,7 @@ class NoiseSchedule:
         molecule); ``mask`` (broadcastable to x0, 1 = real entry) zeroes noise on padded entries.
         """
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             if project is not None:
                 noise = project(noise)
         if mask is not None:
@@ -178,32 +195,42 @@ class NoiseSchedule:
             self.sqrt_one_minus_alphas_cumprod, t, x_t
         )
 
+    def to_eps(self, model_output: Any, x_t: Any, t: torch.Tensor | int) -> Any:
+        """ε̂ from a network output of this schedule's ``prediction_type``."""
+        if self.prediction_type == "epsilon":
+            return model_output
+        return self.predict_eps_from_x0(x_t, t, model_output)
+
+    def to_x0(self, model_output: Any, x_t: Any, t: torch.Tensor | int) -> Any:
+        """x̂_0 from a network output of this schedule's ``prediction_type``."""
+        if self.prediction_type == "sample":
+            return model_output
+        return self.predict_x0_from_eps(x_t, t, model_output)
+
     # ------------------------------------------------------------------ reverse process
     def step(
         self,
-        eps: torch.Tensor,
+        model_output: Any,
         t: int,
-        x_t: torch.Tensor,
-        noise: torch.Tensor | None = None,
+        x_t: Any,
+        noise: Any = None,
         variance: Literal["fixed_small", "fixed_large"] = "fixed_small",
         generator: torch.Generator | None = None,
-        project: Projection | None = None,
-    ) -> torch.Tensor:
-        """One ancestral step x_t → x_{t−1} from an ε-prediction.
+    ) -> Any:
+        """One ancestral step x_t → x_{t−1} from a network output (ε or x_0, see ``prediction_type``).
 
         x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε) + σ_t z, σ_t² = β̃_t ("fixed_small") or β_t
-        ("fixed_large"); no noise is added at t = 0.
+        ("fixed_large"); no noise is added at t = 0. ``noise`` (already scaled/projected) or a fresh draw.
         """
         if variance not in ("fixed_small", "fixed_large"):
             raise ValueError(f"variance must be 'fixed_small' or 'fixed_large', got {variance!r}")
         t = int(t)
+        eps = self.to_eps(model_output, x_t, t)
         mean = (x_t - self.betas[t] / self.sqrt_one_minus_alphas_cumprod[t] * eps) / torch.sqrt(self.alphas[t])
         if t == 0:
             return mean
         if noise is None:
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            if project is not None:
-                noise = project(noise)
+            noise = noise_like(x_t, generator)
         var = self.posterior_variance[t] if variance == "fixed_small" else self.betas[t]
         return mean + torch.sqrt(var) * noise
 
@@ -227,19 +254,19 @@ class NoiseSchedule:
 
     def ddim_step(
         self,
-        eps: torch.Tensor,
+        model_output: Any,
         t: int,
         prev_t: int,
-        x_t: torch.Tensor,
+        x_t: Any,
         eta: float = 0.0,
-        noise: torch.Tensor | None = None,
+        noise: Any = None,
         generator: torch.Generator | None = None,
-        project: Projection | None = None,
-    ) -> torch.Tensor:
+    ) -> Any:
         """One DDIM step x_t → x_{prev_t} (Song et al. 2021); ``prev_t < 0`` means ᾱ = 1 (the clean sample).
 
         σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); η = 0 is deterministic, η = 1 matches DDPM's variance.
         """
+        eps = self.to_eps(model_output, x_t, int(t))
         a_t = self.alphas_cumprod[int(t)].double()
         a_prev = self.alphas_cumprod[int(prev_t)].double() if prev_t >= 0 else torch.tensor(1.0, dtype=torch.float64)
         x0 = (x_t - torch.sqrt(1 - a_t).to(x_t.dtype) * eps) / torch.sqrt(a_t).to(x_t.dtype)
@@ -248,11 +275,9 @@ class NoiseSchedule:
         x_prev = torch.sqrt(a_prev).to(x_t.dtype) * x0 + direction
         if eta > 0 and prev_t >= 0:
             if noise is None:
-                noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-                if project is not None:
-                    noise = project(noise)
+                noise = noise_like(x_t, generator)
             x_prev = x_prev + sigma.to(x_t.dtype) * noise
         return x_prev
 
     def __repr__(self) -> str:
-        return f"NoiseSchedule({self.name}, T={self.num_train_timesteps})"
+        return f"NoiseSchedule({self.name}, T={self.num_train_timesteps}, prediction_type={self.prediction_type!r})"

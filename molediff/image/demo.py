@@ -20,7 +20,6 @@ With ``--steps`` (or ``max_steps``) and a fixed ``--seed`` the run is determinis
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from molediff.diffusion.losses import epsilon_loss
+from molediff.ema import EMA
 from molediff.diffusion.samplers import ddim_sample, ddpm_sample
 from molediff.diffusion.schedule import NoiseSchedule
 from molediff.errors import UserError
@@ -66,30 +66,6 @@ def to_pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- training
-class EMA:
-    """Exponential moving average of a model's weights (``ema.model`` is the averaged copy).
-
-    The effective decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so short
-    runs are not dominated by the random initialisation.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float = 0.995) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        self.num_updates = 0
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.num_updates += 1
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
-        for e, b in zip(self.model.buffers(), model.buffers()):
-            e.copy_(b)
-
-
 def train_unet(
     data: torch.Tensor,
     schedule: NoiseSchedule,

@@ -1,62 +1,72 @@
-"""E(n)-equivariant graph network (Satorras et al. 2021; the EGNN of EDM, Hoogeboom et al. 2022).
+"""E(n)-equivariant graph network (Satorras et al. 2021; the EGNN of EDM, Hoogeboom et al. 2022),
+with an optional hidden state per atom pair for models that generate bonds.
 
 Each layer, on the fully connected graph of each molecule:
 
-    m_ij = φ_e(h_i, h_j, f(d_ij), f(d⁰_ij)) · sigmoid(φ_a(m_ij))      messages (invariant)
+    m_ij = φ_e(h_i, h_j, d²_ij, d⁰²_ij [, e_ij]) · sigmoid(φ_a(m_ij))  messages (invariant)
     h_i ← h_i + φ_h(h_i, Σ_j m_ij / Z)                                  feature update (invariant)
     x_i ← x_i + Σ_j (x_i − x_j) / (d_ij + 1) · φ_x(m_ij) / Z            position update (equivariant)
+    e_ij ← e_ij + φ_p(m_ij + m_ji)                                      pair update (invariant, symmetric)
 
-with f the squared distance (EDM) or a radial basis expansion, d⁰ the distances of the input
-geometry and Z a constant normalisation. Speed on CPU: the first linear layer of φ_e is split into
-per-node projections ``W_s h_i + W_t h_j`` (computed |V| times, not |E| times), edge index
-templates are cached per molecule size, and there is no padding.
+with d⁰ the distances of the input geometry and Z a constant normalisation. The pair state e lives
+on unordered pairs (i < j), so it is symmetric by construction: both directed messages of a pair read
+the same e_ij and write into it through their sum. Pair inputs are the noisy bond one-hots; pair
+outputs (bond predictions) read e_ij and h_i + h_j, both symmetric.
 
-Shapes: |V| atoms in the batch, |E| = Σ n(n−1) directed edges, F input features, H hidden width.
+Speed on CPU: the first linear layer of φ_e is split into per-node projections ``W_s h_i + W_t h_j``
+(computed |V| times, not |E| times), edge and pair templates are cached per molecule size, no padding.
+
+Shapes: |V| atoms in the batch, |E| = Σ n(n−1) directed edges, |P| = |E|/2 unordered pairs,
+F input features per atom, H hidden width, Hp pair width.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from molediff.data.molecules import AtomPairs, ptr_from_counts
+
 
 class FullyConnectedEdges:
-    """Directed edges (i ≠ j) within each molecule of a batch, with per-size templates cached."""
+    """Directed edges (i ≠ j) within each molecule of a batch and, for each, its unordered pair's index
+    in :class:`~molediff.data.molecules.AtomPairs` order; templates cached per molecule size."""
 
     def __init__(self) -> None:
-        self._templates: dict[int, torch.Tensor] = {}
+        self._templates: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _template(self, n: int) -> torch.Tensor:
+    def _template(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if n not in self._templates:
             idx = torch.arange(n)
             row, col = idx.repeat_interleave(n), idx.repeat(n)
             keep = row != col
-            self._templates[n] = torch.stack([row[keep], col[keep]])
+            row, col = row[keep], col[keep]
+            pair = AtomPairs.local_pair_id(torch.tensor(n), torch.minimum(row, col), torch.maximum(row, col))
+            self._templates[n] = (torch.stack([row, col]), pair)
         return self._templates[n]
 
-    def __call__(self, ptr: torch.Tensor) -> torch.Tensor:
-        """``ptr`` [B + 1] atom offsets → ``edge_index`` [2, |E|] (row = receiver i, col = sender j)."""
+    def __call__(self, ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ptr`` [B + 1] → ``edge_index`` [2, |E|] (row = receiver i, col = sender j), ``edge_pair`` [|E|]."""
         counts = (ptr[1:] - ptr[:-1]).tolist()
         starts = ptr[:-1].tolist()
-        parts = [self._template(n) + s for n, s in zip(counts, starts) if n > 1]
-        if not parts:
-            return torch.zeros(2, 0, dtype=torch.long, device=ptr.device)
-        return torch.cat(parts, dim=1).to(ptr.device)
+        pair_starts = ptr_from_counts(torch.tensor([n * (n - 1) // 2 for n in counts], dtype=torch.long))[:-1].tolist()
+        edges, pairs = [], []
+        for n, s, ps in zip(counts, starts, pair_starts):
+            if n > 1:
+                e, p = self._template(n)
+                edges.append(e + s)
+                pairs.append(p + ps)
+        if not edges:
+            empty = torch.zeros(0, dtype=torch.long, device=ptr.device)
+            return torch.zeros(2, 0, dtype=torch.long, device=ptr.device), empty
+        return torch.cat(edges, dim=1).to(ptr.device), torch.cat(pairs).to(ptr.device)
 
 
-class RadialBasis(nn.Module):
-    """Gaussian radial basis of a distance d (Å): exp(−γ (d − μ_k)²) for K centres in [0, cutoff]."""
-
-    def __init__(self, num_basis: int = 16, cutoff: float = 8.0) -> None:
-        super().__init__()
-        self.register_buffer("centres", torch.linspace(0.0, cutoff, num_basis))
-        self.gamma = (num_basis / cutoff) ** 2 / 2
-
-    def forward(self, d: torch.Tensor) -> torch.Tensor:
-        """``d`` [|E|, 1] → [|E|, K]."""
-        return torch.exp(-self.gamma * (d - self.centres) ** 2)
+def _zero_(layer: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
 
 
 class EGNNLayer(nn.Module):
@@ -64,12 +74,14 @@ class EGNNLayer(nn.Module):
 
     Args:
         hidden: H, the width of h and of messages.
-        edge_in: width of the invariant edge features f(d_ij) ⊕ f(d⁰_ij).
+        edge_in: width of the invariant edge features (d², d⁰²).
         coord_range: bound of each edge's coordinate update through tanh (Å), as EDM.
         norm: the aggregation constant Z.
+        pair_hidden: Hp, width of the pair state (0: no pair state). Its read-in starts at zero, so a
+            network with pairs starts out computing exactly what the same network without them does.
     """
 
-    def __init__(self, hidden: int, edge_in: int, coord_range: float, norm: float) -> None:
+    def __init__(self, hidden: int, edge_in: int, coord_range: float, norm: float, pair_hidden: int = 0) -> None:
         super().__init__()
         self.src = nn.Linear(hidden, hidden)  # W_s h_i (+ bias)
         self.dst = nn.Linear(hidden, hidden, bias=False)  # W_t h_j
@@ -82,13 +94,20 @@ class EGNNLayer(nn.Module):
         self.coord = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
         self.coord_range = coord_range
         self.norm = norm
+        if pair_hidden:
+            self.pair_in = _zero_(nn.Linear(pair_hidden, hidden, bias=False))
+            self.pair_update = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, pair_hidden))
 
-    def forward(
-        self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, edge_feat: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``h`` [|V|, H], ``x`` [|V|, 3] (Å), ``edge_index`` [2, |E|], ``edge_feat`` [|E|, edge_in] → (h, x)."""
+    def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, edge_feat: torch.Tensor,
+                e: torch.Tensor | None = None, edge_pair: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``h`` [|V|, H], ``x`` [|V|, 3] (Å), ``edge_index`` [2, |E|], ``edge_feat`` [|E|, edge_in],
+        ``e`` [|P|, Hp] and ``edge_pair`` [|E|] when the network has pairs → (h, x, e)."""
         row, col = edge_index
-        m = self.msg(self.src(h)[row] + self.dst(h)[col] + self.edge(edge_feat))
+        pre = self.src(h)[row] + self.dst(h)[col] + self.edge(edge_feat)
+        if e is not None:
+            pre = pre + self.pair_in(e)[edge_pair]
+        m = self.msg(pre)
         m = m * torch.sigmoid(self.att(m))
         agg = torch.zeros_like(h).index_add_(0, row, m) / self.norm
         h = h + self.node(torch.cat([h, agg], dim=1))
@@ -96,72 +115,64 @@ class EGNNLayer(nn.Module):
         dist = torch.sqrt((diff**2).sum(1, keepdim=True) + 1e-8)
         w = torch.tanh(self.coord(m)) * self.coord_range
         x = x + torch.zeros_like(x).index_add_(0, row, diff / (dist + 1.0) * w) / self.norm
-        return h, x
+        if e is not None:
+            both = torch.zeros(e.shape[0], m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, edge_pair, m)
+            e = e + self.pair_update(both)
+        return h, x, e
 
 
 class EGNN(nn.Module):
-    """The E(3)-equivariant noise predictor: invariant features in, (positions, features) out.
+    """The E(3)-equivariant denoiser: invariant features in, (positions, features[, pair features]) out.
 
     Args:
-        in_features: F, per-atom input features (atom-type one-hot, time, ...).
+        in_features: F, per-atom input features (atom-type one-hot, charges, time, ...).
         out_features: width of the invariant per-atom output.
         hidden: H. layers: number of EGNN layers.
-        distance_features: "squared" (d², EDM) or "rbf" (a Gaussian radial basis of d).
-        num_rbf: K, radial basis size when distance_features == "rbf".
         norm: aggregation constant Z (EDM's QM9 model sums messages, Z = 1).
         coord_range: total bound (Å) of the position update across layers (EDM: 15).
+        pair_in, pair_out, pair_hidden: widths of the per-pair input, output and state (0: atoms only).
 
-    Forward shapes: ``h`` [|V|, F], ``x`` [|V|, 3] Å, ``edge_index`` [2, |E|] →
-    ``(x_out [|V|, 3], h_out [|V|, out_features])``. Rotating/reflecting/translating ``x`` acts the same
-    way on ``x_out`` and leaves ``h_out`` unchanged.
+    Forward: ``h`` [|V|, F], ``x`` [|V|, 3] Å, ``edge_index`` [2, |E|] and, with pairs, ``pair``
+    [|P|, pair_in], ``edge_pair`` [|E|] and ``pair_index`` [2, |P|] (from :class:`FullyConnectedEdges`
+    and :class:`~molediff.data.molecules.AtomPairs`, built by the caller so a compiled network sees
+    no Python loops) → ``(x_out [|V|, 3], h_out [|V|, out_features],
+    pair_out [|P|, pair_out] or None)``. Rotating/reflecting/translating ``x`` acts the same way on
+    ``x_out`` and leaves ``h_out`` and ``pair_out`` unchanged; ``pair_out`` is symmetric in (i, j).
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: int = 64,
-        layers: int = 4,
-        distance_features: str = "squared",
-        num_rbf: int = 16,
-        norm: float = 1.0,
-        coord_range: float = 15.0,
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 4, norm: float = 1.0,
+                 coord_range: float = 15.0, pair_in: int = 0, pair_out: int = 0, pair_hidden: int = 0) -> None:
         super().__init__()
-        if distance_features not in ("squared", "rbf"):
-            raise ValueError(f"distance_features must be 'squared' or 'rbf', got {distance_features!r}")
-        self.distance_features = distance_features
-        self.rbf = RadialBasis(num_rbf) if distance_features == "rbf" else None
-        edge_in = 2 * (num_rbf if self.rbf is not None else 1)
+        if bool(pair_in) != bool(pair_out) or bool(pair_in) != bool(pair_hidden):
+            raise ValueError("pair_in, pair_out and pair_hidden must all be set or all be 0")
         self.embed = nn.Linear(in_features, hidden)
-        self.layers = nn.ModuleList(
-            EGNNLayer(hidden, edge_in, coord_range / layers, norm) for _ in range(layers)
-        )
+        self.layers = nn.ModuleList(EGNNLayer(hidden, 2, coord_range / layers, norm, pair_hidden) for _ in range(layers))
         self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_features))
+        if pair_in:
+            self.pair_embed = nn.Linear(pair_in, pair_hidden)
+            self.pair_node = nn.Linear(hidden, hidden, bias=False)
+            self.pair_head = nn.Sequential(nn.Linear(pair_hidden + hidden, hidden), nn.SiLU(), nn.Linear(hidden, pair_out))
 
-    def _distance_features(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        d2 = ((x[edge_index[0]] - x[edge_index[1]]) ** 2).sum(1, keepdim=True)
-        if self.rbf is None:
-            return d2
-        return self.rbf(torch.sqrt(d2 + 1e-8))
+    @staticmethod
+    def _d2(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return ((x[edge_index[0]] - x[edge_index[1]]) ** 2).sum(1, keepdim=True)
 
-    def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d0 = self._distance_features(x, edge_index)
+    def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, pair: torch.Tensor | None = None,
+                edge_pair: torch.Tensor | None = None, pair_index: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        d0 = self._d2(x, edge_index)
         h = self.embed(h)
+        e = self.pair_embed(pair) if pair is not None else None
         x_in = x
         for layer in self.layers:
-            edge_feat = torch.cat([self._distance_features(x, edge_index) if x is not x_in else d0, d0], dim=1)
-            h, x = layer(h, x, edge_index, edge_feat)
-        return x, self.out(h)
+            edge_feat = torch.cat([self._d2(x, edge_index) if x is not x_in else d0, d0], dim=1)
+            h, x, e = layer(h, x, edge_index, edge_feat, e, edge_pair)
+        pair_out = None
+        if e is not None:
+            hn = self.pair_node(h)  # the pair's two atoms enter summed: symmetric in (i, j)
+            pair_out = self.pair_head(torch.cat([e, hn[pair_index[0]] + hn[pair_index[1]]], dim=1))
+        return x, self.out(h), pair_out
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of a float tensor ``t`` [n] → [n, dim] (Vaswani et al.; DDPM's time embedding)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)

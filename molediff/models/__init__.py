@@ -1,0 +1,61 @@
+"""Denoiser networks, chosen by ``ModelConfig.arch`` and sized by the diffusion's state layout."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from molediff.config import ModelConfig
+from molediff.errors import UserError
+from molediff.models.egnn import EGNN
+
+ARCHITECTURES = ("egnn",)
+
+
+def build_network(model: ModelConfig, diffusion) -> nn.Module:
+    """The network for ``model`` with the input/output widths of ``diffusion`` (a MolecularDiffusion)."""
+    if model.arch not in ARCHITECTURES:
+        raise UserError(f"unknown network architecture {model.arch!r}; choose one of {ARCHITECTURES}")
+    widths = diffusion.network_widths()
+    pair_hidden = model.pair_hidden if "pair_in" in widths else 0
+    return EGNN(hidden=model.hidden, layers=model.layers, norm=model.norm, coord_range=model.coord_range,
+                pair_hidden=pair_hidden, **widths)
+
+
+def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels: tuple[list[str], list[str]],
+                     old_labels: tuple[list[str], list[str]]) -> list[str]:
+    """Load ``state`` (weights of a network with another state layout) into ``net``.
+
+    Tensors of equal shape are copied; the input embedding's columns and the output layer's rows are
+    copied by label (``(input labels, output labels)``, e.g. "atom:C", "time"), so a model that adds
+    parts (charges, bonds) starts from an atoms-only model's weights: new input columns start at zero,
+    so the network first computes what the source did. Returns the names of parameters left at their
+    initialisation (the new parts). Raises ``UserError`` on any other mismatch.
+    """
+    own = net.state_dict()
+    (new_in, new_out), (old_in, old_out) = new_labels, old_labels
+    fresh = [k for k in own if k not in state]
+    for key, value in state.items():
+        if key not in own:
+            raise UserError(f"the source weights have {key}, which this network does not")
+        target = own[key]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif key == "embed.weight" and value.shape[1] == len(old_in):
+            target.zero_()
+            for j, label in enumerate(old_in):
+                if label not in new_in:
+                    raise UserError(f"the source network reads input {label!r}, which this model does not have")
+                target[:, new_in.index(label)] = value[:, j]
+        elif key.startswith("out.") and value.shape[0] == len(old_out):
+            for j, label in enumerate(old_out):
+                target[new_out.index(label)] = value[j]
+            fresh.append(key + " (new rows)")
+        else:
+            raise UserError(f"{key}: shape {tuple(value.shape)} in the source, {tuple(target.shape)} here; "
+                            "the architectures differ (width, layers)")
+    net.load_state_dict(own)
+    return fresh
+
+
+__all__ = ["ARCHITECTURES", "EGNN", "build_network", "transfer_weights"]
