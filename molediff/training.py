@@ -141,24 +141,24 @@ def _unflat(flat: dict[str, Any]) -> TrainConfig:
 
 
 def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: TrainConfig | None = None) -> TrainConfig:
-    """The config of a continued run: ``base`` (the run's, or the source model's) with the changes
-    ``asked`` makes to fields that ``how`` ("resume" or "init_from") allows.
+    """The config of a continued run.
 
-    A field counts as asked for when it differs from ``reference`` (the values the caller started
-    from: the run's own config for ``--resume``, the defaults for ``--init-from``). Asking to change a
-    fixed field raises :class:`UserError` naming it.
+    ``--resume`` ("resume"): the run's own config ``base`` with the changes ``asked`` makes to the fields
+    a resumed run may change. ``--init-from`` ("init_from"): the ``asked`` config (a new run: its limits,
+    data, batch, ...), except the fields fixed by the source model ``base`` (architecture, schedule,
+    parametrisation, part scales), which come from ``base``. A field counts as asked for when it
+    differs from ``reference`` (what the caller started from: the run's config for ``--resume``, the
+    defaults for ``--init-from``); asking to change a fixed field raises :class:`UserError` naming it.
     """
-    b, a, r = _flat(base), _flat(asked), _flat(reference if reference is not None else base)
-    wanted = {k: v for k, v in a.items() if v != r[k] and v != b[k]}
-    refused = sorted(k for k in wanted if k not in MAY_CHANGE[how])
+    b, a = _flat(base), _flat(asked)
+    r = _flat(reference if reference is not None else base)
+    allowed = MAY_CHANGE[how]
+    refused = sorted(k for k, v in a.items() if k not in allowed and v != r[k] and v != b[k])
     if refused:
         where = "this run" if how == "resume" else "the model it starts from"
         raise UserError(f"--{how.replace('_', '-')}: {', '.join(refused)} are fixed by {where}; drop those options "
                         "or start a fresh run")
-    b.update(wanted)
-    if how == "init_from":
-        b["init_from"] = a["init_from"]
-    return _unflat(b)
+    return _unflat({k: (a[k] if k in allowed else b[k]) for k in b})
 
 
 class Trainer:

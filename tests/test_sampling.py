@@ -18,21 +18,32 @@ from molediff.checkpoint import load_model_file, save_model_file
 from molediff.cli import main
 from molediff.config import ModelConfig, TrainConfig
 from molediff.errors import UserError
+from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion
 
 # a size histogram of small molecules (3..6 atoms) keeps the test fast
 HISTOGRAM = [0, 0, 0, 1, 2, 2, 1]
 
 
+def _tiny(tmp_path_factory, joint: bool) -> Path:
+    torch.manual_seed(0)
+    config = TrainConfig(model=ModelConfig(hidden=16, layers=2, pair_hidden=8))
+    config.diffusion.timesteps = 50  # keeps full-length ancestral sampling cheap
+    config.diffusion.charges = config.diffusion.bonds = joint
+    net = build_network(config.model, MolecularDiffusion(config.diffusion))
+    path = tmp_path_factory.mktemp("model") / ("joint.pt" if joint else "tiny.pt")
+    save_model_file(path, net.state_dict(), config, {"step": 0, "size_histogram": HISTOGRAM})
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = TrainConfig(model=ModelConfig(hidden=16, layers=2))
-    config.diffusion.timesteps = 50  # keeps full-length ancestral sampling cheap
-    model = MolecularDiffusion(config.model, config.diffusion)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model_file(path, model.state_dict(), config, {"step": 0, "size_histogram": HISTOGRAM})
-    return path
+    return _tiny(tmp_path_factory, joint=False)
+
+
+@pytest.fixture(scope="module")
+def joint_model(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, joint=True)
 
 
 def sdf_records(path: Path) -> list[str]:
@@ -237,3 +248,43 @@ def test_noise_scale_changes_molecules_and_is_recorded(tiny_model, tmp_path):
     gen = sampling.load_pretrained(tiny_model)
     with pytest.raises(UserError, match="noise scale"):
         next(gen.sample_arrays(2, steps=4, noise_scale=3.0))
+
+
+def test_joint_model_writes_its_own_bonds_and_charges(joint_model, tmp_path, capsys):
+    out = tmp_path / "j.sdf"
+    assert run_cli("--checkpoint", str(joint_model), "-n", "6", "--steps", "5", "--seed", "3", "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "model bonds (written)" in printed and "lookup bonds (published convention)" in printed
+    gen = sampling.load_pretrained(joint_model)
+    assert gen.writes_bonds
+    want = list(gen.sample_arrays(6, steps=5, seed=3))
+    mols = list(Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False))
+    assert len(mols) == 6
+    for mol, (symbols, pos, info) in zip(mols, want):
+        src, dst, order = info["bonds"]
+        written = {(min(b.GetBeginAtomIdx(), b.GetEndAtomIdx()), max(b.GetBeginAtomIdx(), b.GetEndAtomIdx())): int(b.GetBondTypeAsDouble())
+                   for b in mol.GetBonds()}
+        assert written == {(int(i), int(j)): int(o) for i, j, o in zip(src, dst, order)}
+        assert [a.GetFormalCharge() for a in mol.GetAtoms()] == info["charges"].tolist()
+        assert mol.HasProp("molediff_model_valid") and mol.GetProp("molediff_bonds") == "model"
+    # --bonds lookup writes perceived bonds instead
+    lk = tmp_path / "l.sdf"
+    assert run_cli("--checkpoint", str(joint_model), "-n", "2", "--steps", "5", "--bonds", "lookup", "--out", str(lk)) == 0
+    assert "molediff_model_valid" not in lk.read_text()
+
+
+def test_checkpoint_with_a_pickle_payload_runs_nothing(tmp_path, capsys):
+    """A model file carrying a pickled object whose unpickling runs code must be refused before it runs."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": 2, "state_dict": {}, "config": {}, "x": Payload()}, bad)
+    with pytest.raises(UserError, match="refused"):
+        sampling.load_pretrained(bad)
+    assert run_cli("--checkpoint", str(bad), "-n", "1", "--out", str(tmp_path / "o.sdf")) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()

@@ -82,7 +82,7 @@ def test_corrupted_checkpoint_is_reported_not_loaded(tmp_path):
 
 def test_config_json_round_trip_and_unknown_fields(tmp_path):
     cfg = tiny(lr=1e-3)
-    cfg.diffusion.parametrization = "precond"
+    cfg.diffusion.parametrization = "eps"
     cfg.save_json(tmp_path / "c.json")
     assert TrainConfig.load_json(tmp_path / "c.json") == cfg
     (tmp_path / "bad.json").write_text(json.dumps({"learning_rate": 1}))
@@ -93,14 +93,21 @@ def test_config_json_round_trip_and_unknown_fields(tmp_path):
 def test_cli_trains_and_rejects_bad_options(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--max-steps", "3", "--batch-size", "8", "--model-hidden", "16", "--model-layers", "1",
-            "--valid-molecules", "32", "--eval-samples", "0", "--no-progress", "--diffusion-parametrization", "precond"]
+            "--valid-molecules", "32", "--eval-samples", "0", "--no-progress", "--diffusion-parametrization", "eps"]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["diffusion"]["parametrization"] == "precond" and cfg["model"]["hidden"] == 16
+    assert cfg["diffusion"]["parametrization"] == "eps" and cfg["model"]["hidden"] == 16
     assert (out / EMA_MODEL).exists()
     assert main(["train", "--out", str(tmp_path / "x"), "--diffusion-parametrization", "v-pred"]) == 2
     assert "parametrization" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "y"), "--lr", "-1"]) == 2
+    assert main(["train", "--out", str(tmp_path / "y"), "--seed", "-1"]) == 2
+    assert "--seed must be ≥ 0" in capsys.readouterr().err
+    # a fresh run into a folder holding another run's log (but no checkpoint) is refused, nothing appended
+    log_before = (out / LOG).read_text()
+    (out / CHECKPOINT).unlink()
+    assert main(args) == 2
+    assert "already holds a run's log" in capsys.readouterr().err and (out / LOG).read_text() == log_before
 
 
 def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
@@ -114,7 +121,7 @@ def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
         time.sleep(0.5)  # wait for the first 50 steps to be logged
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
+    assert proc.returncode == 130, output  # interrupted: non-zero, as `molediff sample`
     assert "continue with --resume" in output
     step = _weights(out)["step"]
     assert step >= 50
@@ -122,7 +129,7 @@ def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
     assert _weights(out)["step"] == step + 2
 
 
-def test_resume_may_change_the_learning_rate_and_otherwise_keeps_the_runs(tmp_path):
+def test_resume_may_change_the_learning_rate_and_otherwise_keeps_the_runs(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--out", str(out), "--batch-size", "8", "--model-hidden", "16", "--model-layers", "1", "--valid-molecules", "32",
               "--eval-samples", "0", "--eval-every-steps", "0", "--no-progress", "--threads", "1"]
@@ -139,9 +146,10 @@ def test_resume_may_change_the_learning_rate_and_otherwise_keeps_the_runs(tmp_pa
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [2e-4]
     events = [json.loads(x) for x in (out / LOG).read_text().splitlines()]
     assert [e for e in events if e["event"] == "lr"] == [{"event": "lr", "step": 5, "from": 1e-3, "to": 2e-4}]
-    # the recipe cannot change on resume: a different width is ignored in favour of the checkpoint's
-    assert main(["train", "--out", str(out), "--resume", "--max-steps", "8", "--model-hidden", "32", "--no-progress"]) == 0
-    assert _weights(out)["config"]["model"]["hidden"] == 16
+    # the recipe cannot change on resume: a different width is refused, naming the field
+    assert main(["train", "--out", str(out), "--resume", "--max-steps", "8", "--model-hidden", "32", "--no-progress"]) == 2
+    assert _weights(out)["step"] == 7 and _weights(out)["config"]["model"]["hidden"] == 16
+    assert "model.hidden are fixed by this run" in capsys.readouterr().err
 
 
 def test_compile_option_parses_and_round_trips(tmp_path):
@@ -177,7 +185,7 @@ def test_init_from_model_file_continues_step_and_weights(tmp_path):
     t = Trainer(tiny(max_steps=9, init_from=str(tmp_path / "src" / EMA_MODEL)), tmp_path / "dst", progress=False)
     assert t.step == meta["step"] == 6 and t.elapsed == pytest.approx(meta["train_seconds"], abs=0.1)
     for k, v in src_weights.items():
-        assert torch.equal(t.model.state_dict()[k], v) and torch.equal(t.ema.state_dict()[k], v), k
+        assert torch.equal(t.net.state_dict()[k], v) and torch.equal(t.ema.model.state_dict()[k], v), k
     t.run()
     assert _weights(tmp_path / "dst")["step"] == 9
     # a model file that carries its learning curve (as bundled models do) opens the new run's log with it
@@ -187,12 +195,21 @@ def test_init_from_model_file_continues_step_and_weights(tmp_path):
     evals = [json.loads(x) for x in (tmp_path / "dst2" / LOG).read_text().splitlines() if '"eval"' in x]
     assert [e["step"] for e in evals] == [6, 8] and evals[0]["inherited_from"].endswith("curve.pt")
     assert _weights(tmp_path / "dst")["config"]["init_from"].endswith(EMA_MODEL)
-    # how training draws noise levels may change (it does not change what the network computes)
+    # a joint model (charges and bonds) may start from an atoms-only model: shared weights copied, the
+    # new input columns at zero (so it first computes what the source did), the pair parts fresh
     from molediff.config import DiffusionConfig
 
-    t3 = Trainer(tiny(init_from=str(tmp_path / "src" / EMA_MODEL),
-                      diffusion=DiffusionConfig(time_sampling="lognormal", lognormal_mix=0.5)), tmp_path / "dst3", progress=False)
-    assert t3.config.diffusion.time_sampling == "lognormal" and t3.config.diffusion.lognormal_mix == 0.5
+    t3 = Trainer(tiny(init_from=str(tmp_path / "src" / EMA_MODEL), diffusion=DiffusionConfig(charges=True, bonds=True)),
+                 tmp_path / "dst3", progress=False)
+    assert t3.config.diffusion.bonds and t3.config.model.hidden == 16
+    own = t3.net.state_dict()
+    for k, v in src_weights.items():
+        if own[k].shape == v.shape:
+            assert torch.equal(own[k], v), k
+    labels = t3.diffusion.input_labels()
+    assert torch.equal(own["embed.weight"][:, labels.index("atom:C")], src_weights["embed.weight"][:, 1])
+    assert float(own["embed.weight"][:, labels.index("charge:+1")].abs().max()) == 0.0
+    assert "pair_embed.weight" in t3.fresh_parameters
     # the source fixes the architecture: asking for another one is refused, not silently ignored
     with pytest.raises(UserError, match="hidden"):
         Trainer(tiny(max_steps=9, init_from=str(tmp_path / "src" / EMA_MODEL), model=ModelConfig(hidden=32, layers=2)),
@@ -210,4 +227,4 @@ def test_every_train_option_is_explained(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    assert "--diffusion-lognormal-mix" in out and "fraction of timesteps" in out and "--init-from" in out
+    assert "--diffusion-bonds" in out and "joint model" in out and "--init-from" in out

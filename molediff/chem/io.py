@@ -158,16 +158,41 @@ class SDFWriter:
         return self._file.path
 
     def write(
-        self, symbols: Sequence[str], pos_angstrom: np.ndarray, metadata: Mapping[str, Any] | None = None, name: str | None = None
+        self, symbols: Sequence[str], pos_angstrom: np.ndarray, metadata: Mapping[str, Any] | None = None, name: str | None = None,
+        bonds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, charges: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Append one molecule (``symbols`` ``[n]``, ``pos_angstrom`` ``[n, 3]`` Å). Returns the SD
-        properties written for it (flags as bools)."""
+        properties written for it (flags as bools).
+
+        ``bonds`` ``(src [k], dst [k], order [k])`` (local indices, Kekulé orders 1–3) and ``charges``
+        ``[n]``: the caller's own (a model's), written as given, with no implicit hydrogens; the record
+        then carries both views: ``molediff_model_stable`` / ``molediff_model_valid`` (honest
+        model-bond rule, :mod:`molediff.chem.model_bonds`) beside the lookup flags of the geometry.
+        """
         pos = np.asarray(pos_angstrom, dtype=np.float64).reshape(-1, 3)
         if len(symbols) != len(pos):
             raise ValueError(f"{len(symbols)} symbols but {len(pos)} positions")
-        mol = build_molecule(symbols, pos, bonds=self.bonds)
         props: dict[str, Any] = {}
-        if self.annotate:
+        if bonds is not None:
+            from molediff.chem.model_bonds import model_bond_scores, written_molecule
+
+            src, dst, order = (np.asarray(b, dtype=np.int64) for b in bonds)
+            charge = np.zeros(len(symbols), dtype=np.int64) if charges is None else np.asarray(charges, dtype=np.int64)
+            mol = written_molecule(symbols, src, dst, order, charge, pos)
+            if self.annotate:
+                types = symbols_to_types(symbols)
+                scores = model_bond_scores(types, charge, np.array([0, len(symbols)]), src, dst, order)
+                if scores.smiles[0] is not None:
+                    props["SMILES"] = scores.smiles[0]
+                props["molediff_model_valid"] = bool(scores.valid[0])
+                props["molediff_model_stable"] = bool(scores.molecule_stable[0])
+                lookup = check_validity(build_molecule(symbols, pos, bonds="lookup"))
+                props["molediff_valid"] = lookup.valid
+                props["molediff_stable"] = _molecule_stable(symbols, pos)
+                props["molediff_bonds"] = "model"
+        else:
+            mol = build_molecule(symbols, pos, bonds=self.bonds)
+        if self.annotate and bonds is None:
             result = check_validity(mol)
             if result.smiles is not None:
                 props["SMILES"] = result.smiles
