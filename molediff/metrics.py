@@ -297,9 +297,17 @@ def _rdkit_pass(
 # ----------------------------------------------------------------------------- QM9 reference (cached)
 
 
-def _check_bonds(bonds: str) -> None:
-    if bonds not in ("lookup", "rdkit"):
-        raise ValueError(f"bonds must be 'lookup' or 'rdkit', got {bonds!r}")
+#: the one definition of the bond modes: how bonds are had for scoring. "lookup" (EDM's distance table:
+#: the published convention), "rdkit" (rdDetermineBonds perception), "model" (the bonds and formal
+#: charges written in the file: a model's own, scored by the honest rule of molediff.chem.model_bonds)
+BOND_MODES: tuple[str, ...] = ("lookup", "rdkit", "model")
+#: the modes that perceive bonds from the geometry (evaluate_molecules); "model" reads them instead
+PERCEIVED_BOND_MODES: tuple[str, ...] = ("lookup", "rdkit")
+
+
+def _check_bonds(bonds: str, allowed: tuple[str, ...] = PERCEIVED_BOND_MODES) -> None:
+    if bonds not in allowed:
+        raise ValueError(f"bonds must be one of {allowed}, got {bonds!r}")
 
 
 def _split_digest(names: Sequence[str]) -> str:
@@ -332,7 +340,7 @@ def training_smiles(bonds: str = "lookup", progress: bool = True, rebuild: bool 
     from molediff.checkpoint import atomic_torch_save as _atomic_save
     from molediff.data.qm9 import data_dir, load_qm9
 
-    _check_bonds(bonds)
+    _check_bonds(bonds, BOND_MODES)
     if not rebuild and ("smiles", bonds) in _MEMO:
         return _MEMO[("smiles", bonds)]
     train = load_qm9("train", progress=progress)
@@ -340,10 +348,14 @@ def training_smiles(bonds: str = "lookup", progress: bool = True, rebuild: bool 
     path = data_dir() / f"qm9_train_smiles_{bonds}_v{METRICS_CACHE_VERSION}.pt"
     blob = None if rebuild else _load_cache(path, expect)
     if blob is None:
-        atom_type, pos, ptr = stack_molecules(train)
-        lookup = lookup_bonds_stacked(atom_type, pos, ptr)
-        rd = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, False, progress, f"QM9 train SMILES ({bonds} bonds, once)")
-        blob = {**expect, "smiles": sorted({s for s in rd.smiles if s is not None})}
+        if bonds == "model":  # the stored (SMILES-derived) bonds, scored like a model's
+            smiles = model_bond_metrics(train, novelty=False, progress=progress, desc="QM9 train SMILES (stored bonds, once)")[1]
+        else:
+            atom_type, pos, ptr = stack_molecules(train)
+            lookup = lookup_bonds_stacked(atom_type, pos, ptr)
+            smiles = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, False, progress,
+                                 f"QM9 train SMILES ({bonds} bonds, once)").smiles
+        blob = {**expect, "smiles": sorted({s for s in smiles if s is not None})}
         _atomic_save(blob, path)
     _MEMO[("smiles", bonds)] = frozenset(blob["smiles"])
     return _MEMO[("smiles", bonds)]
@@ -586,6 +598,52 @@ def evaluate_molecules(
     """
     return evaluate_molecules_detailed(molecules, bonds=bonds, reference=reference, novelty=novelty, progress=progress)[0]
 
+
+
+def model_bond_metrics(molecules: Any, novelty: bool = True, progress: bool = True, desc: str = "model bonds"
+                       ) -> tuple[dict[str, Any], list[str | None]]:
+    """The honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that carries bonds
+    and formal charges (a file's own, a model's, QM9's stored ones); see :mod:`molediff.chem.model_bonds`.
+
+    Returns ``(metrics, smiles [M])``: ``model_atom_stability``, ``model_molecule_stability``,
+    ``model_connected_validity``, ``model_uniqueness`` (among connected-valid), ``model_valid_x_unique``,
+    ``model_novelty`` (against QM9 training SMILES from its stored bonds) and
+    ``model_valid_unique_novel``; ``num_without_bonds`` molecules had no usable bonds (an aromatic
+    system that could not be kekulized, failed perception): they count as unstable and invalid.
+    """
+    from molediff.chem.model_bonds import model_bond_scores
+
+    atom_type, pos, ptr = stack_molecules(molecules)
+    m = len(ptr) - 1
+    charge = np.asarray(molecules.charge)
+    src_all, dst_all, order_all = [], [], []
+    for i in range(m):
+        src, dst, order, _ = molecules.bonds(i)
+        src_all.append(src + ptr[i])
+        dst_all.append(dst + ptr[i])
+        order_all.append(order)
+    has = np.asarray(molecules.has_bonds)
+    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
+    scores = model_bond_scores(atom_type, charge, ptr, cat(src_all), cat(dst_all), cat(order_all), progress=progress, desc=desc)
+    atom_ok = scores.atom_stable & np.repeat(has, np.diff(ptr))
+    mol_ok = scores.molecule_stable & has
+    valid = scores.valid & has
+    smiles = [s if v else None for s, v in zip(scores.smiles, valid)]
+    unique = {s for s in smiles if s}
+    out: dict[str, Any] = {
+        "model_atom_stability": _frac(atom_ok.sum(), len(atom_ok)),
+        "model_molecule_stability": _frac(mol_ok.sum(), m),
+        "model_connected_validity": _frac(valid.sum(), m),
+        "model_uniqueness": _frac(len(unique), valid.sum()),
+        "model_valid_x_unique": _frac(len(unique), m),
+        "model_novelty": None,
+        "model_valid_unique_novel": None,
+        "num_without_bonds": int((~has).sum()),
+    }
+    if novelty:
+        novel = unique - training_smiles("model", progress=progress)
+        out.update(model_novelty=_frac(len(novel), len(unique)), model_valid_unique_novel=_frac(len(novel), m))
+    return out, smiles
 
 
 def sample_metrics(mols: Any) -> dict[str, float]:

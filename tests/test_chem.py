@@ -176,7 +176,7 @@ def test_sdf_round_trip(tmp_path: Path):
     assert contents.errors == []
     assert len(contents.records) == 3
     for (sym, pos, *_), rec in zip(records, contents.records):
-        symbols, positions, props = rec
+        symbols, positions, props = rec.symbols, rec.pos, rec.props
         assert symbols == list(sym)
         np.testing.assert_allclose(positions, pos, atol=1e-4)
         assert props["model"] == "test-model" and props["sampler"] == "ddpm"

@@ -33,6 +33,7 @@ __all__ = [
     "SDFWriter",
     "XYZWriter",
     "read_sdf",
+    "kekule_bonds",
     "write_sdf",
     "write_xyz",
 ]
@@ -319,11 +320,40 @@ def write_xyz(path: str | os.PathLike, records: Iterable[Record]) -> int:
 
 class SDFRecord(NamedTuple):
     """One molecule read from an SDF: ``symbols`` ``[n]``, ``pos`` ``[n, 3]`` float64 Å, ``props``
-    (SD properties as text, plus ``_Name`` (the title) and ``_index`` (0-based record number))."""
+    (SD properties as text, plus ``_Name`` (the title) and ``_index`` (0-based record number)),
+    the file's own ``bonds`` ``(src [k], dst [k], order [k])`` in Kekulé form and formal ``charges``
+    ``[n]`` (see :func:`kekule_bonds`)."""
 
     symbols: list[str]
     pos: np.ndarray
     props: dict[str, str]
+    bonds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    charges: np.ndarray | None = None
+
+
+def kekule_bonds(mol: Chem.Mol) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, bool]:
+    """``((src, dst, order), charges, kekulized)`` of a molecule as written: aromatic bonds are
+    kekulized (orders 1–3, src < dst); an aromatic system that cannot be kekulized keeps its aromatic
+    bonds out of the list (``kekulized`` False), so its atoms fail the model-bond valence check, as
+    they should. Dative and other unusual bond types count as single."""
+    work = Chem.RWMol(mol)
+    kekulized = True
+    with rdBase.BlockLogs():
+        try:
+            Chem.Kekulize(work, clearAromaticFlags=True)
+        except Exception:  # noqa: BLE001 - RDKit's KekulizeException
+            kekulized = False
+    src, dst, order = [], [], []
+    for b in work.GetBonds():
+        if b.GetBondType() == Chem.BondType.AROMATIC:
+            continue
+        i, j = sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
+        src.append(i)
+        dst.append(j)
+        order.append({Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(b.GetBondType(), 1))
+    charges = np.array([a.GetFormalCharge() for a in work.GetAtoms()], dtype=np.int64)
+    as_array = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+    return (as_array(src), as_array(dst), as_array(order)), charges, kekulized
 
 
 class RecordError(NamedTuple):
@@ -412,6 +442,9 @@ def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
             props = {key: mol.GetProp(key) for key in mol.GetPropNames()}
             props["_Name"] = name
             props["_index"] = str(k)
-            records.append(SDFRecord(symbols_of(mol), pos, props))
+            bonds, charges, kekulized = kekule_bonds(mol)
+            if not kekulized:
+                props["_molediff_unkekulizable"] = "1"
+            records.append(SDFRecord(symbols_of(mol), pos, props, bonds, charges))
     return SDFContents(records, errors)
 

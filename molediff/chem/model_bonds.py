@@ -4,7 +4,8 @@
   formal charge (:data:`molediff.elements.ALLOWED_VALENCE`); no implicit hydrogens are added, so a
   missing hydrogen, a radical or a three-valent neutral carbon fails. Molecule stability: all atoms.
 * Connected validity: RDKit sanitizes the molecule exactly as written (every atom marked "no implicit
-  hydrogens") and its bond graph is one fragment; the canonical SMILES names it.
+  hydrogens"), no atom is left a radical, and its bond graph is one fragment; the canonical SMILES
+  names it.
 
 Stricter than the model-bond evaluators of peers, which count an aromatic bond as 1 when summing
 valence and accept three-valent carbon. Stability is numpy only; validity needs RDKit.
@@ -56,11 +57,11 @@ def model_bond_stability(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndar
 
 
 def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                      order: np.ndarray, pos: np.ndarray | None = None) -> ModelBondScores:
+                      order: np.ndarray, pos: np.ndarray | None = None, progress: bool = False,
+                      desc: str = "model bonds") -> ModelBondScores:
     """Stability and connected validity of stacked molecules with their own bonds (see module docstring)."""
     from rdkit import Chem, rdBase
-
-    from molediff.chem.rdkit_mol import mol_from_bonds
+    from tqdm import tqdm
 
     keep = np.asarray(order) > 0
     src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
@@ -68,7 +69,7 @@ def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray
     mol_of_bond = np.searchsorted(ptr, src, side="right") - 1
     valid, smiles, fragments = [], [], []
     symbols = np.array(ELEMENTS)[np.asarray(atom_type)]
-    for m in range(len(ptr) - 1):
+    for m in tqdm(range(len(ptr) - 1), desc=desc, disable=not progress, unit="mol", mininterval=1.0):
         a, b = ptr[m], ptr[m + 1]
         sel = mol_of_bond == m
         mol = written_molecule(symbols[a:b], src[sel] - a, dst[sel] - a, order[sel], np.asarray(charge)[a:b],
@@ -79,7 +80,8 @@ def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray
         with rdBase.BlockLogs():
             try:
                 Chem.SanitizeMol(mol)
-                ok = frags == 1
+                # RDKit reads a missing bond of a "no implicit H" atom as a radical: that fails too
+                ok = frags == 1 and not any(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms())
                 smi = Chem.MolToSmiles(mol) if ok else None
             except Exception:  # noqa: BLE001 - RDKit's sanitization exceptions
                 pass

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from molediff.data.molecules import MoleculeSet
+from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.elements import ELEMENTS, SYMBOL_TO_INDEX, Z_TO_SYMBOL
 from molediff.errors import UserError
 
@@ -38,6 +38,8 @@ BAD_ELEMENT = "element outside vocabulary"
 TOO_MANY = "too many atoms"
 NON_FINITE = "non-finite coordinates"
 
+#: reasons that skip a whole file (not counted among the records)
+FILE_REASONS = (UNREADABLE_FILE, EMPTY_FILE, UNSUPPORTED_TYPE)
 _MAX_EXAMPLES = 5
 
 
@@ -68,11 +70,15 @@ class FileReadReport:
         return int(sum(self.skipped.values()))
 
     def summary(self) -> str:
-        """Human-readable multi-line summary (one line when everything was read)."""
+        """Human-readable multi-line summary (one line when everything was read). Records and whole
+        files are counted apart: "read 5 of 7 records" and "skipped 2 records, 2 files" add up."""
         head = f"read {self.num_read} of {self.num_records} molecule record(s) from {len(self.files)} file(s)"
         if not self.skipped:
             return head
-        lines = [head + f"; skipped {self.num_skipped}:"]
+        files = sum(n for reason, n in self.skipped.items() if reason in FILE_REASONS)
+        records = self.num_skipped - files
+        parts = [f"{records} record(s)" if records else "", f"{files} file(s)" if files else ""]
+        lines = [head + f"; skipped {', '.join(x for x in parts if x)}:"]
         for reason, count in self.skipped.most_common():
             line = f"  {count} x {reason}"
             if reason == BAD_ELEMENT and self.unknown_elements:
@@ -193,6 +199,7 @@ def read_molecule_files(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     max_atoms: int | None = None,
     limit: int | None = None,
+    bonds: bool = False,
 ) -> tuple[MoleculeSet, FileReadReport]:
     """Read molecules from SDF (``.sdf``/``.sd``/``.mol``) and XYZ files or folders (searched recursively).
 
@@ -200,6 +207,10 @@ def read_molecule_files(
         paths: a path or several.
         max_atoms: skip molecules with more atoms than this (``None``: no limit).
         limit: stop after this many usable molecules (``None``: all).
+        bonds: also give each molecule bonds and formal charges: an SDF record's own (aromatic bonds
+            kekulized), for XYZ frames perceived with RDKit (``rdDetermineBonds``); molecules whose
+            bonds cannot be had (an aromatic system that cannot be kekulized, failed perception) are
+            kept with ``has_bonds`` False. Without it, the file's bonds are not read (no RDKit for XYZ).
 
     Returns:
         ``(molecules, report)``: a :class:`MoleculeSet` (pos [N, 3] float32 Å, atom_type [N] into
@@ -218,8 +229,9 @@ def read_molecule_files(
     types_parts: list[np.ndarray] = []
     pos_parts: list[np.ndarray] = []
     names: list[str] = []
+    bond_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]] = []
 
-    def accept(symbols: Sequence[str], pos: np.ndarray, where: str) -> None:
+    def accept(symbols: Sequence[str], pos: np.ndarray, where: str, own: tuple | None = None) -> None:
         report.num_records += 1
         if len(symbols) == 0:
             report.add_skip(NO_ATOMS, where)
@@ -243,6 +255,8 @@ def read_molecule_files(
         pos_parts.append(np.asarray(pos, dtype=np.float32).reshape(-1, 3))
         names.append(where)
         report.num_read += 1
+        if bonds:
+            bond_parts.append(own if own is not None else _perceive(symbols, pos))
 
     for file in files:
         if limit is not None and report.num_read >= limit:
@@ -262,13 +276,14 @@ def read_molecule_files(
         try:
             if suffix in XYZ_SUFFIXES:
                 frames, errors = read_xyz(file)
-                items = [(sym, pos, f"{file.name}:{idx}") for idx, sym, pos, _comment in frames]
+                items = [(sym, pos, f"{file.name}:{idx}", None) for idx, sym, pos, _comment in frames]
                 bad = [(f"{file.name}:{idx}", reason, detail) for idx, reason, detail in errors]
             else:
                 from molediff.chem.io import read_sdf  # RDKit only when SDFs are read
 
                 contents = read_sdf(file, require_3d=True)
-                items = [(r.symbols, r.pos, f"{file.name}:{r.props['_index']}") for r in contents.records]
+                items = [(r.symbols, r.pos, f"{file.name}:{r.props['_index']}",
+                          (*r.bonds, r.charges, "_molediff_unkekulizable" not in r.props)) for r in contents.records]
                 bad = [(f"{file.name}:{e.index}", e.reason, e.detail) for e in contents.errors]
         except (UnicodeDecodeError, ValueError) as exc:
             report.add_skip(UNREADABLE_FILE, file.name, f"not a text {suffix} file ({type(exc).__name__})")
@@ -282,20 +297,32 @@ def read_molecule_files(
         for where, reason, detail in bad:
             report.num_records += 1
             report.add_skip(reason, where, detail)
-        for symbols, pos, where in items:
+        for symbols, pos, where, own in items:
             if limit is not None and report.num_read >= limit:
                 break
-            accept(list(symbols), pos, where)
+            accept(list(symbols), pos, where, own)
 
     if report.num_read == 0:
         raise UserError("no usable molecules in " + ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "") + "\n" + report.summary())
     counts = torch.tensor([len(t) for t in types_parts], dtype=torch.long)
-    ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
-    ptr[1:] = torch.cumsum(counts, 0)
-    molecules = MoleculeSet(
-        torch.from_numpy(np.concatenate(pos_parts)),
-        torch.from_numpy(np.concatenate(types_parts)),
-        ptr,
-        names,
-    )
+    extra = {}
+    if bonds:
+        cat = lambda xs: torch.from_numpy(np.concatenate(xs).astype(np.int64))  # noqa: E731
+        extra = dict(charge=cat([b[3] for b in bond_parts]),
+                     bond_index=torch.stack([cat([b[0] for b in bond_parts]), cat([b[1] for b in bond_parts])]),
+                     bond_order=cat([b[2] for b in bond_parts]),
+                     bond_ptr=ptr_from_counts(torch.tensor([len(b[2]) for b in bond_parts], dtype=torch.long)),
+                     has_bonds=torch.tensor([b[4] for b in bond_parts], dtype=torch.bool))
+    molecules = MoleculeSet(torch.from_numpy(np.concatenate(pos_parts)), torch.from_numpy(np.concatenate(types_parts)),
+                            ptr_from_counts(counts), names, **extra)
     return molecules, report
+
+
+def _perceive(symbols: Sequence[str], pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Bonds and charges of a bare geometry (an XYZ frame) by RDKit perception, in Kekulé form."""
+    from molediff.chem.io import kekule_bonds
+    from molediff.chem.rdkit_mol import bond_perception_status, build_molecule
+
+    mol = build_molecule(symbols, np.asarray(pos, dtype=np.float64), bonds="rdkit")
+    (src, dst, order), charges, kekulized = kekule_bonds(mol)
+    return src, dst, order, charges, kekulized and bond_perception_status(mol) == "rdkit"
