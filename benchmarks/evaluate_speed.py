@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from molediff.atomic import atomic_write
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,9 +83,7 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "note": "2 shared CPU cores; timings include RDKit sanitization/SMILES per molecule and, with reference, QED/logP/MolWt",
     }
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
 
 

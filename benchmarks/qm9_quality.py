@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from molediff.metrics import PUBLISHED_EDM_PERCENT, PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules
-from molediff.molecular import DEFAULT_ETA, DEFAULT_NOISE_SCALE
+from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE
 from molediff.sampling import load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"

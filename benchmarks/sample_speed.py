@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from molediff.cli import main as cli
-from molediff.sampling import DEFAULT_STEPS
+from molediff.config import DEFAULT_STEPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

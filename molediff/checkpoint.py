@@ -8,7 +8,6 @@ which :func:`load_model_file` verifies before use.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from molediff import __version__
+from molediff.atomic import atomic_write_binary
 from molediff.config import TrainConfig
 from molediff.errors import UserError
 
@@ -25,18 +25,8 @@ READABLE_FORMATS = (1, 2)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``torch.save`` to ``path`` atomically (see :mod:`molediff.atomic`)."""
+    atomic_write_binary(path, lambda f: torch.save(obj, f))
 
 
 def safe_torch_load(path: str | Path) -> Any:

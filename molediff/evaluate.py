@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from molediff.atomic import atomic_write, atomic_write_binary
 from molediff.errors import UserError
 
 #: Rows of the model-bond table: (result key, label).
@@ -175,9 +175,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         raise UserError(f"--json {path}: is a folder; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False) + "\n")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -253,10 +251,8 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     fig.suptitle(f"{result['num_molecules']} molecules, {bonds} bonds")
     fig.tight_layout()
     path = directory / "distributions.png"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=80, format="png")
+    atomic_write_binary(path, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     written.append(path)
     return written
 

@@ -10,12 +10,10 @@ on GPU machines without it (validity is then simply not reported during training
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import signal
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,12 @@ import torch
 
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, load_model_file, safe_torch_load, save_model_file, state_dict_digest
-from molediff.config import HELP, DiffusionConfig, ModelConfig, TrainConfig
+from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.ema import EMA
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
-from molediff.molecular import DEFAULT_ETA, MolecularDiffusion, MolGraph, MolState, sizes_from_histogram
+from molediff.molecular import MolecularDiffusion, MolGraph, MolState, sizes_from_histogram
 
 CHECKPOINT = "checkpoint.pt"
 EMA_MODEL = "ema_model.pt"
@@ -45,13 +43,33 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
         return load_qm9("train", progress=progress), load_qm9("valid", progress=progress)
     from molediff.data.files import read_molecule_files
 
-    mols, report = read_molecule_files([config.data])
-    print(report)
+    mols, report = read_molecule_files([config.data], bonds=config.diffusion.bonds)
+    print(report.summary())
+    warn_size_outliers(mols)
     if len(mols) < 2:
         raise UserError(f"{config.data}: need at least 2 usable molecules to train, found {len(mols)}")
     perm = np.random.default_rng(config.seed).permutation(len(mols))
     n_valid = max(1, len(mols) // 20)
     return mols.subset(perm[n_valid:]), mols.subset(perm[:n_valid])
+
+
+def warn_size_outliers(mols: MoleculeSet, factor: float = 3.0) -> list[str]:
+    """Say which molecules are far larger than the rest: the network runs on all atom pairs of a
+    molecule, so time and memory per molecule grow with atoms² (a 500-atom molecule among QM9-sized
+    ones costs ~800× a 18-atom one and can make each step take many seconds). Returns the warnings."""
+    counts = mols.num_atoms.double()
+    median = float(counts.median()) if len(counts) else 0.0
+    big = torch.nonzero(counts > max(factor * median, 64)).flatten().tolist()
+    lines = []
+    if big:
+        worst = max(big, key=lambda i: int(counts[i]))
+        name = mols.names[worst] if mols.names else str(worst)
+        lines.append(f"warning: {len(big)} molecule(s) have more than {factor:g}x the median size ({median:.0f} atoms), "
+                     f"the largest {int(counts[worst])} atoms ({name}); time and memory per molecule grow with atoms², "
+                     f"so one such molecule in a batch slows every step. Leave them out of the training files if that is not intended.")
+    for line in lines:
+        print(line)
+    return lines
 
 
 class EpochSampler:
@@ -451,58 +469,3 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, device
         return Trainer(config, run_dir, resume=resume, device=dev, progress=progress, ctx=ctx).run()
     finally:
         distributed.finish(ctx)
-
-
-# ---------------------------------------------------------------------------- CLI
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, title: str) -> None:
-    group = parser.add_argument_group(title)
-    for f in fields(cls):
-        if f.name in ("model", "diffusion"):
-            continue
-        name = f"--{prefix}{f.name.replace('_', '-')}"
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        key = f"{prefix.rstrip('-')}.{f.name}" if prefix else f.name
-        default = f.default if f.default != "" else "none"
-        if kind == "bool":
-            group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", action=argparse.BooleanOptionalAction,
-                               default=None, help=f"{HELP.get(key, '')} (default: {'on' if default else 'off'})".strip())
-            continue
-        typ = {"int": int, "float": float, "str": str}[kind]
-        group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", type=typ, default=None,
-                           help=f"{HELP.get(key, '')} (default: {default})".strip())
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Train the E(3)-equivariant diffusion model. Writes checkpoint.pt (resumable), ema_model.pt "
-                     "(EMA weights, usable by 'molediff sample --checkpoint'), config.json and log.jsonl to --out.")
-    p.add_argument("--out", default="runs/qm9", help="run directory (default: runs/qm9)")
-    p.add_argument("--config", help="a config.json to start from (command-line options override it)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
-    _add_dataclass_options(p, TrainConfig, "", "training")
-    _add_dataclass_options(p, ModelConfig, "model-", "model")
-    _add_dataclass_options(p, DiffusionConfig, "diffusion-", "diffusion")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = args.config
-    if base is None and args.resume and (Path(args.out) / "config.json").exists():
-        # options not given keep the run's own values (its learning rate, say), not the defaults
-        base = Path(args.out) / "config.json"
-    config = TrainConfig.load_json(base) if base else TrainConfig()
-    for target, cls, prefix in ((config, TrainConfig, ""), (config.model, ModelConfig, "model_"), (config.diffusion, DiffusionConfig, "diffusion_")):
-        for f in fields(cls):
-            value = getattr(args, prefix + f.name, None)
-            if value is not None and f.name not in ("model", "diffusion"):
-                setattr(target, f.name, value)
-    return config
-
-
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    config.validate()  # before loading data
-    last = train(config, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    return 130 if last.get("interrupted") else 0

@@ -16,7 +16,8 @@ from molediff.checkpoint import load_model_file, safe_torch_load, save_model_fil
 from molediff.cli import main
 from molediff.config import ModelConfig, TrainConfig
 from molediff.errors import UserError
-from molediff.training import CHECKPOINT, EMA_MODEL, LOG, Trainer, add_arguments, config_from_args, train
+from molediff.commands.train import add_arguments, config_from_args
+from molediff.training import CHECKPOINT, EMA_MODEL, LOG, Trainer, train
 
 
 def tiny(**kw) -> TrainConfig:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from molediff.atomic import atomic_write_binary
 from rdkit import Chem, rdBase
 from rdkit.Chem import QED, Crippen, Descriptors
 
@@ -112,7 +113,5 @@ def draw_grid(
     image = Draw.MolsToGridImage(
         mols, molsPerRow=max(1, min(per_row, len(mols))), subImgSize=(size, size), legends=list(legends) if legends else None
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write_binary(path, lambda f: image.save(f, format="PNG"))
     return path

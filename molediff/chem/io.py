@@ -23,6 +23,8 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molediff.atomic import AtomicFile
+
 from molediff.chem.bonds import VALENCE_BY_TYPE, lookup_bond_orders, symbols_to_types
 from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, symbols_of
 
@@ -76,50 +78,6 @@ def _unpack(record: Record) -> tuple[Sequence[str], np.ndarray, Mapping[str, Any
     return symbols, pos, meta or {}
 
 
-class _AtomicTextFile:
-    """Text file written to ``<dir>/.<name>.<pid>.tmp`` and renamed onto ``path`` by :meth:`close`."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise IsADirectoryError(f"{self.path} is a directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{id(self):x}.tmp")
-        self._fh: io.TextIOWrapper | None = open(self.tmp, "w", encoding="utf-8", newline="\n")
-
-    @property
-    def closed(self) -> bool:
-        return self._fh is None
-
-    def write(self, text: str) -> None:
-        if self._fh is None:
-            raise ValueError(f"writer for {self.path} is closed")
-        self._fh.write(text)
-
-    def close(self) -> None:
-        """Flush and move the finished file into place."""
-        if self._fh is None:
-            return
-        fh, self._fh = self._fh, None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        """Drop everything written; the target path is left untouched."""
-        if self._fh is None:
-            return
-        fh, self._fh = self._fh, None
-        fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
-
-    def __del__(self) -> None:  # an unclosed writer never publishes a partial file
-        with contextlib.suppress(Exception):
-            self.abort()
-
-
 class SDFWriter:
     """Streaming multi-record SDF writer; use as a context manager.
 
@@ -152,7 +110,7 @@ class SDFWriter:
         for k in self.metadata:
             _check_key(k)
         self.count = 0
-        self._file = _AtomicTextFile(path)
+        self._file = AtomicFile(path)
 
     @property
     def path(self) -> Path:
@@ -217,7 +175,7 @@ class SDFWriter:
 
     def close(self) -> None:
         """Finish: the file appears at :attr:`path`."""
-        self._file.close()
+        self._file.commit()
 
     def abort(self) -> None:
         """Discard everything written so far."""
@@ -271,7 +229,7 @@ class XYZWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.count = 0
-        self._file = _AtomicTextFile(path)
+        self._file = AtomicFile(path)
 
     @property
     def path(self) -> Path:
@@ -294,7 +252,7 @@ class XYZWriter:
         self.count += 1
 
     def close(self) -> None:
-        self._file.close()
+        self._file.commit()
 
     def abort(self) -> None:
         self._file.abort()

@@ -1,0 +1,163 @@
+"""Files that appear whole or not at all: the one atomic-write helper of molediff.
+
+Everything is written to a hidden temporary file beside the target,
+``.<name>.<pid>.<random>.tmp``, flushed to disk and renamed onto the target (atomic on POSIX), so a
+crash, Ctrl-C or ``kill -9`` never leaves a half-written checkpoint, SDF or JSON. Temporary files of
+processes that no longer exist (a ``kill -9``) are removed by the next writer of the same target;
+:class:`OutputLock` keeps two live processes from writing the same target at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from molediff.errors import UserError
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.<pid>.*.tmp`` files beside ``path`` whose process is gone; returns them."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+class AtomicFile:
+    """A file written under a temporary name and moved onto ``path`` by :meth:`commit`.
+
+    ``mode`` "w" (text, UTF-8, ``\\n`` line ends) or "wb". :meth:`abort` (or leaving a ``with`` block
+    by an exception, or garbage collection before commit) discards it and leaves ``path`` untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "w") -> None:
+        if mode not in ("w", "wb"):
+            raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"{self.path} is a directory")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        text = dict(encoding="utf-8", newline="\n") if mode == "w" else {}
+        self.file: IO[Any] | None = open(self.tmp, mode, **text)
+
+    @property
+    def closed(self) -> bool:
+        return self.file is None
+
+    def write(self, data: Any) -> None:
+        if self.file is None:
+            raise ValueError(f"writer for {self.path} is closed")
+        self.file.write(data)
+
+    def commit(self) -> None:
+        """Flush to disk and move the finished file onto ``path``."""
+        if self.file is None:
+            return
+        fh, self.file = self.file, None
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop everything written; ``path`` is left as it was."""
+        if self.file is None:
+            return
+        fh, self.file = self.file, None
+        fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:  # an uncommitted file never appears
+        with contextlib.suppress(Exception):
+            self.abort()
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` (text or bytes) to ``path`` atomically."""
+    with AtomicFile(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_binary(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write ``path`` atomically through ``write(binary_file)`` (torch.save, PIL, matplotlib)."""
+    with AtomicFile(path, "wb") as f:
+        write(f.file)
+    return Path(path)
+
+
+class OutputLock:
+    """``.<name>.lock`` beside an output: refuses a second live process writing the same target.
+
+    A lock left by a process that no longer exists (``kill -9``) is taken over.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.lock = self.path.with_name(f".{self.path.name}.lock")
+        self._held = False
+
+    def acquire(self) -> "OutputLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _pid_alive(pid) and pid != os.getpid():
+                    raise UserError(f"another process (pid {pid}) is writing {self.path}; wait for it or choose "
+                                    f"another output (if it is gone, delete {self.lock})") from None
+                with contextlib.suppress(FileNotFoundError):
+                    self.lock.unlink()  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self._held = True
+            return self
+        raise UserError(f"cannot lock {self.path} for writing ({self.lock})")
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(FileNotFoundError):
+                self.lock.unlink()
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
