@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from molediff.atomic import atomic_write, atomic_write_binary
+from molediff.chem.bonds import BOND_MODES
 from molediff.errors import UserError
 
 #: Rows of the model-bond table: (result key, label).
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="SDF (.sdf/.sd/.mol) or XYZ file(s), or folders of them")
     parser.add_argument(
         "--bonds",
-        choices=("lookup", "rdkit", "model"),
+        choices=BOND_MODES,
         default="lookup",
         help="bonds for validity/uniqueness/novelty: 'lookup' (distance table, the published convention; "
         "default) or 'rdkit' (rdDetermineBonds), both perceived from the geometry, with stability from lookup "

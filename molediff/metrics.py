@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from molediff.chem.bonds import BondList, VALENCE_BY_TYPE, lookup_bonds_stacked, symbols_to_types, valence_sums
+from molediff.chem.bonds import BOND_MODES, BondList, VALENCE_BY_TYPE, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_sums
 from molediff.elements import ELEMENTS
 
 __all__ = [
@@ -109,8 +109,7 @@ def stack_molecules(molecules: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         types.append(symbols_to_types(symbols))
         coords.append(pos)
         counts.append(len(symbols))
-    ptr = np.zeros(len(counts) + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(counts)
+    ptr = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
     if not counts:
         return np.zeros(0, np.int64), np.zeros((0, 3)), ptr
     return np.concatenate(types), np.concatenate(coords), ptr
@@ -297,17 +296,7 @@ def _rdkit_pass(
 # ----------------------------------------------------------------------------- QM9 reference (cached)
 
 
-#: the one definition of the bond modes: how bonds are had for scoring. "lookup" (EDM's distance table:
-#: the published convention), "rdkit" (rdDetermineBonds perception), "model" (the bonds and formal
-#: charges written in the file: a model's own, scored by the honest rule of molediff.chem.model_bonds)
-BOND_MODES: tuple[str, ...] = ("lookup", "rdkit", "model")
-#: the modes that perceive bonds from the geometry (evaluate_molecules); "model" reads them instead
-PERCEIVED_BOND_MODES: tuple[str, ...] = ("lookup", "rdkit")
 
-
-def _check_bonds(bonds: str, allowed: tuple[str, ...] = PERCEIVED_BOND_MODES) -> None:
-    if bonds not in allowed:
-        raise ValueError(f"bonds must be one of {allowed}, got {bonds!r}")
 
 
 def _split_digest(names: Sequence[str]) -> str:
@@ -340,7 +329,7 @@ def training_smiles(bonds: str = "lookup", progress: bool = True, rebuild: bool 
     from molediff.checkpoint import atomic_torch_save as _atomic_save
     from molediff.data.qm9 import data_dir, load_qm9
 
-    _check_bonds(bonds, BOND_MODES)
+    check_bond_mode(bonds, BOND_MODES)
     if not rebuild and ("smiles", bonds) in _MEMO:
         return _MEMO[("smiles", bonds)]
     train = load_qm9("train", progress=progress)
@@ -379,7 +368,7 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
     from molediff.checkpoint import atomic_torch_save as _atomic_save
     from molediff.data.qm9 import data_dir, load_qm9
 
-    _check_bonds(bonds)
+    check_bond_mode(bonds)
     if not rebuild and ("reference", bonds) in _MEMO:
         return _MEMO[("reference", bonds)]
     train = load_qm9("train", progress=progress)
@@ -471,7 +460,7 @@ def evaluate_molecules_detailed(
     progress: bool = True,
 ) -> tuple[dict[str, Any], EvaluationDetails]:
     """Like :func:`evaluate_molecules`, also returning the :class:`EvaluationDetails`."""
-    _check_bonds(bonds)
+    check_bond_mode(bonds)
     novelty = reference if novelty is None else novelty
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -123,3 +123,14 @@ def test_evaluate_model_bonds_prints_both_views(tmp_path: Path, capsys):
     # scored by lookup, a file with its own bonds gets the note pointing to --bonds model
     assert main(["evaluate", str(path), "--no-reference", "--quiet"]) == 0
     assert "--bonds model" in capsys.readouterr().out
+
+
+def test_committed_split_is_the_seeded_one():
+    """An installed package has no data/qm9_split.npz and draws the split with make_split: they agree."""
+    from molediff.data.qm9 import load_qm9_tensors, make_split, split_file
+
+    ids = load_qm9_tensors(progress=False)["ids"].numpy()
+    drawn = make_split(ids)
+    with np.load(split_file()) as f:
+        for k in drawn:
+            assert np.array_equal(np.sort(f[k]), drawn[k]), k

@@ -14,10 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from molediff.chem.bonds import BondList, lookup_bond_orders, lookup_bonds_stacked, symbols_to_types, valence_sums
+from molediff.chem.bonds import BOND_MODES, PERCEIVED_BOND_MODES, BondList, lookup_bond_orders, lookup_bonds_stacked, symbols_to_types, valence_sums
 
 _LAZY = {
-    "BOND_MODES": "molediff.chem.rdkit_mol",
     "ValidityResult": "molediff.chem.rdkit_mol",
     "bond_perception_status": "molediff.chem.rdkit_mol",
     "build_molecule": "molediff.chem.rdkit_mol",
@@ -41,7 +40,7 @@ _LAZY = {
     "write_xyz": "molediff.chem.io",
 }
 
-__all__ = ["BondList", "lookup_bond_orders", "lookup_bonds_stacked", "symbols_to_types", "valence_sums", *_LAZY]
+__all__ = ["BOND_MODES", "PERCEIVED_BOND_MODES", "BondList", "lookup_bond_orders", "lookup_bonds_stacked", "symbols_to_types", "valence_sums", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

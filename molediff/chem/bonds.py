@@ -60,6 +60,20 @@ VALENCE_BY_TYPE: np.ndarray = np.array([VALENCE[s] for s in ELEMENTS], dtype=np.
 VALENCE_BY_TYPE.setflags(write=False)
 
 
+#: The one definition of the bond modes: how bonds are had for scoring. "lookup" (EDM's distance table:
+#: the published convention) and "rdkit" (rdDetermineBonds) perceive them from the geometry; "model"
+#: reads the bonds and formal charges written with the molecule (a model's own), scored by the honest
+#: rule of :mod:`molediff.chem.model_bonds`.
+BOND_MODES: tuple[str, ...] = ("lookup", "rdkit", "model")
+PERCEIVED_BOND_MODES: tuple[str, ...] = ("lookup", "rdkit")
+
+
+def check_bond_mode(bonds: str, allowed: tuple[str, ...] = PERCEIVED_BOND_MODES) -> None:
+    """Raise ``ValueError`` unless ``bonds`` is one of ``allowed``."""
+    if bonds not in allowed:
+        raise ValueError(f"bonds must be one of {allowed}, got {bonds!r}")
+
+
 class BondList(NamedTuple):
     """Bonds of stacked molecules: global atom indices ``src < dst`` ``[E]`` and ``order`` ``[E]`` (1-3),
     sorted by molecule then ``src`` then ``dst``."""

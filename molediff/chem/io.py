@@ -25,7 +25,7 @@ from rdkit import Chem, rdBase
 
 from molediff.atomic import AtomicFile
 
-from molediff.chem.bonds import VALENCE_BY_TYPE, lookup_bond_orders, symbols_to_types
+from molediff.chem.bonds import check_bond_mode, lookup_bonds_stacked, symbols_to_types
 from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, symbols_of
 
 __all__ = [
@@ -102,8 +102,7 @@ class SDFWriter:
         metadata: Mapping[str, Any] | None = None,
         annotate: bool = True,
     ) -> None:
-        if bonds not in ("lookup", "rdkit"):
-            raise ValueError(f"bonds must be 'lookup' or 'rdkit', got {bonds!r}")
+        check_bond_mode(bonds)
         self.bonds = bonds
         self.annotate = annotate
         self.metadata = dict(metadata or {})
@@ -192,12 +191,16 @@ class SDFWriter:
 
 
 def _molecule_stable(symbols: Sequence[str], pos: np.ndarray) -> bool:
-    """All atoms have lookup bond-order sum equal to their valence (False outside the vocabulary)."""
+    """Lookup-bond molecule stability of one molecule, by the one rule of :func:`molediff.metrics.stability`
+    (False outside the vocabulary)."""
+    from molediff.metrics import stability
+
     try:
         types = symbols_to_types(symbols)
     except ValueError:
         return False
-    return bool((lookup_bond_orders(symbols, pos).sum(1) == VALENCE_BY_TYPE[types]).all())
+    ptr = np.array([0, len(types)])
+    return bool(stability(types, ptr, lookup_bonds_stacked(types, np.asarray(pos, dtype=np.float64), ptr))[1][0])
 
 
 def _record_block(mol: Chem.Mol, title: str, props: Mapping[str, Any]) -> str:

@@ -20,11 +20,10 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdDetermineBonds
 
-from molediff.chem.bonds import lookup_bond_orders
+from molediff.chem.bonds import check_bond_mode, lookup_bond_orders
 from molediff.elements import Z_TO_SYMBOL
 
 __all__ = [
-    "BOND_MODES",
     "ValidityResult",
     "bond_perception_status",
     "build_molecule",
@@ -35,7 +34,6 @@ __all__ = [
 ]
 
 #: Accepted values of the ``bonds`` argument.
-BOND_MODES: tuple[str, ...] = ("lookup", "rdkit")
 
 _BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
 #: Private (not written to SDF) property holding how bonds were perceived.
@@ -127,7 +125,7 @@ def build_molecule(
         i, j = np.nonzero(np.triu(orders, 1))
         return mol_from_bonds(symbols, i, j, orders[i, j], pos)
     if bonds != "rdkit":
-        raise ValueError(f"bonds must be one of {BOND_MODES}, got {bonds!r}")
+        check_bond_mode(bonds)
     base = mol_from_bonds(symbols, [], [], [], pos)
     conn_only: Chem.Mol | None = None
     with rdBase.BlockLogs():

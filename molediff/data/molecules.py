@@ -148,6 +148,27 @@ class MoleculeSet:
         out._num_graphs = len(sub)
         return out
 
+    @classmethod
+    def from_records(cls, records: list) -> "MoleculeSet":
+        """Stack ``(symbols [n], pos [n, 3] Å, info)`` records (as ``MoleculeGenerator.sample_arrays``
+        yields them); ``info["bonds"]`` = ``(src, dst, order)`` and ``info["charges"]``, when every record
+        has them, become the set's bonds and charges."""
+        from molediff.elements import SYMBOL_TO_INDEX
+
+        types = [np.array([SYMBOL_TO_INDEX[str(x)] for x in r[0]], dtype=np.int64) for r in records]
+        pos = [np.asarray(r[1], dtype=np.float32).reshape(-1, 3) for r in records]
+        counts = torch.tensor([len(t) for t in types], dtype=torch.long)
+        cat = lambda xs: torch.from_numpy(np.concatenate(xs).astype(np.int64)) if xs else torch.zeros(0, dtype=torch.long)  # noqa: E731
+        extra = {}
+        infos = [r[2] if len(r) > 2 else {} for r in records]
+        if records and all("bonds" in i for i in infos):
+            extra = dict(charge=cat([i["charges"] for i in infos]),
+                         bond_index=torch.stack([cat([i["bonds"][0] for i in infos]), cat([i["bonds"][1] for i in infos])]),
+                         bond_order=cat([i["bonds"][2] for i in infos]),
+                         bond_ptr=ptr_from_counts(torch.tensor([len(i["bonds"][2]) for i in infos], dtype=torch.long)),
+                         has_bonds=torch.ones(len(records), dtype=torch.bool))
+        return cls(torch.from_numpy(np.concatenate(pos)) if pos else torch.zeros(0, 3), cat(types), ptr_from_counts(counts), [], **extra)
+
     def size_histogram(self) -> torch.Tensor:
         """Counts of molecules by atom count: entry n is the number of molecules with n atoms."""
         return torch.bincount(self.num_atoms)

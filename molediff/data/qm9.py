@@ -11,7 +11,6 @@ fixed seed over QM9 ids and committed as ``data/qm9_split.npz``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molediff.checkpoint import atomic_torch_save
+from molediff.checkpoint import atomic_torch_save, state_dict_digest
 from molediff.data.molecules import MoleculeSet
 from molediff.elements import SYMBOL_TO_INDEX
 from molediff.errors import UserError
@@ -58,14 +57,6 @@ def qm9pack_dir() -> Path:
 def _source_signature(folder: Path) -> str:
     """Names and sizes of the source CSVs: a changed qm9pack invalidates the cache."""
     return ";".join(f"{f}:{(folder / f).stat().st_size}" for f in _CSV_FILES)
-
-
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        h.update(key.encode())
-        h.update(tensors[key].contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def parse_qm9_csvs(folder: Path, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -161,7 +152,7 @@ def load_qm9_tensors(progress: bool = True, rebuild: bool = False) -> dict[str, 
             blob = torch.load(cache, map_location="cpu", weights_only=True)
             if blob.get("version") != CACHE_VERSION:
                 reason = "old cache version"
-            elif _tensor_digest(blob["tensors"]) != blob.get("sha256"):
+            elif state_dict_digest(blob["tensors"]) != blob.get("sha256"):
                 reason = "checksum mismatch"
             else:
                 try:
@@ -185,7 +176,7 @@ def load_qm9_tensors(progress: bool = True, rebuild: bool = False) -> dict[str, 
     if progress:
         print(f"molediff: QM9 bonds assigned for {NUM_MOLECULES - len(failures):,} of {NUM_MOLECULES:,} molecules; "
               f"{len(failures)} whose SMILES does not fit the geometry keep no bonds (qm9_bond_failures() lists them)")
-    blob = {"version": CACHE_VERSION, "source": _source_signature(source), "sha256": _tensor_digest(tensors), "tensors": tensors,
+    blob = {"version": CACHE_VERSION, "source": _source_signature(source), "sha256": state_dict_digest(tensors), "tensors": tensors,
             "bond_failures": [f"{i}\t{why}" for i, why in failures]}
     atomic_torch_save(blob, cache)
     return tensors
@@ -199,9 +190,9 @@ def make_split(ids: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]
 
 
 def split_file() -> Path:
-    """The committed split: ``data/qm9_split.npz`` of the checkout, or a copy shipped in the package."""
-    repo = Path(__file__).resolve().parents[2] / "data" / "qm9_split.npz"
-    return repo if repo.exists() else Path(__file__).resolve().parent.parent / "resources" / "qm9_split.npz"
+    """The committed split, ``data/qm9_split.npz`` of the checkout. An installed package without it
+    draws the same split with :func:`make_split` (a test checks the two agree)."""
+    return Path(__file__).resolve().parents[2] / "data" / "qm9_split.npz"
 
 
 def load_split(ids: np.ndarray) -> dict[str, np.ndarray]:
