@@ -25,15 +25,14 @@ helpers work without it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from molediff.chem.bonds import BOND_MODES, BondList, VALENCE_BY_TYPE, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_sums
+from molediff.chem.bonds import BondList, VALENCE_BY_TYPE, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_sums
 from molediff.elements import ELEMENTS
 
 __all__ = [
@@ -44,12 +43,10 @@ __all__ = [
     "bond_length_samples",
     "evaluate_molecules",
     "evaluate_molecules_detailed",
-    "reference_statistics",
     "sample_metrics",
     "stability",
     "stack_molecules",
     "total_variation",
-    "training_smiles",
     "wasserstein1",
 ]
 
@@ -72,17 +69,10 @@ PUBLISHED_EDM_PERCENT: dict[str, float] = {
     "novelty": 58.0,
 }
 
-#: Bump to invalidate the cached training SMILES and reference statistics.
-METRICS_CACHE_VERSION = 1
-REFERENCE_SAMPLE_SIZE = 10_000
-REFERENCE_SEED = 0
 #: Bond/angle types with fewer samples than this (in generated or reference) get no W1 entry.
 MIN_COUNT_FOR_W1 = 5
 
 _BOND_SYMBOL = {1: "-", 2: "=", 3: "#"}
-#: In-process memo of the loaded QM9 references, keyed by (kind, bonds): repeated evaluations (e.g.
-#: during training) read the caches from disk once.
-_MEMO: dict[tuple[str, str], Any] = {}
 # element order inside type names: C, N, O, F, then H ("C-H", "N-H", "C=O", "H-C-H")
 _PRIORITY = np.array([ELEMENTS.index(e) if e != "H" else len(ELEMENTS) for e in ELEMENTS])
 
@@ -299,126 +289,6 @@ def _rdkit_pass(
 
 
 
-def _split_digest(names: Sequence[str]) -> str:
-    return hashlib.sha256(",".join(names).encode()).hexdigest()[:16]
-
-
-def _load_cache(path, expect: dict[str, Any]) -> dict[str, Any] | None:
-    import torch
-
-    if not path.exists():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unreadable cache: rebuild
-        return None
-    if not isinstance(blob, dict) or any(blob.get(k) != v for k, v in expect.items()):
-        return None
-    return blob
-
-
-def training_smiles(bonds: str = "lookup", progress: bool = True, rebuild: bool = False) -> frozenset[str]:
-    """Canonical largest-fragment SMILES of the valid molecules of the QM9 training split (100,000),
-    perceived with ``bonds`` exactly like generated molecules; the novelty reference.
-
-    Cached in ``data_dir()/qm9_train_smiles_{bonds}_v{METRICS_CACHE_VERSION}.pt`` (keyed by bond mode,
-    version and the split's ids; written atomically). Building it takes about 1 min with lookup bonds
-    and about 2 min with rdkit bonds on one shared CPU core (~0.4 / ~0.9 ms per molecule), once; later
-    calls load it in about a second, and the same process reuses it from memory.
-    """
-    from molediff.checkpoint import atomic_torch_save as _atomic_save
-    from molediff.data.qm9 import data_dir, load_qm9
-
-    check_bond_mode(bonds, BOND_MODES)
-    if not rebuild and ("smiles", bonds) in _MEMO:
-        return _MEMO[("smiles", bonds)]
-    train = load_qm9("train", progress=progress)
-    expect = {"version": METRICS_CACHE_VERSION, "bonds": bonds, "split": _split_digest(train.names)}
-    path = data_dir() / f"qm9_train_smiles_{bonds}_v{METRICS_CACHE_VERSION}.pt"
-    blob = None if rebuild else _load_cache(path, expect)
-    if blob is None:
-        if bonds == "model":  # the stored (SMILES-derived) bonds, scored like a model's
-            smiles = model_bond_metrics(train, novelty=False, progress=progress, desc="QM9 train SMILES (stored bonds, once)")[1]
-        else:
-            atom_type, pos, ptr = stack_molecules(train)
-            lookup = lookup_bonds_stacked(atom_type, pos, ptr)
-            smiles = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, False, progress,
-                                 f"QM9 train SMILES ({bonds} bonds, once)").smiles
-        blob = {**expect, "smiles": sorted({s for s in smiles if s is not None})}
-        _atomic_save(blob, path)
-    _MEMO[("smiles", bonds)] = frozenset(blob["smiles"])
-    return _MEMO[("smiles", bonds)]
-
-
-def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: bool = False) -> dict[str, Any]:
-    """Distribution statistics of the QM9 training split, for comparison with generated molecules.
-
-    Atom-type and size histograms use the whole split; bond lengths, bond angles (lookup bonds), ring
-    sizes and QED/logP/MolWt (valid molecules under ``bonds``) a fixed sample of
-    ``REFERENCE_SAMPLE_SIZE`` molecules (seed ``REFERENCE_SEED``). Cached in
-    ``data_dir()/qm9_reference_stats_{bonds}_v{METRICS_CACHE_VERSION}.pt``; building takes ~20-30 s once
-    (QED dominates), then it is loaded from disk / reused from memory.
-
-    Returns a dict: ``atom_type_counts`` [E], ``num_atoms_hist`` [n_max + 1], ``bond_lengths`` /
-    ``bond_angles`` (type -> sorted float64 array, Å / degrees), ``ring_sizes`` (size -> rings per
-    valid molecule), ``properties`` (name -> float64 array), ``num_molecules``, ``description``.
-    """
-    import torch
-
-    from molediff.checkpoint import atomic_torch_save as _atomic_save
-    from molediff.data.qm9 import data_dir, load_qm9
-
-    check_bond_mode(bonds)
-    if not rebuild and ("reference", bonds) in _MEMO:
-        return _MEMO[("reference", bonds)]
-    train = load_qm9("train", progress=progress)
-    expect = {
-        "version": METRICS_CACHE_VERSION,
-        "bonds": bonds,
-        "split": _split_digest(train.names),
-        "sample": [REFERENCE_SAMPLE_SIZE, REFERENCE_SEED],
-    }
-    path = data_dir() / f"qm9_reference_stats_{bonds}_v{METRICS_CACHE_VERSION}.pt"
-    blob = None if rebuild else _load_cache(path, expect)
-    if blob is None:
-        rng = np.random.default_rng(REFERENCE_SEED)
-        index = np.sort(rng.choice(len(train), size=min(REFERENCE_SAMPLE_SIZE, len(train)), replace=False))
-        sample = train.subset(index)
-        atom_type, pos, ptr = stack_molecules(sample)
-        lookup = lookup_bonds_stacked(atom_type, pos, ptr)
-        rd = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, True, progress, f"QM9 reference statistics ({bonds} bonds, once)")
-        n_valid = max(1, int(rd.valid.sum()))
-
-        def tensors(d: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-            return {k: torch.from_numpy(np.sort(v).astype(np.float32)) for k, v in d.items()}
-
-        blob = {
-            **expect,
-            "num_molecules": len(sample),
-            "atom_type_counts": torch.bincount(train.atom_type, minlength=len(ELEMENTS)),
-            "num_atoms_hist": train.size_histogram(),
-            "bond_lengths": tensors(bond_length_samples(atom_type, pos, lookup)),
-            "bond_angles": tensors(bond_angle_samples(atom_type, pos, lookup)),
-            "ring_sizes": {int(s): c / n_valid for s, c in sorted(rd.ring_sizes.items())},
-            "properties": {k: torch.from_numpy(v.astype(np.float64)) for k, v in rd.properties.items()},
-        }
-        _atomic_save(blob, path)
-    _MEMO[("reference", bonds)] = {
-        "description": f"QM9 train split: {blob['num_molecules']} molecules (seed {REFERENCE_SEED}) for geometry/rings/properties, all 100,000 for atom types and sizes",
-        "num_molecules": blob["num_molecules"],
-        "atom_type_counts": blob["atom_type_counts"].numpy(),
-        "num_atoms_hist": blob["num_atoms_hist"].numpy(),
-        "bond_lengths": {k: v.numpy().astype(np.float64) for k, v in blob["bond_lengths"].items()},
-        "bond_angles": {k: v.numpy().astype(np.float64) for k, v in blob["bond_angles"].items()},
-        "ring_sizes": dict(blob["ring_sizes"]),
-        "properties": {k: v.numpy() for k, v in blob["properties"].items()},
-    }
-    return _MEMO[("reference", bonds)]
-
-
-# ----------------------------------------------------------------------------- entry point
-
-
 @dataclass
 class EvaluationDetails:
     """Per-molecule and per-sample data behind the metrics (for reports and SDF annotation).
@@ -460,6 +330,7 @@ def evaluate_molecules_detailed(
     progress: bool = True,
 ) -> tuple[dict[str, Any], EvaluationDetails]:
     """Like :func:`evaluate_molecules`, also returning the :class:`EvaluationDetails`."""
+    from molediff.data import reference as reference_data
     check_bond_mode(bonds)
     novelty = reference if novelty is None else novelty
     timings: dict[str, float] = {}
@@ -497,7 +368,7 @@ def evaluate_molecules_detailed(
     }
     if novelty:
         t = time.perf_counter()
-        train = training_smiles(bonds, progress=progress)
+        train = reference_data.training_smiles(bonds, progress=progress)
         novel = unique - train
         result.update(novelty=_frac(len(novel), len(unique)), valid_unique_novel=_frac(len(novel), m), num_novel=len(novel))
         timings["novelty"] = time.perf_counter() - t
@@ -516,7 +387,7 @@ def evaluate_molecules_detailed(
     )
     if reference:
         t = time.perf_counter()
-        ref = reference_statistics(bonds, progress=progress)
+        ref = reference_data.reference_statistics(bonds, progress=progress)
         details.reference = ref
         details.bond_lengths = bond_length_samples(atom_type, pos, lookup)
         details.bond_angles = bond_angle_samples(atom_type, pos, lookup)
@@ -630,7 +501,9 @@ def model_bond_metrics(molecules: Any, novelty: bool = True, progress: bool = Tr
         "num_without_bonds": int((~has).sum()),
     }
     if novelty:
-        novel = unique - training_smiles("model", progress=progress)
+        from molediff.data import reference as reference_data
+
+        novel = unique - reference_data.training_smiles("model", progress=progress)
         out.update(model_novelty=_frac(len(novel), len(unique)), model_valid_unique_novel=_frac(len(novel), m))
     return out, smiles
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-import molediff.metrics as metrics
+from molediff.data import reference as reference_data
 from molediff.chem import write_sdf
 from molediff.cli import main
 from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT
@@ -65,8 +65,8 @@ def test_report_files(capsys, monkeypatch, tmp_path: Path):
     sdf = tmp_path / "q.sdf"
     write_sdf(sdf, mols + [KNOWN["o_three_bonds"][0]()])
     ref = fake_reference(mols)
-    monkeypatch.setattr(metrics, "reference_statistics", lambda bonds, progress=True: ref)
-    monkeypatch.setattr(metrics, "training_smiles", lambda bonds, progress=True: frozenset())
+    monkeypatch.setattr(reference_data, "reference_statistics", lambda bonds, progress=True: ref)
+    monkeypatch.setattr(reference_data, "training_smiles", lambda bonds, progress=True: frozenset())
     report = tmp_path / "report"
     out_json = tmp_path / "m.json"
     code, out, err = _run(capsys, str(sdf), "--report", str(report), "--json", str(out_json), "--quiet")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import molediff.metrics as metrics
+from molediff.data import reference as reference_data
 from molediff.chem import lookup_bond_orders, lookup_bonds_stacked
 from molediff.elements import ELEMENTS, VALENCE
 from molediff.metrics import (
@@ -143,8 +143,8 @@ def test_reference_path_with_fake_reference(monkeypatch):
     ref = fake_reference(mols)
     _r, d = evaluate_molecules_detailed(mols[:30], reference=False, progress=False)
     known = frozenset(s for s in d.smiles if s is not None)
-    monkeypatch.setattr(metrics, "reference_statistics", lambda bonds, progress=True: ref)
-    monkeypatch.setattr(metrics, "training_smiles", lambda bonds, progress=True: known)
+    monkeypatch.setattr(reference_data, "reference_statistics", lambda bonds, progress=True: ref)
+    monkeypatch.setattr(reference_data, "training_smiles", lambda bonds, progress=True: known)
     r = evaluate_molecules(mols, reference=True, progress=False)
     dist = r["distributions"]
     assert dist["atom_type_tv"] == pytest.approx(0.0)
@@ -233,7 +233,7 @@ def test_reference_cache_is_validated(tmp_path):
     import torch
 
     from molediff.checkpoint import atomic_torch_save as _atomic_save
-    from molediff.metrics import METRICS_CACHE_VERSION, _load_cache
+    from molediff.data.reference import METRICS_CACHE_VERSION, _load_cache
 
     path = tmp_path / "cache.pt"
     expect = {"version": METRICS_CACHE_VERSION, "bonds": "lookup", "split": "abc"}
