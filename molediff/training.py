@@ -130,12 +130,13 @@ def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram:
 #: it starts from (``--init-from``), and asking to change it is refused with the field's name.
 #: ``--init-from`` may also add parts (charges, bonds): the new parts start fresh, the rest is copied.
 MAY_CHANGE = {
+    # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
-               "eval_samples", "eval_sample_steps", "lr", "diffusion.atom_weight", "diffusion.charge_weight",
+               "eval_samples", "eval_sample_steps", "lr", "batch_size", "diffusion.atom_weight", "diffusion.charge_weight",
                "diffusion.bond_weight"),
 }
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
-    "data", "batch_size", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
+    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
     "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden")
 
 
@@ -174,7 +175,7 @@ def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: 
     refused = sorted(k for k, v in a.items() if k not in allowed and v != r[k] and v != b[k])
     if refused:
         where = "this run" if how == "resume" else "the model it starts from"
-        raise UserError(f"--{how.replace('_', '-')}: {', '.join(refused)} are fixed by {where}; drop those options "
+        raise UserError(f"--{how.replace('_', '-')}: fixed by {where}: {', '.join(refused)}; drop those options "
                         "or start a fresh run")
     return _unflat({k: (a[k] if k in allowed else b[k]) for k in b})
 

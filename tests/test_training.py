@@ -150,7 +150,7 @@ def test_resume_may_change_the_learning_rate_and_otherwise_keeps_the_runs(tmp_pa
     # the recipe cannot change on resume: a different width is refused, naming the field
     assert main(["train", "--out", str(out), "--resume", "--max-steps", "8", "--model-hidden", "32", "--no-progress"]) == 2
     assert _weights(out)["step"] == 7 and _weights(out)["config"]["model"]["hidden"] == 16
-    assert "model.hidden are fixed by this run" in capsys.readouterr().err
+    assert "fixed by this run: model.hidden" in capsys.readouterr().err
 
 
 def test_compile_option_parses_and_round_trips(tmp_path):
