@@ -7,7 +7,11 @@ For each architecture size, on real QM9 training batches:
   end-to-end sampling speed.
 
     python benchmarks/train_speed.py                  # 2 threads, default size and 9x256
+    python benchmarks/train_speed.py --sizes 4x64,4x64+bonds --threads 1   # atoms-only vs the joint model
     python benchmarks/train_speed.py --sizes 4x64,6x128,9x128,9x256 --device cuda
+
+A size ``LxH+bonds`` is the joint model (formal charges and a bond type per atom pair, pair state of
+``--pair-hidden``).
 
 Prints a table and writes ``benchmarks/results/train_speed.json``.
 """
@@ -24,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from molediff.atomic import atomic_write
 from molediff.config import DiffusionConfig, ModelConfig
 from molediff.data import load_qm9
+from molediff.models import build_network
 from molediff.models.egnn import count_parameters
 from molediff.molecular import MolecularDiffusion
 
@@ -38,15 +44,20 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(size: str, data, args, device: torch.device) -> dict:
-    layers, hidden = (int(v) for v in size.split("x"))
+    joint = size.endswith("+bonds")
+    layers, hidden = (int(v) for v in size.removesuffix("+bonds").split("x"))
     torch.manual_seed(0)
-    model = MolecularDiffusion(ModelConfig(hidden=hidden, layers=layers), DiffusionConfig()).to(device)
+    diffusion = MolecularDiffusion(DiffusionConfig(charges=joint, bonds=joint))
+    model = build_network(ModelConfig(hidden=hidden, layers=layers, pair_hidden=args.pair_hidden), diffusion).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
     rng = np.random.default_rng(0)
-    batches = [data.collate(rng.integers(0, len(data), args.batch_size)).to(device) for _ in range(args.warmup + args.iters)]
+    batches = [diffusion.encode(data.collate(rng.integers(0, len(data), args.batch_size)).to(device))
+               for _ in range(args.warmup + args.iters)]
+    g = torch.Generator().manual_seed(0)
 
-    def train_step(b):
-        loss = model.training_loss(b.pos, b.atom_type, b.batch, b.ptr)
+    def train_step(x0):
+        t = diffusion.sample_timesteps(x0.num_graphs, generator=g, device=device)
+        loss = diffusion.training_losses(model, x0, t, x0.noise_like(g))["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -60,21 +71,21 @@ def measure(size: str, data, args, device: torch.device) -> dict:
     _sync(device)
     train_s = (time.perf_counter() - t0) / args.iters
 
-    sb = data.collate(rng.integers(0, len(data), args.sample_batch)).to(device)
+    x0 = diffusion.encode(data.collate(rng.integers(0, len(data), args.sample_batch)).to(device))
     model.eval()
-    x = torch.cat([sb.pos, torch.randn(sb.pos.shape[0], 5, device=device)], dim=1)
-    t = torch.full((x.shape[0],), 500, device=device)
+    t = torch.full((x0.num_graphs,), 500, device=device)
+    x = diffusion.add_noise(x0, x0.noise_like(g), t)
     with torch.no_grad():
         for _ in range(args.warmup):
-            model.predict_eps(x, t, sb.batch, sb.ptr)
+            diffusion.predict(model, x, t)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(args.iters):
-            model.predict_eps(x, t, sb.batch, sb.ptr)
+            diffusion.predict(model, x, t)
         _sync(device)
     step_s = (time.perf_counter() - t0) / args.iters
     return {
-        "size": size, "layers": layers, "hidden": hidden, "parameters": count_parameters(model),
+        "size": size, "layers": layers, "hidden": hidden, "joint": joint, "parameters": count_parameters(model),
         "train_batch": args.batch_size, "train_s_per_batch": round(train_s, 4),
         "train_mol_per_s": round(args.batch_size / train_s, 1),
         "epoch_minutes_100k": round(100_000 / (args.batch_size / train_s) / 60, 1),
@@ -90,6 +101,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--sample-batch", type=int, default=256)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--pair-hidden", type=int, default=32, help="pair-state width of the +bonds sizes (default 32)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(RESULTS / "train_speed.json"))
@@ -109,8 +121,7 @@ def main() -> int:
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0
 

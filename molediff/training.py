@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from molediff import distributed
-from molediff.checkpoint import atomic_torch_save, load_model_file, safe_torch_load, save_model_file, state_dict_digest
+from molediff.checkpoint import atomic_torch_save, save_model_file, state_dict_digest
+from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, open_run
 from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.ema import EMA
@@ -29,9 +30,7 @@ from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
 from molediff.molecular import MolecularDiffusion, MolGraph, MolState, sizes_from_histogram
 
-CHECKPOINT = "checkpoint.pt"
-EMA_MODEL = "ema_model.pt"
-LOG = "log.jsonl"
+__all__ = ["CHECKPOINT", "EMA_MODEL", "LOG", "Trainer", "train", "validation_loss", "sample_check", "load_training_data"]
 
 
 # ---------------------------------------------------------------------------- data
@@ -125,61 +124,6 @@ def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram:
     return {**sample_metrics(mols), "sample_eta": eta, "sample_noise_scale": noise_scale}
 
 
-# ---------------------------------------------------------------------------- run state
-#: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
-#: it starts from (``--init-from``), and asking to change it is refused with the field's name.
-#: ``--init-from`` may also add parts (charges, bonds): the new parts start fresh, the rest is copied.
-MAY_CHANGE = {
-    # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
-    "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
-               "eval_samples", "eval_sample_steps", "lr", "batch_size", "diffusion.atom_weight", "diffusion.charge_weight",
-               "diffusion.bond_weight"),
-}
-MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
-    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
-    "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden")
-
-
-def _flat(config: TrainConfig) -> dict[str, Any]:
-    d = config.to_dict()
-    out = {k: v for k, v in d.items() if k not in ("model", "diffusion")}
-    out.update({f"model.{k}": v for k, v in d["model"].items()})
-    out.update({f"diffusion.{k}": v for k, v in d["diffusion"].items()})
-    return out
-
-
-def _unflat(flat: dict[str, Any]) -> TrainConfig:
-    d: dict[str, Any] = {"model": {}, "diffusion": {}}
-    for k, v in flat.items():
-        head, _, tail = k.partition(".")
-        if tail:
-            d[head][tail] = v
-        else:
-            d[k] = v
-    return TrainConfig.from_dict(d)
-
-
-def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: TrainConfig | None = None) -> TrainConfig:
-    """The config of a continued run.
-
-    ``--resume`` ("resume"): the run's own config ``base`` with the changes ``asked`` makes to the fields
-    a resumed run may change. ``--init-from`` ("init_from"): the ``asked`` config (a new run: its limits,
-    data, batch, ...), except the fields fixed by the source model ``base`` (architecture, schedule,
-    parametrisation, part scales), which come from ``base``. A field counts as asked for when it
-    differs from ``reference`` (what the caller started from: the run's config for ``--resume``, the
-    defaults for ``--init-from``); asking to change a fixed field raises :class:`UserError` naming it.
-    """
-    b, a = _flat(base), _flat(asked)
-    r = _flat(reference if reference is not None else base)
-    allowed = MAY_CHANGE[how]
-    refused = sorted(k for k, v in a.items() if k not in allowed and v != r[k] and v != b[k])
-    if refused:
-        where = "this run" if how == "resume" else "the model it starts from"
-        raise UserError(f"--{how.replace('_', '-')}: fixed by {where}: {', '.join(refused)}; drop those options "
-                        "or start a fresh run")
-    return _unflat({k: (a[k] if k in allowed else b[k]) for k in b})
-
-
 class Trainer:
     """A training run: network, EMA, optimiser, run directory. :meth:`run` trains until a limit or a signal.
 
@@ -193,31 +137,10 @@ class Trainer:
         self.progress = progress and self.ctx.is_main
         self._lr_before: float | None = None
         self.device = torch.device(device)
-        ckpt_path = self.run_dir / CHECKPOINT
-        state = None
-        if resume:
-            if not ckpt_path.exists():
-                raise UserError(f"--resume: no checkpoint at {ckpt_path}")
-            state = safe_torch_load(ckpt_path)
-            if not isinstance(state, dict) or "model" not in state or "config" not in state:
-                raise UserError(f"{ckpt_path} is not a molediff training checkpoint")
-            saved = TrainConfig.from_dict(state["config"])
-            self._lr_before = saved.lr
-            config = continue_config(saved, config or saved, "resume")
-        else:
-            if config is None:
-                raise UserError("a new run needs a config")
-            if ckpt_path.exists():
-                raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-            if (self.run_dir / LOG).exists() and self.ctx.is_main:
-                raise UserError(f"{self.run_dir} already holds a run's log ({LOG}) but no checkpoint: pass --resume if "
-                                "it is the same run, or choose another --out (nothing there is overwritten)")
-        init = None
-        if state is None and config.init_from:
-            weights, src, meta = load_model_file(config.init_from)
-            config = continue_config(src, config, "init_from", reference=TrainConfig())
-            init = (weights, src, meta)
-        self.config = config.validate()
+        start = open_run(config, self.run_dir, resume, check_log=self.ctx.is_main)
+        config, state, init = start.config, start.checkpoint, start.init
+        self._lr_before = start.lr_before
+        self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)

@@ -1,0 +1,118 @@
+"""Run state: what a training run is made of on disk and how a run starts, resumes or starts from a model.
+
+A run folder holds ``checkpoint.pt`` (everything to continue exactly), ``ema_model.pt`` (the EMA weights
+as a model file), ``config.json`` and ``log.jsonl``. :func:`open_run` decides, in one place, what a new,
+resumed (``--resume``) or warm-started (``--init-from``) run trains with; :data:`MAY_CHANGE` is the one
+rule for which settings a continued run may change, and anything else asked for is refused by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from molediff.checkpoint import load_model_file, safe_torch_load
+from molediff.config import TrainConfig
+from molediff.errors import UserError
+
+CHECKPOINT = "checkpoint.pt"
+EMA_MODEL = "ema_model.pt"
+LOG = "log.jsonl"
+
+
+#: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
+#: it starts from (``--init-from``), and asking to change it is refused with the field's name.
+#: ``--init-from`` may also add parts (charges, bonds): the new parts start fresh, the rest is copied.
+MAY_CHANGE = {
+    # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
+    "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
+               "eval_samples", "eval_sample_steps", "lr", "batch_size", "diffusion.atom_weight", "diffusion.charge_weight",
+               "diffusion.bond_weight"),
+}
+MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
+    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
+    "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden")
+
+
+def _flat(config: TrainConfig) -> dict[str, Any]:
+    d = config.to_dict()
+    out = {k: v for k, v in d.items() if k not in ("model", "diffusion")}
+    out.update({f"model.{k}": v for k, v in d["model"].items()})
+    out.update({f"diffusion.{k}": v for k, v in d["diffusion"].items()})
+    return out
+
+
+def _unflat(flat: dict[str, Any]) -> TrainConfig:
+    d: dict[str, Any] = {"model": {}, "diffusion": {}}
+    for k, v in flat.items():
+        head, _, tail = k.partition(".")
+        if tail:
+            d[head][tail] = v
+        else:
+            d[k] = v
+    return TrainConfig.from_dict(d)
+
+
+def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: TrainConfig | None = None) -> TrainConfig:
+    """The config of a continued run.
+
+    ``--resume`` ("resume"): the run's own config ``base`` with the changes ``asked`` makes to the fields
+    a resumed run may change. ``--init-from`` ("init_from"): the ``asked`` config (a new run: its limits,
+    data, batch, ...), except the fields fixed by the source model ``base`` (architecture, schedule,
+    parametrisation, part scales), which come from ``base``. A field counts as asked for when it
+    differs from ``reference`` (what the caller started from: the run's config for ``--resume``, the
+    defaults for ``--init-from``); asking to change a fixed field raises :class:`UserError` naming it.
+    """
+    b, a = _flat(base), _flat(asked)
+    r = _flat(reference if reference is not None else base)
+    allowed = MAY_CHANGE[how]
+    refused = sorted(k for k, v in a.items() if k not in allowed and v != r[k] and v != b[k])
+    if refused:
+        where = "this run" if how == "resume" else "the model it starts from"
+        raise UserError(f"--{how.replace('_', '-')}: fixed by {where}: {', '.join(refused)}; drop those options "
+                        "or start a fresh run")
+    return _unflat({k: (a[k] if k in allowed else b[k]) for k in b})
+
+
+@dataclass
+class RunStart:
+    """How a run starts: its ``config`` (validated), the ``checkpoint`` it resumes (or None), the
+    ``init`` source ``(weights, source config, metadata)`` it starts from (or None), and the learning
+    rate it had before a resume (``lr_before``, for the log)."""
+
+    config: TrainConfig
+    checkpoint: dict[str, Any] | None = None
+    init: tuple[dict, TrainConfig, dict] | None = None
+    lr_before: float | None = None
+
+
+def open_run(config: TrainConfig | None, run_dir: str | Path, resume: bool, check_log: bool = True) -> RunStart:
+    """Read what a run in ``run_dir`` starts from and check the request against it.
+
+    ``resume``: the folder's checkpoint, with the changes ``config`` may make (:data:`MAY_CHANGE`);
+    ``config`` None means the run's own. Otherwise a new run: refused if the folder already holds a run
+    (a checkpoint, or a log when ``check_log``), and if ``config.init_from`` names a model file, its
+    architecture and recipe with the changes allowed. Raises :class:`UserError` with the reason.
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if resume:
+        if not ckpt_path.exists():
+            raise UserError(f"--resume: no checkpoint at {ckpt_path}")
+        state = safe_torch_load(ckpt_path)
+        if not isinstance(state, dict) or "model" not in state or "config" not in state:
+            raise UserError(f"{ckpt_path} is not a molediff training checkpoint")
+        saved = TrainConfig.from_dict(state["config"])
+        return RunStart(continue_config(saved, config or saved, "resume").validate(), checkpoint=state, lr_before=saved.lr)
+    if config is None:
+        raise UserError("a new run needs a config")
+    if ckpt_path.exists():
+        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    if check_log and (run_dir / LOG).exists():
+        raise UserError(f"{run_dir} already holds a run's log ({LOG}) but no checkpoint: pass --resume if "
+                        "it is the same run, or choose another --out (nothing there is overwritten)")
+    if not config.init_from:
+        return RunStart(config.validate())
+    weights, src, meta = load_model_file(config.init_from)
+    return RunStart(continue_config(src, config, "init_from", reference=TrainConfig()).validate(), init=(weights, src, meta))
