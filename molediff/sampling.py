@@ -26,11 +26,18 @@ from molediff.errors import UserError
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion, finite_molecules, sizes_from_histogram
 
-BUNDLED_MODEL = "qm9_ema.pt"
+#: the models shipped in the package, by name (files under molediff/pretrained/, each with its card)
+BUNDLED_MODELS: dict[str, str] = {
+    "qm9": "qm9_ema.pt",  # the default: atoms-only EGNN (lookup bonds)
+    "qm9-joint": "qm9_joint_ema.pt",  # generates bonds and formal charges with the geometry (preview)
+}
+BUNDLED_MODEL = BUNDLED_MODELS["qm9"]
 
 
-def bundled_model_path() -> Path:
-    return Path(str(resources.files("molediff") / "pretrained" / BUNDLED_MODEL))
+def bundled_model_path(name: str = "qm9") -> Path:
+    if name not in BUNDLED_MODELS:
+        raise UserError(f"unknown bundled model {name!r}; choose one of {', '.join(BUNDLED_MODELS)}")
+    return Path(str(resources.files("molediff") / "pretrained" / BUNDLED_MODELS[name]))
 
 
 def batch_generator(seed: int, index: int) -> torch.Generator:
@@ -178,11 +185,15 @@ class MoleculeGenerator:
         return out
 
 
-def load_pretrained(path: str | Path | None = None, device: str = "cpu") -> MoleculeGenerator:
-    """The bundled QM9 model (or the model file / training checkpoint at ``path``)."""
-    path = Path(path) if path is not None else bundled_model_path()
+def load_pretrained(path: str | Path | None = None, device: str = "cpu", model: str = "qm9") -> MoleculeGenerator:
+    """A bundled model by name (``model``: "qm9", the default, or "qm9-joint", which writes its own bonds
+    and formal charges), or the model file / training checkpoint at ``path``."""
+    if path is None:
+        path = bundled_model_path(model)
+        if not path.exists():
+            raise UserError(f"this installation has no bundled model {model!r}; pass --checkpoint PATH "
+                            "(a run's ema_model.pt or checkpoint.pt)")
+    path = Path(path)
     if not path.exists():
-        if path == bundled_model_path():
-            raise UserError("this installation has no bundled model; pass --checkpoint PATH (a run's ema_model.pt or checkpoint.pt)")
         raise UserError(f"checkpoint {path} does not exist")
     return MoleculeGenerator.from_file(path, device=device)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Copy a training run's EMA weights into the package as the bundled model, with its model card.
 
-    python scripts/bundle_model.py RUN_DIR [--quality benchmarks/results/qm9_quality.json]
+    python scripts/bundle_model.py RUN_DIR [--quality benchmarks/results/qm9_quality.json] [--model qm9-joint]
 
-Writes ``molediff/pretrained/qm9_ema.pt`` (EMA weights, config, metadata, SHA-256; verified on load)
-and ``molediff/pretrained/MODEL_CARD.md`` (data split, steps, training time and hardware, the
-learning curve from the run's log, and the quality figures when given).
+Writes the bundled model's weights file (``molediff/pretrained/qm9_ema.pt`` for the default model
+"qm9", ``qm9_joint_ema.pt`` for "qm9-joint": EMA weights, config, metadata, SHA-256; verified on load),
+its config JSON and its model card (data split, steps, training time and hardware, the learning
+curve from the run's log, and the quality figures when given).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from molediff.atomic import atomic_write
 from molediff.checkpoint import load_model_file, save_model_file
-from molediff.training import EMA_MODEL, LOG
+from molediff.runstate import EMA_MODEL, LOG
+from molediff.sampling import BUNDLED_MODELS
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "molediff" / "pretrained"
 PERCENT = ("atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique")
@@ -31,6 +33,7 @@ def main() -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--quality", help="qm9_quality.json to include in the card")
     ap.add_argument("--status", default="", help="one line on where this model stands (e.g. 'preview: below the quality floor')")
+    ap.add_argument("--model", default="qm9", choices=tuple(BUNDLED_MODELS), help="which bundled model to write (default qm9)")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
     run = Path(args.run_dir)
@@ -51,10 +54,12 @@ def main() -> int:
     meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware,
             "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals],
             **({"started_from": started_from} if started_from else {})}
-    save_model_file(PRETRAINED / "qm9_ema.pt", state, config, meta)
-    config.save_json(PRETRAINED / "config.json")
+    weights = PRETRAINED / BUNDLED_MODELS[args.model]
+    prefix = "" if args.model == "qm9" else args.model.replace("-", "_") + "_"
+    save_model_file(weights, state, config, meta)
+    config.save_json(PRETRAINED / f"{prefix}config.json")
     lines = [
-        "# molediff bundled QM9 model",
+        f"# molediff bundled QM9 model `{args.model}` (`molediff sample --model {args.model}`)",
         "",
         *([f"**Status:** {args.status}", ""] if args.status else []),
         "- Data: QM9 train split (100,000 molecules; `data/qm9_split.npz`, seed 0), elements H C N O F.",
@@ -70,7 +75,7 @@ def main() -> int:
         f"AdamW lr {lr_text}; gradient clip {config.grad_clip}, seed {config.seed}.",
         *([f"- Started from `{started_from}` (`molediff train --init-from`): its weights, step count, clock and "
            "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if started_from else []),
-        "- Full config: `config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
+        f"- Full config: `{prefix}config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
         "## Learning curve (EMA weights; hours = the run's training clock, CPU seconds per thread of the main process, "
         "evaluation excluded: with several ranks each hour is that many core-hours; "
@@ -100,9 +105,9 @@ def main() -> int:
             lines.append(f"| {r['steps']} | {eta} | {r.get('noise_scale', 1.0):g} | "
                          + " | ".join(f"{100 * r[k]:.1f}" if r.get(k) is not None else "-" for k in columns)
                          + f" | {100 * (r.get('novelty') or 0):.1f} | {tv} |")
-    atomic_write(PRETRAINED / "MODEL_CARD.md", "\n".join(lines) + "\n")
-    print(f"bundled {run / EMA_MODEL} -> {PRETRAINED / 'qm9_ema.pt'} ({(PRETRAINED / 'qm9_ema.pt').stat().st_size / 1e6:.2f} MB)")
-    load_model_file(PRETRAINED / "qm9_ema.pt")  # readable and verified
+    atomic_write(PRETRAINED / f"{prefix}MODEL_CARD.md", "\n".join(lines) + "\n")
+    print(f"bundled {run / EMA_MODEL} -> {weights} ({weights.stat().st_size / 1e6:.2f} MB)")
+    load_model_file(weights)  # readable and verified
     return 0
 
 

@@ -288,3 +288,13 @@ def test_checkpoint_with_a_pickle_payload_runs_nothing(tmp_path, capsys):
     assert run_cli("--checkpoint", str(bad), "-n", "1", "--out", str(tmp_path / "o.sdf")) == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_bundled_model_names_and_conflicts(tiny_model, tmp_path, capsys, monkeypatch):
+    assert run_cli("--model", "qm9-joint", "--checkpoint", str(tiny_model), "-n", "1", "--out", str(tmp_path / "a.sdf")) == 2
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown bundled model"):
+        sampling.bundled_model_path("nope")
+    monkeypatch.setitem(sampling.BUNDLED_MODELS, "qm9-joint", "no_such_file.pt")
+    with pytest.raises(UserError, match="no bundled model 'qm9-joint'"):
+        sampling.load_pretrained(model="qm9-joint")

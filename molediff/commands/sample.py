@@ -33,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed, ≥ 0 (default 0)")
     p.add_argument("--batch-size", type=int, default=250, help="molecules sampled at once; bounds memory (default 250)")
     p.add_argument("--n-atoms", type=int, default=None, help="fixed molecule size (default: sizes drawn from the training data)")
-    p.add_argument("--checkpoint", default=None, help="model file or training checkpoint (default: the bundled QM9 model)")
+    p.add_argument("--model", default="qm9", choices=("qm9", "qm9-joint"),
+                   help="bundled model: 'qm9' (default; atoms and coordinates, bonds perceived by the lookup rule) or "
+                        "'qm9-joint' (generates bonds and formal charges with the geometry; a preview, see its model card)")
+    p.add_argument("--checkpoint", default=None, help="a model file or training checkpoint instead of a bundled model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
@@ -81,6 +84,8 @@ def _merge_shards(shards: list[Path], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None and args.model != "qm9":
+        raise UserError("give --model or --checkpoint, not both")
     if args.seed < 0:
         raise UserError(f"--seed must be ≥ 0, got {args.seed}")
     if args.n < 1:
@@ -117,7 +122,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     from molediff.chem.io import SDFWriter, XYZWriter
     from molediff.sampling import SampleStats, load_pretrained
 
-    gen = load_pretrained(args.checkpoint, device=str(device))
+    gen = load_pretrained(args.checkpoint, device=str(device), model=args.model)
     if args.compile:
         gen.compile()
     T = gen.config.diffusion.timesteps
