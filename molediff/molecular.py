@@ -332,13 +332,14 @@ class MolecularDiffusion:
     def sample(self, net: nn.Module, num_atoms: torch.Tensor | list[int], num_steps: int | None = 100,
                generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
-               x_T: MolState | None = None) -> Molecules:
+               x_T: MolState | None = None, resample: int = 1) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
         deterministic, 1 DDPM-like). ``noise_scale`` multiplies the noise injected at each step (not
         x_T): 1 samples the model's distribution, below 1 a lower-temperature one. ``replace(i, t, x)``
-        may overwrite part of the state after each step (inpainting).
+        may overwrite part of the state after each step (inpainting), with ``resample`` RePaint rounds.
+        ``x_T`` replaces the starting noise (its graph fixes the molecule sizes).
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -351,7 +352,7 @@ class MolecularDiffusion:
             return self.predict(net, x, t, **kw)[0]
 
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
-                        noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace)
+                        noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample)
         return self.decode(x)
 
 

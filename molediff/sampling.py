@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from molediff.checkpoint import load_model_file
-from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
+from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
 from molediff.models import build_network
@@ -106,13 +106,15 @@ class MoleculeGenerator:
         steps: int | None = DEFAULT_STEPS,
         seed: int = 0,
         batch_size: int = 250,
-        n_atoms: int | None = None,
+        n_atoms: int | str | tuple[int, int] | None = None,
         eta: float = DEFAULT_ETA,
         noise_scale: float = DEFAULT_NOISE_SCALE,
         stats: SampleStats | None = None,
         first_batch: int = 0,
         batch_stride: int = 1,
         on_step: Callable[[int, int, int], None] | None = None,
+        fragment: Any = None,
+        resample: int | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
@@ -124,6 +126,13 @@ class MoleculeGenerator:
         (more stable and valid molecules, somewhat fewer novel ones; see benchmarks/README.md).
         ``on_step(i, num_steps, batch_size)`` is called after every reverse step (progress that moves
         while a batch is sampled).
+
+        ``n_atoms``: a fixed size, or a range ``(lo, hi)`` / ``"lo-hi"`` drawn per molecule (default: the
+        training histogram). ``fragment`` (a :class:`molediff.inpainting.Fragment` or an RDKit molecule
+        with a 3D conformer): every molecule contains it (its atoms first, at its coordinates; sizes
+        from the histogram above the fragment's size unless ``n_atoms``), grown by inpainting with
+        ``resample`` RePaint rounds per step (default ``DEFAULT_RESAMPLE`` with a fragment, else 1);
+        ``info["fixed_atoms"]`` lists the fragment's indices.
         """
         if n < 0:
             raise UserError("number of molecules must be ≥ 0")
@@ -133,9 +142,24 @@ class MoleculeGenerator:
             raise UserError(f"noise scale must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale:g}")
         stats = stats if stats is not None else SampleStats()
         stats.requested = n
+        from molediff.inpainting import Fragment, inpaint, parse_size_range, sizes_with_fragment
+
         max_atoms = len(self.histogram) - 1
-        if n_atoms is not None and not 1 <= n_atoms <= max(max_atoms, 1) * 2:
-            raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
+        if n_atoms is not None:
+            lo, hi = parse_size_range(n_atoms) if isinstance(n_atoms, str) else (
+                tuple(n_atoms) if isinstance(n_atoms, (tuple, list)) else (int(n_atoms), int(n_atoms)))
+            if not 1 <= lo <= hi <= max(max_atoms, 1) * 2:
+                raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
+            n_atoms = (lo, hi)
+        resample = (DEFAULT_RESAMPLE if fragment is not None else 1) if resample is None else resample
+        if resample < 1:
+            raise UserError(f"--resample must be ≥ 1, got {resample}")
+        if fragment is not None and not isinstance(fragment, Fragment):
+            from molediff.chem.io import fragment_from_mol
+
+            fragment = fragment_from_mol(fragment)
+        if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
+            raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         symbols_table = np.array(ELEMENTS)
         index = first_batch
         t0 = time.time()
@@ -144,11 +168,20 @@ class MoleculeGenerator:
                 raise RuntimeError(f"sampling diverges: {stats.diverged} of {stats.diverged + stats.delivered} molecules failed")
             g = batch_generator(seed, index)
             size = min(batch_size, n - stats.delivered)
-            sizes = torch.full((size,), n_atoms) if n_atoms else sizes_from_histogram(self.histogram, size, generator=g)
+            if fragment is not None:
+                sizes = sizes_with_fragment(self.histogram, size, len(fragment), n_atoms, generator=g)
+            elif n_atoms is not None:
+                sizes = torch.randint(n_atoms[0], n_atoms[1] + 1, (size,), generator=g) if n_atoms[0] < n_atoms[1] \
+                    else torch.full((size,), n_atoms[0])
+            else:
+                sizes = sizes_from_histogram(self.histogram, size, generator=g)
             total_steps = steps or self.diffusion.schedule.num_train_timesteps
             callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
-            mols = self.diffusion.sample(self.net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale,
-                                         callback=callback).cpu()
+            if fragment is None:
+                mols = self.diffusion.sample(self.net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale,
+                                             callback=callback, resample=resample).cpu()
+            else:
+                mols = inpaint(self.diffusion, self.net, fragment, sizes, steps, g, eta, noise_scale, resample, callback).cpu()
             pos, types, ptr = mols.pos, mols.atom_type, mols.ptr
             ok = finite_molecules(pos, ptr)
             stats.diverged += int((~ok).sum())
@@ -159,6 +192,8 @@ class MoleculeGenerator:
                 a, b = int(ptr[i]), int(ptr[i + 1])
                 stats.delivered += 1
                 info = {"batch": index, "index_in_batch": i}
+                if fragment is not None:
+                    info["fixed_atoms"] = list(range(len(fragment)))
                 if mols.bond_order is not None:
                     p0, p1 = int(mols.pair_ptr[i]), int(mols.pair_ptr[i + 1])
                     order = mols.bond_order[p0:p1]

@@ -298,8 +298,11 @@ def kekule_bonds(mol: Chem.Mol) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarra
     bonds out of the list (``kekulized`` False), so its atoms fail the model-bond valence check, as
     they should. Dative and other unusual bond types count as single."""
     work = Chem.RWMol(mol)
+    for atom in work.GetAtoms():  # hydrogens are atoms here: kekulize what is written, nothing implied
+        atom.SetNoImplicit(True)
     kekulized = True
     with rdBase.BlockLogs():
+        work.UpdatePropertyCache(strict=False)
         try:
             Chem.Kekulize(work, clearAromaticFlags=True)
         except Exception:  # noqa: BLE001 - RDKit's KekulizeException
@@ -409,3 +412,44 @@ def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
             records.append(SDFRecord(symbols_of(mol), pos, props, bonds, charges))
     return SDFContents(records, errors)
 
+
+
+def fragment_from_mol(mol: Chem.Mol, name: str = "fragment"):
+    """A :class:`molediff.inpainting.Fragment` from an RDKit molecule with a 3D conformer (its own bonds,
+    kekulized, and formal charges; hydrogens as given)."""
+    from molediff.errors import UserError
+    from molediff.inpainting import Fragment
+
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise UserError(f"{name}: the fragment has no atoms")
+    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+        raise UserError(f"{name}: the fragment has no 3D coordinates")
+    bonds, charges, kekulized = kekule_bonds(mol)
+    if not kekulized:
+        raise UserError(f"{name}: the fragment's aromatic bonds cannot be kekulized; write it in Kekulé form")
+    return Fragment(symbols_of(mol), np.array(mol.GetConformer().GetPositions(), dtype=np.float64), charges, bonds, name)
+
+
+def read_fragment(path: str | os.PathLike):
+    """The one molecule of an SDF/MOL file as a :class:`molediff.inpainting.Fragment`; a clear
+    :class:`~molediff.errors.UserError` for a missing, empty, multi-record, 2D or unreadable file."""
+    from molediff.errors import UserError
+    from molediff.inpainting import Fragment
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--fragment {path}: no such file")
+    try:
+        contents = read_sdf(path, require_3d=True)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--fragment {path}: cannot read it ({exc})") from None
+    total = len(contents.records) + len(contents.errors)
+    if total == 0:
+        raise UserError(f"--fragment {path}: the file holds no molecule")
+    if total > 1:
+        raise UserError(f"--fragment {path}: the file holds {total} records; give one molecule")
+    if contents.errors:
+        e = contents.errors[0]
+        raise UserError(f"--fragment {path}: {e.reason} ({e.detail})")
+    rec = contents.records[0]
+    return Fragment(rec.symbols, rec.pos, rec.charges, rec.bonds, f"--fragment {path}")

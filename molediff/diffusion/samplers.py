@@ -9,7 +9,8 @@ distribution; below 1: lower temperature, as "noise scale" in protein and molecu
 
 Hooks: ``replace(i, t_prev, x) -> x`` runs after each step and may overwrite part of the state (the
 known atoms of an inpainting task, noised to level ``t_prev``; −1 = clean); ``callback(i, t, x)``
-observes (progress bars, trajectories).
+observes (progress bars, trajectories). ``resample`` R > 1 repeats each step R times, going back up
+to level t between repeats (RePaint, Lugmayr et al. 2022), so known and generated parts agree.
 """
 
 from __future__ import annotations
@@ -45,16 +46,19 @@ def _check(noise_scale: float) -> None:
 @torch.no_grad()
 def ddpm_sample(model: Model, x_T: Any, schedule: NoiseSchedule, generator: torch.Generator | None = None,
                 variance: str = "fixed_small", callback: Callback | None = None, noise_scale: float = 1.0,
-                model_kwargs: dict | None = None, replace: Replace | None = None) -> Any:
+                model_kwargs: dict | None = None, replace: Replace | None = None, resample: int = 1) -> Any:
     """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2)."""
     _check(noise_scale)
     x = x_T
     for i, t in enumerate(range(schedule.num_train_timesteps - 1, -1, -1)):
-        out = model(x, _t_vector(t, x), **(model_kwargs or {}))
-        noise = _fresh_noise(x, generator, noise_scale) if t > 0 else None
-        x = schedule.step(out, t, x, noise=noise, variance=variance)
-        if replace is not None:
-            x = replace(i, t - 1, x)
+        for r in range(resample if t > 0 else 1):
+            if r:  # RePaint: back up from t − 1 to t, then step again
+                x = schedule.renoise(x, t - 1, t, noise_like(x, generator))
+            out = model(x, _t_vector(t, x), **(model_kwargs or {}))
+            noise = _fresh_noise(x, generator, noise_scale) if t > 0 else None
+            x = schedule.step(out, t, x, noise=noise, variance=variance)
+            if replace is not None:
+                x = replace(i, t - 1, x)
         if callback is not None:
             callback(i, t, x)
     return x
@@ -63,18 +67,22 @@ def ddpm_sample(model: Model, x_T: Any, schedule: NoiseSchedule, generator: torc
 @torch.no_grad()
 def ddim_sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int = 50, eta: float = 0.0,
                 generator: torch.Generator | None = None, spacing: str = "trailing", callback: Callback | None = None,
-                noise_scale: float = 1.0, model_kwargs: dict | None = None, replace: Replace | None = None) -> Any:
+                noise_scale: float = 1.0, model_kwargs: dict | None = None, replace: Replace | None = None,
+                resample: int = 1) -> Any:
     """DDIM sampling over ``num_steps`` strided steps; η = 0 deterministic, η > 0 stochastic."""
     _check(noise_scale)
     x = x_T
     timesteps = schedule.set_timesteps(num_steps, spacing=spacing).tolist()
     for i, t in enumerate(timesteps):
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        out = model(x, _t_vector(t, x), **(model_kwargs or {}))
-        noise = _fresh_noise(x, generator, noise_scale) if eta > 0 and prev_t >= 0 else None
-        x = schedule.ddim_step(out, t, prev_t, x, eta=eta, noise=noise)
-        if replace is not None:
-            x = replace(i, prev_t, x)
+        for r in range(resample if prev_t >= 0 else 1):
+            if r:  # RePaint: back up from prev_t to t, then step again
+                x = schedule.renoise(x, prev_t, t, noise_like(x, generator))
+            out = model(x, _t_vector(t, x), **(model_kwargs or {}))
+            noise = _fresh_noise(x, generator, noise_scale) if eta > 0 and prev_t >= 0 else None
+            x = schedule.ddim_step(out, t, prev_t, x, eta=eta, noise=noise)
+            if replace is not None:
+                x = replace(i, prev_t, x)
         if callback is not None:
             callback(i, t, x)
     return x
@@ -82,10 +90,12 @@ def ddim_sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int 
 
 def sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int | None = None, eta: float = 0.0,
            generator: torch.Generator | None = None, callback: Callback | None = None, noise_scale: float = 1.0,
-           model_kwargs: dict | None = None, replace: Replace | None = None) -> Any:
+           model_kwargs: dict | None = None, replace: Replace | None = None, resample: int = 1) -> Any:
     """Ancestral DDPM when ``num_steps`` is None or T, else DDIM with ``num_steps`` steps."""
+    if resample < 1:
+        raise ValueError(f"resample must be ≥ 1, got {resample}")
     if num_steps is None or num_steps == schedule.num_train_timesteps:
         return ddpm_sample(model, x_T, schedule, generator=generator, callback=callback, noise_scale=noise_scale,
-                           model_kwargs=model_kwargs, replace=replace)
+                           model_kwargs=model_kwargs, replace=replace, resample=resample)
     return ddim_sample(model, x_T, schedule, num_steps, eta=eta, generator=generator, callback=callback,
-                       noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace)
+                       noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample)

@@ -234,6 +234,12 @@ class NoiseSchedule:
         var = self.posterior_variance[t] if variance == "fixed_small" else self.betas[t]
         return mean + torch.sqrt(var) * noise
 
+    def renoise(self, x_prev: Any, prev_t: int, t: int, noise: Any) -> Any:
+        """Forward from level ``prev_t`` back up to ``t`` > prev_t: a draw of q(x_t | x_prev) =
+        N(√(ᾱ_t/ᾱ_prev) x_prev, (1 − ᾱ_t/ᾱ_prev) I) (RePaint's resampling jump; ``prev_t`` ≥ 0)."""
+        ratio = (self.alphas_cumprod[int(t)].double() / self.alphas_cumprod[int(prev_t)].double())
+        return torch.sqrt(ratio).to(x_prev.dtype) * x_prev + torch.sqrt(1 - ratio).to(x_prev.dtype) * noise
+
     def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "leading"] = "trailing") -> torch.Tensor:
         """Decreasing strided timesteps for DDIM sampling with ``num_inference_steps`` steps.
 

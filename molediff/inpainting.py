@@ -1,0 +1,181 @@
+"""Grow molecules around a given fragment by inpainting (RePaint, Lugmayr et al. 2022).
+
+Any molediff model, trained without conditions, can keep known atoms where they are and generate
+the rest: at every reverse step the fragment's atoms (and, for joint models, their formal charges and
+the bonds among them) are overwritten with the fragment itself, forward-noised to that step's level,
+so the network sees a consistent noisy molecule and fills in the free atoms; ``resample`` R repeats
+each step R times, going back up between repeats, so the two parts agree.
+
+Centre of mass: the diffusion lives in the zero-centre-of-mass subspace of the whole molecule. At
+each replacement the (noised) fragment is placed with its centroid where the chain's fixed atoms
+have theirs, so the free atoms keep their place relative to it and only the fragment's own shape is
+imposed; then the whole molecule is re-centred, which moves all atoms by one common translation.
+At the end the molecule is translated so that the fixed atoms sit exactly on the input coordinates:
+output coordinates of fixed atoms equal the fragment's, in the fragment's frame.
+
+Hydrogens of the fragment are kept as given: the model attaches new atoms where the fragment has
+open valences, so remove the hydrogens at the positions you want to grow from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from molediff.diffusion.noise import randn
+from molediff.elements import BOND_NAMES, CHARGES, ELEMENTS
+from molediff.errors import UserError
+from molediff.molecular import MolecularDiffusion, MolGraph, MolState, Molecules, remove_mean
+
+#: atoms of a fragment closer than this (Å) are refused: no sensible 3D structure has them
+MIN_DISTANCE = 0.5
+
+
+@dataclass
+class Fragment:
+    """Known atoms: ``symbols`` [F], ``pos`` [F, 3] float64 Å (the output frame), formal ``charges`` [F],
+    ``bonds`` ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and a ``name``."""
+
+    symbols: list[str]
+    pos: np.ndarray
+    charges: np.ndarray
+    bonds: tuple[np.ndarray, np.ndarray, np.ndarray]
+    name: str = "fragment"
+
+    def __post_init__(self) -> None:
+        self.pos = np.asarray(self.pos, dtype=np.float64).reshape(-1, 3)
+        self.charges = np.asarray(self.charges, dtype=np.int64)
+        n = len(self.symbols)
+        if n == 0:
+            raise UserError(f"{self.name}: the fragment has no atoms")
+        if len(self.pos) != n or len(self.charges) != n:
+            raise UserError(f"{self.name}: {n} atoms but {len(self.pos)} positions and {len(self.charges)} charges")
+        unknown = sorted(set(self.symbols) - set(ELEMENTS))
+        if unknown:
+            raise UserError(f"{self.name}: elements {', '.join(unknown)} are outside the model's vocabulary ({', '.join(ELEMENTS)})")
+        bad = sorted({int(c) for c in self.charges} - set(CHARGES))
+        if bad:
+            raise UserError(f"{self.name}: formal charges {bad} are outside what a model generates {list(CHARGES)}")
+        if not np.isfinite(self.pos).all():
+            raise UserError(f"{self.name}: non-finite coordinates")
+        if n >= 3 and np.all(self.pos[:, 2] == 0.0):
+            raise UserError(f"{self.name}: no 3D coordinates (all z = 0)")
+        if n > 1:
+            d = np.linalg.norm(self.pos[:, None] - self.pos[None], axis=-1) + np.eye(n) * 1e9
+            i, j = np.unravel_index(np.argmin(d), d.shape)
+            if d[i, j] < MIN_DISTANCE:
+                raise UserError(f"{self.name}: atoms {i + 1} and {j + 1} overlap ({d[i, j]:.2f} Å < {MIN_DISTANCE} Å)")
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+
+def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGraph) -> tuple[MolState, torch.Tensor, torch.Tensor]:
+    """The clean known state (fragment atoms first in every molecule, centred on the fragment's centroid),
+    and the masks of fixed atom rows [|V|] and fixed pair rows [|P|] (both atoms fixed)."""
+    cfg, nf = diffusion.cfg, len(fragment)
+    device = graph.ptr.device
+    local = torch.arange(int(graph.ptr[-1]), device=device) - graph.ptr[graph.batch]
+    fixed = local < nf
+    index = local.clamp(max=nf - 1)  # row i of a molecule reads fragment atom i (masked beyond nf)
+    pos = torch.as_tensor(fragment.pos - fragment.pos.mean(0), dtype=torch.float32, device=device)[index]
+    types = torch.as_tensor([ELEMENTS.index(s) for s in fragment.symbols], device=device)[index]
+    cols = [pos, F.one_hot(types, len(ELEMENTS)).float() * cfg.feature_scale]
+    if cfg.charges:
+        charge = torch.as_tensor(fragment.charges - CHARGES[0], device=device)[index]
+        cols.append(F.one_hot(charge, len(CHARGES)).float() * cfg.charge_scale)
+    node = torch.cat(cols, dim=1)
+    i, j = graph.pair_index - graph.ptr[graph.pair_batch]
+    fixed_pairs = (i < nf) & (j < nf)
+    pair = torch.zeros(graph.pair_index.shape[1], diffusion.pair_width, device=device)
+    if cfg.bonds:
+        order = torch.zeros(nf, nf, dtype=torch.long, device=device)
+        src, dst, bo = (torch.as_tensor(np.asarray(x), dtype=torch.long, device=device) for x in fragment.bonds)
+        order[src, dst] = bo
+        order[dst, src] = bo
+        pair = F.one_hot(order[i.clamp(max=nf - 1), j.clamp(max=nf - 1)], len(BOND_NAMES)).float() * cfg.bond_scale
+    return MolState(node, pair, graph, diffusion.parts), fixed, fixed_pairs
+
+
+def _fixed_centroid(pos: torch.Tensor, fixed: torch.Tensor, graph: MolGraph) -> torch.Tensor:
+    """Centroid [B, 3] of each molecule's fixed atoms."""
+    sums = torch.zeros(graph.num_graphs, 3, dtype=pos.dtype, device=pos.device).index_add_(0, graph.batch[fixed], pos[fixed])
+    return sums / torch.bincount(graph.batch[fixed], minlength=graph.num_graphs).clamp(min=1)[:, None].to(pos.dtype)
+
+
+@torch.no_grad()
+def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragment, num_atoms: torch.Tensor,
+            num_steps: int | None, generator: torch.Generator | None, eta: float, noise_scale: float, resample: int = 1,
+            callback=None) -> Molecules:
+    """Molecules of ``num_atoms`` [B] atoms (each ≥ |fragment|) whose first |fragment| atoms are the
+    fragment: same elements, charges and bonds among them, and coordinates equal to ``fragment.pos``."""
+    nf = len(fragment)
+    num_atoms = torch.as_tensor(num_atoms, dtype=torch.long)
+    if int(num_atoms.min()) < nf:
+        raise UserError(f"the fragment has {nf} atoms, more than the {int(num_atoms.min())} asked for")
+    device = next(net.parameters()).device
+    graph = MolGraph.from_ptr(torch.cat([torch.zeros(1, dtype=torch.long), num_atoms.cumsum(0)]).to(device))
+    known, fixed, fixed_pairs = _known_state(diffusion, fragment, graph)
+    s = diffusion.schedule
+
+    def replace(i: int, t: int, x: MolState) -> MolState:
+        if t < 0:
+            target = known
+        else:  # the fragment forward-noised to level t (its own fresh noise; positions re-centred below)
+            target = MolState(s.add_noise(known.node, randn(known.node.shape, generator, device), t),
+                              s.add_noise(known.pair, randn(known.pair.shape, generator, device), t), graph, known.parts)
+        node, pair = x.node.clone(), x.pair.clone()
+        # the fragment goes where the chain has its fixed atoms now (their centroid), so the free
+        # atoms keep their place relative to it; only the fragment's own shape is imposed
+        offset = (_fixed_centroid(x.node[:, :3], fixed, graph) - _fixed_centroid(target.node[:, :3], fixed, graph))[graph.batch]
+        target_node = target.node.clone()
+        target_node[:, :3] = target_node[:, :3] + offset
+        node[fixed] = target_node[fixed]
+        pair[fixed_pairs] = target.pair[fixed_pairs]
+        node[:, :3] = remove_mean(node[:, :3], graph.batch, graph.num_graphs)
+        return MolState(node, pair, graph, x.parts)
+
+    start = MolState(torch.zeros(int(graph.ptr[-1]), diffusion.node_width, device=device),
+                     torch.zeros(graph.pair_index.shape[1], diffusion.pair_width, device=device), graph, diffusion.parts)
+    first_t = s.num_train_timesteps - 1  # both samplers begin at the last level
+    x_T = replace(-1, first_t, start.noise_like(generator))
+    mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
+                            callback=callback, replace=replace, x_T=x_T, resample=resample)
+    # into the fragment's frame: translate each molecule so its fixed atoms sit on the input
+    # coordinates (they differ from them by a common translation only), then write them exactly
+    frag = torch.as_tensor(fragment.pos, dtype=mols.pos.dtype, device=mols.pos.device)
+    shift = frag.mean(0) - _fixed_centroid(mols.pos, fixed, graph)
+    pos = mols.pos + shift[graph.batch]
+    pos[fixed] = frag[(torch.arange(len(pos), device=device) - graph.ptr[graph.batch])[fixed]]
+    mols.pos = pos
+    return mols
+
+
+def sizes_with_fragment(histogram: torch.Tensor, n: int, fragment_atoms: int, n_atoms: tuple[int, int] | None,
+                        generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` molecule sizes: uniform over the range ``n_atoms`` (lo, hi), or drawn from the training
+    histogram conditioned on being larger than the fragment."""
+    if n_atoms is not None:
+        lo, hi = n_atoms
+        return torch.randint(lo, hi + 1, (n,), generator=generator)
+    hist = histogram.clone().double()
+    hist[: fragment_atoms + 1] = 0
+    if float(hist.sum()) == 0:
+        raise UserError(f"the training data has no molecule larger than the fragment ({fragment_atoms} atoms); give --n-atoms")
+    return torch.multinomial(hist / hist.sum(), n, replacement=True, generator=generator)
+
+
+def parse_size_range(text: str) -> tuple[int, int]:
+    """"N" or "A-B" → (lo, hi); raises UserError for anything else."""
+    try:
+        parts = [int(p) for p in str(text).split("-")]
+    except ValueError:
+        raise UserError(f"--n-atoms must be a number or a range like 20-25, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or parts[0] < 1 or parts[1] < parts[0]:
+        raise UserError(f"--n-atoms must be a number ≥ 1 or a range A-B with 1 ≤ A ≤ B, got {text!r}")
+    return parts[0], parts[1]
