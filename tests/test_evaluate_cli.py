@@ -84,7 +84,7 @@ def test_report_files(capsys, monkeypatch, tmp_path: Path):
     "name, content, message",
     [
         ("empty.sdf", "", "empty file"),
-        ("garbage.sdf", "this is\nnot an sdf\n", "unreadable record"),
+        ("garbage.sdf", "this is\nnot an sdf\n", "not an SDF file"),
         ("nothing.xyz", "\n\n", "empty file"),
     ],
 )

@@ -85,7 +85,7 @@ def test_too_many_atoms_and_limit(tmp_path: Path):
     [
         ("empty.sdf", b"", "empty file"),
         ("blank.xyz", b"\n\n   \n", "empty file"),
-        ("garbage.sdf", b"hello\nthis is not a molecule\n", "unreadable record"),
+        ("garbage.sdf", b"hello\nthis is not a molecule\n", "not an SDF file"),
         ("garbage.xyz", b"hello\nworld\n", "unreadable record"),
         ("binary.sdf", bytes(range(256)) * 4, "unreadable file"),
         ("table.csv", b"a,b\n1,2\n", "unsupported file type"),
@@ -140,3 +140,16 @@ def test_truncated_xyz(tmp_path: Path):
     path.write_text("5\ncut short\nC 0 0 0\nH 1 0 0\n")
     with pytest.raises(UserError, match="declares 5 atoms"):
         read_molecule_files(path)
+
+
+def test_summary_counts_records_and_files_apart(tmp_path: Path):
+    """A mixed folder: 'read N of M records' and 'skipped k records, f files' add up."""
+    write_sdf(tmp_path / "a.sdf", [methane(), ethene()])
+    write_xyz(tmp_path / "b.xyz", [water(), hydrogen_cyanide()])
+    (tmp_path / "c.xyz").write_text("3\nbad\nXx 0 0 0\nH 0 0 1\nH 0 1 0\n")  # one unusable record
+    (tmp_path / "empty.sdf").write_text("")  # a whole file
+    (tmp_path / "d.mol").write_bytes(b"\x00\x01 not a molfile")  # a whole file
+    molecules, report = read_molecule_files(tmp_path)
+    text = report.summary()
+    assert report.num_read == 4 and report.num_records == 5
+    assert "read 4 of 5 molecule record(s)" in text and "skipped 1 record(s), 2 file(s)" in text, text

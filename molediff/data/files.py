@@ -38,6 +38,8 @@ BAD_ELEMENT = "element outside vocabulary"
 TOO_MANY = "too many atoms"
 NON_FINITE = "non-finite coordinates"
 
+#: what the SDF reader says of a file in which it finds no record at all
+NOT_SDF = "no SDF record found (not an SDF file?)"
 #: reasons that skip a whole file (not counted among the records)
 FILE_REASONS = (UNREADABLE_FILE, EMPTY_FILE, UNSUPPORTED_TYPE)
 _MAX_EXAMPLES = 5
@@ -282,6 +284,9 @@ def read_molecule_files(
                 from molediff.chem.io import read_sdf  # RDKit only when SDFs are read
 
                 contents = read_sdf(file, require_3d=True)
+                if not contents.records and [e.detail for e in contents.errors] == [NOT_SDF]:
+                    report.add_skip(UNREADABLE_FILE, file.name, NOT_SDF)  # a whole file, not a record
+                    continue
                 items = [(r.symbols, r.pos, f"{file.name}:{r.props['_index']}",
                           (*r.bonds, r.charges, "_molediff_unkekulizable" not in r.props)) for r in contents.records]
                 bad = [(f"{file.name}:{e.index}", e.reason, e.detail) for e in contents.errors]
