@@ -48,12 +48,13 @@ def main() -> int:
                     help=f"comma-separated DDIM η values for the strided step counts (default {DEFAULT_ETA:g}, the sampler's)")
     ap.add_argument("--noise-scales", default=f"1,{DEFAULT_NOISE_SCALE:g}",
                     help=f"comma-separated noise scales (default 1 and the sampler's default {DEFAULT_NOISE_SCALE:g})")
-    ap.add_argument("--checkpoint", default=None, help="model file (default: the bundled model)")
+    ap.add_argument("--checkpoint", default=None, help="a model file (default: the bundled model named by --model)")
+    ap.add_argument("--model", default="qm9", help="bundled model name (qm9, qm9-joint)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (faster; same molecules up to float rounding)")
     ap.add_argument("--out", default=str(RESULTS / "qm9_quality.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    gen = load_pretrained(args.checkpoint)
+    gen = load_pretrained(args.checkpoint, model=args.model)
     if args.compile:
         gen.compile()
     T = gen.config.diffusion.timesteps

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from molediff.atomic import atomic_write
 from molediff.cli import main as cli
 from molediff.config import DEFAULT_STEPS
 
@@ -30,7 +31,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=200, help="molecules per measurement (default 200)")
     ap.add_argument("--steps", default=f"{DEFAULT_STEPS},1000", help=f"step counts (default {DEFAULT_STEPS},1000)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--checkpoint", default=None, help="model (default: bundled)")
+    ap.add_argument("--checkpoint", default=None, help="a model file (default: the bundled model named by --model)")
+    ap.add_argument("--model", default="qm9", help="bundled model name (qm9, qm9-joint)")
     ap.add_argument("--compile", action="store_true", help="also time 'molediff sample --compile' (its warm-up counted)")
     ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
     args = ap.parse_args()
@@ -41,22 +43,20 @@ def main() -> int:
             for steps, compiled in [(int(s), c) for s in args.steps.split(",") for c in ((False, True) if args.compile else (False,))]:
                 cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
                        "--threads", str(args.threads), "--no-progress"] + (["--compile"] if compiled else [])
-                if args.checkpoint:
-                    cmd += ["--checkpoint", args.checkpoint]
+                cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
                 t0 = time.perf_counter()
                 rc = cli(cmd)
                 dt = time.perf_counter() - t0
                 if rc != 0:
                     raise SystemExit(f"molediff sample failed with exit code {rc}")
-                rows.append({"device": device, "threads": args.threads, "steps": steps, "compile": compiled, "n": args.n,
+                rows.append({"model": args.checkpoint or args.model, "device": device, "threads": args.threads, "steps": steps, "compile": compiled, "n": args.n,
                              "seconds": round(dt, 2), "mol_per_s": round(args.n / dt, 3)})
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
     print(meta)
     print("device | threads | steps | compile | n | seconds | mol/s")
     for r in rows:
         print(f"{r['device']} | {r['threads']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['n']} | {r['seconds']} | {r['mol_per_s']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0
 
