@@ -97,7 +97,7 @@ def test_full_ancestral_sampling_when_steps_equal_T(tiny_model, tmp_path):
         (["-n", "2", "--batch-size", "0"], "--batch-size must be"),
         (["-n", "2", "--steps", "0"], "--steps must be between 1 and 50"),
         (["-n", "2", "--steps", "51"], "--steps must be between 1 and 50"),
-        (["-n", "2", "--n-atoms", "0"], "--n-atoms must be between"),
+        (["-n", "2", "--n-atoms", "0"], "--n-atoms must be"),
         (["-n", "2", "--eta", "1.5"], "--eta must be between 0 and 1"),
         (["-n", "2", "--noise-scale", "-0.5"], "--noise-scale must be between 0 and 2"),
     ],

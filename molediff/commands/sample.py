@@ -179,7 +179,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     try:
         for symbols, pos, info in gen.sample_arrays(quota, steps=steps, seed=args.seed, batch_size=args.batch_size,
                                                     n_atoms=args.n_atoms, eta=args.eta, noise_scale=args.noise_scale, stats=stats,
-                                                    fragment=args.fragment, resample=args.resample,
+                                                    fragment=args.fragment,
+                                                    resample=args.resample if args.fragment is not None else None,
                                                     first_batch=r, batch_stride=w, on_step=on_step):
             if fmt == "sdf":
                 extra = {"molediff_fixed_atoms": " ".join(str(i + 1) for i in info["fixed_atoms"])} if "fixed_atoms" in info else {}
