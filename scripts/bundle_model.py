@@ -41,6 +41,8 @@ def main() -> int:
     # where the run started is provenance (kept in the card and metadata), not a setting to ship: a
     # user's `molediff train --config molediff/pretrained/config.json` must not chase this machine's path
     started_from, config.init_from = config.init_from, ""
+    root = str(PRETRAINED.parents[1]) + "/"
+    started_from = started_from.removeprefix(root)  # a path of this checkout, said relative to it
     config.compile = False  # a speed setting of the machine that trained it (needs a C++ compiler), not of the recipe
     d = config.diffusion
     columns = (MODEL_PERCENT if d.bonds else ()) + PERCENT

@@ -298,3 +298,11 @@ def test_bundled_model_names_and_conflicts(tiny_model, tmp_path, capsys, monkeyp
     monkeypatch.setitem(sampling.BUNDLED_MODELS, "qm9-joint", "no_such_file.pt")
     with pytest.raises(UserError, match="no bundled model 'qm9-joint'"):
         sampling.load_pretrained(model="qm9-joint")
+
+
+@pytest.mark.skipif(not sampling.bundled_model_path("qm9-joint").exists(), reason="no bundled joint model in this checkout")
+def test_bundled_joint_model_writes_bonds():
+    gen = sampling.load_pretrained(model="qm9-joint")
+    assert gen.writes_bonds
+    got = list(gen.sample_arrays(2, steps=3, batch_size=2))
+    assert len(got) == 2 and all("bonds" in info and "charges" in info for _, _, info in got)
