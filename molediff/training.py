@@ -181,7 +181,13 @@ class Trainer:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
             self.net.compile(dynamic=True)
-        self.train_set, self.valid_set = load_training_data(config, progress=progress)
+        # rank 0 reads (and on a fresh machine builds) the data caches first; the others wait for it
+        # rather than all building the same cache at once
+        if self.ctx.enabled and not self.ctx.is_main:
+            distributed.barrier(self.ctx)
+        self.train_set, self.valid_set = load_training_data(config, progress=progress and self.ctx.is_main)
+        if self.ctx.enabled and self.ctx.is_main:
+            distributed.barrier(self.ctx)
         if config.diffusion.bonds:
             self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:

@@ -32,6 +32,9 @@ def single(*args):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    from molediff.data.qm9 import load_qm9_tensors
+
+    load_qm9_tensors(progress=False)  # a fresh machine builds the QM9 cache here, outside the timed run
     root = tmp_path_factory.mktemp("ddp")
     out = torchrun("train", "--out", str(root / "ddp"), "--batch-size", "4", "--max-steps", "5", *TINY)
     single("train", "--out", str(root / "single"), "--batch-size", "8", "--max-steps", "5", *TINY)
