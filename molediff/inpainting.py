@@ -138,10 +138,8 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
         node[:, :3] = remove_mean(node[:, :3], graph.batch, graph.num_graphs)
         return MolState(node, pair, graph, x.parts)
 
-    start = MolState(torch.zeros(int(graph.ptr[-1]), diffusion.node_width, device=device),
-                     torch.zeros(graph.pair_index.shape[1], diffusion.pair_width, device=device), graph, diffusion.parts)
     first_t = s.num_train_timesteps - 1  # both samplers begin at the last level
-    x_T = replace(-1, first_t, start.noise_like(generator))
+    x_T = replace(-1, first_t, diffusion.prior(graph, generator))
     mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
                             callback=callback, replace=replace, x_T=x_T, resample=resample)
     # into the fragment's frame: translate each molecule so its fixed atoms sit on the input
@@ -152,20 +150,6 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     pos[fixed] = frag[(torch.arange(len(pos), device=device) - graph.ptr[graph.batch])[fixed]]
     mols.pos = pos
     return mols
-
-
-def sizes_with_fragment(histogram: torch.Tensor, n: int, fragment_atoms: int, n_atoms: tuple[int, int] | None,
-                        generator: torch.Generator | None) -> torch.Tensor:
-    """``n`` molecule sizes: uniform over the range ``n_atoms`` (lo, hi), or drawn from the training
-    histogram conditioned on being larger than the fragment."""
-    if n_atoms is not None:
-        lo, hi = n_atoms
-        return torch.randint(lo, hi + 1, (n,), generator=generator)
-    hist = histogram.clone().double()
-    hist[: fragment_atoms + 1] = 0
-    if float(hist.sum()) == 0:
-        raise UserError(f"the training data has no molecule larger than the fragment ({fragment_atoms} atoms); give --n-atoms")
-    return torch.multinomial(hist / hist.sum(), n, replacement=True, generator=generator)
 
 
 def parse_size_range(text: str) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
 from molediff.diffusion.noise import randn
 from molediff.elements import BOND_NAMES, CHARGES, ELEMENTS
+from molediff.errors import UserError
 from molediff.models.egnn import FullyConnectedEdges
 
 NUM_TYPES = len(ELEMENTS)
@@ -328,6 +329,13 @@ class MolecularDiffusion:
         return self.schedule.sample_timesteps(n, generator=generator, device=device)
 
     # ------------------------------------------------------------------ sampling
+    def prior(self, graph: MolGraph, generator: torch.Generator | None = None) -> MolState:
+        """Pure noise x_T on ``graph`` (the state's subspace: zero centre of mass for positions)."""
+        device = graph.ptr.device
+        zeros = MolState(torch.zeros(int(graph.ptr[-1]), self.node_width, device=device),
+                         torch.zeros(graph.pair_index.shape[1], self.pair_width, device=device), graph, self.parts)
+        return zeros.noise_like(generator)
+
     @torch.no_grad()
     def sample(self, net: nn.Module, num_atoms: torch.Tensor | list[int], num_steps: int | None = 100,
                generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
@@ -343,10 +351,7 @@ class MolecularDiffusion:
         """
         device = next(net.parameters()).device
         if x_T is None:
-            graph = MolGraph.from_ptr(ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device))
-            zeros = MolState(torch.zeros(int(graph.ptr[-1]), self.node_width, device=device),
-                             torch.zeros(graph.pair_index.shape[1], self.pair_width, device=device), graph, self.parts)
-            x_T = zeros.noise_like(generator)
+            x_T = self.prior(MolGraph.from_ptr(ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device)), generator)
 
         def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
             return self.predict(net, x, t, **kw)[0]
@@ -384,5 +389,20 @@ def sizes_from_histogram(histogram: torch.Tensor, n: int, generator: torch.Gener
     return torch.multinomial(probs, n, replacement=True, generator=generator)
 
 
+def draw_sizes(histogram: torch.Tensor, n: int, n_atoms: tuple[int, int] | None = None, larger_than: int = 0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` molecule sizes: ``n_atoms`` (lo, hi) fixed (lo = hi) or uniform over the range; else drawn
+    from the histogram, restricted to sizes above ``larger_than`` (a fragment's size)."""
+    if n_atoms is not None:
+        lo, hi = n_atoms
+        return torch.full((n,), lo) if lo == hi else torch.randint(lo, hi + 1, (n,), generator=generator)
+    if larger_than:
+        histogram = histogram.clone()
+        histogram[: larger_than + 1] = 0
+        if int(histogram.sum()) == 0:
+            raise UserError(f"the training data has no molecule larger than the fragment ({larger_than} atoms); give --n-atoms")
+    return sizes_from_histogram(histogram, n, generator=generator)
+
+
 __all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolGraph", "MolState", "Molecules", "MolecularDiffusion", "Part", "layout",
-           "remove_mean", "finite_molecules", "sizes_from_histogram", "NUM_TYPES"]
+           "remove_mean", "finite_molecules", "sizes_from_histogram", "draw_sizes", "NUM_TYPES"]

@@ -24,7 +24,7 @@ from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, 
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
 from molediff.models import build_network
-from molediff.molecular import MolecularDiffusion, finite_molecules, sizes_from_histogram
+from molediff.molecular import MolecularDiffusion, draw_sizes, finite_molecules
 
 #: the models shipped in the package, by name (files under molediff/pretrained/, each with its card)
 BUNDLED_MODELS: dict[str, str] = {
@@ -142,7 +142,7 @@ class MoleculeGenerator:
             raise UserError(f"noise scale must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale:g}")
         stats = stats if stats is not None else SampleStats()
         stats.requested = n
-        from molediff.inpainting import Fragment, inpaint, parse_size_range, sizes_with_fragment
+        from molediff.inpainting import Fragment, inpaint, parse_size_range
 
         max_atoms = len(self.histogram) - 1
         if n_atoms is not None:
@@ -168,13 +168,7 @@ class MoleculeGenerator:
                 raise RuntimeError(f"sampling diverges: {stats.diverged} of {stats.diverged + stats.delivered} molecules failed")
             g = batch_generator(seed, index)
             size = min(batch_size, n - stats.delivered)
-            if fragment is not None:
-                sizes = sizes_with_fragment(self.histogram, size, len(fragment), n_atoms, generator=g)
-            elif n_atoms is not None:
-                sizes = torch.randint(n_atoms[0], n_atoms[1] + 1, (size,), generator=g) if n_atoms[0] < n_atoms[1] \
-                    else torch.full((size,), n_atoms[0])
-            else:
-                sizes = sizes_from_histogram(self.histogram, size, generator=g)
+            sizes = draw_sizes(self.histogram, size, n_atoms, len(fragment) if fragment is not None else 0, generator=g)
             total_steps = steps or self.diffusion.schedule.num_train_timesteps
             callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
             if fragment is None:
