@@ -72,6 +72,11 @@ class DiffusionConfig:
     atom_weight: float = 1.0
     charge_weight: float = 1.0
     bond_weight: float = 1.0
+    # self-conditioning (Chen et al. 2022, "Analog Bits"): the network also reads its own estimate of
+    # the clean molecule (atom and charge parts, bond part, distances of its estimated geometry); in
+    # training, half of the batches get that estimate from a first no-gradient pass, in sampling the
+    # previous step's estimate
+    self_condition: bool = False
 
 
 #: fields of earlier versions' configs that named recipe-study variants since removed from the core;
@@ -103,6 +108,8 @@ HELP: dict[str, str] = {
     "diffusion.atom_weight": "weight of the atom-type cross-entropy (atom_loss 'ce')",
     "diffusion.charge_weight": "weight of the formal-charge cross-entropy",
     "diffusion.bond_weight": "weight of the bond-type cross-entropy",
+    "diffusion.self_condition": "the network also reads its previous estimate of the clean molecule (self-conditioning; "
+                                "needs x0 parametrisation; a warm start may add it: the new inputs start at zero)",
     "data": "'qm9' (the committed train split) or a path to SDF/XYZ files or folders",
     "batch_size": "molecules per optimiser step (per rank under torchrun)",
     "lr": "AdamW learning rate",
@@ -184,6 +191,7 @@ class TrainConfig:
             (dcfg.atom_loss in ("mse", "ce"), f"--diffusion-atom-loss must be 'mse' or 'ce', got {dcfg.atom_loss!r}"),
             (dcfg.parametrization == "x0" or (dcfg.atom_loss == "mse" and not dcfg.charges and not dcfg.bonds),
              "cross-entropy parts (charges, bonds, --diffusion-atom-loss ce) need --diffusion-parametrization x0"),
+            (dcfg.parametrization == "x0" or not dcfg.self_condition, "--diffusion-self-condition needs --diffusion-parametrization x0"),
             (dcfg.timesteps >= 1, "--diffusion-timesteps must be ≥ 1"),
             (min(dcfg.feature_scale, dcfg.charge_scale, dcfg.bond_scale) > 0, "part scales must be > 0"),
             (min(dcfg.atom_weight, dcfg.charge_weight, dcfg.bond_weight) >= 0, "loss weights must be ≥ 0"),

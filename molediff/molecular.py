@@ -222,17 +222,23 @@ class MolecularDiffusion:
     # ------------------------------------------------------------------ network widths
     def network_widths(self) -> dict[str, int]:
         """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
-        w = {"in_features": self.node_width - 3 + 1, "out_features": self.node_width - 3}
+        sc = self.cfg.self_condition
+        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1, "out_features": self.node_width - 3,
+             "self_condition": sc}
         if self.pair_width:
-            w.update(pair_in=self.pair_width + 1, pair_out=self.pair_width)
+            w.update(pair_in=self.pair_width * (2 if sc else 1) + 1, pair_out=self.pair_width)
         return w
 
+    def _feature_labels(self) -> list[str]:
+        return [f"{p.name}:{lab}" for p in self.parts if p.level == "atom" and p.name != "pos" for lab in p.labels]
+
     def input_labels(self) -> list[str]:
-        """Names of the network's per-atom input columns (for transferring weights between layouts)."""
-        return [f"{p.name}:{lab}" for p in self.parts if p.level == "atom" and p.name != "pos" for lab in p.labels] + ["time"]
+        """Names of the network's per-atom input columns (for transferring weights between layouts):
+        the noisy features, time and, with self-conditioning, the estimate's features ("sc:...")."""
+        return self._feature_labels() + ["time"] + (["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else [])
 
     def output_labels(self) -> list[str]:
-        return self.input_labels()[:-1]
+        return self._feature_labels()
 
     # ------------------------------------------------------------------ data <-> state
     def encode(self, batch: Any) -> MolState:
@@ -265,18 +271,26 @@ class MolecularDiffusion:
         return MolState(s.add_noise(x0.node, noise.node, t[g.batch]), s.add_noise(x0.pair, noise.pair, t[g.pair_batch]), g, x0.parts)
 
     # ------------------------------------------------------------------ the denoiser
-    def predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, **model_kwargs: Any
-                ) -> tuple[MolState, dict[str, torch.Tensor]]:
+    def predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, self_cond: MolState | None = None,
+                **model_kwargs: Any) -> tuple[MolState, dict[str, torch.Tensor]]:
         """The network's output as a state of the schedule's prediction type (x̂_0 or ε̂), and the
-        logits of the cross-entropy parts. ``t`` [B] per molecule."""
+        logits of the cross-entropy parts. ``t`` [B] per molecule. ``self_cond``: the network's previous
+        estimate x̂_0 (self-conditioning models; None = no estimate yet, read as zeros)."""
         g = x_t.graph
         T = self.schedule.num_train_timesteps
         pos_in = x_t.node[:, :3]
-        h_in = torch.cat([x_t.node[:, 3:], (t[g.batch].to(x_t.dtype) / T)[:, None]], dim=1)
-        pair_in = None
-        if self.pair_width:
-            pair_in = torch.cat([x_t.pair, (t[g.pair_batch].to(x_t.dtype) / T)[:, None]], dim=1)
-        pos_out, h_out, pair_out = net(h_in, pos_in, g.edge_index, pair_in, g.edge_pair, g.pair_index, **model_kwargs)
+        h_in = [x_t.node[:, 3:], (t[g.batch].to(x_t.dtype) / T)[:, None]]
+        pair_in = [x_t.pair, (t[g.pair_batch].to(x_t.dtype) / T)[:, None]]
+        if self.cfg.self_condition:
+            sc = self_cond if self_cond is not None else x_t * 0.0
+            h_in.append(sc.node[:, 3:])
+            pair_in.append(sc.pair)
+            model_kwargs = {**model_kwargs, "x_cond": sc.node[:, :3]}
+        elif self_cond is not None:
+            raise ValueError("self_cond given to a model without self-conditioning")
+        pos_out, h_out, pair_out = net(torch.cat(h_in, dim=1), pos_in, g.edge_index,
+                                       torch.cat(pair_in, dim=1) if self.pair_width else None, g.edge_pair, g.pair_index,
+                                       **model_kwargs)
         if self.cfg.parametrization == "eps":
             node = torch.cat([remove_mean(pos_out - pos_in, g.batch, g.num_graphs), h_out], dim=1)
             return MolState(node, x_t.pair, g, x_t.parts), {}
@@ -308,7 +322,13 @@ class MolecularDiffusion:
         g = x0.graph
         B = g.num_graphs
         x_t = self.add_noise(x0, noise, t)
-        out, logits = self.predict(net, x_t, t)
+        estimate = None
+        if self.cfg.self_condition and torch.rand(()) < 0.5:
+            # half of the batches see the network's own estimate, from a first pass that is not
+            # trained through (so at sampling time the previous step's estimate is in distribution)
+            with torch.no_grad():
+                estimate = self.predict(net, x_t, t)[0]
+        out, logits = self.predict(net, x_t, t, self_cond=estimate)
         eps = self.schedule.to_eps(out.node, x_t.node, t[g.batch])
         mse_cols = torch.cat([torch.arange(self.node_cols[p.name].start, self.node_cols[p.name].stop)
                               for p in self.parts if p.loss == "mse"])
@@ -353,8 +373,13 @@ class MolecularDiffusion:
         if x_T is None:
             x_T = self.prior(MolGraph.from_ptr(ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device)), generator)
 
+        estimate: list[MolState | None] = [None]  # self-conditioning: the previous step's x̂_0
+
         def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
-            return self.predict(net, x, t, **kw)[0]
+            out = self.predict(net, x, t, self_cond=estimate[0], **kw)[0]
+            if self.cfg.self_condition:
+                estimate[0] = out
+            return out
 
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
                         noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample)

@@ -23,7 +23,8 @@ LOG = "log.jsonl"
 
 #: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
 #: it starts from (``--init-from``), and asking to change it is refused with the field's name.
-#: ``--init-from`` may also add parts (charges, bonds): the new parts start fresh, the rest is copied.
+#: ``--init-from`` may also add parts (charges, bonds) or self-conditioning: the new parts and inputs start
+#: fresh (inputs at zero), the rest is copied.
 MAY_CHANGE = {
     # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
@@ -32,7 +33,8 @@ MAY_CHANGE = {
 }
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
     "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
-    "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden")
+    "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
+    "diffusion.self_condition")
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:

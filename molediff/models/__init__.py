@@ -29,7 +29,8 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
     Tensors of equal shape are copied; the input embedding's columns and the output layer's rows are
     copied by label (``(input labels, output labels)``, e.g. "atom:C", "time"), so a model that adds
     parts (charges, bonds) starts from an atoms-only model's weights: new input columns start at zero,
-    so the network first computes what the source did. Returns the names of parameters left at their
+    so the network first computes what the source did; so do the pair read-in's and the edge layers'
+    appended input columns (self-conditioning). Returns the names of parameters left at their
     initialisation (the new parts). Raises ``UserError`` on any other mismatch.
     """
     own = net.state_dict()
@@ -47,6 +48,12 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
                 if label not in new_in:
                     raise UserError(f"the source network reads input {label!r}, which this model does not have")
                 target[:, new_in.index(label)] = value[:, j]
+        elif (key == "pair_embed.weight" or key.endswith(".edge.weight")) and target.shape[0] == value.shape[0] \
+                and target.shape[1] > value.shape[1]:
+            # inputs appended at the end (self-conditioning's estimate) start at zero
+            target.zero_()
+            target[:, : value.shape[1]] = value
+            fresh.append(key + " (new input columns)")
         elif key.startswith("out.") and value.shape[0] == len(old_out):
             for j, label in enumerate(old_out):
                 target[new_out.index(label)] = value[j]

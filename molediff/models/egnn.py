@@ -3,12 +3,13 @@ with an optional hidden state per atom pair for models that generate bonds.
 
 Each layer, on the fully connected graph of each molecule:
 
-    m_ij = φ_e(h_i, h_j, d²_ij, d⁰²_ij [, e_ij]) · sigmoid(φ_a(m_ij))  messages (invariant)
+    m_ij = φ_e(h_i, h_j, d²_ij, d⁰²_ij [, d̂²_ij] [, e_ij]) · sigmoid(φ_a(m_ij))  messages (invariant)
     h_i ← h_i + φ_h(h_i, Σ_j m_ij / Z)                                  feature update (invariant)
     x_i ← x_i + Σ_j (x_i − x_j) / (d_ij + 1) · φ_x(m_ij) / Z            position update (equivariant)
     e_ij ← e_ij + φ_p(m_ij + m_ji)                                      pair update (invariant, symmetric)
 
-with d⁰ the distances of the input geometry and Z a constant normalisation. The pair state e lives
+with d⁰ the distances of the input geometry, d̂ those of the network's previous estimate of the clean
+geometry (self-conditioning models) and Z a constant normalisation. The pair state e lives
 on unordered pairs (i < j), so it is symmetric by construction: both directed messages of a pair read
 the same e_ij and write into it through their sum. Pair inputs are the noisy bond one-hots; pair
 outputs (bond predictions) read e_ij and h_i + h_j, both symmetric.
@@ -131,6 +132,9 @@ class EGNN(nn.Module):
         norm: aggregation constant Z (EDM's QM9 model sums messages, Z = 1).
         coord_range: total bound (Å) of the position update across layers (EDM: 15).
         pair_in, pair_out, pair_hidden: widths of the per-pair input, output and state (0: atoms only).
+        self_condition: forward also takes ``x_cond`` [|V|, 3] (Å), the previous estimate of the clean
+            geometry, whose squared distances join the edge features (the other self-conditioning
+            inputs are columns of ``h`` and ``pair``).
 
     Forward: ``h`` [|V|, F], ``x`` [|V|, 3] Å, ``edge_index`` [2, |E|] and, with pairs, ``pair``
     [|P|, pair_in], ``edge_pair`` [|E|] and ``pair_index`` [2, |P|] (from :class:`FullyConnectedEdges`
@@ -141,12 +145,15 @@ class EGNN(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64, layers: int = 4, norm: float = 1.0,
-                 coord_range: float = 15.0, pair_in: int = 0, pair_out: int = 0, pair_hidden: int = 0) -> None:
+                 coord_range: float = 15.0, pair_in: int = 0, pair_out: int = 0, pair_hidden: int = 0,
+                 self_condition: bool = False) -> None:
         super().__init__()
         if bool(pair_in) != bool(pair_out) or bool(pair_in) != bool(pair_hidden):
             raise ValueError("pair_in, pair_out and pair_hidden must all be set or all be 0")
+        self.self_condition = self_condition
         self.embed = nn.Linear(in_features, hidden)
-        self.layers = nn.ModuleList(EGNNLayer(hidden, 2, coord_range / layers, norm, pair_hidden) for _ in range(layers))
+        edge_in = 3 if self_condition else 2
+        self.layers = nn.ModuleList(EGNNLayer(hidden, edge_in, coord_range / layers, norm, pair_hidden) for _ in range(layers))
         self.out = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, out_features))
         if pair_in:
             self.pair_embed = nn.Linear(pair_in, pair_hidden)
@@ -158,14 +165,19 @@ class EGNN(nn.Module):
         return ((x[edge_index[0]] - x[edge_index[1]]) ** 2).sum(1, keepdim=True)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, pair: torch.Tensor | None = None,
-                edge_pair: torch.Tensor | None = None, pair_index: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                edge_pair: torch.Tensor | None = None, pair_index: torch.Tensor | None = None,
+                x_cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         d0 = self._d2(x, edge_index)
+        fixed = [d0]
+        if self.self_condition:  # distances of the previous estimate's geometry: invariant
+            if x_cond is None:
+                raise ValueError("a self-conditioning EGNN needs x_cond")
+            fixed.append(self._d2(x_cond, edge_index))
         h = self.embed(h)
         e = self.pair_embed(pair) if pair is not None else None
         x_in = x
         for layer in self.layers:
-            edge_feat = torch.cat([self._d2(x, edge_index) if x is not x_in else d0, d0], dim=1)
+            edge_feat = torch.cat([self._d2(x, edge_index) if x is not x_in else d0, *fixed], dim=1)
             h, x, e = layer(h, x, edge_index, edge_feat, e, edge_pair)
         pair_out = None
         if e is not None:

@@ -1,0 +1,147 @@
+"""Self-conditioning: the network reads its previous estimate of the clean molecule. Equivariance
+with the estimate, warm starts that begin at the source's function, the estimate reaching the
+output, the sampler feeding the previous step's estimate, training's two passes."""
+
+import pytest
+import torch
+
+from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
+from molediff.errors import UserError
+from molediff.models import build_network, transfer_weights
+from molediff.molecular import MolecularDiffusion, MolState, remove_mean
+from tests.equivariance import assert_e3_equivariant
+from tests.test_molecular import _set
+
+TINY = ModelConfig(hidden=16, layers=2, pair_hidden=8)
+JOINT = DiffusionConfig(charges=True, bonds=True)
+JOINT_SC = DiffusionConfig(charges=True, bonds=True, self_condition=True)
+
+
+def _state(d, sizes=(6, 4), seed=0, dtype=torch.float64):
+    x = d.encode(_set(list(sizes), seed=seed).collate(list(range(len(sizes)))))
+    g = torch.Generator().manual_seed(seed + 10)
+    node = torch.randn(x.node.shape, generator=g, dtype=dtype)
+    node[:, :3] = remove_mean(node[:, :3], x.graph.batch, x.graph.num_graphs)
+    return MolState(node, torch.randn(x.pair.shape, generator=g, dtype=dtype), x.graph, x.parts)
+
+
+def _randomise_new_inputs(net):
+    """The self-conditioning read-ins start at zero (warm starts); give them weights so tests see them."""
+    with torch.no_grad():
+        for p in net.parameters():
+            zero = p == 0  # whole zero read-ins and the zero columns of the transferred ones
+            p[zero] = torch.randn(int(zero.sum()), dtype=p.dtype) * 0.3
+
+
+@pytest.mark.parametrize("t", [10, 500])
+def test_denoiser_with_an_estimate_is_e3_equivariant(t):
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    net = build_network(TINY, d).double()
+    _randomise_new_inputs(net)
+    x, est = _state(d), _state(d, seed=5)
+    n = x.node.shape[0]
+    tt = torch.full((2,), t)
+
+    def fn(p):  # rows 0..n-1: the noisy positions; n..2n-1: the estimate's positions (moved together)
+        g = x.graph
+        xs = MolState(torch.cat([remove_mean(p[:n], g.batch, 2), x.node[:, 3:]], dim=1), x.pair, g, x.parts)
+        es = MolState(torch.cat([remove_mean(p[n:], g.batch, 2), est.node[:, 3:]], dim=1), est.pair, g, x.parts)
+        out, _ = d.predict(net, xs, tt, self_cond=es)
+        return out.node[:, :3], torch.cat([out.node[:, 3:].flatten(), out.pair.flatten()])[:, None]
+
+    assert_e3_equivariant(fn, torch.cat([x.node[:, :3], est.node[:, :3]]), atol=1e-6)
+
+
+def test_warm_start_begins_at_the_source_function_and_the_estimate_then_matters():
+    torch.manual_seed(0)
+    src_d, d = MolecularDiffusion(JOINT), MolecularDiffusion(JOINT_SC)
+    src, net = build_network(TINY, src_d).double(), build_network(TINY, d).double()
+    fresh = transfer_weights(net, src.state_dict(), (d.input_labels(), d.output_labels()),
+                             (src_d.input_labels(), src_d.output_labels()))
+    assert "pair_embed.weight (new input columns)" in fresh and "layers.0.edge.weight (new input columns)" in fresh
+    x, est = _state(d), _state(d, seed=5)
+    t = torch.tensor([300, 700])
+    want = src_d.predict(src, x, t)[0]
+    for estimate in (None, est):  # new inputs at zero: the estimate does not matter yet
+        got = d.predict(net, x, t, self_cond=estimate)[0]
+        torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
+        torch.testing.assert_close(got.pair, want.pair, atol=1e-12, rtol=0)
+    _randomise_new_inputs(net)
+    with torch.no_grad():
+        for layer in net.layers:  # position updates start near zero (xavier gain 0.001): make them visible
+            layer.coord[-1].weight.normal_(0, 0.3)
+        a, b = d.predict(net, x, t)[0], d.predict(net, x, t, self_cond=est)[0]
+    assert float((a.node[:, :3] - b.node[:, :3]).abs().max()) > 1e-4  # positions read the estimate's distances
+    assert float((a.node[:, 3:] - b.node[:, 3:]).abs().max()) > 1e-4
+    assert float((a.pair - b.pair).abs().max()) > 1e-4
+    with pytest.raises(ValueError, match="self_cond"):
+        src_d.predict(src, x, t, self_cond=est)
+
+
+@pytest.mark.parametrize("steps", [None, 8])
+def test_sampler_feeds_each_step_the_previous_estimate(monkeypatch, steps):
+    torch.manual_seed(0)
+    d = MolecularDiffusion(DiffusionConfig(timesteps=20, charges=True, bonds=True, self_condition=True))
+    net = build_network(TINY, d)
+    calls = []
+    predict = d.predict
+
+    def recording(net_, x, t, self_cond=None, **kw):
+        out = predict(net_, x, t, self_cond=self_cond, **kw)
+        calls.append((self_cond, out[0]))
+        return out
+
+    monkeypatch.setattr(d, "predict", recording)
+    d.sample(net, [4, 6], num_steps=steps, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == (steps or 20)
+    assert calls[0][0] is None
+    for (_, previous), (given, _) in zip(calls, calls[1:]):
+        assert given is previous
+
+
+def test_training_uses_an_estimate_from_a_no_gradient_pass_on_half_the_batches(monkeypatch):
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    net = build_network(TINY, d)
+    x0 = d.encode(_set([5, 7]).collate([0, 1]))
+    noise = x0.noise_like(torch.Generator().manual_seed(0))
+    calls = []
+    predict = d.predict
+
+    def recording(net_, x, t, self_cond=None, **kw):
+        calls.append((torch.is_grad_enabled(), self_cond is not None))
+        return predict(net_, x, t, self_cond=self_cond, **kw)
+
+    monkeypatch.setattr(d, "predict", recording)
+    runs = []
+    for _ in range(40):
+        calls.clear()
+        loss = d.training_losses(net, x0, torch.tensor([100, 600]), noise)["total"]
+        loss.backward()
+        runs.append(list(calls))
+    with_estimate = [r for r in runs if len(r) == 2]
+    assert all(r == [(False, False), (True, True)] for r in with_estimate)  # first pass untrained, then used
+    assert all(r == [(True, False)] for r in runs if len(r) == 1)
+    assert 8 <= len(with_estimate) <= 32  # about half
+
+
+def test_self_conditioning_needs_x0_and_overfits():
+    with pytest.raises(UserError, match="self-condition"):
+        TrainConfig(diffusion=DiffusionConfig(parametrization="eps", self_condition=True)).validate()
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    net = build_network(ModelConfig(hidden=32, layers=2, pair_hidden=16), d)
+    x0 = d.encode(_set([5, 7, 6, 4], seed=1).collate([0, 1, 2, 3]))
+    t = torch.tensor([50, 200, 400, 700])
+    noise = x0.noise_like(torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = last = None
+    for _ in range(300):
+        loss = d.training_losses(net, x0, t, noise)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else float(loss)
+        last = float(loss)
+    assert last < first / 10, (first, last)
