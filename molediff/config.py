@@ -77,6 +77,13 @@ class DiffusionConfig:
     # training, half of the batches get that estimate from a first no-gradient pass, in sampling the
     # previous step's estimate
     self_condition: bool = False
+    # property conditioning (molediff.conditioning): the properties the model reads, each dropped
+    # ("not given") independently with condition_dropout in training, so one model samples with any
+    # subset of them or none (classifier-free guidance); condition_stats {name: [mean, std, min, max]}
+    # on the training data is filled when training starts (the network reads standardised values)
+    conditions: list[str] = field(default_factory=list)
+    condition_dropout: float = 0.5
+    condition_stats: dict[str, list[float]] = field(default_factory=dict)
 
 
 #: fields of earlier versions' configs that named recipe-study variants since removed from the core;
@@ -110,7 +117,10 @@ HELP: dict[str, str] = {
     "diffusion.bond_weight": "weight of the bond-type cross-entropy",
     "diffusion.self_condition": "the network also reads its previous estimate of the clean molecule (self-conditioning; "
                                 "needs x0 parametrisation; a warm start may add it: the new inputs start at zero)",
-    "data": "'qm9' (the committed train split) or a path to SDF/XYZ files or folders",
+    "diffusion.conditions": "comma-separated QM9 properties to condition on (alpha, gap, homo, lumo, mu, cv); empty: unconditional",
+    "diffusion.condition_dropout": "probability that a condition is hidden from the network in a training example (each independently)",
+    "data": "'qm9' (the committed train split), 'qm9:train-a' / 'qm9:train-b' (its two halves, for the conditioning "
+            "benchmark) or a path to SDF/XYZ files or folders",
     "batch_size": "molecules per optimiser step (per rank under torchrun)",
     "lr": "AdamW learning rate",
     "weight_decay": "AdamW weight decay",
@@ -192,6 +202,11 @@ class TrainConfig:
             (dcfg.parametrization == "x0" or (dcfg.atom_loss == "mse" and not dcfg.charges and not dcfg.bonds),
              "cross-entropy parts (charges, bonds, --diffusion-atom-loss ce) need --diffusion-parametrization x0"),
             (dcfg.parametrization == "x0" or not dcfg.self_condition, "--diffusion-self-condition needs --diffusion-parametrization x0"),
+            (0 <= dcfg.condition_dropout <= 1, f"--diffusion-condition-dropout must be in [0, 1], got {dcfg.condition_dropout}"),
+            (not dcfg.conditions or self.data.split(":")[0] == "qm9",
+             "--diffusion-conditions needs QM9 data (--data qm9 or qm9:train-b): files carry no properties"),
+            (self.data.split(":")[0] != "qm9" or self.data in ("qm9", "qm9:train-a", "qm9:train-b"),
+             f"--data {self.data!r}: QM9 data is 'qm9', 'qm9:train-a' or 'qm9:train-b'"),
             (dcfg.timesteps >= 1, "--diffusion-timesteps must be ≥ 1"),
             (min(dcfg.feature_scale, dcfg.charge_scale, dcfg.bond_scale) > 0, "part scales must be > 0"),
             (min(dcfg.atom_weight, dcfg.charge_weight, dcfg.bond_weight) >= 0, "loss weights must be ≥ 0"),
@@ -208,6 +223,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        from molediff.conditioning import check_names
+
+        check_names(dcfg.conditions)
         try:
             from molediff.diffusion.schedule import NoiseSchedule
 

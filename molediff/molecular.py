@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from molediff.conditioning import PROPERTY_NAMES, normalise
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DiffusionConfig
 from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
@@ -223,8 +224,8 @@ class MolecularDiffusion:
     def network_widths(self) -> dict[str, int]:
         """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
         sc = self.cfg.self_condition
-        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1, "out_features": self.node_width - 3,
-             "self_condition": sc}
+        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions),
+             "out_features": self.node_width - 3, "self_condition": sc}
         if self.pair_width:
             w.update(pair_in=self.pair_width * (2 if sc else 1) + 1, pair_out=self.pair_width)
         return w
@@ -234,8 +235,11 @@ class MolecularDiffusion:
 
     def input_labels(self) -> list[str]:
         """Names of the network's per-atom input columns (for transferring weights between layouts):
-        the noisy features, time and, with self-conditioning, the estimate's features ("sc:...")."""
-        return self._feature_labels() + ["time"] + (["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else [])
+        the noisy features, time, with self-conditioning the estimate's features ("sc:..."), and per
+        property condition its standardised value and whether it is given ("cond:gap", "given:gap")."""
+        sc = ["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else []
+        conds = [f"{kind}:{name}" for kind in ("cond", "given") for name in self.cfg.conditions]
+        return self._feature_labels() + ["time"] + sc + conds
 
     def output_labels(self) -> list[str]:
         return self._feature_labels()
@@ -255,6 +259,14 @@ class MolecularDiffusion:
             pair = F.one_hot(batch.bond_type, len(BOND_NAMES)).to(pos.dtype) * self.cfg.bond_scale
         return MolState(torch.cat(cols, dim=1), pair, graph, self.parts)
 
+    def condition_values(self, batch: Any) -> torch.Tensor | None:
+        """The batch's values [B, K] of this model's conditions (dataset units), None for unconditional models."""
+        if not self.cfg.conditions:
+            return None
+        if getattr(batch, "props", None) is None:
+            raise UserError("a conditional model needs molecules with properties (QM9)")
+        return batch.props[:, [PROPERTY_NAMES.index(n) for n in self.cfg.conditions]]
+
     def decode(self, x: MolState) -> Molecules:
         """Molecules from a (clean) state: positions centred, each categorical part's arg-max."""
         g = x.graph
@@ -272,10 +284,11 @@ class MolecularDiffusion:
 
     # ------------------------------------------------------------------ the denoiser
     def predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, self_cond: MolState | None = None,
-                **model_kwargs: Any) -> tuple[MolState, dict[str, torch.Tensor]]:
+                cond: torch.Tensor | None = None, **model_kwargs: Any) -> tuple[MolState, dict[str, torch.Tensor]]:
         """The network's output as a state of the schedule's prediction type (x̂_0 or ε̂), and the
         logits of the cross-entropy parts. ``t`` [B] per molecule. ``self_cond``: the network's previous
-        estimate x̂_0 (self-conditioning models; None = no estimate yet, read as zeros)."""
+        estimate x̂_0 (self-conditioning models; None = no estimate yet, read as zeros). ``cond`` [B, K]:
+        property values of a conditional model in the dataset's units, NaN = not given (None: none given)."""
         g = x_t.graph
         T = self.schedule.num_train_timesteps
         pos_in = x_t.node[:, :3]
@@ -288,6 +301,12 @@ class MolecularDiffusion:
             model_kwargs = {**model_kwargs, "x_cond": sc.node[:, :3]}
         elif self_cond is not None:
             raise ValueError("self_cond given to a model without self-conditioning")
+        if self.cfg.conditions:
+            values = cond if cond is not None else torch.full((g.num_graphs, len(self.cfg.conditions)), float("nan"), device=x_t.device)
+            z, given = normalise(values.to(x_t.device, torch.float64), self.cfg.conditions, self.cfg.condition_stats)
+            h_in += [z.to(x_t.dtype)[g.batch], given.to(x_t.dtype)[g.batch]]
+        elif cond is not None:
+            raise ValueError("cond given to a model without conditions")
         pos_out, h_out, pair_out = net(torch.cat(h_in, dim=1), pos_in, g.edge_index,
                                        torch.cat(pair_in, dim=1) if self.pair_width else None, g.edge_pair, g.pair_index,
                                        **model_kwargs)
@@ -312,9 +331,24 @@ class MolecularDiffusion:
                 pair = raw
         return MolState(torch.cat(node, dim=1), pair, g, x_t.parts), logits
 
+    def guided_predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, cond: torch.Tensor | None, guidance: float,
+                       self_cond: MolState | None = None, **model_kwargs: Any) -> MolState:
+        """Classifier-free guidance: u + w (c − u) of the unconditional (u) and conditional (c)
+        predictions; w = 0 is the unconditional prediction itself, w = 1 the conditional one (one pass each)."""
+        if cond is None or guidance == 0.0:
+            return self.predict(net, x_t, t, self_cond=self_cond, **model_kwargs)[0]
+        c = self.predict(net, x_t, t, self_cond=self_cond, cond=cond, **model_kwargs)[0]
+        if guidance == 1.0:
+            return c
+        u = self.predict(net, x_t, t, self_cond=self_cond, **model_kwargs)[0]
+        return u + guidance * (c - u)
+
     # ------------------------------------------------------------------ training
-    def training_losses(self, net: nn.Module, x0: MolState, t: torch.Tensor, noise: MolState) -> dict[str, torch.Tensor]:
+    def training_losses(self, net: nn.Module, x0: MolState, t: torch.Tensor, noise: MolState,
+                        cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-part losses (each a scalar: per molecule, then the batch mean) and their weighted ``total``.
+        ``cond`` [B, K]: the molecules' property values (conditional models; already with the dropped
+        ones set to NaN, see :func:`molediff.conditioning.drop_conditions`).
 
         ``mse``: ε-MSE over the ε-MSE columns (positions, and atom types unless trained by
         cross-entropy), averaged over columns and atoms; ``<part>``: cross-entropy of a categorical part.
@@ -327,8 +361,8 @@ class MolecularDiffusion:
             # half of the batches see the network's own estimate, from a first pass that is not
             # trained through (so at sampling time the previous step's estimate is in distribution)
             with torch.no_grad():
-                estimate = self.predict(net, x_t, t)[0]
-        out, logits = self.predict(net, x_t, t, self_cond=estimate)
+                estimate = self.predict(net, x_t, t, cond=cond)[0]
+        out, logits = self.predict(net, x_t, t, self_cond=estimate, cond=cond)
         eps = self.schedule.to_eps(out.node, x_t.node, t[g.batch])
         mse_cols = torch.cat([torch.arange(self.node_cols[p.name].start, self.node_cols[p.name].stop)
                               for p in self.parts if p.loss == "mse"])
@@ -360,14 +394,19 @@ class MolecularDiffusion:
     def sample(self, net: nn.Module, num_atoms: torch.Tensor | list[int], num_steps: int | None = 100,
                generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
-               x_T: MolState | None = None, resample: int = 1) -> Molecules:
+               x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
+               guidance: float = 1.0) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
         deterministic, 1 DDPM-like). ``noise_scale`` multiplies the noise injected at each step (not
         x_T): 1 samples the model's distribution, below 1 a lower-temperature one. ``replace(i, t, x)``
         may overwrite part of the state after each step (inpainting), with ``resample`` RePaint rounds.
-        ``x_T`` replaces the starting noise (its graph fixes the molecule sizes).
+        ``x_T`` replaces the starting noise (its graph fixes the molecule sizes). ``cond`` [B, K]: property
+        targets of a conditional model (dataset units, NaN = not given); ``guidance`` w combines the
+        conditional and unconditional predictions as u + w (c − u) (classifier-free guidance, Ho &
+        Salimans 2022; on x̂_0, which for a fixed x_t is the same as on ε): 1 = the conditional model
+        alone, 0 = unconditional, > 1 pushes further towards the condition (two network passes a step).
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -375,8 +414,11 @@ class MolecularDiffusion:
 
         estimate: list[MolState | None] = [None]  # self-conditioning: the previous step's x̂_0
 
+        if cond is not None and not self.cfg.conditions:
+            raise ValueError("this model has no conditions")
+
         def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
-            out = self.predict(net, x, t, self_cond=estimate[0], **kw)[0]
+            out = self.guided_predict(net, x, t, cond, guidance, self_cond=estimate[0], **kw)
             if self.cfg.self_condition:
                 estimate[0] = out
             return out

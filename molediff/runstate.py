@@ -23,18 +23,18 @@ LOG = "log.jsonl"
 
 #: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
 #: it starts from (``--init-from``), and asking to change it is refused with the field's name.
-#: ``--init-from`` may also add parts (charges, bonds) or self-conditioning: the new parts and inputs start
+#: ``--init-from`` may also add parts (charges, bonds), self-conditioning or conditions: the new parts and inputs start
 #: fresh (inputs at zero), the rest is copied.
 MAY_CHANGE = {
     # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
                "eval_samples", "eval_sample_steps", "lr", "batch_size", "diffusion.atom_weight", "diffusion.charge_weight",
-               "diffusion.bond_weight"),
+               "diffusion.bond_weight", "diffusion.condition_dropout"),
 }
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
     "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
     "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
-    "diffusion.self_condition")
+    "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout")
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:

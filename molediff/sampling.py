@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from molediff.checkpoint import load_model_file
+from molediff.conditioning import check_conditions, condition_rows, sizes_for_conditions
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
@@ -30,6 +31,7 @@ from molediff.molecular import MolecularDiffusion, draw_sizes, finite_molecules
 BUNDLED_MODELS: dict[str, str] = {
     "qm9": "qm9_ema.pt",  # the default: atoms-only EGNN (lookup bonds)
     "qm9-joint": "qm9_joint_ema.pt",  # generates bonds and formal charges with the geometry (preview)
+    "qm9-cond": "qm9_cond_ema.pt",  # the joint model conditioned on six QM9 properties (classifier-free guidance)
 }
 BUNDLED_MODEL = BUNDLED_MODELS["qm9"]
 
@@ -86,6 +88,24 @@ class MoleculeGenerator:
         """Whether the model generates its own bonds and formal charges (a joint model)."""
         return self.config.diffusion.bonds
 
+    @property
+    def conditions(self) -> list[str]:
+        """The properties this model can be conditioned on (empty: an unconditional model)."""
+        return list(self.config.diffusion.conditions)
+
+    def check_conditions(self, conditions: dict[str, float] | None, guidance: float = 1.0) -> dict[str, float]:
+        """``conditions`` checked against this model (names, finite values inside the training range)
+        and the guidance weight; raises :class:`UserError` saying what is wrong."""
+        dcfg = self.config.diffusion
+        if conditions and not dcfg.conditions:
+            raise UserError("this model is not conditioned on properties; use a conditional model (--model qm9-cond)")
+        conditions = check_conditions(conditions or {}, dcfg.conditions, dcfg.condition_stats)
+        if not guidance >= 0 or guidance == float("inf"):
+            raise UserError(f"guidance must be a finite number ≥ 0, got {guidance}")
+        if guidance != 1.0 and not conditions:
+            raise UserError("guidance applies to sampling with conditions; give at least one")
+        return conditions
+
     def compile(self) -> "MoleculeGenerator":
         """Compile the network with ``torch.compile`` (in place; returns self).
 
@@ -115,6 +135,8 @@ class MoleculeGenerator:
         on_step: Callable[[int, int, int], None] | None = None,
         fragment: Any = None,
         resample: int | None = None,
+        conditions: dict[str, float] | None = None,
+        guidance: float = 1.0,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
@@ -133,6 +155,13 @@ class MoleculeGenerator:
         from the histogram above the fragment's size unless ``n_atoms``), grown by inpainting with
         ``resample`` RePaint rounds per step (default ``DEFAULT_RESAMPLE`` with a fragment, else 1);
         ``info["fixed_atoms"]`` lists the fragment's indices.
+
+        ``conditions`` (conditional models, e.g. ``{"gap": 0.25, "alpha": 70}`` in the dataset's units,
+        see :data:`molediff.conditioning.PROPERTIES`): every molecule is generated for these targets,
+        its size drawn from p(n | targets) of the training data unless ``n_atoms``; properties not
+        named are left free. ``guidance`` w: classifier-free guidance, u + w (c − u) (1: the
+        conditional model as trained, 0: unconditional, > 1 stronger; two network passes per step).
+        ``info["conditions"]`` holds the targets.
         """
         if n < 0:
             raise UserError("number of molecules must be ≥ 0")
@@ -160,6 +189,13 @@ class MoleculeGenerator:
             fragment = fragment_from_mol(fragment)
         if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
+        dcfg = self.config.diffusion
+        conditions = self.check_conditions(conditions, guidance)
+        if conditions and fragment is not None:
+            raise UserError("growing a fragment under property conditions is not supported; use one or the other")
+        table = self.meta.get("condition_table") if conditions else None
+        if conditions and n_atoms is None and table is None:
+            raise UserError("this model file has no table of sizes against properties; pass --n-atoms")
         symbols_table = np.array(ELEMENTS)
         index = first_batch
         t0 = time.time()
@@ -168,12 +204,18 @@ class MoleculeGenerator:
                 raise RuntimeError(f"sampling diverges: {stats.diverged} of {stats.diverged + stats.delivered} molecules failed")
             g = batch_generator(seed, index)
             size = min(batch_size, n - stats.delivered)
-            sizes = draw_sizes(self.histogram, size, n_atoms, len(fragment) if fragment is not None else 0, generator=g)
+            cond = condition_rows(conditions, dcfg.conditions, size) if conditions else None
+            if cond is not None and n_atoms is None:
+                sizes = sizes_for_conditions(cond, torch.as_tensor(table["sizes"]), torch.as_tensor(table["values"]),
+                                             dcfg.conditions, dcfg.condition_stats, generator=g)
+            else:
+                sizes = draw_sizes(self.histogram, size, n_atoms, len(fragment) if fragment is not None else 0, generator=g)
             total_steps = steps or self.diffusion.schedule.num_train_timesteps
             callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
             if fragment is None:
                 mols = self.diffusion.sample(self.net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale,
-                                             callback=callback, resample=resample).cpu()
+                                             callback=callback, resample=resample,
+                                             cond=cond.to(self.device) if cond is not None else None, guidance=guidance).cpu()
             else:
                 mols = inpaint(self.diffusion, self.net, fragment, sizes, steps, g, eta, noise_scale, resample, callback).cpu()
             pos, types, ptr = mols.pos, mols.atom_type, mols.ptr
@@ -188,6 +230,8 @@ class MoleculeGenerator:
                 info = {"batch": index, "index_in_batch": i}
                 if fragment is not None:
                     info["fixed_atoms"] = list(range(len(fragment)))
+                if conditions:
+                    info["conditions"] = dict(conditions)
                 if mols.bond_order is not None:
                     p0, p1 = int(mols.pair_ptr[i]), int(mols.pair_ptr[i + 1])
                     order = mols.bond_order[p0:p1]

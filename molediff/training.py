@@ -22,6 +22,7 @@ import torch
 
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, save_model_file, state_dict_digest
+from molediff.conditioning import drop_conditions
 from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, open_run
 from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
@@ -36,10 +37,12 @@ __all__ = ["CHECKPOINT", "EMA_MODEL", "LOG", "Trainer", "train", "validation_los
 # ---------------------------------------------------------------------------- data
 def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[MoleculeSet, MoleculeSet]:
     """(train, validation) sets: the QM9 split, or the user's files split 95/5 with the run's seed."""
-    if config.data == "qm9":
+    if config.data.split(":")[0] == "qm9":
         from molediff.data.qm9 import load_qm9
 
-        return load_qm9("train", progress=progress), load_qm9("valid", progress=progress)
+        props = bool(config.diffusion.conditions)
+        split = config.data.partition(":")[2] or "train"
+        return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
     from molediff.data.files import read_molecule_files
 
     mols, report = read_molecule_files([config.data], bonds=config.diffusion.bonds)
@@ -100,9 +103,10 @@ def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: M
     totals: dict[str, float] = {}
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
-        x0 = diffusion.encode(data.collate(idx).to(device))
+        batch = data.collate(idx).to(device)
+        x0 = diffusion.encode(batch)
         t = diffusion.sample_timesteps(len(idx), generator=g, device=device)
-        losses = diffusion.training_losses(net, x0, t, x0.noise_like(g))
+        losses = diffusion.training_losses(net, x0, t, x0.noise_like(g), cond=diffusion.condition_values(batch))
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
     return {k: v / max(len(data), 1) for k, v in totals.items()}
@@ -193,6 +197,9 @@ class Trainer:
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:
             self.valid_set = self.valid_set.subset(np.arange(config.valid_molecules))
         self.histogram = self.train_set.size_histogram()
+        self.condition_table: dict[str, Any] | None = None
+        if config.diffusion.conditions:
+            self._condition_statistics()
         # one global batch of batch_size × world molecules per step, the same on every rank; each rank
         # trains on its contiguous share and DDP averages the gradients (= the global-batch gradient)
         self.global_batch = config.batch_size * self.ctx.world_size
@@ -213,7 +220,33 @@ class Trainer:
             print(f"{missing} {what} molecules have no bond assignment and are left out of this joint model's data: {names}")
         return data.subset(data.has_bonds) if missing else data
 
+    def _condition_statistics(self, table_rows: int = 10_000) -> None:
+        """Statistics of the conditions on the training data (kept from the source model when it has them;
+        the network reads values standardised by them), and a table of (size, values) of up to
+        ``table_rows`` training molecules from which sampling draws sizes p(n | c)."""
+        from molediff.conditioning import PROPERTY_NAMES, property_stats
+
+        dcfg = self.config.diffusion
+        cols = [PROPERTY_NAMES.index(n) for n in dcfg.conditions]
+        values = self.train_set.props[:, cols]
+        missing = [n for n in dcfg.conditions if n not in dcfg.condition_stats]
+        if missing:
+            dcfg.condition_stats.update(property_stats(values[:, [dcfg.conditions.index(n) for n in missing]], missing))
+        rows = np.random.default_rng(self.config.seed).permutation(len(self.train_set))[:table_rows]
+        rows = np.sort(rows)
+        self.condition_table = {"sizes": self.train_set.num_atoms[rows].tolist(),
+                                "values": values[rows].tolist(), "names": list(dcfg.conditions)}
+
     # ------------------------------------------------------------------ persistence
+    def model_meta(self) -> dict[str, Any]:
+        """What a model file carries beside the weights: progress, the size histogram, the data, and for
+        conditional models the table of sizes and property values behind p(n | c)."""
+        meta = {"step": self.step, "train_seconds": round(self.elapsed, 1), "molecules_seen": self.molecules_seen,
+                "size_histogram": self.histogram.tolist(), "data": self.config.data}
+        if self.condition_table is not None:
+            meta["condition_table"] = self.condition_table
+        return meta
+
     def save(self) -> None:
         state = {
             "config": self.config.to_dict(),
@@ -228,9 +261,7 @@ class Trainer:
             "histogram": self.histogram,
         }
         atomic_torch_save(state, self.run_dir / CHECKPOINT)
-        meta = {"step": self.step, "train_seconds": round(self.elapsed, 1), "molecules_seen": self.molecules_seen,
-                "size_histogram": self.histogram.tolist(), "data": self.config.data}
-        save_model_file(self.run_dir / EMA_MODEL, self.ema.model.state_dict(), self.config, meta)
+        save_model_file(self.run_dir / EMA_MODEL, self.ema.model.state_dict(), self.config, self.model_meta())
         self.config.save_json(self.run_dir / "config.json")
 
     def log(self, record: dict[str, Any]) -> None:
@@ -253,8 +284,7 @@ class Trainer:
             rec["sample_seconds"] = round(time.time() - t0, 1)
         # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
         save_model_file(self.run_dir / "snapshots" / f"ema_step{self.step:07d}.pt", self.ema.model.state_dict(), self.config,
-                        {"step": self.step, "train_seconds": round(self.elapsed, 1), "molecules_seen": self.molecules_seen,
-                         "size_histogram": self.histogram.tolist(), "data": self.config.data})
+                        self.model_meta())
         self.log(rec)
         return rec
 
@@ -272,8 +302,11 @@ class Trainer:
         x0, noise = x0.slice(lo, hi), noise.slice(lo, hi)
         if dev.type != "cpu":
             x0, noise = _to(x0, dev), _to(noise, dev)
+        cond = self.diffusion.condition_values(b)
+        if cond is not None:  # each condition hidden independently: one model for every subset (CFG)
+            cond = drop_conditions(cond, self.config.diffusion.condition_dropout, generator=self.generator)[lo:hi].to(dev)
         self.net.train()
-        loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise)["total"]
+        loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise, cond=cond)["total"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)

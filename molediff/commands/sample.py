@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
+from molediff.conditioning import PROPERTIES, parse_conditions
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE
 from molediff.errors import UserError
 
@@ -43,9 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resample", type=int, default=DEFAULT_RESAMPLE,
                    help=f"RePaint rounds per reverse step with --fragment, so fragment and generated atoms agree "
                         f"(default {DEFAULT_RESAMPLE}; each round costs one more network evaluation; see benchmarks/README.md)")
-    p.add_argument("--model", default="qm9", choices=("qm9", "qm9-joint"),
-                   help="bundled model: 'qm9' (default; atoms and coordinates, bonds perceived by the lookup rule) or "
-                        "'qm9-joint' (generates bonds and formal charges with the geometry; a preview, see its model card)")
+    p.add_argument("--model", default="qm9", choices=("qm9", "qm9-joint", "qm9-cond"),
+                   help="bundled model: 'qm9' (default; atoms and coordinates, bonds perceived by the lookup rule), "
+                        "'qm9-joint' (generates bonds and formal charges with the geometry; a preview, see its model card) or "
+                        "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition)")
+    units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
+    p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"a property target for a conditional model, repeatable; values in QM9's own units: {units}. "
+                        "Properties not given are left free; values outside the model's training range are refused. "
+                        "Sizes are drawn from the training molecules with properties nearest the targets unless --n-atoms")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance weight w with --condition: ε = ε_uncond + w (ε_cond − ε_uncond); 1 (default) "
+                        "the conditional model as trained, 0 unconditional, above 1 pushes harder towards the targets "
+                        "(two network evaluations per step)")
     p.add_argument("--checkpoint", default=None, help="a model file or training checkpoint instead of a bundled model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
@@ -110,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
         args.fragment = read_fragment(args.fragment)  # checked before any output is created
         if args.n_atoms is not None and args.n_atoms[0] < len(args.fragment):
             raise UserError(f"the fragment has {len(args.fragment)} atoms, more than --n-atoms {args.n_atoms[0]}")
+    args.conditions = parse_conditions(args.condition)
+    if not args.guidance >= 0 or args.guidance == float("inf"):
+        raise UserError(f"--guidance must be a finite number ≥ 0, got {args.guidance}")
+    if args.guidance != 1.0 and not args.conditions:
+        raise UserError("--guidance applies to sampling with --condition; give at least one condition")
+    if args.conditions and args.fragment is not None:
+        raise UserError("--condition and --fragment cannot be combined yet; use one or the other")
     if args.n < 1:
         raise UserError(f"--n must be ≥ 1, got {args.n}")
     if args.batch_size < 1:
@@ -145,6 +163,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     from molediff.sampling import SampleStats, load_pretrained
 
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model)
+    gen.check_conditions(args.conditions, args.guidance)  # before any output is created
     if args.compile:
         gen.compile()
     T = gen.config.diffusion.timesteps
@@ -154,7 +173,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         raise UserError(f"--steps must be between 1 and {T}, got {args.steps}")
     steps = None if args.steps == T else args.steps
     sampler = ("ddpm" if steps is None else f"ddim{args.steps}_eta{args.eta:g}") + f"_noise{args.noise_scale:g}" + (
-        f"_inpaint_resample{args.resample}" if args.fragment is not None else "")
+        f"_inpaint_resample{args.resample}" if args.fragment is not None else "") + (
+        f"_guidance{args.guidance:g}" if args.conditions else "")
     meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": sampler,
             "molediff_seed": args.seed}
     # under torchrun, rank r samples batches r, r + W, r + 2W, ... (disjoint random streams) into its own
@@ -181,9 +201,11 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
                                                     n_atoms=args.n_atoms, eta=args.eta, noise_scale=args.noise_scale, stats=stats,
                                                     fragment=args.fragment,
                                                     resample=args.resample if args.fragment is not None else None,
-                                                    first_batch=r, batch_stride=w, on_step=on_step):
+                                                    first_batch=r, batch_stride=w, on_step=on_step,
+                                                    conditions=args.conditions, guidance=args.guidance):
             if fmt == "sdf":
                 extra = {"molediff_fixed_atoms": " ".join(str(i + 1) for i in info["fixed_atoms"])} if "fixed_atoms" in info else {}
+                extra.update({f"molediff_target_{k}": f"{v:.6g}" for k, v in info.get("conditions", {}).items()})
                 props = writer.write(list(symbols), pos, {"molediff_batch": info["batch"], **extra},
                                      bonds=info.get("bonds") if args.bonds == "model" else None, charges=info.get("charges"))
                 valid += bool(props.get("molediff_valid"))
@@ -228,6 +250,9 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
           + (f", {w} ranks)" if ctx.enabled else ")"), file=sys.stderr if interrupted else sys.stdout)
     if diverged:
         print(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
+    if args.conditions:
+        targets = ", ".join(f"{k}={v:g} {next(q.unit for q in PROPERTIES if q.name == k)}" for k, v in args.conditions.items())
+        print(f"conditioned on {targets} (guidance {args.guidance:g}; SD properties molediff_target_*)")
     if fmt == "sdf" and done and gen.writes_bonds and args.bonds == "model":
         print(f"model bonds (written): connected valid {100 * model_valid / done:.1f}%  unique among them "
               f"{100 * len(smiles) / max(model_valid, 1):.1f}%  molecule stability {100 * model_stable / done:.1f}%  "

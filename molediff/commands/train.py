@@ -20,6 +20,13 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, ti
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         key = f"{prefix.rstrip('-')}.{f.name}" if prefix else f.name
         default = f.default if f.default != "" else "none"
+        if kind.startswith("dict"):  # filled by training (condition statistics), not an option
+            continue
+        if kind.startswith("list"):
+            group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", default=None,
+                               type=lambda text: [x.strip() for x in text.split(",") if x.strip()],
+                               help=f"{HELP.get(key, '')} (default: none)".strip())
+            continue
         if kind == "bool":
             group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", action=argparse.BooleanOptionalAction,
                                default=None, help=f"{HELP.get(key, '')} (default: {'on' if default else 'off'})".strip())

@@ -73,6 +73,8 @@ class MoleculeSet:
     bond_order: torch.Tensor | None = None  # [NB] int64 in 1..3
     bond_ptr: torch.Tensor | None = None  # [M + 1] int64
     has_bonds: torch.Tensor | None = None  # [M] bool: molecules whose bonds are known
+    # [M, K] float64: molecular properties, columns as molediff.conditioning.PROPERTY_NAMES (None: unknown)
+    props: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 2 or self.pos.shape[1] != 3:
@@ -88,6 +90,8 @@ class MoleculeSet:
             self.has_bonds = torch.zeros(len(self), dtype=torch.bool)
         elif self.bond_index.shape[1] != int(self.bond_ptr[-1]) or self.bond_ptr.numel() != len(self) + 1:
             raise ValueError("bond_index, bond_order and bond_ptr disagree")
+        if self.props is not None and self.props.shape[0] != len(self):
+            raise ValueError("props must have one row per molecule")
 
     def __len__(self) -> int:
         return self.ptr.numel() - 1
@@ -122,14 +126,16 @@ class MoleculeSet:
         names = [self.names[i] for i in index.tolist()] if self.names else []
         return MoleculeSet(self.pos[atom_idx], self.atom_type[atom_idx], ptr_from_counts(counts), names,
                            self.charge[atom_idx], self.bond_index[:, bond_idx], self.bond_order[bond_idx],
-                           ptr_from_counts(bond_counts), self.has_bonds[index])
+                           ptr_from_counts(bond_counts), self.has_bonds[index],
+                           self.props[index] if self.props is not None else None)
 
     def collate(self, index: np.ndarray | torch.Tensor | list[int]) -> Batch:
         """A PyG :class:`Batch` of molecules ``index``. Vectorised (no per-molecule Python).
 
         Per atom: ``pos`` [|V|, 3] Å, ``atom_type``, ``charge``, ``z``, ``batch`` [|V|]; ``ptr`` [B + 1];
         per unordered pair of atoms within a molecule: ``pair_index`` [2, |P|] and ``bond_type`` [|P|]
-        (0 none, 1 single, 2 double, 3 triple); ``has_bonds`` [B]; ``num_graphs`` = B.
+        (0 none, 1 single, 2 double, 3 triple); ``has_bonds`` [B]; ``num_graphs`` = B; ``props`` [B, K]
+        when the set has properties.
         """
         sub = self.subset(index)
         counts = sub.num_atoms
@@ -145,6 +151,8 @@ class MoleculeSet:
             bond_type[ptr_from_counts(pair_counts)[mol_of_bond] + local] = sub.bond_order
         out = Batch(pos=sub.pos, atom_type=sub.atom_type, charge=sub.charge, z=z, batch=batch, ptr=sub.ptr)
         out.pair_index, out.bond_type, out.has_bonds = pair_index, bond_type, sub.has_bonds
+        if sub.props is not None:
+            out.props = sub.props
         out._num_graphs = len(sub)
         return out
 

@@ -208,17 +208,66 @@ def load_split(ids: np.ndarray) -> dict[str, np.ndarray]:
     return make_split(ids)
 
 
-def load_qm9(split: str = "train", progress: bool = True) -> MoleculeSet:
-    """QM9 molecules of ``split`` ("train", "valid", "test" or "all"), names are QM9 ids."""
-    if split not in (*SPLIT_SIZES, "all"):
-        raise UserError(f"unknown QM9 split {split!r}; choose train, valid, test or all")
+PROPERTY_CACHE_VERSION = 1
+#: the QM9 training split cut in two disjoint halves for the EDM conditioning protocol: a property
+#: predictor learns on half A, the conditional generator on half B
+HALVES = ("train-a", "train-b")
+
+
+def load_qm9_properties(progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids [M], values [M, K] float64)``: the properties of :data:`molediff.conditioning.PROPERTIES`
+    for every QM9 molecule, in the dataset's units (a small cache beside the molecule cache)."""
+    from molediff.conditioning import PROPERTIES
+
+    folder = qm9pack_dir()
+    cache = data_dir() / f"qm9_props_v{PROPERTY_CACHE_VERSION}.pt"
+    signature = _source_signature(folder)
+    if cache.exists():
+        try:
+            blob = torch.load(cache, map_location="cpu", weights_only=True)
+            if blob.get("source") == signature and state_dict_digest(blob["tensors"]) == blob.get("sha256"):
+                return blob["tensors"]["ids"], blob["tensors"]["values"]
+        except Exception:  # a truncated or stale cache is rebuilt below
+            pass
+    import pandas as pd
+
+    if progress:
+        print("reading QM9 properties from the qm9pack CSVs ...", flush=True)
+    cols = ["Index"] + [p.column for p in PROPERTIES]
+    df = pd.concat([pd.read_csv(folder / f, usecols=cols) for f in _CSV_FILES], ignore_index=True)
+    df = df.sort_values("Index", kind="stable").reset_index(drop=True)
+    tensors = {"ids": torch.from_numpy(df["Index"].to_numpy(np.int64).copy()),
+               "values": torch.from_numpy(df[[p.column for p in PROPERTIES]].to_numpy(np.float64).copy())}
+    atomic_torch_save({"source": signature, "tensors": tensors, "sha256": state_dict_digest(tensors)}, cache)
+    return tensors["ids"], tensors["values"]
+
+
+def train_halves(train_ids: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """The training split's ids in two disjoint halves (``train-a``, ``train-b``), fixed by ``seed``."""
+    perm = np.random.default_rng(seed + 1).permutation(np.sort(train_ids))
+    half = len(perm) // 2
+    return {"train-a": np.sort(perm[:half]), "train-b": np.sort(perm[half:])}
+
+
+def load_qm9(split: str = "train", progress: bool = True, properties: bool = False) -> MoleculeSet:
+    """QM9 molecules of ``split`` ("train", "valid", "test", "all", or the training split's halves
+    "train-a" / "train-b"), names are QM9 ids; ``properties``: with the conditioning properties."""
+    if split not in (*SPLIT_SIZES, "all", *HALVES):
+        raise UserError(f"unknown QM9 split {split!r}; choose train, valid, test, all, train-a or train-b")
     t = load_qm9_tensors(progress=progress)
+    props = None
+    if properties:
+        ids, props = load_qm9_properties(progress=progress)
+        if not torch.equal(ids, t["ids"]):
+            raise UserError("the QM9 property table does not line up with the molecule cache; delete both caches in "
+                            f"{data_dir()} and run again")
     full = MoleculeSet(t["pos"], t["atom_type"], t["ptr"], [str(i) for i in t["ids"].tolist()], t["charge"],
-                       t["bond_index"], t["bond_order"], t["bond_ptr"], t["bond_status"] < 2)
+                       t["bond_index"], t["bond_order"], t["bond_ptr"], t["bond_status"] < 2, props)
     if split == "all":
         return full
     ids = t["ids"].numpy()
-    wanted = load_split(ids)[split]
+    split_ids = load_split(ids)
+    wanted = train_halves(split_ids["train"])[split] if split in HALVES else split_ids[split]
     index = np.searchsorted(ids, wanted)  # ids are sorted by construction
     return full.subset(index)
 

@@ -1,0 +1,154 @@
+"""Property conditioning: the QM9 properties a model can be conditioned on, their units, how values
+are normalised for the network, checked, dropped in training, and how molecule sizes follow them.
+
+One home for these facts; no RDKit, no network. A conditional model's config names its properties
+(``DiffusionConfig.conditions``) and carries their statistics on its training data
+(``condition_stats``: mean, standard deviation, minimum, maximum, in the dataset's units); values are
+given to the model as a tensor ``[B, K]`` in those units with NaN for "not given".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from molediff.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI's --help (which lists PROPERTIES) stays fast
+    import torch
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str  # as on the command line: --condition gap=0.25
+    column: str  # qm9pack CSV column
+    unit: str  # the dataset's unit, the unit of --condition values
+    description: str
+
+
+#: the six properties of the EDM conditioning protocol (Hoogeboom et al. 2022), in QM9's own units
+PROPERTIES: tuple[Property, ...] = (
+    Property("alpha", "Polarizability_bohr3", "Bohr^3", "isotropic polarizability α"),
+    Property("gap", "HOMO_LUMO_gap_au", "Hartree", "HOMO-LUMO gap Δε"),
+    Property("homo", "HOMO_au", "Hartree", "energy of the highest occupied orbital"),
+    Property("lumo", "LUMO_au", "Hartree", "energy of the lowest unoccupied orbital"),
+    Property("mu", "Dipole_debye", "Debye", "dipole moment μ"),
+    Property("cv", "Heatcapacity_Cv_cal_mol_K", "cal/(mol K)", "heat capacity Cv at 298 K"),
+)
+PROPERTY_NAMES = tuple(p.name for p in PROPERTIES)
+BY_NAME = {p.name: p for p in PROPERTIES}
+#: Hartree → meV, for reporting energy errors as the literature does
+HARTREE_MEV = 27211.386
+
+
+def check_names(names: list[str] | tuple[str, ...]) -> None:
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise UserError(f"unknown propert{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                        f"choose from {', '.join(PROPERTY_NAMES)}")
+    if len(set(names)) != len(names):
+        raise UserError(f"a property is named twice in {list(names)}")
+
+
+def property_stats(values: torch.Tensor, names: list[str]) -> dict[str, list[float]]:
+    """``{name: [mean, std, min, max]}`` of ``values`` [M, K] (columns in ``names`` order, finite rows)."""
+    import torch
+
+    stats = {}
+    for k, name in enumerate(names):
+        v = values[:, k].double()
+        v = v[torch.isfinite(v)]
+        if v.numel() < 2:
+            raise UserError(f"no training values for property {name!r}")
+        stats[name] = [float(v.mean()), float(v.std().clamp_min(1e-12)), float(v.min()), float(v.max())]
+    return stats
+
+
+def normalise(values: torch.Tensor, names: list[str], stats: dict[str, list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Network inputs of ``values`` [B, K] (dataset units, NaN = not given): ``(z [B, K], given [B, K])``
+    with z the standardised value where given and 0 elsewhere, ``given`` 1.0 / 0.0."""
+    import torch
+
+    mean = values.new_tensor([stats[n][0] for n in names])
+    std = values.new_tensor([stats[n][1] for n in names])
+    given = torch.isfinite(values)
+    z = torch.where(given, (values - mean) / std, torch.zeros_like(values))
+    return z, given.to(values.dtype)
+
+
+def drop_conditions(values: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each value of ``values`` [B, K] replaced by NaN ("not given") independently with probability ``p``,
+    so one model learns every subset of conditions, none included (classifier-free guidance)."""
+    import torch
+
+    keep = torch.rand(values.shape, generator=generator, device=values.device) >= p
+    return torch.where(keep, values, torch.full_like(values, float("nan")))
+
+
+def parse_conditions(items: list[str]) -> dict[str, float]:
+    """``["gap=0.25", "alpha=70"]`` (the CLI's ``--condition``) → ``{"gap": 0.25, "alpha": 70.0}``."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not text.strip():
+            raise UserError(f"--condition {item!r}: expected NAME=VALUE, e.g. gap=0.25")
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--condition {item!r}: {text.strip()!r} is not a number") from None
+        if name in out:
+            raise UserError(f"--condition: {name} given twice")
+        out[name] = value
+    return out
+
+
+def check_conditions(values: dict[str, float], names: list[str], stats: dict[str, list[float]]) -> dict[str, float]:
+    """``values`` checked against a model's properties ``names`` and their training range: a value
+    outside it is refused (the model has never seen such molecules and would quietly give others)."""
+    out = {}
+    for name, value in values.items():
+        if name not in BY_NAME:
+            raise UserError(f"condition {name!r}: unknown property; choose from {', '.join(PROPERTY_NAMES)}")
+        if name not in names:
+            raise UserError(f"condition {name!r}: this model is conditioned on {', '.join(names) or 'nothing'}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"condition {name}={value!r}: not a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UserError(f"condition {name}={value}: the value must be finite")
+        lo, hi = stats[name][2], stats[name][3]
+        if not lo <= value <= hi:
+            raise UserError(f"condition {name}={value:g}: outside the training range of {name}, "
+                            f"[{lo:.6g}, {hi:.6g}] {BY_NAME[name].unit}")
+        out[name] = value
+    return out
+
+
+def condition_rows(values: dict[str, float], names: list[str], n: int) -> torch.Tensor:
+    """``[n, K]`` float64: each row the given values, NaN for the model's properties not given."""
+    import torch
+
+    row = torch.tensor([values.get(name, float("nan")) for name in names], dtype=torch.float64)
+    return row.repeat(n, 1)
+
+
+def sizes_for_conditions(targets: torch.Tensor, table_sizes: torch.Tensor, table_values: torch.Tensor,
+                         names: list[str], stats: dict[str, list[float]], generator: torch.Generator | None = None,
+                         k: int = 64) -> torch.Tensor:
+    """Atom counts [B] drawn from p(n | c), as EDM: for each row of ``targets`` [B, K] (NaN = not
+    given), uniformly among the sizes of the k training molecules nearest in the given (standardised)
+    properties. ``table_sizes`` [M] and ``table_values`` [M, K]: training molecules' sizes and values."""
+    import torch
+
+    zt, given = normalise(targets.double(), names, stats)
+    zm, _ = normalise(table_values.double(), names, stats)
+    k = min(k, len(table_sizes))
+    out = torch.empty(len(targets), dtype=torch.long)
+    for i in range(len(targets)):
+        d = (((zm - zt[i]) ** 2) * given[i]).sum(1)
+        nearest = torch.topk(d, k, largest=False).indices if given[i].any() else torch.arange(len(table_sizes))
+        pick = torch.randint(len(nearest), (1,), generator=generator)
+        out[i] = table_sizes[nearest[pick]]
+    return out
