@@ -10,7 +10,7 @@ given to the model as a tensor ``[B, K]`` in those units with NaN for "not given
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from molediff.errors import UserError
 
@@ -103,35 +103,46 @@ def parse_conditions(items: list[str]) -> dict[str, float]:
     return out
 
 
-def check_conditions(values: dict[str, float], names: list[str], stats: dict[str, list[float]]) -> dict[str, float]:
-    """``values`` checked against a model's properties ``names`` and their training range: a value
-    outside it is refused (the model has never seen such molecules and would quietly give others)."""
-    out = {}
+def check_conditions(values: dict[str, Any], names: list[str], stats: dict[str, list[float]]) -> dict[str, Any]:
+    """``values`` (per property a number, or a sequence of numbers: one target per molecule) checked
+    against a model's properties ``names`` and their training range: a value outside it is refused
+    (the model has never seen such molecules and would quietly give others)."""
+    out: dict[str, Any] = {}
     for name, value in values.items():
         if name not in BY_NAME:
             raise UserError(f"condition {name!r}: unknown property; choose from {', '.join(PROPERTY_NAMES)}")
         if name not in names:
             raise UserError(f"condition {name!r}: this model is conditioned on {', '.join(names) or 'nothing'}")
+        many = isinstance(value, (list, tuple)) or (hasattr(value, "shape") and len(getattr(value, "shape")) > 0)
         try:
-            value = float(value)
+            items = [float(v) for v in value] if many else [float(value)]
         except (TypeError, ValueError):
             raise UserError(f"condition {name}={value!r}: not a number") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise UserError(f"condition {name}={value}: the value must be finite")
         lo, hi = stats[name][2], stats[name][3]
-        if not lo <= value <= hi:
-            raise UserError(f"condition {name}={value:g}: outside the training range of {name}, "
-                            f"[{lo:.6g}, {hi:.6g}] {BY_NAME[name].unit}")
-        out[name] = value
+        for v in items:
+            if v != v or v in (float("inf"), float("-inf")):
+                raise UserError(f"condition {name}={v}: the value must be finite")
+            if not lo <= v <= hi:
+                raise UserError(f"condition {name}={v:g}: outside the training range of {name}, "
+                                f"[{lo:.6g}, {hi:.6g}] {BY_NAME[name].unit}")
+        out[name] = items if many else items[0]
     return out
 
 
-def condition_rows(values: dict[str, float], names: list[str], n: int) -> torch.Tensor:
-    """``[n, K]`` float64: each row the given values, NaN for the model's properties not given."""
+def condition_table(values: dict[str, Any], names: list[str], n: int) -> torch.Tensor:
+    """``[n, K]`` float64 targets, molecule by molecule: a number is every molecule's target, a sequence
+    of n numbers one per molecule; NaN for the model's properties not given."""
     import torch
 
-    row = torch.tensor([values.get(name, float("nan")) for name in names], dtype=torch.float64)
-    return row.repeat(n, 1)
+    out = torch.full((n, len(names)), float("nan"), dtype=torch.float64)
+    for name, value in values.items():
+        if isinstance(value, list):
+            if len(value) != n:
+                raise UserError(f"condition {name}: {len(value)} targets for {n} molecules")
+            out[:, names.index(name)] = torch.tensor(value, dtype=torch.float64)
+        else:
+            out[:, names.index(name)] = float(value)
+    return out
 
 
 def sizes_for_conditions(targets: torch.Tensor, table_sizes: torch.Tensor, table_values: torch.Tensor,

@@ -118,6 +118,7 @@ HELP: dict[str, str] = {
     "diffusion.self_condition": "the network also reads its previous estimate of the clean molecule (self-conditioning; "
                                 "needs x0 parametrisation; a warm start may add it: the new inputs start at zero)",
     "diffusion.conditions": "comma-separated QM9 properties to condition on (alpha, gap, homo, lumo, mu, cv); empty: unconditional",
+    "diffusion.condition_stats": "not an option: mean, std, min and max of each condition on the training data, filled when training starts",
     "diffusion.condition_dropout": "probability that a condition is hidden from the network in a training example (each independently)",
     "data": "'qm9' (the committed train split), 'qm9:train-a' / 'qm9:train-b' (its two halves, for the conditioning "
             "benchmark) or a path to SDF/XYZ files or folders",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from molediff.checkpoint import load_model_file
-from molediff.conditioning import check_conditions, condition_rows, sizes_for_conditions
+from molediff.conditioning import check_conditions, condition_table, sizes_for_conditions
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
@@ -93,7 +93,7 @@ class MoleculeGenerator:
         """The properties this model can be conditioned on (empty: an unconditional model)."""
         return list(self.config.diffusion.conditions)
 
-    def check_conditions(self, conditions: dict[str, float] | None, guidance: float = 1.0) -> dict[str, float]:
+    def check_conditions(self, conditions: dict[str, Any] | None, guidance: float = 1.0) -> dict[str, Any]:
         """``conditions`` checked against this model (names, finite values inside the training range)
         and the guidance weight; raises :class:`UserError` saying what is wrong."""
         dcfg = self.config.diffusion
@@ -135,7 +135,7 @@ class MoleculeGenerator:
         on_step: Callable[[int, int, int], None] | None = None,
         fragment: Any = None,
         resample: int | None = None,
-        conditions: dict[str, float] | None = None,
+        conditions: dict[str, Any] | None = None,
         guidance: float = 1.0,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
@@ -159,9 +159,10 @@ class MoleculeGenerator:
         ``conditions`` (conditional models, e.g. ``{"gap": 0.25, "alpha": 70}`` in the dataset's units,
         see :data:`molediff.conditioning.PROPERTIES`): every molecule is generated for these targets,
         its size drawn from p(n | targets) of the training data unless ``n_atoms``; properties not
-        named are left free. ``guidance`` w: classifier-free guidance, u + w (c − u) (1: the
+        named are left free; a property may also take a sequence of ``n`` targets, one per molecule.
+        ``guidance`` w: classifier-free guidance, u + w (c − u) (1: the
         conditional model as trained, 0: unconditional, > 1 stronger; two network passes per step).
-        ``info["conditions"]`` holds the targets.
+        ``info["conditions"]`` holds each molecule's targets.
         """
         if n < 0:
             raise UserError("number of molecules must be ≥ 0")
@@ -196,6 +197,10 @@ class MoleculeGenerator:
         table = self.meta.get("condition_table") if conditions else None
         if conditions and n_atoms is None and table is None:
             raise UserError("this model file has no table of sizes against properties; pass --n-atoms")
+        targets = condition_table(conditions, dcfg.conditions, n) if conditions else None
+        # molecule k gets target row k; a diverged molecule's row is retried in the next batch
+        retry: list[int] = []
+        next_row = 0
         symbols_table = np.array(ELEMENTS)
         index = first_batch
         t0 = time.time()
@@ -204,7 +209,11 @@ class MoleculeGenerator:
                 raise RuntimeError(f"sampling diverges: {stats.diverged} of {stats.diverged + stats.delivered} molecules failed")
             g = batch_generator(seed, index)
             size = min(batch_size, n - stats.delivered)
-            cond = condition_rows(conditions, dcfg.conditions, size) if conditions else None
+            rows, retry = retry[:size], retry[size:]
+            fresh = size - len(rows)
+            rows += range(next_row, next_row + fresh)
+            next_row += fresh
+            cond = targets[rows] if targets is not None else None
             if cond is not None and n_atoms is None:
                 sizes = sizes_for_conditions(cond, torch.as_tensor(table["sizes"]), torch.as_tensor(table["values"]),
                                              dcfg.conditions, dcfg.condition_stats, generator=g)
@@ -222,16 +231,19 @@ class MoleculeGenerator:
             ok = finite_molecules(pos, ptr)
             stats.diverged += int((~ok).sum())
             stats.batches += 1
+            delivered = set()
             for i in range(len(sizes)):
                 if not ok[i]:
                     continue
+                delivered.add(rows[i])
                 a, b = int(ptr[i]), int(ptr[i + 1])
                 stats.delivered += 1
                 info = {"batch": index, "index_in_batch": i}
                 if fragment is not None:
                     info["fixed_atoms"] = list(range(len(fragment)))
-                if conditions:
-                    info["conditions"] = dict(conditions)
+                if targets is not None:
+                    info["conditions"] = {name: float(targets[rows[i], k]) for k, name in enumerate(dcfg.conditions)
+                                          if name in conditions}
                 if mols.bond_order is not None:
                     p0, p1 = int(mols.pair_ptr[i]), int(mols.pair_ptr[i + 1])
                     order = mols.bond_order[p0:p1]
@@ -240,6 +252,7 @@ class MoleculeGenerator:
                     info["bonds"] = (src, dst, order[keep].numpy())
                     info["charges"] = mols.charge[a:b].numpy()
                 yield symbols_table[types[a:b].numpy()], pos[a:b].double().numpy(), info
+            retry = [r for r in rows if r not in delivered] + retry
             index += batch_stride
             stats.seconds = time.time() - t0
 

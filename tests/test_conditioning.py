@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from molediff.conditioning import (PROPERTY_NAMES, check_conditions, condition_rows, drop_conditions, normalise,
+from molediff.conditioning import (PROPERTY_NAMES, check_conditions, condition_table, drop_conditions, normalise,
                                    parse_conditions, sizes_for_conditions)
 from molediff.config import DiffusionConfig, ModelConfig
 from molediff.errors import UserError
@@ -67,7 +67,7 @@ def test_guidance_zero_is_the_unconditional_prediction_and_the_conditional_pass_
     x0 = type(x0)(x0.node.double(), x0.pair.double(), x0.graph, x0.parts)
     x_t = d.add_noise(x0, x0.noise_like(torch.Generator().manual_seed(0)), torch.tensor([400, 700]))
     t = torch.tensor([400, 700])
-    cond = condition_rows({"gap": 0.3}, ["gap", "alpha"], 2)
+    cond = condition_table({"gap": 0.3}, ["gap", "alpha"], 2)
     u = d.predict(net, x_t, t)[0]
     c = d.predict(net, x_t, t, cond=cond)[0]
     assert float((u.node - c.node).abs().max()) > 1e-3  # the condition changes the prediction
@@ -103,10 +103,10 @@ def test_sizes_follow_the_conditions():
     table_sizes = torch.arange(5, 30).repeat(20)
     table_values = (table_sizes.double() * 5.0)[:, None]  # alpha grows with size
     stats = {"alpha": [85.0, 35.0, 25.0, 145.0]}
-    small = sizes_for_conditions(condition_rows({"alpha": 30.0}, ["alpha"], 50), table_sizes, table_values, ["alpha"], stats, g, k=40)
-    large = sizes_for_conditions(condition_rows({"alpha": 140.0}, ["alpha"], 50), table_sizes, table_values, ["alpha"], stats, g, k=40)
+    small = sizes_for_conditions(condition_table({"alpha": 30.0}, ["alpha"], 50), table_sizes, table_values, ["alpha"], stats, g, k=40)
+    large = sizes_for_conditions(condition_table({"alpha": 140.0}, ["alpha"], 50), table_sizes, table_values, ["alpha"], stats, g, k=40)
     assert small.max() <= 7 and large.min() >= 27
-    free = sizes_for_conditions(condition_rows({}, ["alpha"], 200), table_sizes, table_values, ["alpha"], stats, g)
+    free = sizes_for_conditions(condition_table({}, ["alpha"], 200), table_sizes, table_values, ["alpha"], stats, g)
     assert free.min() < 10 and free.max() > 25  # nothing given: the whole table
 
 
@@ -119,7 +119,7 @@ def test_warm_start_adds_conditions_at_zero():
     x0 = type(x0)(x0.node.double(), x0.pair.double(), x0.graph, x0.parts)
     t = torch.tensor([300, 800])
     want = src_d.predict(src, x0, t)[0]
-    got = d.predict(net, x0, t, cond=condition_rows({"gap": 0.3, "alpha": 90.0}, ["gap", "alpha"], 2))[0]
+    got = d.predict(net, x0, t, cond=condition_table({"gap": 0.3, "alpha": 90.0}, ["gap", "alpha"], 2))[0]
     torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
 
 
@@ -192,3 +192,17 @@ def test_conditions_need_qm9_data():
         TrainConfig(diffusion=DiffusionConfig(conditions=["energy"])).validate()
     with pytest.raises(UserError, match="qm9:train-b"):
         TrainConfig(data="qm9:half").validate()
+
+
+def test_api_takes_one_target_per_molecule(tiny_conditional_model):
+    from molediff.sampling import load_pretrained
+
+    gen = load_pretrained(tiny_conditional_model / "ema_model.pt")
+    assert gen.conditions == ["gap", "alpha"]
+    gaps = [0.1, 0.2, 0.3, 0.4, 0.5]
+    out = list(gen.sample_arrays(5, steps=3, batch_size=2, conditions={"gap": gaps, "alpha": 80.0}, guidance=2.0))
+    assert [r[2]["conditions"] for r in out] == [{"gap": g, "alpha": 80.0} for g in gaps]
+    with pytest.raises(UserError, match="3 targets for 5 molecules"):
+        list(gen.sample_arrays(5, steps=3, conditions={"gap": [0.1, 0.2, 0.3]}))
+    with pytest.raises(UserError, match="outside the training range"):
+        list(gen.sample_arrays(2, steps=3, conditions={"gap": [0.1, 5.0]}))
