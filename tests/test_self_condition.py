@@ -145,3 +145,20 @@ def test_self_conditioning_needs_x0_and_overfits():
         first = first if first is not None else float(loss)
         last = float(loss)
     assert last < first / 10, (first, last)
+
+
+def test_init_from_adds_self_conditioning_and_trains(tmp_path):
+    from molediff.checkpoint import load_model_file
+    from molediff.runstate import EMA_MODEL
+    from molediff.training import Trainer, train
+    from tests.test_training import tiny
+
+    joint = DiffusionConfig(charges=True, bonds=True)
+    train(tiny(max_steps=2, diffusion=joint, model=TINY), tmp_path / "src", progress=False)
+    src = str(tmp_path / "src" / EMA_MODEL)
+    t = Trainer(tiny(max_steps=4, init_from=src, diffusion=JOINT_SC, model=TINY), tmp_path / "sc", progress=False)
+    assert t.config.diffusion.self_condition and t.step == 2
+    assert "layers.0.edge.weight (new input columns)" in t.fresh_parameters
+    t.run()
+    _, cfg, meta = load_model_file(tmp_path / "sc" / EMA_MODEL)
+    assert cfg.diffusion.self_condition and meta["step"] == 4
