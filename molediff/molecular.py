@@ -345,10 +345,11 @@ class MolecularDiffusion:
 
     # ------------------------------------------------------------------ training
     def training_losses(self, net: nn.Module, x0: MolState, t: torch.Tensor, noise: MolState,
-                        cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                        cond: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-part losses (each a scalar: per molecule, then the batch mean) and their weighted ``total``.
         ``cond`` [B, K]: the molecules' property values (conditional models; already with the dropped
-        ones set to NaN, see :func:`molediff.conditioning.drop_conditions`).
+        ones set to NaN, see :func:`molediff.conditioning.drop_conditions`). ``generator`` draws the
+        self-conditioning coin (one per batch; the same on every rank when their generators agree).
 
         ``mse``: ε-MSE over the ε-MSE columns (positions, and atom types unless trained by
         cross-entropy), averaged over columns and atoms; ``<part>``: cross-entropy of a categorical part.
@@ -357,7 +358,7 @@ class MolecularDiffusion:
         B = g.num_graphs
         x_t = self.add_noise(x0, noise, t)
         estimate = None
-        if self.cfg.self_condition and torch.rand(()) < 0.5:
+        if self.cfg.self_condition and torch.rand((), generator=generator) < 0.5:
             # half of the batches see the network's own estimate, from a first pass that is not
             # trained through (so at sampling time the previous step's estimate is in distribution)
             with torch.no_grad():

@@ -106,7 +106,7 @@ def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: M
         batch = data.collate(idx).to(device)
         x0 = diffusion.encode(batch)
         t = diffusion.sample_timesteps(len(idx), generator=g, device=device)
-        losses = diffusion.training_losses(net, x0, t, x0.noise_like(g), cond=diffusion.condition_values(batch))
+        losses = diffusion.training_losses(net, x0, t, x0.noise_like(g), cond=diffusion.condition_values(batch), generator=g)
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
     return {k: v / max(len(data), 1) for k, v in totals.items()}
@@ -306,7 +306,8 @@ class Trainer:
         if cond is not None:  # each condition hidden independently: one model for every subset (CFG)
             cond = drop_conditions(cond, self.config.diffusion.condition_dropout, generator=self.generator)[lo:hi].to(dev)
         self.net.train()
-        loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise, cond=cond)["total"]
+        loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise, cond=cond,
+                                              generator=self.generator)["total"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)

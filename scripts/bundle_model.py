@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--quality", help="qm9_quality.json to include in the card")
     ap.add_argument("--status", default="", help="one line on where this model stands (e.g. 'preview: below the quality floor')")
     ap.add_argument("--model", default="qm9", choices=tuple(BUNDLED_MODELS), help="which bundled model to write (default qm9)")
+    ap.add_argument("--history", help="log.jsonl of the run this one started from with --init-from (a run's own weights "
+                    "carry no curve): its evaluations before this run's first step open the learning curve")
     ap.add_argument("--conditioning", help="property_conditioning.json to include in the card (conditional models)")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
@@ -51,6 +53,10 @@ def main() -> int:
     PRETRAINED.mkdir(parents=True, exist_ok=True)
     records = [json.loads(x) for x in (run / LOG).read_text().splitlines() if x.strip()]
     evals = [r for r in records if r["event"] == "eval"]
+    if args.history:
+        first = min((r["step"] for r in records if "step" in r), default=0)
+        earlier = [json.loads(x) for x in Path(args.history).read_text().splitlines() if x.strip()]
+        evals = [r for r in earlier if r["event"] == "eval" and r["step"] < first] + evals
     # learning-rate changes made on --resume ("lr" events), as "5e-4 to step N, then 1e-4"
     changes = [r for r in records if r["event"] == "lr"]
     lr_text = f"{changes[0]['from'] if changes else config.lr:g}" + "".join(f" to step {c['step']}, then {c['to']:g}" for c in changes)

@@ -291,8 +291,10 @@ def test_checkpoint_with_a_pickle_payload_runs_nothing(tmp_path, capsys):
 
 
 def test_bundled_model_names_and_conflicts(tiny_model, tmp_path, capsys, monkeypatch):
-    assert run_cli("--model", "qm9-joint", "--checkpoint", str(tiny_model), "-n", "1", "--out", str(tmp_path / "a.sdf")) == 2
-    assert "not both" in capsys.readouterr().err
+    for name in ("qm9-joint", "qm9"):  # the default's name given explicitly conflicts too
+        assert run_cli("--model", name, "--checkpoint", str(tiny_model), "-n", "1", "--out", str(tmp_path / "a.sdf")) == 2
+        assert "not both" in capsys.readouterr().err
+    assert sampling.DEFAULT_MODEL == "qm9-joint"
     with pytest.raises(UserError, match="unknown bundled model"):
         sampling.bundled_model_path("nope")
     monkeypatch.setitem(sampling.BUNDLED_MODELS, "qm9-joint", "no_such_file.pt")
@@ -303,6 +305,6 @@ def test_bundled_model_names_and_conflicts(tiny_model, tmp_path, capsys, monkeyp
 @pytest.mark.skipif(not sampling.bundled_model_path("qm9-joint").exists(), reason="no bundled joint model in this checkout")
 def test_bundled_joint_model_writes_bonds():
     gen = sampling.load_pretrained(model="qm9-joint")
-    assert gen.writes_bonds
+    assert gen.writes_bonds and sampling.load_pretrained().writes_bonds  # the default model
     got = list(gen.sample_arrays(2, steps=3, batch_size=2))
     assert len(got) == 2 and all("bonds" in info and "charges" in info for _, _, info in got)

@@ -44,10 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resample", type=int, default=DEFAULT_RESAMPLE,
                    help=f"RePaint rounds per reverse step with --fragment, so fragment and generated atoms agree "
                         f"(default {DEFAULT_RESAMPLE}; each round costs one more network evaluation; see benchmarks/README.md)")
-    p.add_argument("--model", default="qm9", choices=("qm9", "qm9-joint", "qm9-cond"),
-                   help="bundled model: 'qm9' (default; atoms and coordinates, bonds perceived by the lookup rule), "
-                        "'qm9-joint' (generates bonds and formal charges with the geometry; a preview, see its model card) or "
-                        "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition)")
+    p.add_argument("--model", default=None, choices=("qm9-joint", "qm9", "qm9-cond"),
+                   help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
+                        "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule) or "
+                        "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition); model cards in "
+                        "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
                    help=f"a property target for a conditional model, repeatable; values in QM9's own units: {units}. "
@@ -105,7 +106,7 @@ def _merge_shards(shards: list[Path], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.checkpoint is not None and args.model != "qm9":
+    if args.checkpoint is not None and args.model is not None:
         raise UserError("give --model or --checkpoint, not both")
     if args.seed < 0:
         raise UserError(f"--seed must be ≥ 0, got {args.seed}")
@@ -162,7 +163,9 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     from molediff.chem.io import SDFWriter, XYZWriter
     from molediff.sampling import SampleStats, load_pretrained
 
-    gen = load_pretrained(args.checkpoint, device=str(device), model=args.model)
+    from molediff.sampling import DEFAULT_MODEL
+
+    gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or DEFAULT_MODEL)
     gen.check_conditions(args.conditions, args.guidance)  # before any output is created
     if args.compile:
         gen.compile()
