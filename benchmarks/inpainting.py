@@ -31,7 +31,7 @@ from molediff.elements import SYMBOL_TO_INDEX
 from molediff.inpainting import Fragment
 from molediff.metrics import stability
 from molediff.chem.bonds import lookup_bonds_stacked
-from molediff.sampling import load_pretrained
+from molediff.sampling import DEFAULT_MODEL, load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (name, SMARTS of the heavy atoms kept, which test molecule: the first whose graph matches)
@@ -107,7 +107,7 @@ def score(records, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="qm9", help="bundled model name (qm9, qm9-joint)")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-cond)")
     ap.add_argument("--checkpoint", default=None, help="a model file instead")
     ap.add_argument("--n", type=int, default=20, help="molecules per fragment and setting")
     ap.add_argument("--steps", type=int, default=100)

@@ -27,7 +27,7 @@ from molediff.atomic import atomic_write
 from molediff.data.molecules import MoleculeSet
 from molediff.metrics import PUBLISHED_EDM_PERCENT, PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules, model_bond_metrics
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE
-from molediff.sampling import load_pretrained
+from molediff.sampling import DEFAULT_MODEL, load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("atom_stability", "molecule_stability", "validity", "strict_validity", "uniqueness", "valid_x_unique", "novelty", "connected")
@@ -49,7 +49,7 @@ def main() -> int:
     ap.add_argument("--noise-scales", default=f"1,{DEFAULT_NOISE_SCALE:g}",
                     help=f"comma-separated noise scales (default 1 and the sampler's default {DEFAULT_NOISE_SCALE:g})")
     ap.add_argument("--checkpoint", default=None, help="a model file (default: the bundled model named by --model)")
-    ap.add_argument("--model", default="qm9", help="bundled model name (qm9, qm9-joint)")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-cond)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (faster; same molecules up to float rounding)")
     ap.add_argument("--out", default=str(RESULTS / "qm9_quality.json"))
     args = ap.parse_args()

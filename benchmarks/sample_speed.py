@@ -21,6 +21,7 @@ import torch
 
 from molediff.atomic import atomic_write
 from molediff.cli import main as cli
+from molediff.sampling import DEFAULT_MODEL
 from molediff.config import DEFAULT_STEPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,7 +33,7 @@ def main() -> int:
     ap.add_argument("--steps", default=f"{DEFAULT_STEPS},1000", help=f"step counts (default {DEFAULT_STEPS},1000)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", default=None, help="a model file (default: the bundled model named by --model)")
-    ap.add_argument("--model", default="qm9", help="bundled model name (qm9, qm9-joint)")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-cond)")
     ap.add_argument("--compile", action="store_true", help="also time 'molediff sample --compile' (its warm-up counted)")
     ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
     args = ap.parse_args()
