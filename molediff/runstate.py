@@ -31,10 +31,12 @@ MAY_CHANGE = {
                "eval_samples", "eval_sample_steps", "lr", "batch_size", "diffusion.atom_weight", "diffusion.charge_weight",
                "diffusion.bond_weight", "diffusion.condition_dropout"),
 }
+#: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and
+#: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such
+MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
+               "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
-    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from",
-    "diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
-    "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout")
+    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from") + MODEL_SHAPE
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
@@ -74,7 +76,12 @@ def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: 
         where = "this run" if how == "resume" else "the model it starts from"
         raise UserError(f"--{how.replace('_', '-')}: fixed by {where}: {', '.join(refused)}; drop those options "
                         "or start a fresh run")
-    return _unflat({k: (a[k] if k in allowed else b[k]) for k in b})
+    def pick(k: str) -> Any:
+        if k not in allowed or (how == "init_from" and k in MODEL_SHAPE and a[k] == r[k]):
+            return b[k]
+        return a[k]
+
+    return _unflat({k: pick(k) for k in b})
 
 
 @dataclass

@@ -162,6 +162,10 @@ def test_init_from_adds_self_conditioning_and_trains(tmp_path):
     t.run()
     _, cfg, meta = load_model_file(tmp_path / "sc" / EMA_MODEL)
     assert cfg.diffusion.self_condition and meta["step"] == 4
+    # a warm start from that model without naming its parts keeps them (bonds, charges, self-conditioning)
+    again = Trainer(tiny(max_steps=5, init_from=str(tmp_path / "sc" / EMA_MODEL), model=TINY), tmp_path / "again", progress=False)
+    d = again.config.diffusion
+    assert d.bonds and d.charges and d.self_condition and not again.fresh_parameters
 
 
 def test_validation_loss_of_a_self_conditioned_model_is_reproducible_and_resume_is_exact(tmp_path):
