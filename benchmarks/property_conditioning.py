@@ -32,7 +32,7 @@ import torch
 
 from molediff.atomic import atomic_write
 from molediff.conditioning import BY_NAME, HARTREE_MEV, PROPERTY_NAMES
-from molediff.data.molecules import MoleculeSet
+from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.data.qm9 import load_qm9
 from molediff.property_predictor import Predictor, mean_absolute_errors, train_predictor
 
@@ -94,8 +94,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             mae = float(np.abs(predicted - targets_used).mean())
             naive = float(np.mean([np.abs(predicted - rng.permutation(targets_used)).mean() for _ in range(20)]))
             m = Molecules(mols.pos, mols.atom_type, mols.charge, mols.ptr)
-            if "bonds" in records[0][2]:
-                m.pair_index, m.bond_order, m.pair_ptr = _pairs(records)
+            if "bonds" in records[0][2]:  # the model's bonds, dense over atom pairs as a batch holds them
+                batch, counts = mols.collate(np.arange(len(mols))), mols.num_atoms
+                m.pair_index, m.bond_order, m.pair_ptr = batch.pair_index, batch.bond_type, ptr_from_counts(counts * (counts - 1) // 2)
             quality = sample_metrics(m)
             row = {"property": name, "guidance": w, "n": len(targets), "mae": mae, "naive": naive,
                    "predictor_test_mae": pred.info["test_mae"][name], "edm_mae": EDM_MAE[name],
@@ -110,23 +111,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
            "predictor": pred.info, "rows": rows}
     atomic_write(args.json, json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
-
-
-def _pairs(records: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Dense pair tensors (all unordered pairs, bond order 0 = none) of generated records."""
-    from molediff.data.molecules import PAIRS, AtomPairs, ptr_from_counts
-
-    counts = torch.tensor([len(r[0]) for r in records])
-    ptr = ptr_from_counts(counts)
-    pair_index = PAIRS(ptr)
-    pair_ptr = ptr_from_counts(counts * (counts - 1) // 2)
-    order = torch.zeros(pair_index.shape[1], dtype=torch.long)
-    for i, (_, _, info) in enumerate(records):
-        src, dst, o = (torch.as_tensor(np.asarray(x)) for x in info["bonds"])
-        if len(o):
-            lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
-            order[pair_ptr[i] + AtomPairs.local_pair_id(counts[i], lo, hi)] = o.long()
-    return pair_index, order, pair_ptr
 
 
 def main() -> None:

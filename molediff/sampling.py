@@ -95,17 +95,21 @@ class MoleculeGenerator:
         """The properties this model can be conditioned on (empty: an unconditional model)."""
         return list(self.config.diffusion.conditions)
 
-    def check_conditions(self, conditions: dict[str, Any] | None, guidance: float = 1.0) -> dict[str, Any]:
-        """``conditions`` checked against this model (names, finite values inside the training range)
-        and the guidance weight; raises :class:`UserError` saying what is wrong."""
+    def check_conditions(self, conditions: dict[str, Any] | None, guidance: float = 1.0, fragment: Any = None) -> dict[str, Any]:
+        """``conditions`` checked against this model (names, finite values inside the training range),
+        the guidance weight and the request as a whole (no fragment with conditions); raises
+        :class:`UserError` saying what is wrong. The one home of these checks (API and CLI)."""
         dcfg = self.config.diffusion
         if conditions and not dcfg.conditions:
             raise UserError("this model is not conditioned on properties; use a conditional model (--model qm9-cond)")
         conditions = check_conditions(conditions or {}, dcfg.conditions, dcfg.condition_stats)
         if not guidance >= 0 or guidance == float("inf"):
-            raise UserError(f"guidance must be a finite number ≥ 0, got {guidance}")
+            raise UserError(f"--guidance must be a finite number ≥ 0, got {guidance}")
         if guidance != 1.0 and not conditions:
-            raise UserError("guidance applies to sampling with conditions; give at least one")
+            raise UserError("--guidance applies to sampling with conditions (--condition); give at least one condition")
+        if conditions and fragment is not None:
+            raise UserError("growing a fragment under property conditions (--condition with --fragment) is not supported; "
+                            "use one or the other")
         return conditions
 
     def compile(self) -> "MoleculeGenerator":
@@ -193,9 +197,7 @@ class MoleculeGenerator:
         if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         dcfg = self.config.diffusion
-        conditions = self.check_conditions(conditions, guidance)
-        if conditions and fragment is not None:
-            raise UserError("growing a fragment under property conditions is not supported; use one or the other")
+        conditions = self.check_conditions(conditions, guidance, fragment)
         table = self.meta.get("condition_table") if conditions else None
         if conditions and n_atoms is None and table is None:
             raise UserError("this model file has no table of sizes against properties; pass --n-atoms")

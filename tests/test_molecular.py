@@ -165,7 +165,9 @@ def test_denoiser_is_e3_equivariant(cfg, t):
     assert_e3_equivariant(fn, b.pos, atol=1e-6)
 
 
-@pytest.mark.parametrize("cfg", [DiffusionConfig(parametrization="eps"), DiffusionConfig(), JOINT], ids=["eps", "x0", "joint"])
+@pytest.mark.parametrize("cfg", [DiffusionConfig(parametrization="eps"), DiffusionConfig(), JOINT,
+                                 DiffusionConfig(charges=True, bonds=True, self_condition=True)],
+                         ids=["eps", "x0", "joint", "joint+sc"])
 def test_tiny_model_overfits_a_handful_of_molecules(cfg):
     """Fixed molecules, timesteps and noise: the loss must fall by a large factor within seconds."""
     torch.manual_seed(0)

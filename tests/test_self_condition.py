@@ -126,25 +126,10 @@ def test_training_uses_an_estimate_from_a_no_gradient_pass_on_half_the_batches(m
     assert 8 <= len(with_estimate) <= 32  # about half
 
 
-def test_self_conditioning_needs_x0_and_overfits():
+def test_self_conditioning_needs_x0():
+    # (that a self-conditioned model overfits a handful of molecules: tests/test_molecular.py, "joint+sc")
     with pytest.raises(UserError, match="self-condition"):
         TrainConfig(diffusion=DiffusionConfig(parametrization="eps", self_condition=True)).validate()
-    torch.manual_seed(0)
-    d = MolecularDiffusion(JOINT_SC)
-    net = build_network(ModelConfig(hidden=32, layers=2, pair_hidden=16), d)
-    x0 = d.encode(_set([5, 7, 6, 4], seed=1).collate([0, 1, 2, 3]))
-    t = torch.tensor([50, 200, 400, 700])
-    noise = x0.noise_like(torch.Generator().manual_seed(0))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    first = last = None
-    for _ in range(300):
-        loss = d.training_losses(net, x0, t, noise)["total"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first if first is not None else float(loss)
-        last = float(loss)
-    assert last < first / 10, (first, last)
 
 
 def test_init_from_adds_self_conditioning_and_trains(tmp_path):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
-from molediff.conditioning import PROPERTIES, parse_conditions
+from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE
 from molediff.errors import UserError
 
@@ -122,13 +122,7 @@ def run(args: argparse.Namespace) -> int:
         args.fragment = read_fragment(args.fragment)  # checked before any output is created
         if args.n_atoms is not None and args.n_atoms[0] < len(args.fragment):
             raise UserError(f"the fragment has {len(args.fragment)} atoms, more than --n-atoms {args.n_atoms[0]}")
-    args.conditions = parse_conditions(args.condition)
-    if not args.guidance >= 0 or args.guidance == float("inf"):
-        raise UserError(f"--guidance must be a finite number ≥ 0, got {args.guidance}")
-    if args.guidance != 1.0 and not args.conditions:
-        raise UserError("--guidance applies to sampling with --condition; give at least one condition")
-    if args.conditions and args.fragment is not None:
-        raise UserError("--condition and --fragment cannot be combined yet; use one or the other")
+    args.conditions = parse_conditions(args.condition)  # checked against the model once it is loaded
     if args.n < 1:
         raise UserError(f"--n must be ≥ 1, got {args.n}")
     if args.batch_size < 1:
@@ -166,7 +160,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     from molediff.sampling import DEFAULT_MODEL
 
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or DEFAULT_MODEL)
-    gen.check_conditions(args.conditions, args.guidance)  # before any output is created
+    gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
     if args.compile:
         gen.compile()
     T = gen.config.diffusion.timesteps
@@ -254,7 +248,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     if diverged:
         print(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.conditions:
-        targets = ", ".join(f"{k}={v:g} {next(q.unit for q in PROPERTIES if q.name == k)}" for k, v in args.conditions.items())
+        targets = ", ".join(f"{k}={v:g} {BY_NAME[k].unit}" for k, v in args.conditions.items())
         print(f"conditioned on {targets} (guidance {args.guidance:g}; SD properties molediff_target_*)")
     if fmt == "sdf" and done and gen.writes_bonds and args.bonds == "model":
         print(f"model bonds (written): connected valid {100 * model_valid / done:.1f}%  unique among them "
