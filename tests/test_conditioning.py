@@ -206,3 +206,21 @@ def test_api_takes_one_target_per_molecule(tiny_conditional_model):
         list(gen.sample_arrays(5, steps=3, conditions={"gap": [0.1, 0.2, 0.3]}))
     with pytest.raises(UserError, match="outside the training range"):
         list(gen.sample_arrays(2, steps=3, conditions={"gap": [0.1, 5.0]}))
+
+
+def test_property_cache_is_used_without_qm9pack_and_rebuilding_needs_it(tmp_path, monkeypatch):
+    """A self-consistent property cache serves a machine without qm9pack (as the molecule cache does);
+    a missing or corrupted one asks for qm9pack by name instead of failing obscurely."""
+    from molediff.checkpoint import atomic_torch_save, state_dict_digest
+    from molediff.data import qm9
+
+    tensors = {"ids": torch.arange(3), "values": torch.rand(3, len(PROPERTY_NAMES), dtype=torch.float64)}
+    monkeypatch.setenv("MOLEDIFF_DATA", str(tmp_path))
+    monkeypatch.setattr(qm9, "qm9pack_dir", lambda: (_ for _ in ()).throw(UserError("QM9 needs the 'qm9pack' package")))
+    cache = tmp_path / f"qm9_props_v{qm9.PROPERTY_CACHE_VERSION}.pt"
+    atomic_torch_save({"source": "elsewhere", "tensors": tensors, "sha256": state_dict_digest(tensors)}, cache)
+    ids, values = qm9.load_qm9_properties(progress=False)
+    assert torch.equal(ids, tensors["ids"]) and torch.equal(values, tensors["values"])
+    atomic_torch_save({"source": "elsewhere", "tensors": tensors, "sha256": "0" * 64}, cache)
+    with pytest.raises(UserError, match="qm9pack"):
+        qm9.load_qm9_properties(progress=False)

@@ -219,16 +219,22 @@ def load_qm9_properties(progress: bool = True) -> tuple[torch.Tensor, torch.Tens
     for every QM9 molecule, in the dataset's units (a small cache beside the molecule cache)."""
     from molediff.conditioning import PROPERTIES
 
-    folder = qm9pack_dir()
     cache = data_dir() / f"qm9_props_v{PROPERTY_CACHE_VERSION}.pt"
-    signature = _source_signature(folder)
+    try:
+        folder = qm9pack_dir()
+    except UserError:
+        folder = None  # a self-consistent cache is used as is, like the molecule cache; qm9pack only rebuilds
     if cache.exists():
         try:
             blob = torch.load(cache, map_location="cpu", weights_only=True)
-            if blob.get("source") == signature and state_dict_digest(blob["tensors"]) == blob.get("sha256"):
+            fresh = folder is None or blob.get("source") == _source_signature(folder)
+            if fresh and state_dict_digest(blob["tensors"]) == blob.get("sha256"):
                 return blob["tensors"]["ids"], blob["tensors"]["values"]
         except Exception:  # a truncated or stale cache is rebuilt below
             pass
+    if folder is None:
+        folder = qm9pack_dir()  # raises the install hint
+    signature = _source_signature(folder)
     import pandas as pd
 
     if progress:
