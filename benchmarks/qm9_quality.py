@@ -38,6 +38,23 @@ MODEL_COLUMNS = ("model_atom_stability", "model_molecule_stability", "model_conn
                  "model_valid_x_unique", "model_novelty")
 
 
+def score(gen, n: int, steps: int, eta: float, noise_scale: float, seed: int = 0) -> dict:
+    """Sample ``n`` molecules with ``gen`` (a :class:`molediff.sampling.MoleculeGenerator`) and score both
+    views: the geometry under lookup bonds (:data:`COLUMNS`, :data:`DISTRIBUTIONS`) and, for models that
+    write bonds, the model-bond view (:data:`MODEL_COLUMNS`). All T steps: ancestral DDPM."""
+    T = gen.config.diffusion.timesteps
+    t0 = time.time()
+    mols = list(gen.sample_arrays(n, steps=None if steps == T else steps, seed=seed, eta=eta, noise_scale=noise_scale))
+    sample_s = time.time() - t0
+    mset = MoleculeSet.from_records(mols)
+    scores = evaluate_molecules(mset, bonds="lookup", reference=True, progress=False)
+    row = {"steps": steps, "eta": eta, "noise_scale": noise_scale, "n": n, "sample_seconds": round(sample_s, 1),
+           **{c: scores.get(c) for c in COLUMNS}, **{d: scores["distributions"].get(d) for d in DISTRIBUTIONS}}
+    if gen.writes_bonds:
+        row.update({c: v for c, v in model_bond_metrics(mset, novelty=True, progress=False)[0].items() if c in MODEL_COLUMNS})
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
@@ -64,16 +81,8 @@ def main() -> int:
     for steps in [int(s) for s in args.steps.split(",")]:
         for eta in etas if steps < T else [1.0]:  # all T steps: ancestral DDPM (η = 1 by definition)
             for scale in scales:
-                t0 = time.time()
-                mols = list(gen.sample_arrays(args.n, steps=None if steps == T else steps, seed=args.seed, eta=eta, noise_scale=scale))
-                sample_s = time.time() - t0
-                mset = MoleculeSet.from_records(mols)
-                scores = evaluate_molecules(mset, bonds="lookup", reference=True, progress=False)
-                row = {"steps": steps, "eta": eta, "noise_scale": scale, "n": args.n, "sample_seconds": round(sample_s, 1),
-                       "compiled": args.compile, **{c: scores.get(c) for c in COLUMNS},
-                       **{d: scores["distributions"].get(d) for d in DISTRIBUTIONS}}
-                if gen.writes_bonds:
-                    row.update({c: v for c, v in model_bond_metrics(mset, novelty=True, progress=False)[0].items() if c in MODEL_COLUMNS})
+                row = score(gen, args.n, steps, eta, scale, args.seed)
+                row["compiled"] = args.compile
                 rows.append(row)
                 print(f"steps {steps}, eta {eta:g}, noise scale {scale:g}: "
                       + ", ".join(f"{c} {100 * row[c]:.1f}" for c in MODEL_COLUMNS + COLUMNS if row.get(c) is not None)
