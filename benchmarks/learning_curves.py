@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from molediff.atomic import atomic_write
+from molediff.runstate import snapshot_path
 from molediff.sampling import load_pretrained
 from qm9_quality import COLUMNS, MODEL_COLUMNS, score
 
@@ -118,8 +119,8 @@ def main() -> int:
             raise SystemExit(f"--run {spec!r}: expected NAME=DIR:STEPS_PER_CPU_HOUR") from None
     hours = [float(h) for h in args.hours.split(",")]
     scales = [float(x) for x in args.noise_scales.split(",")]
-    missing = [f"{d}/snapshots/ema_step{round(h * rate):07d}.pt" for _, d, rate in runs for h in hours
-               if not (d / "snapshots" / f"ema_step{round(h * rate):07d}.pt").exists()]
+    missing = [str(snapshot_path(d, round(h * rate))) for _, d, rate in runs for h in hours
+               if not snapshot_path(d, round(h * rate)).exists()]
     if missing:
         raise SystemExit("no snapshot at the budget's step (train with --eval-every-steps dividing it):\n  " + "\n  ".join(missing))
     results = json.loads(out.read_text()) if out.exists() else {}
@@ -127,7 +128,7 @@ def main() -> int:
     for name, folder, rate in runs:
         for h in hours:
             step = round(h * rate)
-            gen = load_pretrained(str(folder / "snapshots" / f"ema_step{step:07d}.pt"))
+            gen = load_pretrained(str(snapshot_path(folder, step)))
             if args.compile:
                 gen.compile()
             for scale in scales:

@@ -21,6 +21,11 @@ EMA_MODEL = "ema_model.pt"
 LOG = "log.jsonl"
 
 
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    """Where a run keeps the EMA weights of its evaluation at ``step`` (its learning curve, re-scorable)."""
+    return Path(run_dir) / "snapshots" / f"ema_step{step:07d}.pt"
+
+
 #: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
 #: it starts from (``--init-from``), and asking to change it is refused with the field's name.
 #: ``--init-from`` may also add parts (charges, bonds), self-conditioning or conditions: the new parts and inputs start

@@ -23,7 +23,7 @@ import torch
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, save_model_file, state_dict_digest
 from molediff.conditioning import drop_conditions
-from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, open_run
+from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, open_run, snapshot_path
 from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.ema import EMA
@@ -283,7 +283,7 @@ class Trainer:
                                     self.config.eval_sample_steps))
             rec["sample_seconds"] = round(time.time() - t0, 1)
         # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
-        save_model_file(self.run_dir / "snapshots" / f"ema_step{self.step:07d}.pt", self.ema.model.state_dict(), self.config,
+        save_model_file(snapshot_path(self.run_dir, self.step), self.ema.model.state_dict(), self.config,
                         self.model_meta())
         self.log(rec)
         return rec

@@ -155,9 +155,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
 
     from molediff import distributed
     from molediff.chem.io import SDFWriter, XYZWriter
-    from molediff.sampling import SampleStats, load_pretrained
-
-    from molediff.sampling import DEFAULT_MODEL
+    from molediff.sampling import DEFAULT_MODEL, SampleStats, load_pretrained
 
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or DEFAULT_MODEL)
     gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
