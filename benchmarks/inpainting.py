@@ -6,10 +6,14 @@ molecule, with their hydrogens except where a removed neighbour was attached) th
 ``--n`` molecules of the source molecule's size and they are scored: fraction keeping the fragment's
 coordinates (within 1e-3 Å), validity and molecule stability (lookup bonds on the geometry; for models
 that write bonds also the model-bond view), fraction of valid outputs that contain the fragment's
-heavy-atom graph as a substructure, and unique SMILES. Writes ``benchmarks/results/inpainting.json``
-and a PNG grid of examples to ``docs/inpainting.png``.
+heavy-atom graph as a substructure, and unique SMILES. A second set, ``--random-cuts`` K, takes K
+QM9 test molecules drawn at random (seed 0), keeps a random connected piece of each (as in training a
+fragment-conditioned model, :func:`molediff.molecular.random_fragments`, at least two atoms) and regrows
+the rest to the source's size, one molecule each, scored the same way as one row. Writes
+``benchmarks/results/inpainting.json`` and a PNG grid of examples to ``docs/inpainting.png``.
 
-    python benchmarks/inpainting.py --model qm9-joint --n 20 --resample 1,5
+    python benchmarks/inpainting.py --model qm9-frag --n 20 --resample 1 --random-cuts 100
+    python benchmarks/inpainting.py --model qm9-joint --n 20 --resample 1,5 --random-cuts 100
 """
 
 from __future__ import annotations
@@ -76,42 +80,77 @@ def cut(data, smarts: str) -> tuple[Fragment, int, Chem.Mol]:
     raise RuntimeError(f"no QM9 test molecule matches {smarts}")
 
 
-def score(records, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
-    kept = [float(np.abs(p[: len(frag)] - frag.pos).max()) < 1e-3 and list(s[: len(frag)]) == frag.symbols for s, p, _ in records]
-    lookup_valid, lookup_stable, model_valid, model_stable, contains, smiles = [], [], [], [], [], set()
-    for s, p, info in records:
-        types = np.array([SYMBOL_TO_INDEX[x] for x in s])
-        ptr = np.array([0, len(s)])
-        lookup_stable.append(bool(stability(types, ptr, lookup_bonds_stacked(types, p, ptr))[1][0]))
-        r = check_validity(build_molecule(list(s), p))
-        lookup_valid.append(r.valid)
-        mol = r.mol if r.valid else None
-        if joint:
-            sc = model_bond_scores(types, info["charges"], ptr, *info["bonds"])
-            model_valid.append(bool(sc.valid[0]))
-            model_stable.append(bool(sc.molecule_stable[0]))
-            mol = None
-            if sc.valid[0]:
-                mol = written_molecule(list(s), *info["bonds"], info["charges"], p)
-                Chem.SanitizeMol(mol)
-        if mol is not None:
-            contains.append(mol.HasSubstructMatch(query))
-            smiles.add(Chem.MolToSmiles(Chem.RemoveHs(mol)))
-    out = {"kept_exactly": float(np.mean(kept)), "lookup_validity": float(np.mean(lookup_valid)),
-           "lookup_molecule_stability": float(np.mean(lookup_stable)),
-           "contains_fragment": float(np.mean(contains)) if contains else 0.0, "unique_smiles": len(smiles)}
+def random_cut(data, k: int, rng: np.random.Generator) -> tuple[Fragment, int, Chem.Mol]:
+    """A random connected piece (≥ 2 atoms, fewer than all) of test molecule ``k``, the source's size,
+    and the piece's heavy-atom graph as the containment query (the whole piece when it is all H)."""
+    from molediff.molecular import random_fragments
+
+    batch = data.collate([k])
+    while True:
+        fixed = random_fragments(batch, 1.0, torch.Generator().manual_seed(int(rng.integers(2**31)))).numpy()
+        if fixed.sum() >= 2:
+            break
+    keep = np.flatnonzero(fixed)
+    sym, pos = data.molecule(k)
+    src, dst, order, charge = data.bonds(k)
+    index = {old: new for new, old in enumerate(keep.tolist())}
+    inside = [(index[i], index[j], o) for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist()) if i in index and j in index]
+    bonds = tuple(np.array(x, dtype=np.int64) for x in zip(*inside)) if inside else (np.zeros(0, np.int64),) * 3
+    frag = Fragment([sym[i] for i in keep], pos[keep], charge[keep], bonds, f"QM9 {data.names[k]}")
+    piece = written_molecule(frag.symbols, *bonds, frag.charges, frag.pos)
+    heavy = Chem.RemoveHs(piece, sanitize=False) if any(x != "H" for x in frag.symbols) else piece
+    query = Chem.MolFromSmarts(Chem.MolToSmarts(heavy))
+    return frag, len(sym), query
+
+
+def score_one(s, p, info, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
+    """One molecule's scores: kept exactly, lookup validity and stability, model-bond connected validity
+    and stability (joint models), contains the fragment, and its SMILES (valid molecules, else None)."""
+    kept = float(np.abs(p[: len(frag)] - frag.pos).max()) < 1e-3 and list(s[: len(frag)]) == frag.symbols
+    types = np.array([SYMBOL_TO_INDEX[x] for x in s])
+    ptr = np.array([0, len(s)])
+    out = {"kept": kept, "lookup_stable": bool(stability(types, ptr, lookup_bonds_stacked(types, p, ptr))[1][0])}
+    r = check_validity(build_molecule(list(s), p))
+    out["lookup_valid"] = r.valid
+    mol = r.mol if r.valid else None
     if joint:
-        out.update(model_connected_validity=float(np.mean(model_valid)), model_molecule_stability=float(np.mean(model_stable)))
+        sc = model_bond_scores(types, info["charges"], ptr, *info["bonds"])
+        out["model_valid"], out["model_stable"] = bool(sc.valid[0]), bool(sc.molecule_stable[0])
+        mol = None
+        if sc.valid[0]:
+            mol = written_molecule(list(s), *info["bonds"], info["charges"], p)
+            Chem.SanitizeMol(mol)
+    out["contains"] = mol.HasSubstructMatch(query) if mol is not None else None
+    out["smiles"] = Chem.MolToSmiles(Chem.RemoveHs(mol)) if mol is not None else None
     return out
+
+
+def summarise(scores: list[dict], joint: bool) -> dict:
+    contains = [x["contains"] for x in scores if x["contains"] is not None]
+    out = {"kept_exactly": float(np.mean([x["kept"] for x in scores])),
+           "lookup_validity": float(np.mean([x["lookup_valid"] for x in scores])),
+           "lookup_molecule_stability": float(np.mean([x["lookup_stable"] for x in scores])),
+           "contains_fragment": float(np.mean(contains)) if contains else 0.0,
+           "unique_smiles": len({x["smiles"] for x in scores if x["smiles"]})}
+    if joint:
+        out.update(model_connected_validity=float(np.mean([x["model_valid"] for x in scores])),
+                   model_molecule_stability=float(np.mean([x["model_stable"] for x in scores])))
+    return out
+
+
+def score(records, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
+    return summarise([score_one(s, p, info, frag, query, joint) for s, p, info in records], joint)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-cond)")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-frag)")
     ap.add_argument("--checkpoint", default=None, help="a model file instead")
     ap.add_argument("--n", type=int, default=20, help="molecules per fragment and setting")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--resample", default="1,5", help="RePaint rounds to compare")
+    ap.add_argument("--random-cuts", type=int, default=0, help="also regrow random pieces of this many QM9 test molecules (one each)")
+    ap.add_argument("--noise-scale", type=float, default=None, help="sampler noise scale (default: the sampler's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inpainting.json"))
     ap.add_argument("--grid", default=str(ROOT / "docs" / "inpainting.png"))
@@ -121,18 +160,36 @@ def main() -> int:
     gen = load_pretrained(args.checkpoint, model=args.model)
     test = load_qm9("test", progress=False)
     rows, examples = [], []
+    noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
     for name, smarts in FRAGMENTS:
         frag, size, query = cut(test, smarts)
         for r in (int(x) for x in args.resample.split(",")):
             t0 = time.time()
-            recs = list(gen.sample_arrays(args.n, steps=args.steps, seed=0, fragment=frag, n_atoms=size, resample=r))
+            recs = list(gen.sample_arrays(args.n, steps=args.steps, seed=0, fragment=frag, n_atoms=size, resample=r, **noise))
             row = {"fragment": name, "source": frag.name, "fragment_atoms": len(frag), "size": size, "resample": r,
                    "steps": args.steps, "n": args.n, "seconds": round(time.time() - t0, 1), **score(recs, frag, query, gen.writes_bonds)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if r == max(int(x) for x in args.resample.split(",")):
                 examples += [((list(s), p), name.split(":")[0]) for s, p, _ in recs[:4]]
-    meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "step": gen.meta.get("step")}
+    if args.random_cuts:
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(test), size=min(args.random_cuts, len(test)), replace=False)
+        cuts = [random_cut(test, int(k), rng) for k in picks]
+        for r in (int(x) for x in args.resample.split(",")):
+            t0, scores, atoms = time.time(), [], []
+            for k, (frag, size, query) in enumerate(cuts):
+                (s, p, info), = gen.sample_arrays(1, steps=args.steps, seed=k, fragment=frag, n_atoms=size, resample=r, **noise)
+                scores.append(score_one(s, p, info, frag, query, gen.writes_bonds))
+                atoms.append((len(frag), size))
+            row = {"fragment": f"random cuts of {len(cuts)} test molecules", "source": "QM9 test", "resample": r,
+                   "fragment_atoms": round(float(np.mean([a for a, _ in atoms])), 1),
+                   "size": round(float(np.mean([b for _, b in atoms])), 1), "steps": args.steps, "n": len(cuts),
+                   "seconds": round(time.time() - t0, 1), **summarise(scores, gen.writes_bonds)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "step": gen.meta.get("step"),
+            "noise_scale": args.noise_scale or "sampler default"}
     atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     from molediff.chem import draw_grid
 

@@ -85,6 +85,10 @@ class DiffusionConfig:
     conditions: list[str] = field(default_factory=list)
     condition_dropout: float = 0.5
     condition_stats: dict[str, list[float]] = field(default_factory=dict)
+    # fragment conditioning (molediff.inpainting): above 0, the network reads a per-atom "fixed" flag and
+    # this fraction of training molecules has a random piece held clean (molecular.random_fragments),
+    # so the model learns to grow a given fragment; the rest train it as an unconditional model
+    fragments: float = 0.0
 
 
 #: fields of earlier versions' configs that named recipe-study variants since removed from the core;
@@ -120,6 +124,8 @@ HELP: dict[str, str] = {
                                 "needs x0 parametrisation; a warm start may add it: the new inputs start at zero)",
     "diffusion.conditions": "comma-separated QM9 properties to condition on (alpha, gap, homo, lumo, mu, cv); empty: unconditional",
     "diffusion.condition_stats": "not an option: mean, std, min and max of each condition on the training data, filled when training starts",
+    "diffusion.fragments": "fraction of training molecules that get a random fragment held fixed (0: none); above 0 the "
+                           "model reads which atoms are fixed and grows fragments given to 'molediff sample --fragment'",
     "diffusion.condition_dropout": "probability that a condition is hidden from the network in a training example (each independently)",
     "data": "'qm9' (the committed train split), 'qm9:train-a' / 'qm9:train-b' (its two halves, for the conditioning "
             "benchmark) or a path to SDF/XYZ files or folders",
@@ -204,6 +210,7 @@ class TrainConfig:
             (dcfg.parametrization == "x0" or (dcfg.atom_loss == "mse" and not dcfg.charges and not dcfg.bonds),
              "cross-entropy parts (charges, bonds, --diffusion-atom-loss ce) need --diffusion-parametrization x0"),
             (dcfg.parametrization == "x0" or not dcfg.self_condition, "--diffusion-self-condition needs --diffusion-parametrization x0"),
+            (0 <= dcfg.fragments <= 1, f"--diffusion-fragments must be in [0, 1], got {dcfg.fragments}"),
             (0 <= dcfg.condition_dropout <= 1, f"--diffusion-condition-dropout must be in [0, 1], got {dcfg.condition_dropout}"),
             (not dcfg.conditions or self.data.split(":")[0] == "qm9",
              "--diffusion-conditions needs QM9 data (--data qm9 or qm9:train-b): files carry no properties"),

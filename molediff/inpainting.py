@@ -1,7 +1,13 @@
-"""Grow molecules around a given fragment by inpainting (RePaint, Lugmayr et al. 2022).
+"""Grow molecules around a given fragment: directly with a fragment-conditioned model, else by
+inpainting (RePaint, Lugmayr et al. 2022).
 
-Any molediff model, trained without conditions, can keep known atoms where they are and generate
-the rest: at every reverse step the fragment's atoms (and, for joint models, their formal charges and
+A fragment-conditioned model (trained with ``--diffusion-fragments``; the bundled "qm9-frag") reads
+which atoms are fixed; they stay clean at every step, in a frame whose origin is their centroid, and
+only the free atoms are noised and denoised, exactly as in its training
+(:func:`molediff.molecular.random_fragments`). No resampling rounds are needed.
+
+Any other molediff model, trained without conditions, can still keep known atoms where they are and
+generate the rest by inpainting: at every reverse step the fragment's atoms (and, for joint models, their formal charges and
 the bonds among them) are overwritten with the fragment itself, forward-noised to that step's level,
 so the network sees a consistent noisy molecule and fills in the free atoms; ``resample`` R repeats
 each step R times, going back up between repeats, so the two parts agree.
@@ -117,9 +123,19 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     if int(num_atoms.min()) < nf:
         raise UserError(f"the fragment has {nf} atoms, more than the {int(num_atoms.min())} asked for")
     device = next(net.parameters()).device
-    graph = MolGraph.from_ptr(torch.cat([torch.zeros(1, dtype=torch.long), num_atoms.cumsum(0)]).to(device))
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), num_atoms.cumsum(0)]).to(device)
+    graph = MolGraph.from_ptr(ptr)
     known, fixed, fixed_pairs = _known_state(diffusion, fragment, graph)
     s = diffusion.schedule
+    if diffusion.cfg.fragments > 0:
+        # a fragment-conditioned model: the fragment's atoms are marked and held clean at every step
+        # (the network was trained on exactly that); the free atoms start as noise around its centroid
+        graph = MolGraph.from_ptr(ptr, fixed)
+        known = MolState(known.node, known.pair, graph, known.parts)
+        mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
+                                callback=callback, replace=lambda i, t, x: x.hold(known),
+                                x_T=diffusion.prior(graph, generator).hold(known), resample=resample)
+        return _into_fragment_frame(mols, fragment, fixed, graph)
 
     def replace(i: int, t: int, x: MolState) -> MolState:
         if t < 0:
@@ -142,12 +158,16 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     x_T = replace(-1, first_t, diffusion.prior(graph, generator))
     mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
                             callback=callback, replace=replace, x_T=x_T, resample=resample)
-    # into the fragment's frame: translate each molecule so its fixed atoms sit on the input
-    # coordinates (they differ from them by a common translation only), then write them exactly
+    return _into_fragment_frame(mols, fragment, fixed, graph)
+
+
+def _into_fragment_frame(mols: Molecules, fragment: Fragment, fixed: torch.Tensor, graph: MolGraph) -> Molecules:
+    """Translate each molecule so its fixed atoms sit on the input coordinates (they differ from them
+    by a common translation only), then write them exactly."""
     frag = torch.as_tensor(fragment.pos, dtype=mols.pos.dtype, device=mols.pos.device)
     shift = frag.mean(0) - _fixed_centroid(mols.pos, fixed, graph)
     pos = mols.pos + shift[graph.batch]
-    pos[fixed] = frag[(torch.arange(len(pos), device=device) - graph.ptr[graph.batch])[fixed]]
+    pos[fixed] = frag[(torch.arange(len(pos), device=pos.device) - graph.ptr[graph.batch])[fixed]]
     mols.pos = pos
     return mols
 

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -93,11 +94,14 @@ class MolGraph:
     pair_ptr: torch.Tensor
     edge_index: torch.Tensor
     edge_pair: torch.Tensor
+    fixed: torch.Tensor | None = None
 
     _edges = FullyConnectedEdges()
 
     @classmethod
-    def from_ptr(cls, ptr: torch.Tensor) -> "MolGraph":
+    def from_ptr(cls, ptr: torch.Tensor, fixed: torch.Tensor | None = None) -> "MolGraph":
+        """The graph of molecules with atom offsets ``ptr`` [B + 1]; ``fixed`` [|V|] bool marks the atoms
+        of a given fragment (fragment-conditioned models), None = none."""
         device = ptr.device
         ptr = ptr.cpu()
         counts = ptr[1:] - ptr[:-1]
@@ -106,15 +110,51 @@ class MolGraph:
         edge_index, edge_pair = cls._edges(ptr)
         return cls(batch.to(device), ptr.to(device), PAIRS(ptr).to(device),
                    torch.repeat_interleave(torch.arange(len(counts)), pair_counts).to(device),
-                   ptr_from_counts(pair_counts).to(device), edge_index.to(device), edge_pair.to(device))
+                   ptr_from_counts(pair_counts).to(device), edge_index.to(device), edge_pair.to(device),
+                   None if fixed is None else fixed.to(device=device, dtype=torch.bool))
 
     @property
     def num_graphs(self) -> int:
         return self.ptr.numel() - 1
 
+    @property
+    def fixed_pairs(self) -> torch.Tensor | None:
+        """[|P|] bool: pairs of two fixed atoms (their bond is given), None without a fragment."""
+        return None if self.fixed is None else self.fixed[self.pair_index[0]] & self.fixed[self.pair_index[1]]
+
+    def anchored(self) -> torch.Tensor | None:
+        """[B] bool: molecules with fixed atoms (their frame is the fragment's), None without a fragment."""
+        if self.fixed is None:
+            return None
+        return torch.zeros(self.num_graphs, dtype=torch.bool, device=self.fixed.device).index_fill_(0, self.batch[self.fixed], True)
+
     def slice(self, lo: int, hi: int) -> "MolGraph":
         """Molecules ``lo .. hi−1`` as a graph of their own."""
-        return MolGraph.from_ptr(self.ptr[lo : hi + 1] - self.ptr[lo])
+        fixed = None if self.fixed is None else self.fixed[int(self.ptr[lo]) : int(self.ptr[hi])]
+        return MolGraph.from_ptr(self.ptr[lo : hi + 1] - self.ptr[lo], fixed)
+
+
+def centre(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
+    """Positions [|V|, 3] in each molecule's frame: centred on its fixed atoms' centroid where it has a
+    fragment (the fragment fixes the frame, so nothing else is projected), else zero centre of mass."""
+    if graph.fixed is None:
+        return remove_mean(pos, graph.batch, graph.num_graphs)
+    fixed = graph.fixed
+    sums = torch.zeros(graph.num_graphs, 3, dtype=pos.dtype, device=pos.device).index_add_(0, graph.batch[fixed], pos[fixed])
+    counts = torch.bincount(graph.batch[fixed], minlength=graph.num_graphs).to(pos.dtype)
+    anchored = counts > 0
+    return torch.where(anchored[graph.batch, None], pos - (sums / counts.clamp(min=1)[:, None])[graph.batch],
+                       remove_mean(pos, graph.batch, graph.num_graphs))
+
+
+def project(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
+    """A displacement or noise [|V|, 3] in the state's subspace: zero mean per molecule without a
+    fragment; with one, unchanged for free atoms and zero for fixed ones."""
+    projected = remove_mean(pos, graph.batch, graph.num_graphs)
+    if graph.fixed is None:
+        return projected
+    out = torch.where(graph.anchored()[graph.batch, None], pos, projected)
+    return out.masked_fill(graph.fixed[:, None], 0.0)
 
 
 class MolState:
@@ -166,12 +206,25 @@ class MolState:
 
     def noise_like(self, generator: torch.Generator | None = None) -> "MolState":
         """Standard normal noise in the state's subspace: positions with zero centre of mass per
-        molecule; pairs one draw per unordered pair (symmetric by construction). The per-atom draw
-        comes first, as one ``[|V|, Dn]`` block, then the pairs'."""
+        molecule (see :func:`project`; a fragment's fixed atoms and the pairs among them get none);
+        pairs one draw per unordered pair (symmetric by construction). The per-atom draw comes first,
+        as one ``[|V|, Dn]`` block, then the pairs'."""
         g = self.graph
         node = randn(self.node.shape, generator=generator, device=self.device, dtype=self.dtype)
-        node = torch.cat([remove_mean(node[:, :3], g.batch, g.num_graphs), node[:, 3:]], dim=1)
+        node = torch.cat([project(node[:, :3], g), node[:, 3:]], dim=1)
         pair = randn(self.pair.shape, generator=generator, device=self.device, dtype=self.dtype) if self.pair.numel() else self.pair
+        if g.fixed is not None:
+            node = node.masked_fill(g.fixed[:, None], 0.0)
+            pair = pair.masked_fill(g.fixed_pairs[:, None], 0.0) if pair.numel() else pair
+        return MolState(node, pair, g, self.parts)
+
+    def hold(self, known: "MolState") -> "MolState":
+        """This state with the fixed atoms' rows and the fixed pairs' rows taken from ``known`` (same graph)."""
+        g = self.graph
+        if g.fixed is None:
+            return self
+        node = torch.where(g.fixed[:, None], known.node, self.node)
+        pair = torch.where(g.fixed_pairs[:, None], known.pair, self.pair) if self.pair.numel() else self.pair
         return MolState(node, pair, g, self.parts)
 
     def slice(self, lo: int, hi: int) -> "MolState":
@@ -224,11 +277,15 @@ class MolecularDiffusion:
     def network_widths(self) -> dict[str, int]:
         """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
         sc = self.cfg.self_condition
-        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions),
+        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions) + self._fragment_inputs,
              "out_features": self.node_width - 3, "self_condition": sc}
         if self.pair_width:
             w.update(pair_in=self.pair_width * (2 if sc else 1) + 1, pair_out=self.pair_width)
         return w
+
+    @property
+    def _fragment_inputs(self) -> int:
+        return 1 if self.cfg.fragments > 0 else 0
 
     def _feature_labels(self) -> list[str]:
         return [f"{p.name}:{lab}" for p in self.parts if p.level == "atom" and p.name != "pos" for lab in p.labels]
@@ -236,20 +293,23 @@ class MolecularDiffusion:
     def input_labels(self) -> list[str]:
         """Names of the network's per-atom input columns (for transferring weights between layouts):
         the noisy features, time, with self-conditioning the estimate's features ("sc:..."), and per
-        property condition its standardised value and whether it is given ("cond:gap", "given:gap")."""
+        property condition its standardised value and whether it is given ("cond:gap", "given:gap"), and
+        for fragment-conditioned models whether the atom is a fixed one ("fixed")."""
         sc = ["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else []
         conds = [f"{kind}:{name}" for kind in ("cond", "given") for name in self.cfg.conditions]
-        return self._feature_labels() + ["time"] + sc + conds
+        return self._feature_labels() + ["time"] + sc + conds + ["fixed"] * self._fragment_inputs
 
     def output_labels(self) -> list[str]:
         return self._feature_labels()
 
     # ------------------------------------------------------------------ data <-> state
-    def encode(self, batch: Any) -> MolState:
-        """Clean state x_0 of a collated batch (``pos`` Å, ``atom_type``, ``charge``, ``ptr``, ``bond_type``)."""
-        graph = MolGraph.from_ptr(batch.ptr)
+    def encode(self, batch: Any, fixed: torch.Tensor | None = None) -> MolState:
+        """Clean state x_0 of a collated batch (``pos`` Å, ``atom_type``, ``charge``, ``ptr``, ``bond_type``);
+        ``fixed`` [|V|] bool marks fragment atoms (see :func:`random_fragments`), whose centroid becomes
+        their molecule's origin."""
+        graph = MolGraph.from_ptr(batch.ptr, fixed)
         pos = batch.pos
-        cols = [remove_mean(pos, graph.batch, graph.num_graphs),
+        cols = [centre(pos, graph),
                 F.one_hot(batch.atom_type, NUM_TYPES).to(pos.dtype) * self.cfg.feature_scale]
         if self.cfg.charges:
             index = (batch.charge - CHARGES[0]).clamp(0, len(CHARGES) - 1)
@@ -280,7 +340,8 @@ class MolecularDiffusion:
     def add_noise(self, x0: MolState, noise: MolState, t: torch.Tensor) -> MolState:
         """x_t for per-molecule timesteps ``t`` [B] (looked up per atom and per pair)."""
         g, s = x0.graph, self.schedule
-        return MolState(s.add_noise(x0.node, noise.node, t[g.batch]), s.add_noise(x0.pair, noise.pair, t[g.pair_batch]), g, x0.parts)
+        x_t = MolState(s.add_noise(x0.node, noise.node, t[g.batch]), s.add_noise(x0.pair, noise.pair, t[g.pair_batch]), g, x0.parts)
+        return x_t.hold(x0)  # a fragment's atoms and bonds stay clean at every level
 
     # ------------------------------------------------------------------ the denoiser
     def predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, self_cond: MolState | None = None,
@@ -307,13 +368,22 @@ class MolecularDiffusion:
             h_in += [z.to(x_t.dtype)[g.batch], given.to(x_t.dtype)[g.batch]]
         elif cond is not None:
             raise ValueError("cond given to a model without conditions")
+        if self._fragment_inputs:
+            h_in.append((g.fixed if g.fixed is not None else torch.zeros_like(g.batch, dtype=torch.bool)).to(x_t.dtype)[:, None])
+        elif g.fixed is not None:
+            raise UserError("this model was not trained to grow fragments (no fixed-atom input); use inpainting instead")
         pos_out, h_out, pair_out = net(torch.cat(h_in, dim=1), pos_in, g.edge_index,
                                        torch.cat(pair_in, dim=1) if self.pair_width else None, g.edge_pair, g.pair_index,
                                        **model_kwargs)
-        if self.cfg.parametrization == "eps":
-            node = torch.cat([remove_mean(pos_out - pos_in, g.batch, g.num_graphs), h_out], dim=1)
-            return MolState(node, x_t.pair, g, x_t.parts), {}
-        node, logits, pair = [remove_mean(pos_out, g.batch, g.num_graphs)], {}, x_t.pair
+        if self.cfg.parametrization == "eps":  # fixed rows: no noise to predict
+            node = torch.cat([project(pos_out - pos_in, g), h_out], dim=1)
+            eps = MolState(node, x_t.pair, g, x_t.parts)
+            return eps.hold(x_t * 0.0), {}
+        # x̂_0 in the state's frame; a fragment's rows are known (x_t holds them clean)
+        pos = remove_mean(pos_out, g.batch, g.num_graphs)
+        if g.fixed is not None:  # a molecule with a fragment keeps the fragment's frame: nothing to project
+            pos = torch.where(g.anchored()[g.batch, None], pos_out, pos)
+        node, logits, pair = [pos], {}, x_t.pair
         for p in self.parts:
             if p.name == "pos":
                 continue
@@ -329,7 +399,7 @@ class MolecularDiffusion:
                 node.append(raw)
             else:
                 pair = raw
-        return MolState(torch.cat(node, dim=1), pair, g, x_t.parts), logits
+        return MolState(torch.cat(node, dim=1), pair, g, x_t.parts).hold(x_t), logits
 
     def guided_predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, cond: torch.Tensor | None, guidance: float,
                        self_cond: MolState | None = None, **model_kwargs: Any) -> MolState:
@@ -368,14 +438,17 @@ class MolecularDiffusion:
         mse_cols = torch.cat([torch.arange(self.node_cols[p.name].start, self.node_cols[p.name].stop)
                               for p in self.parts if p.loss == "mse"])
         per_atom = ((eps[:, mse_cols] - noise.node[:, mse_cols]) ** 2).mean(1)
-        losses = {"mse": _per_molecule_mean(per_atom, g.batch, B)}
+        # a fragment's atoms and bonds are given, not generated: only free rows are scored
+        free, free_pairs = (None, None) if g.fixed is None else (~g.fixed, ~g.fixed_pairs)
+        losses = {"mse": _per_molecule_mean(per_atom, g.batch, B, free)}
         total = losses["mse"]
         for p in self.parts:
             if p.loss != "ce":
                 continue
             target = (x0.part(p.name)).argmax(1)
             ce = F.cross_entropy(logits[p.name], target, reduction="none")
-            losses[p.name] = _per_molecule_mean(ce, g.batch if p.level == "atom" else g.pair_batch, B)
+            rows, index = (free, g.batch) if p.level == "atom" else (free_pairs, g.pair_batch)
+            losses[p.name] = _per_molecule_mean(ce, index, B, rows)
             total = total + p.weight * losses[p.name]
         losses["total"] = total
         return losses
@@ -429,12 +502,65 @@ class MolecularDiffusion:
         return self.decode(x)
 
 
-def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: int) -> torch.Tensor:
-    """Mean of ``values`` [R] within each molecule (rows ``index`` [R]), then over molecules that have rows."""
+def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values`` [R] within each molecule (rows ``index`` [R]; only ``rows`` [R] bool where
+    given), then over molecules that have rows."""
+    if rows is not None:
+        values, index = values[rows], index[rows]
     sums = torch.zeros(num_graphs, dtype=values.dtype, device=values.device).index_add_(0, index, values)
     counts = torch.bincount(index, minlength=num_graphs)
     has = counts > 0
     return (sums[has] / counts[has]).mean() if bool(has.any()) else values.sum() * 0.0
+
+
+#: atoms closer than this (Å) count as neighbours when a batch carries no bonds (fragment choice only)
+NEIGHBOUR_DISTANCE = 1.8
+
+
+def random_fragments(batch: Any, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fragments to hold fixed in training a fragment-conditioned model: [|V|] bool.
+
+    A ``fraction`` of the molecules (each independently) gets one: a piece of its bond graph grown
+    breadth-first, in random order, from a random atom (from two atoms in a quarter of cases, so that
+    pieces to be linked occur too), cut at a size drawn uniformly from 1 .. n − 1. A cut leaves open
+    valences where a growing molecule continues, as a user's fragment with hydrogens removed does.
+    ``batch``: ``ptr`` [B + 1], ``batch`` [|V|], ``pos`` [|V|, 3], ``pair_index`` [2, |P|], ``bond_type`` [|P|]
+    and ``has_bonds`` [B] (in molecules without bonds, atoms within :data:`NEIGHBOUR_DISTANCE` are neighbours). One draw from ``generator`` seeds the rest.
+    """
+    ptr = batch.ptr.cpu().numpy()
+    pairs = batch.pair_index.cpu()
+    linked = batch.bond_type.cpu() > 0
+    has_bonds = getattr(batch, "has_bonds", None)
+    if has_bonds is not None and not bool(has_bonds.all()):
+        pos = batch.pos.cpu()
+        near = (pos[pairs[0]] - pos[pairs[1]]).norm(dim=1) < NEIGHBOUR_DISTANCE
+        linked = torch.where(has_bonds.cpu()[batch.batch.cpu()[pairs[0]]], linked, near)
+    neighbours: list[list[int]] = [[] for _ in range(int(ptr[-1]))]
+    for a, b in pairs[:, linked].T.tolist():
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    fixed = np.zeros(int(ptr[-1]), dtype=bool)
+    for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist()):
+        n = hi - lo
+        if n < 2 or rng.random() >= fraction:
+            continue
+        size = int(rng.integers(1, n))
+        queue = [int(a) for a in rng.choice(np.arange(lo, hi), size=2 if size >= 2 and rng.random() < 0.25 else 1, replace=False)]
+        chosen = set(queue)
+        order: list[int] = []
+        while len(order) < size:
+            if not queue:  # a disconnected molecule: continue from an atom not reached yet
+                queue = [int(rng.choice([a for a in range(lo, hi) if a not in chosen]))]
+                chosen.add(queue[0])
+            atom = queue.pop(0)
+            order.append(atom)
+            for b in rng.permutation(neighbours[atom]).tolist():
+                if b not in chosen:
+                    chosen.add(b)
+                    queue.append(b)
+        fixed[order] = True
+    return torch.from_numpy(fixed)
 
 
 def finite_molecules(pos: torch.Tensor, ptr: torch.Tensor, min_distance: float = 0.1) -> torch.Tensor:
@@ -473,4 +599,4 @@ def draw_sizes(histogram: torch.Tensor, n: int, n_atoms: tuple[int, int] | None 
 
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolGraph", "MolState", "Molecules", "MolecularDiffusion", "Part", "layout",
-           "remove_mean", "finite_molecules", "sizes_from_histogram", "draw_sizes", "NUM_TYPES"]
+           "remove_mean", "centre", "project", "random_fragments", "finite_molecules", "sizes_from_histogram", "draw_sizes", "NUM_TYPES"]

@@ -28,7 +28,7 @@ def snapshot_path(run_dir: str | Path, step: int) -> Path:
 
 #: what a continued run may change. Everything else is fixed by the run (``--resume``) or by the model
 #: it starts from (``--init-from``), and asking to change it is refused with the field's name.
-#: ``--init-from`` may also add parts (charges, bonds), self-conditioning or conditions: the new parts and inputs start
+#: ``--init-from`` may also add parts (charges, bonds), self-conditioning, conditions or fragments: the new parts and inputs start
 #: fresh (inputs at zero), the rest is copied.
 MAY_CHANGE = {
     # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
@@ -39,7 +39,7 @@ MAY_CHANGE = {
 #: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and
 #: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such
 MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
-               "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout")
+               "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout", "diffusion.fragments")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
     "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from") + MODEL_SHAPE
 

@@ -32,10 +32,13 @@ BUNDLED_MODELS: dict[str, str] = {
     "qm9": "qm9_ema.pt",  # atoms-only EGNN (bonds perceived by the lookup rule); the default until 2026-11-24
     "qm9-joint": "qm9_joint_ema.pt",  # the default: generates bonds and formal charges with the geometry
     "qm9-cond": "qm9_cond_ema.pt",  # the joint model conditioned on six QM9 properties (classifier-free guidance)
+    "qm9-frag": "qm9_frag_ema.pt",  # the joint model trained to grow given fragments (reads which atoms are fixed)
 }
 #: what `molediff sample` and :func:`load_pretrained` use unless told otherwise: the joint model, since it
 #: passed the shipping floor (benchmarks/README.md); "qm9" stays available by name
 DEFAULT_MODEL = "qm9-joint"
+#: what `molediff sample --fragment` uses unless told otherwise: the model trained to grow fragments
+FRAGMENT_MODEL = "qm9-frag"
 
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -158,9 +161,10 @@ class MoleculeGenerator:
         ``n_atoms``: a fixed size, or a range ``(lo, hi)`` / ``"lo-hi"`` drawn per molecule (default: the
         training histogram). ``fragment`` (a :class:`molediff.inpainting.Fragment` or an RDKit molecule
         with a 3D conformer): every molecule contains it (its atoms first, at its coordinates; sizes
-        from the histogram above the fragment's size unless ``n_atoms``), grown by inpainting with
-        ``resample`` RePaint rounds per step (default ``DEFAULT_RESAMPLE`` with a fragment, else 1);
-        ``info["fixed_atoms"]`` lists the fragment's indices.
+        from the histogram above the fragment's size unless ``n_atoms``). A fragment-conditioned model
+        (trained with ``--diffusion-fragments``, e.g. "qm9-frag") grows it directly; any other model by
+        inpainting with ``resample`` RePaint rounds per step (default ``DEFAULT_RESAMPLE`` for those, else
+        1); ``info["fixed_atoms"]`` lists the fragment's indices.
 
         ``conditions`` (conditional models, e.g. ``{"gap": 0.25, "alpha": 70}`` in the dataset's units,
         see :data:`molediff.conditioning.PROPERTIES`): every molecule is generated for these targets,
@@ -187,7 +191,8 @@ class MoleculeGenerator:
             if not 1 <= lo <= hi <= max(max_atoms, 1) * 2:
                 raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
             n_atoms = (lo, hi)
-        resample = (DEFAULT_RESAMPLE if fragment is not None else 1) if resample is None else resample
+        repaint = fragment is not None and not self.config.diffusion.fragments
+        resample = (DEFAULT_RESAMPLE if repaint else 1) if resample is None else resample
         if resample < 1:
             raise UserError(f"--resample must be ≥ 1, got {resample}")
         if fragment is not None and not isinstance(fragment, Fragment):
@@ -277,8 +282,8 @@ class MoleculeGenerator:
 
 def load_pretrained(path: str | Path | None = None, device: str = "cpu", model: str = DEFAULT_MODEL) -> MoleculeGenerator:
     """A bundled model by name (``model``: "qm9-joint", the default, which writes its own bonds and formal
-    charges; "qm9", atoms only; "qm9-cond", conditioned on properties), or the model file / training
-    checkpoint at ``path``."""
+    charges; "qm9", atoms only; "qm9-cond", conditioned on properties; "qm9-frag", grows given
+    fragments), or the model file / training checkpoint at ``path``."""
     if path is None:
         path = bundled_model_path(model)
         if not path.exists():

@@ -29,7 +29,7 @@ from molediff.data.molecules import MoleculeSet
 from molediff.ema import EMA
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
-from molediff.molecular import MolecularDiffusion, MolGraph, MolState, sizes_from_histogram
+from molediff.molecular import MolecularDiffusion, MolGraph, MolState, random_fragments, sizes_from_histogram
 
 __all__ = ["CHECKPOINT", "EMA_MODEL", "LOG", "Trainer", "train", "validation_loss", "sample_check", "load_training_data"]
 
@@ -104,7 +104,7 @@ def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: M
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
         batch = data.collate(idx).to(device)
-        x0 = diffusion.encode(batch)
+        x0 = diffusion.encode(batch, random_fragments(batch, diffusion.cfg.fragments, g) if diffusion.cfg.fragments else None)
         t = diffusion.sample_timesteps(len(idx), generator=g, device=device)
         losses = diffusion.training_losses(net, x0, t, x0.noise_like(g), cond=diffusion.condition_values(batch), generator=g)
         for k, v in losses.items():
@@ -292,7 +292,8 @@ class Trainer:
     def train_step(self, index: np.ndarray) -> float:
         """One optimiser step on the global batch ``index``; returns this rank's loss."""
         b = self.train_set.collate(index)
-        x0 = self.diffusion.encode(b)
+        fragments = self.config.diffusion.fragments
+        x0 = self.diffusion.encode(b, random_fragments(b, fragments, self.generator) if fragments else None)
         # timesteps and noise for the whole global batch, drawn identically on every rank
         t = self.diffusion.sample_timesteps(len(index), generator=self.generator)
         noise = x0.noise_like(self.generator)
@@ -411,7 +412,7 @@ class Trainer:
 
 
 def _to(x: MolState, device: torch.device) -> MolState:
-    return MolState(x.node.to(device), x.pair.to(device), MolGraph.from_ptr(x.graph.ptr.to(device)), x.parts)
+    return MolState(x.node.to(device), x.pair.to(device), MolGraph.from_ptr(x.graph.ptr.to(device), x.graph.fixed), x.parts)
 
 
 def _format_eval(rec: dict[str, Any]) -> str:

@@ -21,12 +21,15 @@ from molediff.molecular import MolecularDiffusion
 HISTOGRAM = [0] * 8 + [1, 2, 2, 1]  # sizes 8..11
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["atoms", "joint"])
+@pytest.fixture(scope="module", params=["atoms", "joint", "fragment"])
 def model(request, tmp_path_factory) -> Path:
+    """A tiny untrained model: atoms only, joint (both grow fragments by inpainting), or joint and
+    fragment-conditioned (reads which atoms are fixed)."""
     torch.manual_seed(0)
     config = TrainConfig(model=ModelConfig(hidden=16, layers=2, pair_hidden=8))
     config.diffusion.timesteps = 50
-    config.diffusion.charges = config.diffusion.bonds = request.param
+    config.diffusion.charges = config.diffusion.bonds = request.param != "atoms"
+    config.diffusion.fragments = 0.5 if request.param == "fragment" else 0.0
     net = build_network(config.model, MolecularDiffusion(config.diffusion))
     path = tmp_path_factory.mktemp("model") / "m.pt"
     save_model_file(path, net.state_dict(), config, {"step": 0, "size_histogram": HISTOGRAM})
@@ -73,10 +76,14 @@ def test_cli_writes_fixed_atoms_property(model, tmp_path):
     w.close()
     out = tmp_path / "o.sdf"
     assert main(["sample", "--checkpoint", str(model), "--fragment", str(frag_path), "--n-atoms", "10", "-n", "3",
-                 "--steps", "4", "--resample", "1", "--no-progress", "--out", str(out)]) == 0
+                 "--steps", "4", "--no-progress", "--out", str(out)]) == 0
     mols = list(Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False))
     assert len(mols) == 3 and all(m.GetNumAtoms() == 10 for m in mols)
     assert all(m.GetProp("molediff_fixed_atoms") == "1 2 3 4 5 6 7" for m in mols)
+    # a fragment-conditioned model grows the fragment directly; others inpaint with RePaint rounds
+    fragment_model = sampling.load_pretrained(model).config.diffusion.fragments > 0
+    want = "_fragment_resample1" if fragment_model else "_inpaint_resample5"
+    assert all(m.GetProp("molediff_sampler").endswith(want) for m in mols)
 
 
 def _write(path: Path, blocks: list[str]) -> Path:
