@@ -133,8 +133,7 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
         graph = MolGraph.from_ptr(ptr, fixed)
         known = MolState(known.node, known.pair, graph, known.parts)
         mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
-                                callback=callback, replace=lambda i, t, x: x.hold(known),
-                                x_T=diffusion.prior(graph, generator).hold(known), resample=resample)
+                                callback=callback, x_T=diffusion.prior(graph, generator), known=known, resample=resample)
         return _into_fragment_frame(mols, fragment, fixed, graph)
 
     def replace(i: int, t: int, x: MolState) -> MolState:

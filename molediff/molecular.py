@@ -469,7 +469,7 @@ class MolecularDiffusion:
                generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
-               guidance: float = 1.0) -> Molecules:
+               guidance: float = 1.0, known: MolState | None = None) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -481,6 +481,9 @@ class MolecularDiffusion:
         conditional and unconditional predictions as u + w (c − u) (classifier-free guidance, Ho &
         Salimans 2022; on x̂_0, which for a fixed x_t is the same as on ε): 1 = the conditional model
         alone, 0 = unconditional, > 1 pushes further towards the condition (two network passes a step).
+        ``known``: for a fragment-conditioned model, a state on the graph of ``x_T`` (whose ``fixed`` marks
+        the fragment) holding the fragment's clean rows; they are held in every state the network sees
+        (RePaint rounds included) and after every step.
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -491,7 +494,17 @@ class MolecularDiffusion:
         if cond is not None and not self.cfg.conditions:
             raise ValueError("this model has no conditions")
 
+        if known is not None:
+            if replace is not None:
+                raise ValueError("give known (a fragment-conditioned model's fragment) or replace (inpainting), not both")
+            x_T = x_T.hold(known)
+
+            def replace(i: int, t: int, x: MolState) -> MolState:  # noqa: ARG001
+                return x.hold(known)
+
         def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
+            if known is not None:
+                x = x.hold(known)
             out = self.guided_predict(net, x, t, cond, guidance, self_cond=estimate[0], **kw)
             if self.cfg.self_condition:
                 estimate[0] = out

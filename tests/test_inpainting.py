@@ -117,3 +117,26 @@ def test_bad_fragments_are_refused_clearly(model, tmp_path, capsys):
         with pytest.raises(UserError, match="--n-atoms"):
             parse_size_range(bad)
     assert parse_size_range("20-25") == (20, 25) and parse_size_range("7") == (7, 7)
+
+
+def test_fragment_requests_default_to_the_fragment_model(model, tmp_path, monkeypatch):
+    """`--fragment` without --model uses the bundled fragment-conditioned model ("qm9-frag"); sampling
+    without a fragment keeps the default model."""
+    asked = []
+    real = sampling.bundled_model_path
+
+    def fake(name=sampling.DEFAULT_MODEL):
+        asked.append(name)
+        return model if name == sampling.FRAGMENT_MODEL else real(name)
+
+    monkeypatch.setattr(sampling, "bundled_model_path", fake)
+    frag_path = tmp_path / "frag.sdf"
+    w = Chem.SDWriter(str(frag_path))
+    w.write(_acetic_acid_fragment())
+    w.close()
+    assert main(["sample", "--fragment", str(frag_path), "--n-atoms", "10", "-n", "2", "--steps", "3", "--no-progress",
+                 "--out", str(tmp_path / "o.sdf")]) == 0
+    assert asked == ["qm9-frag"]
+    real_frag = real("qm9-frag")
+    if real_frag.exists():  # the bundled one is fragment-conditioned
+        assert sampling.load_pretrained(real_frag).config.diffusion.fragments > 0
