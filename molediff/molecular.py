@@ -30,7 +30,7 @@ from molediff.conditioning import PROPERTY_NAMES, normalise
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DiffusionConfig
 from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
-from molediff.diffusion.noise import randn
+from molediff.diffusion.noise import randint, randn
 from molediff.elements import BOND_NAMES, CHARGES, ELEMENTS
 from molediff.errors import UserError
 from molediff.models.egnn import FullyConnectedEdges
@@ -487,7 +487,9 @@ class MolecularDiffusion:
         """
         device = next(net.parameters()).device
         if x_T is None:
-            x_T = self.prior(MolGraph.from_ptr(ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device)), generator)
+            graph = known.graph if known is not None else MolGraph.from_ptr(
+                ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device))
+            x_T = self.prior(graph, generator)
 
         estimate: list[MolState | None] = [None]  # self-conditioning: the previous step's x̂_0
 
@@ -497,6 +499,10 @@ class MolecularDiffusion:
         if known is not None:
             if replace is not None:
                 raise ValueError("give known (a fragment-conditioned model's fragment) or replace (inpainting), not both")
+            if not self.cfg.fragments:
+                raise ValueError("known is for fragment-conditioned models (trained with --diffusion-fragments)")
+            if known.graph.fixed is None or x_T.graph.fixed is None or not torch.equal(known.graph.fixed, x_T.graph.fixed):
+                raise ValueError("known and x_T must be on one graph whose fixed mask marks the fragment")
             x_T = x_T.hold(known)
 
             def replace(i: int, t: int, x: MolState) -> MolState:  # noqa: ARG001
@@ -552,7 +558,7 @@ def random_fragments(batch: Any, fraction: float, generator: torch.Generator | N
     for a, b in pairs[:, linked].T.tolist():
         neighbours[a].append(b)
         neighbours[b].append(a)
-    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    rng = np.random.default_rng(int(randint(2**62, (1,), generator=generator)))
     fixed = np.zeros(int(ptr[-1]), dtype=bool)
     for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist()):
         n = hi - lo

@@ -103,6 +103,9 @@ class MoleculeGenerator:
         the guidance weight and the request as a whole (no fragment with conditions); raises
         :class:`UserError` saying what is wrong. The one home of these checks (API and CLI)."""
         dcfg = self.config.diffusion
+        if conditions and fragment is not None:  # first: the advice below would lead here
+            raise UserError("growing a fragment under property conditions (--condition with --fragment) is not supported; "
+                            "use one or the other")
         if conditions and not dcfg.conditions:
             raise UserError("this model is not conditioned on properties; use a conditional model (--model qm9-cond)")
         conditions = check_conditions(conditions or {}, dcfg.conditions, dcfg.condition_stats)
@@ -110,9 +113,6 @@ class MoleculeGenerator:
             raise UserError(f"--guidance must be a finite number ≥ 0, got {guidance}")
         if guidance != 1.0 and not conditions:
             raise UserError("--guidance applies to sampling with conditions (--condition); give at least one condition")
-        if conditions and fragment is not None:
-            raise UserError("growing a fragment under property conditions (--condition with --fragment) is not supported; "
-                            "use one or the other")
         return conditions
 
     def compile(self) -> "MoleculeGenerator":

@@ -162,8 +162,31 @@ def test_sampling_shows_the_network_a_clean_fragment_every_time():
     known = d.encode(b, fixed)
     g = known.graph
     mols = d.sample(Spy(), b.ptr[1:] - b.ptr[:-1], num_steps=5, generator=torch.Generator().manual_seed(0),
-                    x_T=d.prior(g, torch.Generator().manual_seed(1)), known=known, resample=3)
+                    known=known, resample=3)  # the start is drawn on known's graph
     assert len(seen) > 5 * 2  # resampling rounds and self-conditioning passes
     for pos in seen:
         assert torch.equal(pos[fixed], known.node[fixed, :3])
     assert torch.equal(mols.atom_type[fixed], b.atom_type[fixed])
+
+    # a fragment needs a fragment-conditioned model and one graph for the start and the fragment
+    plain = MolecularDiffusion(DiffusionConfig(charges=True, bonds=True, self_condition=True))
+    with pytest.raises(ValueError, match="fragment-conditioned"):
+        plain.sample(inner, b.ptr[1:] - b.ptr[:-1], num_steps=2, known=known)
+    with pytest.raises(ValueError, match="fixed mask"):
+        d.sample(inner, b.ptr[1:] - b.ptr[:-1], num_steps=2, known=known, x_T=d.prior(MolGraph.from_ptr(b.ptr)))
+
+
+def test_fragment_with_conditions_is_refused_before_other_advice(tmp_path):
+    """Asking for a fragment and property targets at once gets the one message that applies, whatever the model."""
+    from molediff import sampling
+    from molediff.checkpoint import save_model_file
+    from molediff.config import TrainConfig
+    from molediff.errors import UserError
+
+    config = TrainConfig(model=TINY)
+    config.diffusion = FRAG
+    path = tmp_path / "m.pt"
+    save_model_file(path, build_network(TINY, MolecularDiffusion(FRAG)).state_dict(), config, {"step": 0, "size_histogram": [0, 1, 1]})
+    gen = sampling.load_pretrained(path)
+    with pytest.raises(UserError, match="under property conditions"):
+        gen.check_conditions({"gap": 0.25}, 1.0, fragment=object())
