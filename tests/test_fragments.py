@@ -160,7 +160,6 @@ def test_sampling_shows_the_network_a_clean_fragment_every_time():
 
     b, fixed = _batch_with_fragments()
     known = d.encode(b, fixed)
-    g = known.graph
     mols = d.sample(Spy(), b.ptr[1:] - b.ptr[:-1], num_steps=5, generator=torch.Generator().manual_seed(0),
                     known=known, resample=3)  # the start is drawn on known's graph
     assert len(seen) > 5 * 2  # resampling rounds and self-conditioning passes
