@@ -67,17 +67,20 @@ def cut(data, smarts: str) -> tuple[Fragment, int, Chem.Mol]:
         keep = sorted(heavy | {n.GetIdx() for i in heavy for n in mol.GetAtomWithIdx(i).GetNeighbors() if n.GetSymbol() == "H"})
         if len(keep) >= mol.GetNumAtoms() - 1:
             continue
-        sub = Chem.RWMol(mol)
-        for i in sorted(set(range(mol.GetNumAtoms())) - set(keep), reverse=True):
-            sub.RemoveAtom(i)
-        sym, pos = data.molecule(k)
-        src, dst, order, charge = data.bonds(k)
-        index = {old: new for new, old in enumerate(keep)}
-        inside = [(index[i], index[j], o) for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist()) if i in index and j in index]
-        bonds = tuple(np.array(x, dtype=np.int64) for x in zip(*inside))
-        frag = Fragment([sym[i] for i in keep], pos[keep], charge[keep], bonds, f"QM9 {data.names[k]}")
-        return frag, mol.GetNumAtoms(), Chem.MolFromSmarts(smarts)
+        return piece(data, k, keep), mol.GetNumAtoms(), Chem.MolFromSmarts(smarts)
     raise RuntimeError(f"no QM9 test molecule matches {smarts}")
+
+
+def piece(data, k: int, keep) -> Fragment:
+    """Atoms ``keep`` (indices, ascending) of QM9 molecule ``k`` as a fragment: their elements,
+    coordinates, charges and the bonds among them."""
+    keep = [int(i) for i in keep]
+    sym, pos = data.molecule(k)
+    src, dst, order, charge = data.bonds(k)
+    index = {old: new for new, old in enumerate(keep)}
+    inside = [(index[i], index[j], o) for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist()) if i in index and j in index]
+    bonds = tuple(np.array(x, dtype=np.int64) for x in zip(*inside)) if inside else (np.zeros(0, np.int64),) * 3
+    return Fragment([sym[i] for i in keep], pos[keep], charge[keep], bonds, f"QM9 {data.names[k]}")
 
 
 def random_cut(data, k: int, rng: np.random.Generator) -> tuple[Fragment, int, Chem.Mol]:
@@ -90,17 +93,11 @@ def random_cut(data, k: int, rng: np.random.Generator) -> tuple[Fragment, int, C
         fixed = random_fragments(batch, 1.0, torch.Generator().manual_seed(int(rng.integers(2**31)))).numpy()
         if fixed.sum() >= 2:
             break
-    keep = np.flatnonzero(fixed)
-    sym, pos = data.molecule(k)
-    src, dst, order, charge = data.bonds(k)
-    index = {old: new for new, old in enumerate(keep.tolist())}
-    inside = [(index[i], index[j], o) for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist()) if i in index and j in index]
-    bonds = tuple(np.array(x, dtype=np.int64) for x in zip(*inside)) if inside else (np.zeros(0, np.int64),) * 3
-    frag = Fragment([sym[i] for i in keep], pos[keep], charge[keep], bonds, f"QM9 {data.names[k]}")
-    piece = written_molecule(frag.symbols, *bonds, frag.charges, frag.pos)
-    heavy = Chem.RemoveHs(piece, sanitize=False) if any(x != "H" for x in frag.symbols) else piece
+    frag = piece(data, k, np.flatnonzero(fixed))
+    whole = written_molecule(frag.symbols, *frag.bonds, frag.charges, frag.pos)
+    heavy = Chem.RemoveHs(whole, sanitize=False) if any(x != "H" for x in frag.symbols) else whole
     query = Chem.MolFromSmarts(Chem.MolToSmarts(heavy))
-    return frag, len(sym), query
+    return frag, int(batch.ptr[-1]), query
 
 
 def score_one(s, p, info, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:

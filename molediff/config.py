@@ -115,7 +115,7 @@ HELP: dict[str, str] = {
     "diffusion.charges": "also generate formal charges (−1, 0, +1) per atom",
     "diffusion.bonds": "also generate the bond type (none/single/double/triple) of every atom pair: the joint model",
     "diffusion.charge_scale": "formal charges enter as one-hot × this scale",
-    "diffusion.bond_scale": "bond types enter as one-hot × this scale (1.0 measured best; the bundled joint model uses 0.5)",
+    "diffusion.bond_scale": "bond types enter as one-hot × this scale (1.0 measured best; the bundled joint models use it)",
     "diffusion.atom_loss": "atom-type loss: 'mse' (ε-MSE like positions) or 'ce' (cross-entropy)",
     "diffusion.atom_weight": "weight of the atom-type cross-entropy (atom_loss 'ce')",
     "diffusion.charge_weight": "weight of the formal-charge cross-entropy",

@@ -130,8 +130,7 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     if diffusion.cfg.fragments > 0:
         # a fragment-conditioned model: the fragment's atoms are marked and held clean at every step
         # (the network was trained on exactly that); the free atoms start as noise around its centroid
-        graph = MolGraph.from_ptr(ptr, fixed)
-        known = MolState(known.node, known.pair, graph, known.parts)
+        graph.fixed = fixed  # the graph `known` is on, now marking the fragment
         mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
                                 callback=callback, x_T=diffusion.prior(graph, generator), known=known, resample=resample)
         return _into_fragment_frame(mols, fragment, fixed, graph)

@@ -378,7 +378,7 @@ class MolecularDiffusion:
         if self.cfg.parametrization == "eps":  # fixed rows: no noise to predict
             node = torch.cat([project(pos_out - pos_in, g), h_out], dim=1)
             eps = MolState(node, x_t.pair, g, x_t.parts)
-            return eps.hold(x_t * 0.0), {}
+            return (eps if g.fixed is None else eps.hold(x_t * 0.0)), {}
         # x̂_0 in the state's frame; a fragment's rows are known (x_t holds them clean)
         pos = remove_mean(pos_out, g.batch, g.num_graphs)
         if g.fixed is not None:  # a molecule with a fragment keeps the fragment's frame: nothing to project

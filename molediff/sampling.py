@@ -115,6 +115,13 @@ class MoleculeGenerator:
             raise UserError("--guidance applies to sampling with conditions (--condition); give at least one condition")
         return conditions
 
+    def resample_rounds(self, fragment: Any = None, resample: int | None = None) -> int:
+        """RePaint rounds per step: ``resample`` when given, else ``DEFAULT_RESAMPLE`` for growing a
+        fragment by inpainting (a model not trained on fragments) and 1 otherwise."""
+        if resample is not None:
+            return resample
+        return DEFAULT_RESAMPLE if fragment is not None and not self.config.diffusion.fragments else 1
+
     def compile(self) -> "MoleculeGenerator":
         """Compile the network with ``torch.compile`` (in place; returns self).
 
@@ -191,8 +198,7 @@ class MoleculeGenerator:
             if not 1 <= lo <= hi <= max(max_atoms, 1) * 2:
                 raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
             n_atoms = (lo, hi)
-        repaint = fragment is not None and not self.config.diffusion.fragments
-        resample = (DEFAULT_RESAMPLE if repaint else 1) if resample is None else resample
+        resample = self.resample_rounds(fragment, resample)
         if resample < 1:
             raise UserError(f"--resample must be ≥ 1, got {resample}")
         if fragment is not None and not isinstance(fragment, Fragment):

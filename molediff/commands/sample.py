@@ -161,8 +161,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
 
     default = FRAGMENT_MODEL if args.fragment is not None else DEFAULT_MODEL
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or default)
-    if args.fragment is not None and args.resample is None:
-        args.resample = 1 if gen.config.diffusion.fragments else DEFAULT_RESAMPLE
+    if args.fragment is not None:
+        args.resample = gen.resample_rounds(args.fragment, args.resample)
     gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
     if args.compile:
         gen.compile()
