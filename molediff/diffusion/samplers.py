@@ -11,6 +11,9 @@ Hooks: ``replace(i, t_prev, x) -> x`` runs after each step and may overwrite par
 known atoms of an inpainting task, noised to level ``t_prev``; −1 = clean); ``callback(i, t, x)``
 observes (progress bars, trajectories). ``resample`` R > 1 repeats each step R times, going back up
 to level t between repeats (RePaint, Lugmayr et al. 2022), so known and generated parts agree.
+
+:func:`sample` picks one by name (:data:`SAMPLERS`): ancestral DDPM, DDIM, or the multistep
+DPM-Solver++ (:func:`dpm_solver_sample`, deterministic or stochastic), which needs far fewer steps.
 """
 
 from __future__ import annotations
@@ -88,14 +91,90 @@ def ddim_sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int 
     return x
 
 
+@torch.no_grad()
+def dpm_solver_sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int = 20, order: int = 2,
+                      stochastic: bool = False, generator: torch.Generator | None = None, spacing: str = "trailing",
+                      callback: Callback | None = None, noise_scale: float = 1.0, model_kwargs: dict | None = None,
+                      replace: Replace | None = None) -> Any:
+    """DPM-Solver++ multistep (Lu et al. 2022) over ``num_steps`` timesteps: one model call per step.
+
+    ``order`` 2 ("2M") or 3 ("3M"); ``stochastic`` selects SDE-DPM-Solver++ (diffusers'
+    ``algorithm_type="sde-dpmsolver++"``: fresh noise at every step but the last, times ``noise_scale``)
+    instead of the deterministic probability-flow solver. Order 3 with ``stochastic`` matches diffusers
+    too but is not offered by :func:`sample`: differencing noisy x̂_0s widens the samples (with the exact
+    score of Gaussian data, std +4% for 2M-SDE but up to +30% for 3M-SDE at 10–20 steps). Works for ε- and x_0-prediction alike: each
+    output becomes x̂_0 (:meth:`~NoiseSchedule.data_prediction`), and the update combines the last
+    ``order`` of them with float64 coefficients from the schedule (:meth:`~NoiseSchedule.dpm_solver_step`).
+
+    Orders: the first step is first order (the same as DDIM η = 0), the second at most second order;
+    with fewer than 15 steps the next-to-last step is at most second order (diffusers'
+    ``lower_order_final``). Final decoding: the last step goes to σ = 0, where every variant returns
+    the x̂_0 of the last model call (at the smallest timestep, ``t_{n−1}``) unchanged, with no noise
+    (diffusers' ``final_sigmas_type="zero"``); as with DDIM there is no separate decoder step.
+
+    ``spacing``: "trailing" (the schedule's grid, from T−1) or "logsnr" (uniform in log-SNR from T−1 to
+    0, see :meth:`~NoiseSchedule.set_timesteps`). Hooks as in :func:`ddim_sample`: ``replace(i, t_prev, x)``
+    after each step (``t_prev`` = −1 after the last), ``callback(i, t, x)``. RePaint resampling needs a
+    Markov step and is not offered here.
+    """
+    _check(noise_scale)
+    if order not in (2, 3):
+        raise ValueError(f"order must be 2 or 3, got {order}")
+    x = x_T
+    timesteps = schedule.set_timesteps(num_steps, spacing=spacing).tolist()
+    n = len(timesteps)
+    x0_hist: list[Any] = []
+    for i, t in enumerate(timesteps):
+        prev_t = timesteps[i + 1] if i + 1 < n else -1
+        out = model(x, _t_vector(t, x), **(model_kwargs or {}))
+        x0_hist = (x0_hist + [schedule.data_prediction(out, x, t)])[-order:]
+        k = min(len(x0_hist), 2 if (i == n - 2 and n < 15) else order)
+        noise = _fresh_noise(x, generator, noise_scale) if stochastic and prev_t >= 0 else None
+        x = schedule.dpm_solver_step(x0_hist[-k:], timesteps[i + 1 - k : i + 1], prev_t, x,
+                                     stochastic=stochastic, noise=noise)
+        if replace is not None:
+            x = replace(i, prev_t, x)
+        if callback is not None:
+            callback(i, t, x)
+    return x
+
+
+SAMPLERS = ("ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "dpm++3m")
+_DPM = {"dpm++2m": (2, False), "dpm++2m-sde": (2, True), "dpm++3m": (3, False)}
+
+
 def sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int | None = None, eta: float = 0.0,
            generator: torch.Generator | None = None, callback: Callback | None = None, noise_scale: float = 1.0,
-           model_kwargs: dict | None = None, replace: Replace | None = None, resample: int = 1) -> Any:
-    """Ancestral DDPM when ``num_steps`` is None or T, else DDIM with ``num_steps`` steps."""
+           model_kwargs: dict | None = None, replace: Replace | None = None, resample: int = 1,
+           sampler: str = "ddim", spacing: str = "trailing") -> Any:
+    """Run one of :data:`SAMPLERS` from ``x_T``.
+
+    "ddim" (default): ancestral DDPM when ``num_steps`` is None or T, else DDIM with ``num_steps`` steps
+    and ``eta``. "ddpm": ancestral DDPM over all T steps (``num_steps`` None or T). "dpm++2m",
+    "dpm++3m": deterministic DPM-Solver++ with ``num_steps`` steps; "dpm++2m-sde": its stochastic
+    variant (see :func:`dpm_solver_sample`; ``eta`` is DDIM's and not used by them, and
+    ``resample`` must be 1). ``spacing`` ("trailing", "logsnr"; "leading" too) picks the strided
+    timesteps of DDIM and of the solvers.
+    """
     if resample < 1:
         raise ValueError(f"resample must be ≥ 1, got {resample}")
-    if num_steps is None or num_steps == schedule.num_train_timesteps:
-        return ddpm_sample(model, x_T, schedule, generator=generator, callback=callback, noise_scale=noise_scale,
-                           model_kwargs=model_kwargs, replace=replace, resample=resample)
-    return ddim_sample(model, x_T, schedule, num_steps, eta=eta, generator=generator, callback=callback,
-                       noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample)
+    T = schedule.num_train_timesteps
+    if sampler == "ddim" or sampler == "ddpm":
+        if num_steps is None or num_steps == T:
+            return ddpm_sample(model, x_T, schedule, generator=generator, callback=callback, noise_scale=noise_scale,
+                               model_kwargs=model_kwargs, replace=replace, resample=resample)
+        if sampler == "ddpm":
+            raise ValueError(f"the ddpm sampler runs all {T} steps; give num_steps=None (or a DDIM/DPM sampler)")
+        return ddim_sample(model, x_T, schedule, num_steps, eta=eta, generator=generator, spacing=spacing,
+                           callback=callback, noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace,
+                           resample=resample)
+    if sampler not in _DPM:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if num_steps is None:
+        raise ValueError(f"the {sampler} sampler needs num_steps")
+    if resample != 1:
+        raise ValueError(f"resample (RePaint) is for the ddpm and ddim samplers, not {sampler}")
+    order, stochastic = _DPM[sampler]
+    return dpm_solver_sample(model, x_T, schedule, num_steps, order=order, stochastic=stochastic, generator=generator,
+                             spacing=spacing, callback=callback, noise_scale=noise_scale, model_kwargs=model_kwargs,
+                             replace=replace)

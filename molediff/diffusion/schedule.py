@@ -19,7 +19,7 @@ applied to each part unchanged.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,9 @@ class NoiseSchedule:
         self.posterior_variance = f32(post_var)
         self.posterior_mean_coef1 = f32(b * np.sqrt(ac_prev) / (1.0 - ac))
         self.posterior_mean_coef2 = f32((1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac))
+        # float64 ᾱ for the solver coefficients (α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t))
+        self.alphas_cumprod64 = torch.from_numpy(ac.copy())
+        self.log_snr64 = torch.from_numpy(0.5 * (np.log(ac) - np.log1p(-ac)))
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
 
     # ------------------------------------------------------------------ constructors
@@ -240,23 +243,47 @@ class NoiseSchedule:
         ratio = (self.alphas_cumprod[int(t)].double() / self.alphas_cumprod[int(prev_t)].double())
         return torch.sqrt(ratio).to(x_prev.dtype) * x_prev + torch.sqrt(1 - ratio).to(x_prev.dtype) * noise
 
-    def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "leading"] = "trailing") -> torch.Tensor:
-        """Decreasing strided timesteps for DDIM sampling with ``num_inference_steps`` steps.
+    def set_timesteps(self, num_inference_steps: int,
+                      spacing: Literal["trailing", "leading", "logsnr"] = "trailing") -> torch.Tensor:
+        """Exactly ``num_inference_steps`` distinct, decreasing timesteps in ``[0, T−1]`` for strided sampling.
 
-        "trailing" starts at T−1 (recommended: the first step sees pure noise); "leading" is
-        ``range(0, T, T//n)`` reversed, diffusers' DDIMScheduler default.
+        "trailing" starts at T−1 (recommended: the first step sees pure noise): round(T − i·T/n) − 1 for
+        i = 0 .. n−1, the grid of diffusers' ``timestep_spacing="trailing"`` (whose ``np.arange`` can yield
+        one extra point, −1, for some n; that point is not part of the grid). "leading" is
+        ``range(0, T, T//n)`` reversed, diffusers' DDIMScheduler default. "logsnr" starts at T−1 and ends
+        at 0, uniform in log-SNR λ_t = log(α_t/σ_t) between them (as Lu et al.'s DPM-Solver), each point
+        rounded to the nearest timestep; where rounding makes two points meet (many steps, fast-changing
+        λ near t = 0), the later one moves down to the next free timestep, so there are always n.
         """
         T = self.num_train_timesteps
-        if not 1 <= num_inference_steps <= T:
-            raise ValueError(f"number of steps must be between 1 and {T}, got {num_inference_steps}")
+        n = num_inference_steps
+        if not 1 <= n <= T:
+            raise ValueError(f"number of steps must be between 1 and {T}, got {n}")
         if spacing == "trailing":
-            ts = np.round(np.arange(T, 0, -T / num_inference_steps)).astype(np.int64) - 1
+            # np.arange's length is ceil(T / (T/n)) in floating point: n, or n + 1 when T/n rounds down;
+            # the first n points are the grid (the n-th is T/n ≥ 1, so every timestep is ≥ 0)
+            ts = np.round(np.arange(T, 0, -T / n)[:n]).astype(np.int64) - 1
         elif spacing == "leading":
-            ts = (np.arange(0, num_inference_steps) * (T // num_inference_steps)).round()[::-1].astype(np.int64)
+            ts = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64)
+        elif spacing == "logsnr":
+            ts = self._logsnr_timesteps(n)
         else:
-            raise ValueError(f"unknown spacing {spacing!r}")
+            raise ValueError(f"unknown spacing {spacing!r}; choose trailing, leading or logsnr")
         self.timesteps = torch.from_numpy(ts.copy())
         return self.timesteps
+
+    def _logsnr_timesteps(self, n: int) -> np.ndarray:
+        T = self.num_train_timesteps
+        lam = self.log_snr64.numpy()  # strictly decreasing in t
+        if n == 1:
+            return np.array([T - 1], dtype=np.int64)
+        targets = np.linspace(lam[T - 1], lam[0], n)
+        u = np.interp(targets, lam[::-1], np.arange(T - 1, -1, -1, dtype=np.float64))  # fractional timesteps
+        ts = np.round(u).astype(np.int64)
+        ts[0] = T - 1
+        for i in range(1, n):  # strictly below the previous point, leaving room for the n − 1 − i after it
+            ts[i] = max(min(ts[i], ts[i - 1] - 1), n - 1 - i)
+        return ts
 
     def ddim_step(
         self,
@@ -284,6 +311,75 @@ class NoiseSchedule:
                 noise = noise_like(x_t, generator)
             x_prev = x_prev + sigma.to(x_t.dtype) * noise
         return x_prev
+
+    # ------------------------------------------------------------------ DPM-Solver++ (Lu et al. 2022)
+    def alpha_sigma(self, t: int) -> tuple[float, float]:
+        """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) as float64 Python scalars; ``t < 0`` is the clean level (1, 0)."""
+        if t < 0:
+            return 1.0, 0.0
+        ac = float(self.alphas_cumprod64[int(t)])
+        return math.sqrt(ac), math.sqrt(1.0 - ac)
+
+    def data_prediction(self, model_output: Any, x_t: Any, t: int) -> Any:
+        """x̂_0 with float64 scalar coefficients, x̂_0 = (x_t − σ_t ε̂)/α_t for ε-prediction (the
+        solver's conversion; :meth:`to_x0` is the table-based one the other samplers use)."""
+        if self.prediction_type == "sample":
+            return model_output
+        alpha, sigma = self.alpha_sigma(int(t))
+        return (x_t - sigma * model_output) / alpha
+
+    def dpm_solver_step(self, x0_hist: Sequence[Any], t_hist: Sequence[int], prev_t: int, x_t: Any,
+                        stochastic: bool = False, noise: Any = None) -> Any:
+        """One DPM-Solver++ multistep update x_t → x_{prev_t} (Lu et al. 2022, "2M"/"3M"; diffusers'
+        ``DPMSolverMultistepScheduler`` with ``solver_type="midpoint"``).
+
+        ``x0_hist``: the last k ∈ {1, 2, 3} data predictions x̂_0 (oldest first; the order is k) at the
+        timesteps ``t_hist`` (the newest is the current t). With h = λ_{prev} − λ_t and α, σ, λ from
+        :meth:`alpha_sigma`, the deterministic update (``algorithm_type="dpmsolver++"``) is
+        x = (σ_prev/σ_t) x_t − α_prev (e^{−h} − 1) D0 (+ higher-order terms in D1, D2, the scaled
+        differences of the history); the stochastic one (``"sde-dpmsolver++"``) is
+        x = (σ_prev/σ_t) e^{−h} x_t + α_prev (1 − e^{−2h}) D0 + … + σ_prev √(1 − e^{−2h}) ``noise``.
+        ``prev_t < 0`` (σ = 0, λ = ∞) returns the newest x̂_0 itself: every order and variant ends there.
+        Only ``+ − ×`` with Python floats touch the state, so state objects work unchanged.
+        """
+        k = len(x0_hist)
+        if k not in (1, 2, 3) or len(t_hist) != k:
+            raise ValueError("dpm_solver_step needs 1 to 3 x̂0 predictions and as many timesteps")
+        if prev_t < 0:
+            return x0_hist[-1]
+        if stochastic and noise is None:
+            raise ValueError("the stochastic update needs noise")
+        a_t, s_t = self.alpha_sigma(prev_t)
+        lam = lambda t: float(self.log_snr64[int(t)])  # noqa: E731
+        lam_t, lam_s = lam(prev_t), [lam(t) for t in t_hist]
+        _, s_s0 = self.alpha_sigma(t_hist[-1])
+        h = lam_t - lam_s[-1]
+        m0 = x0_hist[-1]
+        # D0, D1, D2 exactly as diffusers forms them (r_i: ratios of the previous log-SNR steps to h)
+        D1 = D2 = None
+        if k == 2:
+            r0 = (lam_s[-1] - lam_s[-2]) / h
+            D1 = (1.0 / r0) * (m0 - x0_hist[-2])
+        elif k == 3:
+            r0, r1 = (lam_s[-1] - lam_s[-2]) / h, (lam_s[-2] - lam_s[-3]) / h
+            D1_0, D1_1 = (1.0 / r0) * (m0 - x0_hist[-2]), (1.0 / r1) * (x0_hist[-2] - x0_hist[-3])
+            D1 = D1_0 + (r0 / (r0 + r1)) * (D1_0 - D1_1)
+            D2 = (1.0 / (r0 + r1)) * (D1_0 - D1_1)
+        if not stochastic:
+            em1 = math.expm1(-h)  # e^{−h} − 1
+            x = (s_t / s_s0) * x_t - (a_t * em1) * m0
+            if k == 2:
+                x = x - (0.5 * a_t * em1) * D1
+            elif k == 3:
+                x = x + (a_t * (em1 / h + 1.0)) * D1 - (a_t * ((em1 + h) / h**2 - 0.5)) * D2
+            return x
+        om2 = -math.expm1(-2.0 * h)  # 1 − e^{−2h}
+        x = (s_t / s_s0 * math.exp(-h)) * x_t + (a_t * om2) * m0
+        if k == 2:
+            x = x + (0.5 * a_t * om2) * D1
+        elif k == 3:
+            x = x + (a_t * (om2 / (-2.0 * h) + 1.0)) * D1 + (a_t * ((om2 - 2.0 * h) / (2.0 * h) ** 2 - 0.5)) * D2
+        return x + (s_t * math.sqrt(om2)) * noise
 
     def __repr__(self) -> str:
         return f"NoiseSchedule({self.name}, T={self.num_train_timesteps}, prediction_type={self.prediction_type!r})"
