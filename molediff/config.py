@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from molediff.elements import BOND_ORDERS, CHARGES, QM9_ELEMENTS, Vocabulary
 from molediff.errors import UserError
 
 
@@ -89,6 +90,25 @@ class DiffusionConfig:
     # this fraction of training molecules has a random piece held clean (molecular.random_fragments),
     # so the model learns to grow a given fragment; the rest train it as an unconditional model
     fragments: float = 0.0
+    # the model's vocabulary (molediff.elements.Vocabulary): the elements of its atom-type one-hot, the
+    # formal charges of its charge one-hot and the bond orders of its bond one-hot. Empty elements /
+    # charges: taken from the training data when training starts (a saved model always has them; a
+    # config saved before these fields existed loads as QM9's vocabulary)
+    elements: list[str] = field(default_factory=list)
+    formal_charges: list[int] = field(default_factory=list)
+    bond_orders: list[int] = field(default_factory=lambda: list(BOND_ORDERS))
+    # heavy-atom model: hydrogens are not atoms of the state; each heavy atom carries a generated count
+    # of attached hydrogens 0 .. max_hydrogens (a categorical part trained by cross-entropy), from which
+    # the hydrogens are placed after sampling; 0 = hydrogens are atoms (QM9's explicit-H models)
+    max_hydrogens: int = 0
+    hydrogen_scale: float = 0.25
+    hydrogen_weight: float = 1.0
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The model's :class:`~molediff.elements.Vocabulary` (QM9's where elements were never set)."""
+        elements = tuple(self.elements) or tuple(e for e in QM9_ELEMENTS if not (self.max_hydrogens and e == "H"))
+        return Vocabulary(elements, tuple(self.formal_charges) or CHARGES, tuple(self.bond_orders), self.max_hydrogens)
 
 
 #: fields of earlier versions' configs that named recipe-study variants since removed from the core;
@@ -126,6 +146,15 @@ HELP: dict[str, str] = {
     "diffusion.condition_stats": "not an option: mean, std, min and max of each condition on the training data, filled when training starts",
     "diffusion.fragments": "fraction of training molecules that get a random fragment held fixed (0: none); above 0 the "
                            "model reads which atoms are fixed and grows fragments given to 'molediff sample --fragment'",
+    "diffusion.elements": "comma-separated elements of the model's vocabulary (e.g. C,N,O,F,S,Cl,Br); empty: those of the "
+                          "training data (H left out for a heavy-atom model)",
+    "diffusion.formal_charges": "comma-separated formal charges the model generates; empty: -1,0,1 and any other the data holds",
+    "diffusion.bond_orders": "bond orders of the bond one-hot (0 = none; Kekulé form)",
+    "diffusion.max_hydrogens": "heavy-atom model: hydrogens are removed from the training molecules and the model generates "
+                               "each heavy atom's count of attached hydrogens, 0 .. this (4 covers CH4 and NH4+); after "
+                               "sampling they are placed from the geometry. 0: hydrogens are atoms (explicit H)",
+    "diffusion.hydrogen_scale": "hydrogen counts enter as one-hot × this scale",
+    "diffusion.hydrogen_weight": "weight of the hydrogen-count cross-entropy",
     "diffusion.condition_dropout": "probability that a condition is hidden from the network in a training example (each independently)",
     "data": "'qm9' (the committed train split), 'qm9:train-a' / 'qm9:train-b' (its two halves, for the conditioning "
             "benchmark) or a path to SDF/XYZ files or folders",
@@ -217,6 +246,9 @@ class TrainConfig:
             (self.data.split(":")[0] != "qm9" or self.data in ("qm9", "qm9:train-a", "qm9:train-b"),
              f"--data {self.data!r}: QM9 data is 'qm9', 'qm9:train-a' or 'qm9:train-b'"),
             (dcfg.timesteps >= 1, "--diffusion-timesteps must be ≥ 1"),
+            (dcfg.max_hydrogens == 0 or dcfg.bonds, "a heavy-atom model (--diffusion-max-hydrogens) must generate bonds "
+             "(--diffusion-bonds): its hydrogens are placed along them"),
+            (dcfg.hydrogen_scale > 0 and dcfg.hydrogen_weight >= 0, "hydrogen scale must be > 0 and its weight ≥ 0"),
             (min(dcfg.feature_scale, dcfg.charge_scale, dcfg.bond_scale) > 0, "part scales must be > 0"),
             (min(dcfg.atom_weight, dcfg.charge_weight, dcfg.bond_weight) >= 0, "loss weights must be ≥ 0"),
             (self.batch_size >= 1, f"--batch-size must be ≥ 1, got {self.batch_size}"),
@@ -235,6 +267,10 @@ class TrainConfig:
         from molediff.conditioning import check_names
 
         check_names(dcfg.conditions)
+        try:
+            dcfg.vocabulary  # noqa: B018 - checks the vocabulary fields
+        except ValueError as exc:
+            raise UserError(f"vocabulary: {exc}") from None
         try:
             from molediff.diffusion.schedule import NoiseSchedule
 

@@ -26,13 +26,15 @@ open valences, so remove the hydrogens at the positions you want to grow from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from molediff.diffusion.noise import randn
-from molediff.elements import BOND_NAMES, CHARGES, ELEMENTS
+
+from molediff.elements import ELEMENTS, Vocabulary
 from molediff.errors import UserError
 from molediff.molecular import MolecularDiffusion, MolGraph, MolState, Molecules, remove_mean
 
@@ -50,6 +52,7 @@ class Fragment:
     charges: np.ndarray
     bonds: tuple[np.ndarray, np.ndarray, np.ndarray]
     name: str = "fragment"
+    hydrogens: np.ndarray | None = None  # [F] attached hydrogens (a heavy-atom model's fragment, see heavy())
 
     def __post_init__(self) -> None:
         self.pos = np.asarray(self.pos, dtype=np.float64).reshape(-1, 3)
@@ -61,10 +64,7 @@ class Fragment:
             raise UserError(f"{self.name}: {n} atoms but {len(self.pos)} positions and {len(self.charges)} charges")
         unknown = sorted(set(self.symbols) - set(ELEMENTS))
         if unknown:
-            raise UserError(f"{self.name}: elements {', '.join(unknown)} are outside the model's vocabulary ({', '.join(ELEMENTS)})")
-        bad = sorted({int(c) for c in self.charges} - set(CHARGES))
-        if bad:
-            raise UserError(f"{self.name}: formal charges {bad} are outside what a model generates {list(CHARGES)}")
+            raise UserError(f"{self.name}: elements {', '.join(unknown)} are outside molediff's table ({', '.join(ELEMENTS)})")
         if not np.isfinite(self.pos).all():
             raise UserError(f"{self.name}: non-finite coordinates")
         if n >= 3 and np.all(self.pos[:, 2] == 0.0):
@@ -78,21 +78,53 @@ class Fragment:
     def __len__(self) -> int:
         return len(self.symbols)
 
+    def check_vocabulary(self, vocab: Vocabulary, charges: bool) -> None:
+        """Refuse a fragment that a model with vocabulary ``vocab`` cannot hold, naming what is outside."""
+        unknown = sorted(set(self.symbols) - set(vocab.elements) - ({"H"} if vocab.heavy_atom else set()))
+        if unknown:
+            raise UserError(f"{self.name}: elements {', '.join(unknown)} are outside the model's vocabulary ({', '.join(vocab.elements)})")
+        bad = sorted({int(c) for c in self.charges} - set(vocab.charges if charges else (0,)))
+        if bad:
+            raise UserError(f"{self.name}: formal charges {bad} are outside what this model generates "
+                            f"{list(vocab.charges if charges else (0,))}")
+
+    def heavy(self) -> "Fragment":
+        """The fragment without its hydrogen atoms, each remaining atom's count of attached hydrogens in
+        ``hydrogens`` (for a heavy-atom model: the fragment's hydrogens become its atoms' fixed counts)."""
+        if self.hydrogens is not None:
+            return self
+        keep = np.array([s != "H" for s in self.symbols])
+        if not keep.any():
+            raise UserError(f"{self.name}: the fragment has only hydrogens; a heavy-atom model needs a heavy atom")
+        src, dst, order = (np.asarray(x) for x in self.bonds)
+        counts = np.zeros(len(self), dtype=np.int64)
+        h_bond = keep[src] != keep[dst]
+        np.add.at(counts, np.where(keep[src], src, dst)[h_bond], 1)
+        new = np.cumsum(keep) - 1
+        both = keep[src] & keep[dst]
+        return Fragment([s for s, k in zip(self.symbols, keep) if k], self.pos[keep], self.charges[keep],
+                        (new[src[both]], new[dst[both]], order[both]), self.name, counts[keep])
+
 
 def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGraph) -> tuple[MolState, torch.Tensor, torch.Tensor]:
     """The clean known state (fragment atoms first in every molecule, centred on the fragment's centroid),
     and the masks of fixed atom rows [|V|] and fixed pair rows [|P|] (both atoms fixed)."""
     cfg, nf = diffusion.cfg, len(fragment)
+    fragment.check_vocabulary(diffusion.vocab, cfg.charges)
+    if diffusion.vocab.heavy_atom and fragment.hydrogens is None:
+        raise UserError(f"{fragment.name}: a heavy-atom model needs the fragment's hydrogens as counts (Fragment.heavy())")
+    hydrogens = fragment.hydrogens if fragment.hydrogens is not None else np.zeros(nf, dtype=np.int64)
     device = graph.ptr.device
     local = torch.arange(int(graph.ptr[-1]), device=device) - graph.ptr[graph.batch]
     fixed = local < nf
     index = local.clamp(max=nf - 1)  # row i of a molecule reads fragment atom i (masked beyond nf)
     pos = torch.as_tensor(fragment.pos - fragment.pos.mean(0), dtype=torch.float32, device=device)[index]
-    types = torch.as_tensor([ELEMENTS.index(s) for s in fragment.symbols], device=device)[index]
-    cols = [pos, F.one_hot(types, len(ELEMENTS)).float() * cfg.feature_scale]
-    if cfg.charges:
-        charge = torch.as_tensor(fragment.charges - CHARGES[0], device=device)[index]
-        cols.append(F.one_hot(charge, len(CHARGES)).float() * cfg.charge_scale)
+    batch = SimpleNamespace(ptr=graph.ptr, pos=pos,
+                            atom_type=torch.as_tensor([ELEMENTS.index(s) for s in fragment.symbols], device=device)[index],
+                            charge=torch.as_tensor(fragment.charges, device=device)[index],
+                            hydrogens=torch.as_tensor(hydrogens, device=device)[index],
+                            bond_type=torch.zeros(graph.pair_index.shape[1], dtype=torch.long, device=device))
+    cols = [pos, diffusion.encode(batch).node[:, 3:]]
     node = torch.cat(cols, dim=1)
     i, j = graph.pair_index - graph.ptr[graph.pair_batch]
     fixed_pairs = (i < nf) & (j < nf)
@@ -102,7 +134,7 @@ def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGr
         src, dst, bo = (torch.as_tensor(np.asarray(x), dtype=torch.long, device=device) for x in fragment.bonds)
         order[src, dst] = bo
         order[dst, src] = bo
-        pair = F.one_hot(order[i.clamp(max=nf - 1), j.clamp(max=nf - 1)], len(BOND_NAMES)).float() * cfg.bond_scale
+        pair = F.one_hot(order[i.clamp(max=nf - 1), j.clamp(max=nf - 1)], len(diffusion.vocab.bond_orders)).float() * cfg.bond_scale
     return MolState(node, pair, graph, diffusion.parts), fixed, fixed_pairs
 
 

@@ -4,7 +4,7 @@ literature (EDM) so numbers are comparable with published tables.
 Metrics (fractions in [0, 1]):
 
 * ``atom_stability`` / ``molecule_stability`` — an atom is stable when the sum of its lookup bond
-  orders equals its valence (:data:`molediff.elements.VALENCE`) exactly; a molecule when all its
+  orders is a valence its element allows (:data:`molediff.elements.LOOKUP_VALENCE`); a molecule when all its
   atoms are. Always computed with lookup bonds (numpy only, vectorised over all molecules).
 * ``validity`` — RDKit ``SanitizeMol`` passes on the molecule built with the chosen bond perception;
   the canonical SMILES of its largest fragment is kept (published, lenient: RDKit fills missing
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from molediff.chem.bonds import BondList, VALENCE_BY_TYPE, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_sums
-from molediff.elements import ELEMENTS
+from molediff.chem.bonds import LOOKUP_VALENCE_MASK, BondList, check_bond_mode, valence_allowed, lookup_bonds_stacked, symbols_to_types, valence_sums
+from molediff.elements import BOND_ORDERS, ELEMENTS
 
 __all__ = [
     "PUBLISHED_EDM_PERCENT",
@@ -73,6 +73,7 @@ PUBLISHED_EDM_PERCENT: dict[str, float] = {
 MIN_COUNT_FOR_W1 = 5
 
 _BOND_SYMBOL = {1: "-", 2: "=", 3: "#"}
+_ORDERS = len(BOND_ORDERS)  # bond orders 0..3 key the bond-type names
 # element order inside type names: C, N, O, F, then H ("C-H", "N-H", "C=O", "H-C-H")
 _PRIORITY = np.array([ELEMENTS.index(e) if e != "H" else len(ELEMENTS) for e in ELEMENTS])
 
@@ -111,8 +112,9 @@ def _molecule_index(ptr: np.ndarray) -> np.ndarray:
 
 
 def stability(atom_type: np.ndarray, ptr: np.ndarray, bonds: BondList) -> tuple[np.ndarray, np.ndarray]:
-    """``(atom_stable [N] bool, molecule_stable [M] bool)``: bond-order sum == valence exactly."""
-    atom_stable = valence_sums(len(atom_type), bonds) == VALENCE_BY_TYPE[atom_type]
+    """``(atom_stable [N] bool, molecule_stable [M] bool)``: the bond-order sum is a valence the lookup
+    rule allows for the element (:data:`molediff.elements.LOOKUP_VALENCE`)."""
+    atom_stable = valence_allowed(LOOKUP_VALENCE_MASK[atom_type], valence_sums(len(atom_type), bonds))
     unstable_per_mol = np.bincount(_molecule_index(ptr), weights=~atom_stable, minlength=len(ptr) - 1)
     return atom_stable, (unstable_per_mol == 0) & (np.diff(ptr) > 0)
 
@@ -163,10 +165,10 @@ def bond_length_samples(atom_type: np.ndarray, pos: np.ndarray, bonds: BondList)
         return {}
     lengths = np.linalg.norm(pos[bonds.src] - pos[bonds.dst], axis=1)
     a, b = _pair_name(atom_type[bonds.src], atom_type[bonds.dst])
-    key = (a * len(ELEMENTS) + b) * 4 + bonds.order
+    key = (a * len(ELEMENTS) + b) * _ORDERS + bonds.order
     out: dict[str, np.ndarray] = {}
     for k in np.unique(key):
-        ta, tb, o = k // 4 // len(ELEMENTS), k // 4 % len(ELEMENTS), k % 4
+        ta, tb, o = k // _ORDERS // len(ELEMENTS), k // _ORDERS % len(ELEMENTS), k % _ORDERS
         out[f"{ELEMENTS[ta]}{_BOND_SYMBOL[int(o)]}{ELEMENTS[tb]}"] = lengths[key == k]
     return out
 
@@ -516,26 +518,30 @@ def sample_metrics(mols: Any) -> dict[str, float]:
     ``strict_validity``, ``valid_x_unique`` and ``connected`` when RDKit is installed (it is not on the
     GPU training machines); for models that write bonds, also the model-bond view:
     ``model_atom_stability``, ``model_molecule_stability`` (numpy), ``model_connected_validity`` and
-    ``model_valid_x_unique`` (RDKit).
+    ``model_valid_x_unique`` (RDKit). A heavy-atom model's molecules get the model-bond view alone (its
+    generated hydrogen counts included): the lookup rule needs hydrogens as atoms.
     """
     atom_type, pos, ptr = (np.asarray(x.cpu()) for x in (mols.atom_type, mols.pos, mols.ptr))
     out: dict[str, float] = {}
     if mols.bond_order is not None:
         src, dst = (np.asarray(x) for x in mols.pair_index.cpu())
         order, charge = np.asarray(mols.bond_order.cpu()), np.asarray(mols.charge.cpu())
+        hydrogens = None if mols.hydrogens is None else np.asarray(mols.hydrogens.cpu())
         from molediff.chem.model_bonds import model_bond_scores, model_bond_stability
 
         try:
             import rdkit  # noqa: F401
         except ImportError:
-            atom_ok, mol_ok = model_bond_stability(atom_type, charge, ptr, src, dst, order)
+            atom_ok, mol_ok = model_bond_stability(atom_type, charge, ptr, src, dst, order, hydrogens)
         else:
-            scores = model_bond_scores(atom_type, charge, ptr, src, dst, order)
+            scores = model_bond_scores(atom_type, charge, ptr, src, dst, order, hydrogens=hydrogens)
             atom_ok, mol_ok = scores.atom_stable, scores.molecule_stable
             out["model_connected_validity"] = float(scores.valid.mean())
             out["model_valid_x_unique"] = len({s for s in scores.smiles if s}) / max(len(scores.smiles), 1)
         out["model_atom_stability"] = float(atom_ok.mean())
         out["model_molecule_stability"] = float(mol_ok.mean())
+    if getattr(mols, "hydrogens", None) is not None:  # heavy atoms only: the lookup rule needs hydrogens as atoms
+        return out
     try:
         import rdkit  # noqa: F401
     except ImportError:

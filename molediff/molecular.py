@@ -31,11 +31,12 @@ from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DiffusionConfig
 from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
 from molediff.diffusion.noise import randint, randn
-from molediff.elements import BOND_NAMES, CHARGES, ELEMENTS
+from molediff.elements import SUPPORTED_CHARGES
+
+_MIN_CHARGE = SUPPORTED_CHARGES[0]
 from molediff.errors import UserError
 from molediff.models.egnn import FullyConnectedEdges
 
-NUM_TYPES = len(ELEMENTS)
 def remove_mean(pos: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
     """Subtract each molecule's centroid: ``pos`` [|V|, 3], ``batch`` [|V|] → [|V|, 3] with zero mean per molecule."""
     sums = torch.zeros(num_graphs, pos.shape[1], dtype=pos.dtype, device=pos.device).index_add_(0, batch, pos)
@@ -60,14 +61,19 @@ class Part:
 
 
 def layout(cfg: DiffusionConfig) -> tuple[Part, ...]:
-    """The parts of a model's state, in column order (positions first)."""
+    """The parts of a model's state, in column order (positions first); widths and labels from the
+    model's vocabulary (``cfg.vocabulary``)."""
+    vocab = cfg.vocabulary
     parts = [Part("pos", "atom", 3, 1.0, "mse", labels=("x", "y", "z")),
-             Part("atom", "atom", NUM_TYPES, cfg.feature_scale, cfg.atom_loss, cfg.atom_weight, ELEMENTS)]
+             Part("atom", "atom", len(vocab.elements), cfg.feature_scale, cfg.atom_loss, cfg.atom_weight, vocab.elements)]
     if cfg.charges:
-        parts.append(Part("charge", "atom", len(CHARGES), cfg.charge_scale, "ce", cfg.charge_weight,
-                          tuple(f"{c:+d}" for c in CHARGES)))
+        parts.append(Part("charge", "atom", len(vocab.charges), cfg.charge_scale, "ce", cfg.charge_weight,
+                          tuple(f"{c:+d}" for c in vocab.charges)))
+    if vocab.heavy_atom:
+        parts.append(Part("hydrogens", "atom", vocab.max_hydrogens + 1, cfg.hydrogen_scale, "ce", cfg.hydrogen_weight,
+                          tuple(f"{k}H" for k in range(vocab.max_hydrogens + 1))))
     if cfg.bonds:
-        parts.append(Part("bond", "pair", len(BOND_NAMES), cfg.bond_scale, "ce", cfg.bond_weight, BOND_NAMES))
+        parts.append(Part("bond", "pair", len(vocab.bond_orders), cfg.bond_scale, "ce", cfg.bond_weight, vocab.bond_names))
     return tuple(parts)
 
 
@@ -236,7 +242,7 @@ class MolState:
 
 @dataclass
 class Molecules:
-    """Decoded molecules: ``pos`` [|V|, 3] Å, ``atom_type`` [|V|], ``charge`` [|V|] (formal charges; zeros
+    """Decoded molecules: ``pos`` [|V|, 3] Å, ``atom_type`` [|V|] (:data:`~molediff.elements.ELEMENTS` indices), ``charge`` [|V|] (formal charges; zeros
     for atoms-only models), ``ptr`` [B + 1]; for joint models ``pair_index`` [2, |P|] and ``bond_order``
     [|P|] (0 none, 1–3), else None."""
 
@@ -247,10 +253,12 @@ class Molecules:
     pair_index: torch.Tensor | None = None
     bond_order: torch.Tensor | None = None
     pair_ptr: torch.Tensor | None = None
+    hydrogens: torch.Tensor | None = None  # [|V|] attached hydrogens of a heavy-atom model's atoms, else None
 
     def cpu(self) -> "Molecules":
         return Molecules(*(v.cpu() if isinstance(v, torch.Tensor) else v for v in
-                           (self.pos, self.atom_type, self.charge, self.ptr, self.pair_index, self.bond_order, self.pair_ptr)))
+                           (self.pos, self.atom_type, self.charge, self.ptr, self.pair_index, self.bond_order, self.pair_ptr,
+                            self.hydrogens)))
 
 
 # ---------------------------------------------------------------------------- the diffusion
@@ -267,7 +275,14 @@ class MolecularDiffusion:
         if prediction is None:
             raise ValueError(f"parametrization must be 'eps' or 'x0', got {cfg.parametrization!r}")
         self.schedule = NoiseSchedule.from_name(cfg.schedule, cfg.timesteps, prediction_type=prediction)
+        self.vocab = cfg.vocabulary
         self.parts = layout(cfg)
+        # table index -> one-hot column (−1: not in the vocabulary); charge value − _MIN_CHARGE -> column
+        self._atom_columns = torch.as_tensor(self.vocab.column_of_table())
+        charge_cols = [-1] * (len(SUPPORTED_CHARGES))
+        for col, c in enumerate(self.vocab.charges):
+            charge_cols[c - _MIN_CHARGE] = col
+        self._charge_columns = torch.as_tensor(charge_cols)
         self.node_cols = _columns(self.parts, "atom")
         self.pair_cols = _columns(self.parts, "pair")
         self.node_width = sum(p.width for p in self.parts if p.level == "atom")
@@ -304,20 +319,35 @@ class MolecularDiffusion:
 
     # ------------------------------------------------------------------ data <-> state
     def encode(self, batch: Any, fixed: torch.Tensor | None = None) -> MolState:
-        """Clean state x_0 of a collated batch (``pos`` Å, ``atom_type``, ``charge``, ``ptr``, ``bond_type``);
-        ``fixed`` [|V|] bool marks fragment atoms (see :func:`random_fragments`), whose centroid becomes
-        their molecule's origin."""
+        """Clean state x_0 of a collated batch (``pos`` Å, ``atom_type`` (index into
+        :data:`~molediff.elements.ELEMENTS`), ``charge``, ``hydrogens`` (heavy-atom models), ``ptr``,
+        ``bond_type``), in this model's vocabulary; ``fixed`` [|V|] bool marks fragment atoms (see
+        :func:`random_fragments`), whose centroid becomes their molecule's origin. Raises
+        :class:`UserError` for an element, charge or hydrogen count outside the vocabulary."""
         graph = MolGraph.from_ptr(batch.ptr, fixed)
         pos = batch.pos
-        cols = [centre(pos, graph),
-                F.one_hot(batch.atom_type, NUM_TYPES).to(pos.dtype) * self.cfg.feature_scale]
+        cols = [centre(pos, graph), self._one_hot("atom", self._atom_columns.to(pos.device)[batch.atom_type], pos.dtype)]
         if self.cfg.charges:
-            index = (batch.charge - CHARGES[0]).clamp(0, len(CHARGES) - 1)
-            cols.append(F.one_hot(index, len(CHARGES)).to(pos.dtype) * self.cfg.charge_scale)
+            offset = batch.charge - _MIN_CHARGE
+            inside = (offset >= 0) & (offset < len(self._charge_columns))
+            charge = torch.where(inside, self._charge_columns.to(pos.device)[offset.clamp(0, len(self._charge_columns) - 1)], -1)
+            cols.append(self._one_hot("charge", charge, pos.dtype))
+        if self.vocab.heavy_atom:
+            hydrogens = getattr(batch, "hydrogens", None)
+            if hydrogens is None:
+                raise UserError("a heavy-atom model needs molecules with hydrogen counts (hydrogens removed)")
+            cols.append(self._one_hot("hydrogens", torch.where(hydrogens <= self.vocab.max_hydrogens, hydrogens, -1), pos.dtype))
         pair = torch.zeros(graph.pair_index.shape[1], self.pair_width, dtype=pos.dtype, device=pos.device)
         if self.cfg.bonds:
-            pair = F.one_hot(batch.bond_type, len(BOND_NAMES)).to(pos.dtype) * self.cfg.bond_scale
+            pair = self._one_hot("bond", torch.where(batch.bond_type < len(self.vocab.bond_orders), batch.bond_type, -1), pos.dtype)
         return MolState(torch.cat(cols, dim=1), pair, graph, self.parts)
+
+    def _one_hot(self, name: str, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """One-hot × scale of part ``name``; an index of −1 (outside the vocabulary) is refused by name."""
+        part = next(p for p in self.parts if p.name == name)
+        if bool((index < 0).any()):
+            raise UserError(f"the molecules hold a {name} value outside this model's vocabulary {list(part.labels)}")
+        return F.one_hot(index, part.width).to(dtype) * part.scale
 
     def condition_values(self, batch: Any) -> torch.Tensor | None:
         """The batch's values [B, K] of this model's conditions (dataset units), None for unconditional models."""
@@ -328,13 +358,18 @@ class MolecularDiffusion:
         return batch.props[:, [PROPERTY_NAMES.index(n) for n in self.cfg.conditions]]
 
     def decode(self, x: MolState) -> Molecules:
-        """Molecules from a (clean) state: positions centred, each categorical part's arg-max."""
+        """Molecules from a (clean) state: positions centred, each categorical part's arg-max, atom types
+        as :data:`~molediff.elements.ELEMENTS` indices."""
         g = x.graph
-        atom = x.part("atom").argmax(1)
-        charge = torch.as_tensor(CHARGES, device=x.device)[x.part("charge").argmax(1)] if self.cfg.charges else torch.zeros_like(atom)
+        vocab = self.vocab
+        atom = torch.as_tensor(vocab.table_index, device=x.device)[x.part("atom").argmax(1)]
+        charge = torch.as_tensor(vocab.charges, device=x.device)[x.part("charge").argmax(1)] if self.cfg.charges else torch.zeros_like(atom)
         out = Molecules(remove_mean(x.node[:, :3], g.batch, g.num_graphs), atom, charge, g.ptr)
+        if vocab.heavy_atom:
+            out.hydrogens = x.part("hydrogens").argmax(1)
         if self.cfg.bonds:
-            out.pair_index, out.bond_order, out.pair_ptr = g.pair_index, x.part("bond").argmax(1), g.pair_ptr
+            out.pair_index, out.pair_ptr = g.pair_index, g.pair_ptr
+            out.bond_order = torch.as_tensor(vocab.bond_orders, device=x.device)[x.part("bond").argmax(1)]
         return out
 
     def add_noise(self, x0: MolState, noise: MolState, t: torch.Tensor) -> MolState:
@@ -618,4 +653,4 @@ def draw_sizes(histogram: torch.Tensor, n: int, n_atoms: tuple[int, int] | None 
 
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolGraph", "MolState", "Molecules", "MolecularDiffusion", "Part", "layout",
-           "remove_mean", "centre", "project", "random_fragments", "finite_molecules", "sizes_from_histogram", "draw_sizes", "NUM_TYPES"]
+           "remove_mean", "centre", "project", "random_fragments", "finite_molecules", "sizes_from_histogram", "draw_sizes"]

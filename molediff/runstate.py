@@ -39,9 +39,13 @@ MAY_CHANGE = {
 #: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and
 #: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such
 MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
-               "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout", "diffusion.fragments")
+               "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout", "diffusion.fragments",
+               "diffusion.max_hydrogens", "diffusion.hydrogen_scale")
+#: a warm start takes its vocabulary from its own data (new elements' columns start at zero, elements
+#: the data lacks are dropped), unless given
+VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
-    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from") + MODEL_SHAPE
+    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from") + MODEL_SHAPE + VOCABULARY
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
@@ -75,6 +79,8 @@ def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: 
     """
     b, a = _flat(base), _flat(asked)
     r = _flat(reference if reference is not None else base)
+    if how == "resume":  # an empty vocabulary field means "from the data": the run's own, not a change
+        a.update({k: b[k] for k in VOCABULARY if a[k] == []})
     allowed = MAY_CHANGE[how]
     refused = sorted(k for k, v in a.items() if k not in allowed and v != r[k] and v != b[k])
     if refused:

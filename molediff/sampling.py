@@ -153,6 +153,7 @@ class MoleculeGenerator:
         resample: int | None = None,
         conditions: dict[str, Any] | None = None,
         guidance: float = 1.0,
+        relax_hydrogens: bool = True,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
@@ -180,6 +181,11 @@ class MoleculeGenerator:
         ``guidance`` w: classifier-free guidance, u + w (c − u) (1: the
         conditional model as trained, 0: unconditional, > 1 stronger; two network passes per step).
         ``info["conditions"]`` holds each molecule's targets.
+
+        A heavy-atom model (one that generates hydrogen counts) yields complete molecules: its heavy
+        atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry
+        (:func:`molediff.chem.hydrogens.place_hydrogens`; ``relax_hydrogens``: then MMFF94 on the
+        hydrogens alone); ``info["hydrogens"]`` holds the generated counts of the heavy atoms.
         """
         if n < 0:
             raise UserError("number of molecules must be ≥ 0")
@@ -205,6 +211,10 @@ class MoleculeGenerator:
             from molediff.chem.io import fragment_from_mol
 
             fragment = fragment_from_mol(fragment)
+        if fragment is not None:
+            fragment.check_vocabulary(self.diffusion.vocab, self.config.diffusion.charges)
+            if self.diffusion.vocab.heavy_atom:  # its hydrogens become its atoms' counts; they are placed anew
+                fragment = fragment.heavy()
         if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         dcfg = self.config.diffusion
@@ -259,6 +269,7 @@ class MoleculeGenerator:
                 if targets is not None:
                     info["conditions"] = {name: float(targets[rows[i], k]) for k, name in enumerate(dcfg.conditions)
                                           if name in conditions}
+                symbols, xyz = symbols_table[types[a:b].numpy()], pos[a:b].double().numpy()
                 if mols.bond_order is not None:
                     p0, p1 = int(mols.pair_ptr[i]), int(mols.pair_ptr[i + 1])
                     order = mols.bond_order[p0:p1]
@@ -266,7 +277,13 @@ class MoleculeGenerator:
                     src, dst = (mols.pair_index[:, p0:p1][:, keep] - a).numpy()
                     info["bonds"] = (src, dst, order[keep].numpy())
                     info["charges"] = mols.charge[a:b].numpy()
-                yield symbols_table[types[a:b].numpy()], pos[a:b].double().numpy(), info
+                if mols.hydrogens is not None:
+                    from molediff.chem.hydrogens import place_hydrogens
+
+                    info["hydrogens"] = mols.hydrogens[a:b].numpy()
+                    full = place_hydrogens(symbols, xyz, *info["bonds"], info["charges"], info["hydrogens"], relax=relax_hydrogens)
+                    symbols, xyz, info["bonds"], info["charges"] = np.array(full.symbols), full.pos, full.bonds, full.charges
+                yield symbols, xyz, info
             retry = [r for r in rows if r not in delivered] + retry
             index += batch_stride
             stats.seconds = time.time() - t0

@@ -26,6 +26,7 @@ from molediff.conditioning import drop_conditions
 from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, open_run, snapshot_path
 from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
+from molediff.elements import CHARGES, ELEMENTS, QM9_ELEMENTS
 from molediff.ema import EMA
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
@@ -53,6 +54,39 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
     perm = np.random.default_rng(config.seed).permutation(len(mols))
     n_valid = max(1, len(mols) // 20)
     return mols.subset(perm[n_valid:]), mols.subset(perm[:n_valid])
+
+
+def set_vocabulary(dcfg: Any, sets: tuple[MoleculeSet, ...], source: str) -> None:
+    """Fill the vocabulary fields a new run left empty from its data ``sets`` (training and validation):
+    the elements they hold (in table order; QM9's five for QM9 data), and the formal charges −1, 0, +1
+    with any other they hold."""
+    if not dcfg.elements:
+        if source.split(":")[0] == "qm9":
+            present = list(QM9_ELEMENTS)
+        else:
+            counts = sum(torch.bincount(d.atom_type, minlength=len(ELEMENTS)) for d in sets)
+            present = [e for e, c in zip(ELEMENTS, counts.tolist()) if c]
+        dcfg.elements = [e for e in present if not (dcfg.max_hydrogens and e == "H")]
+    if not dcfg.formal_charges:
+        dcfg.formal_charges = sorted(set(CHARGES).union(*(d.charge.unique().tolist() for d in sets)))
+
+
+def check_vocabulary(dcfg: Any, data: MoleculeSet, source: str) -> None:
+    """Refuse data the model's vocabulary cannot hold, naming what is outside it."""
+    vocab = dcfg.vocabulary
+    counts = torch.bincount(data.atom_type, minlength=len(ELEMENTS))
+    outside = [e for e, c in zip(ELEMENTS, counts.tolist()) if c and e not in vocab.elements]
+    if outside:
+        raise UserError(f"{source}: elements {', '.join(outside)} are outside the model's vocabulary "
+                        f"({', '.join(vocab.elements)}); train a new model on these molecules, or give --diffusion-elements")
+    if dcfg.charges:
+        charges = sorted(set(data.charge.unique().tolist()) - set(vocab.charges))
+        if charges:
+            raise UserError(f"{source}: formal charges {charges} are outside the model's ({list(vocab.charges)}); "
+                            "give --diffusion-formal-charges")
+    if vocab.heavy_atom and data.hydrogens is not None and len(data.hydrogens) and int(data.hydrogens.max()) > vocab.max_hydrogens:
+        raise UserError(f"{source}: an atom carries {int(data.hydrogens.max())} hydrogens, more than "
+                        f"--diffusion-max-hydrogens {vocab.max_hydrogens}")
 
 
 def warn_size_outliers(mols: MoleculeSet, factor: float = 3.0) -> list[str]:
@@ -147,6 +181,22 @@ class Trainer:
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        # the data first: a new run takes its vocabulary (elements, charges) from it, and a heavy-atom
+        # model its hydrogen counts; rank 0 reads (and on a fresh machine builds) the data caches, the
+        # others wait for it rather than all building the same cache at once
+        if self.ctx.enabled and not self.ctx.is_main:
+            distributed.barrier(self.ctx)
+        self.train_set, self.valid_set = load_training_data(config, progress=progress and self.ctx.is_main)
+        if self.ctx.enabled and self.ctx.is_main:
+            distributed.barrier(self.ctx)
+        if config.diffusion.bonds:
+            self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
+        if config.diffusion.max_hydrogens:
+            self.train_set, self.valid_set = self._heavy(self.train_set, "training"), self._heavy(self.valid_set, "validation")
+        if state is None:
+            set_vocabulary(config.diffusion, (self.train_set, self.valid_set), config.data)
+        check_vocabulary(config.diffusion, self.train_set, config.data)
+        check_vocabulary(config.diffusion, self.valid_set, config.data)
         torch.manual_seed(config.seed)
         self.diffusion = MolecularDiffusion(config.diffusion)
         self.net = build_network(config.model, self.diffusion).to(self.device)
@@ -185,15 +235,6 @@ class Trainer:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
             self.net.compile(dynamic=True)
-        # rank 0 reads (and on a fresh machine builds) the data caches first; the others wait for it
-        # rather than all building the same cache at once
-        if self.ctx.enabled and not self.ctx.is_main:
-            distributed.barrier(self.ctx)
-        self.train_set, self.valid_set = load_training_data(config, progress=progress and self.ctx.is_main)
-        if self.ctx.enabled and self.ctx.is_main:
-            distributed.barrier(self.ctx)
-        if config.diffusion.bonds:
-            self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:
             self.valid_set = self.valid_set.subset(np.arange(config.valid_molecules))
         self.histogram = self.train_set.size_histogram()
@@ -219,6 +260,15 @@ class Trainer:
             names = ", ".join(data.names[i] for i in torch.nonzero(~data.has_bonds).flatten()[:10].tolist())
             print(f"{missing} {what} molecules have no bond assignment and are left out of this joint model's data: {names}")
         return data.subset(data.has_bonds) if missing else data
+
+    def _heavy(self, data: MoleculeSet, what: str) -> MoleculeSet:
+        """The molecules without hydrogen atoms, with attached-hydrogen counts (a heavy-atom model); say
+        which could not be converted."""
+        heavy, left_out = data.heavy_atoms()
+        if left_out and self.ctx.is_main:
+            print(f"{len(left_out)} {what} molecules have a hydrogen not bonded to exactly one heavy atom and are left out "
+                  f"of this heavy-atom model's data: {', '.join(left_out[:10])}")
+        return heavy
 
     def _condition_statistics(self, table_rows: int = 10_000) -> None:
         """Statistics of the conditions on the training data (kept from the source model when it has them;

@@ -9,7 +9,7 @@ import pytest
 from rdkit import Chem
 
 from molediff.chem import write_sdf, write_xyz
-from molediff.data.files import read_molecule_files, read_xyz
+from molediff.data.files import BAD_ELEMENT, read_molecule_files, read_xyz
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
 from tests.chem_molecules import ethene, hydrogen_cyanide, methane, water
@@ -33,23 +33,23 @@ def test_reads_sdf_and_xyz_folder(tmp_path: Path):
 
 def test_unknown_elements_are_named_and_counted(tmp_path: Path):
     path = tmp_path / "m.xyz"
-    path.write_text("3\nwater\nO 0 0 0.1\nH 0.96 0 0\nH -0.24 0.93 0\n2\nHCl\nCl 0 0 0.1\nH 1.27 0 0\n2\nHBr\nBr 0 0 0.1\nH 1.41 0 0\n")
+    path.write_text("3\nwater\nO 0 0 0.1\nH 0.96 0 0\nH -0.24 0.93 0\n2\nHSe\nSe 0 0 0.1\nH 1.46 0 0\n2\nHSn\nSn 0 0 0.1\nH 1.71 0 0\n")
     molecules, report = read_molecule_files(path)
     assert len(molecules) == 1
-    assert report.skipped["element outside vocabulary"] == 2
-    assert report.unknown_elements == {"Cl": 1, "Br": 1}
+    assert report.skipped[BAD_ELEMENT] == 2
+    assert report.unknown_elements == {"Se": 1, "Sn": 1}
     summary = report.summary()
-    assert "Cl" in summary and "Br" in summary and "read 1 of 3" in summary
+    assert "Se" in summary and "Sn" in summary and "read 1 of 3" in summary
 
 
 def test_only_bad_elements_raises_user_error(tmp_path: Path):
     path = tmp_path / "s.sdf"
-    mol = Chem.AddHs(Chem.MolFromSmiles("CS"))
+    mol = Chem.AddHs(Chem.MolFromSmiles("C[SeH]"))
     from rdkit.Chem import AllChem
 
     AllChem.EmbedMolecule(mol, randomSeed=1)
     Chem.MolToMolFile(mol, str(path))
-    with pytest.raises(UserError, match="S"):
+    with pytest.raises(UserError, match="Se"):
         read_molecule_files(path)
 
 

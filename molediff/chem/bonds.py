@@ -25,14 +25,16 @@ from molediff.elements import (
     BOND_SINGLE_PM,
     BOND_TRIPLE_PM,
     ELEMENTS,
+    LOOKUP_VALENCE,
     SYMBOL_TO_INDEX,
-    VALENCE,
 )
 
 __all__ = [
     "BondList",
     "THRESHOLDS_PM",
-    "VALENCE_BY_TYPE",
+    "LOOKUP_VALENCE_MASK",
+    "valence_mask",
+    "valence_allowed",
     "lookup_bond_orders",
     "lookup_bonds_stacked",
     "symbols_to_types",
@@ -55,9 +57,22 @@ def _threshold_table() -> np.ndarray:
 THRESHOLDS_PM: np.ndarray = _threshold_table()
 THRESHOLDS_PM.setflags(write=False)
 
-#: ``[E]`` allowed valence per atom type (index into ELEMENTS).
-VALENCE_BY_TYPE: np.ndarray = np.array([VALENCE[s] for s in ELEMENTS], dtype=np.int64)
-VALENCE_BY_TYPE.setflags(write=False)
+def valence_mask(valences) -> int:
+    """A set of allowed valences as a bit mask (bit v set: valence v allowed); 0 allows nothing."""
+    return sum(1 << int(v) for v in valences)
+
+
+def valence_allowed(mask: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: each valence ``sums`` [N] (bond-order sums) is in its atom's allowed set ``mask`` [N]
+    (bit masks from :func:`valence_mask`). The one test behind both stability rules."""
+    sums = np.asarray(sums, dtype=np.int64)
+    inside = (sums >= 0) & (sums < 62)
+    return inside & (((np.asarray(mask, dtype=np.int64) >> np.clip(sums, 0, 61)) & 1) == 1)
+
+
+#: ``[E]`` bit masks of the lookup rule's allowed valences per atom type (index into ELEMENTS).
+LOOKUP_VALENCE_MASK: np.ndarray = np.array([valence_mask(LOOKUP_VALENCE[s]) for s in ELEMENTS], dtype=np.int64)
+LOOKUP_VALENCE_MASK.setflags(write=False)
 
 
 #: The one definition of the bond modes: how bonds are had for scoring. "lookup" (EDM's distance table:

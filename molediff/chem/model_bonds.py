@@ -17,13 +17,15 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from molediff.elements import ALLOWED_VALENCE, ELEMENTS
+from molediff.chem.bonds import valence_allowed, valence_mask
+from molediff.elements import ALLOWED_VALENCE, ELEMENTS, SUPPORTED_CHARGES
 
-_NO_VALENCE = -1
-_CHARGE_OFFSET = 3  # charges −3..+3 index a small table
-_TABLE = np.full((len(ELEMENTS), 2 * _CHARGE_OFFSET + 1), _NO_VALENCE, dtype=np.int64)
-for (_symbol, _charge), _valence in ALLOWED_VALENCE.items():
-    _TABLE[ELEMENTS.index(_symbol), _charge + _CHARGE_OFFSET] = _valence
+_MIN_CHARGE = SUPPORTED_CHARGES[0]
+#: ``[E, C]`` bit masks of the allowed valences by element (ELEMENTS index) and formal charge (offset)
+_MASKS = np.zeros((len(ELEMENTS), len(SUPPORTED_CHARGES)), dtype=np.int64)
+for (_symbol, _charge), _valences in ALLOWED_VALENCE.items():
+    _MASKS[ELEMENTS.index(_symbol), _charge - _MIN_CHARGE] = valence_mask(_valences)
+_MASKS.setflags(write=False)
 
 
 class ModelBondScores(NamedTuple):
@@ -34,23 +36,27 @@ class ModelBondScores(NamedTuple):
     fragments: np.ndarray  # [M] number of fragments of the bond graph
 
 
-def allowed_valence(atom_type: np.ndarray, charge: np.ndarray) -> np.ndarray:
-    """Allowed valence ``[N]`` of atoms (types index ELEMENTS), −1 where no valence is allowed."""
-    charge = np.asarray(charge, dtype=np.int64)
-    inside = np.abs(charge) <= _CHARGE_OFFSET
-    out = np.full(len(atom_type), _NO_VALENCE, dtype=np.int64)
-    out[inside] = _TABLE[np.asarray(atom_type)[inside], charge[inside] + _CHARGE_OFFSET]
+def allowed_valences(atom_type: np.ndarray, charge: np.ndarray) -> np.ndarray:
+    """Bit masks ``[N]`` of the valences allowed to atoms (types index ELEMENTS) with their formal charges
+    (bit v: valence v; 0 where the element takes no such charge)."""
+    offset = np.asarray(charge, dtype=np.int64) - _MIN_CHARGE
+    inside = (offset >= 0) & (offset < _MASKS.shape[1])
+    out = np.zeros(len(atom_type), dtype=np.int64)
+    out[inside] = _MASKS[np.asarray(atom_type)[inside], offset[inside]]
     return out
 
 
 def model_bond_stability(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                         order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                         order: np.ndarray, hydrogens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(atom_stable [N], molecule_stable [M])`` from stacked atoms (``ptr`` [M+1]) and bonds between
-    global atom indices ``src``, ``dst`` with Kekulé ``order`` in 1..3 (order 0 entries are ignored)."""
+    global atom indices ``src``, ``dst`` with Kekulé ``order`` in 1..3 (order 0 entries are ignored);
+    ``hydrogens`` [N]: attached hydrogens of a heavy-atom model's atoms (each adds 1 to the valence)."""
     n = len(atom_type)
     order = np.asarray(order, dtype=np.int64)
     sums = np.bincount(src, weights=order, minlength=n) + np.bincount(dst, weights=order, minlength=n)
-    atom_stable = sums.astype(np.int64) == allowed_valence(atom_type, charge)
+    if hydrogens is not None:
+        sums = sums + np.asarray(hydrogens)
+    atom_stable = valence_allowed(allowed_valences(atom_type, charge), np.rint(sums).astype(np.int64))
     mol = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
     unstable = np.bincount(mol, weights=~atom_stable, minlength=len(ptr) - 1)
     return atom_stable, (unstable == 0) & (np.diff(ptr) > 0)
@@ -58,14 +64,15 @@ def model_bond_stability(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndar
 
 def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
                       order: np.ndarray, pos: np.ndarray | None = None, progress: bool = False,
-                      desc: str = "model bonds") -> ModelBondScores:
-    """Stability and connected validity of stacked molecules with their own bonds (see module docstring)."""
+                      desc: str = "model bonds", hydrogens: np.ndarray | None = None) -> ModelBondScores:
+    """Stability and connected validity of stacked molecules with their own bonds (see module docstring);
+    ``hydrogens`` [N]: a heavy-atom model's generated hydrogen counts (explicit hydrogens of each atom)."""
     from rdkit import Chem, rdBase
     from tqdm import tqdm
 
     keep = np.asarray(order) > 0
     src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
-    atom_stable, mol_stable = model_bond_stability(atom_type, charge, ptr, src, dst, order)
+    atom_stable, mol_stable = model_bond_stability(atom_type, charge, ptr, src, dst, order, hydrogens)
     mol_of_bond = np.searchsorted(ptr, src, side="right") - 1
     valid, smiles, fragments = [], [], []
     symbols = np.array(ELEMENTS)[np.asarray(atom_type)]
@@ -73,7 +80,7 @@ def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray
         a, b = ptr[m], ptr[m + 1]
         sel = mol_of_bond == m
         mol = written_molecule(symbols[a:b], src[sel] - a, dst[sel] - a, order[sel], np.asarray(charge)[a:b],
-                               None if pos is None else pos[a:b])
+                               None if pos is None else pos[a:b], None if hydrogens is None else np.asarray(hydrogens)[a:b])
         frags = len(Chem.GetMolFrags(mol)) if mol.GetNumAtoms() else 0
         fragments.append(frags)
         ok, smi = False, None
@@ -91,8 +98,9 @@ def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray
 
 
 def written_molecule(symbols: Sequence[str], src: np.ndarray, dst: np.ndarray, order: np.ndarray, charge: np.ndarray,
-                     pos: np.ndarray | None = None):
-    """An unsanitized RDKit molecule exactly as written: these bonds and charges, no implicit hydrogens."""
+                     pos: np.ndarray | None = None, hydrogens: np.ndarray | None = None):
+    """An unsanitized RDKit molecule exactly as written: these bonds and charges, no implicit hydrogens;
+    ``hydrogens`` [n] (a heavy-atom model's generated counts) become each atom's explicit hydrogens."""
     from rdkit import Chem
 
     from molediff.chem.rdkit_mol import mol_from_bonds
@@ -101,6 +109,9 @@ def written_molecule(symbols: Sequence[str], src: np.ndarray, dst: np.ndarray, o
     for atom, c in zip(mol.GetAtoms(), np.asarray(charge).tolist()):
         atom.SetFormalCharge(int(c))
         atom.SetNoImplicit(True)
+    if hydrogens is not None:
+        for atom, h in zip(mol.GetAtoms(), np.asarray(hydrogens).tolist()):
+            atom.SetNumExplicitHs(int(h))
     out = mol.GetMol()
     out.SetProp("_molediff_bonds", "model")
     return out

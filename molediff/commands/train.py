@@ -11,6 +11,17 @@ from molediff.config import HELP, DiffusionConfig, ModelConfig, TrainConfig
 from molediff.errors import UserError
 
 
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in _str_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, title: str) -> None:
     group = parser.add_argument_group(title)
     for f in fields(cls):
@@ -24,8 +35,8 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, ti
             continue
         if kind.startswith("list"):
             group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", default=None,
-                               type=lambda text: [x.strip() for x in text.split(",") if x.strip()],
-                               help=f"{HELP.get(key, '')} (default: none)".strip())
+                               type=_int_list if kind == "list[int]" else _str_list,
+                               help=f"{HELP.get(key, '')} (default: {','.join(map(str, f.default_factory())) or 'none'})".strip())
             continue
         if kind == "bool":
             group.add_argument(name, dest=f"{prefix.replace('-', '_')}{f.name}", action=argparse.BooleanOptionalAction,

@@ -34,7 +34,7 @@ UNSUPPORTED_TYPE = "unsupported file type"
 UNREADABLE = "unreadable record"
 NO_ATOMS = "no atoms"
 NO_3D = "no 3D coordinates"
-BAD_ELEMENT = "element outside vocabulary"
+BAD_ELEMENT = "element outside molediff's table"
 TOO_MANY = "too many atoms"
 NON_FINITE = "non-finite coordinates"
 

@@ -75,6 +75,9 @@ class MoleculeSet:
     has_bonds: torch.Tensor | None = None  # [M] bool: molecules whose bonds are known
     # [M, K] float64: molecular properties, columns as molediff.conditioning.PROPERTY_NAMES (None: unknown)
     props: torch.Tensor | None = None
+    # [N] int64: attached hydrogens per atom of a heavy-atom set (hydrogens removed, see heavy_atoms());
+    # None: hydrogens are atoms of the set
+    hydrogens: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 2 or self.pos.shape[1] != 3:
@@ -92,6 +95,8 @@ class MoleculeSet:
             raise ValueError("bond_index, bond_order and bond_ptr disagree")
         if self.props is not None and self.props.shape[0] != len(self):
             raise ValueError("props must have one row per molecule")
+        if self.hydrogens is not None and self.hydrogens.shape != self.atom_type.shape:
+            raise ValueError("hydrogens must have one entry per atom")
 
     def __len__(self) -> int:
         return self.ptr.numel() - 1
@@ -127,7 +132,8 @@ class MoleculeSet:
         return MoleculeSet(self.pos[atom_idx], self.atom_type[atom_idx], ptr_from_counts(counts), names,
                            self.charge[atom_idx], self.bond_index[:, bond_idx], self.bond_order[bond_idx],
                            ptr_from_counts(bond_counts), self.has_bonds[index],
-                           self.props[index] if self.props is not None else None)
+                           self.props[index] if self.props is not None else None,
+                           self.hydrogens[atom_idx] if self.hydrogens is not None else None)
 
     def collate(self, index: np.ndarray | torch.Tensor | list[int]) -> Batch:
         """A PyG :class:`Batch` of molecules ``index``. Vectorised (no per-molecule Python).
@@ -135,7 +141,7 @@ class MoleculeSet:
         Per atom: ``pos`` [|V|, 3] Å, ``atom_type``, ``charge``, ``z``, ``batch`` [|V|]; ``ptr`` [B + 1];
         per unordered pair of atoms within a molecule: ``pair_index`` [2, |P|] and ``bond_type`` [|P|]
         (0 none, 1 single, 2 double, 3 triple); ``has_bonds`` [B]; ``num_graphs`` = B; ``props`` [B, K]
-        when the set has properties.
+        when the set has properties; ``hydrogens`` [|V|] for a heavy-atom set.
         """
         sub = self.subset(index)
         counts = sub.num_atoms
@@ -153,6 +159,8 @@ class MoleculeSet:
         out.pair_index, out.bond_type, out.has_bonds = pair_index, bond_type, sub.has_bonds
         if sub.props is not None:
             out.props = sub.props
+        if sub.hydrogens is not None:
+            out.hydrogens = sub.hydrogens
         out._num_graphs = len(sub)
         return out
 
@@ -176,6 +184,44 @@ class MoleculeSet:
                          bond_ptr=ptr_from_counts(torch.tensor([len(i["bonds"][2]) for i in infos], dtype=torch.long)),
                          has_bonds=torch.ones(len(records), dtype=torch.bool))
         return cls(torch.from_numpy(np.concatenate(pos)) if pos else torch.zeros(0, 3), cat(types), ptr_from_counts(counts), [], **extra)
+
+    def heavy_atoms(self) -> tuple["MoleculeSet", list[str]]:
+        """This set with its hydrogen atoms removed and each remaining atom's count of attached
+        hydrogens in ``hydrogens`` (from the bonds), and the names of molecules left out: those without
+        bonds, and those with a hydrogen not bonded to exactly one heavy atom (H2, a bridging or lone H),
+        whose count would be lost. Vectorised; needs bonds (``has_bonds``)."""
+        if self.hydrogens is not None:
+            return self, []
+        n_atoms, m = int(self.ptr[-1]), len(self)
+        mol_of_atom = torch.repeat_interleave(torch.arange(m), self.num_atoms)
+        mol_of_bond = torch.repeat_interleave(torch.arange(m), self.bond_ptr[1:] - self.bond_ptr[:-1])
+        src = self.bond_index[0] + self.ptr[mol_of_bond]
+        dst = self.bond_index[1] + self.ptr[mol_of_bond]
+        is_h = self.atom_type == ELEMENTS.index("H")
+        h_src, h_dst = is_h[src], is_h[dst]
+        # each hydrogen must have exactly one bond, and that to a heavy atom
+        degree = torch.bincount(torch.cat([src, dst]), minlength=n_atoms)
+        heavy_neighbours = torch.zeros(n_atoms, dtype=torch.long).index_add_(0, src, (~h_dst).long()).index_add_(0, dst, (~h_src).long())
+        bad_h = is_h & ~((degree == 1) & (heavy_neighbours == 1))
+        bad = torch.zeros(m, dtype=torch.bool).index_fill_(0, mol_of_atom[bad_h], True) | ~self.has_bonds
+        bad |= torch.zeros(m, dtype=torch.long).index_add_(0, mol_of_atom, (~is_h).long()) == 0  # nothing heavy
+        hydrogens = torch.zeros(n_atoms, dtype=torch.long)
+        hydrogens.index_add_(0, src[h_dst & ~h_src], torch.ones(int((h_dst & ~h_src).sum()), dtype=torch.long))
+        hydrogens.index_add_(0, dst[h_src & ~h_dst], torch.ones(int((h_src & ~h_dst).sum()), dtype=torch.long))
+        keep_atom = ~is_h & ~bad[mol_of_atom]
+        keep_bond = ~h_src & ~h_dst & ~bad[mol_of_bond]
+        new_index = torch.cumsum(keep_atom.long(), 0) - 1
+        counts = torch.zeros(m, dtype=torch.long).index_add_(0, mol_of_atom, keep_atom.long())
+        kept_mols = ~bad
+        ptr = ptr_from_counts(counts)
+        b_mol = mol_of_bond[keep_bond]
+        new_src, new_dst = new_index[src[keep_bond]] - ptr[b_mol], new_index[dst[keep_bond]] - ptr[b_mol]
+        bond_counts = torch.zeros(m, dtype=torch.long).index_add_(0, mol_of_bond, keep_bond.long())
+        heavy = MoleculeSet(self.pos[keep_atom], self.atom_type[keep_atom], ptr, list(self.names), self.charge[keep_atom],
+                            torch.stack([new_src, new_dst]), self.bond_order[keep_bond], ptr_from_counts(bond_counts),
+                            self.has_bonds.clone(), self.props, hydrogens[keep_atom])
+        left_out = [self.names[i] if self.names else str(i) for i in torch.nonzero(bad).flatten().tolist()]
+        return (heavy.subset(kept_mols) if bool(bad.any()) else heavy), left_out
 
     def size_histogram(self) -> torch.Tensor:
         """Counts of molecules by atom count: entry n is the number of molecules with n atoms."""

@@ -22,16 +22,22 @@ def build_network(model: ModelConfig, diffusion) -> nn.Module:
                 pair_hidden=pair_hidden, **widths)
 
 
+def _is_vocabulary(label: str) -> bool:
+    """Whether a network column belongs to an entry of the vocabulary (an element or formal charge)."""
+    return label.removeprefix("sc:").split(":")[0] in ("atom", "charge")
+
+
 def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels: tuple[list[str], list[str]],
                      old_labels: tuple[list[str], list[str]]) -> list[str]:
     """Load ``state`` (weights of a network with another state layout) into ``net``.
 
     Tensors of equal shape are copied; the input embedding's columns and the output layer's rows are
     copied by label (``(input labels, output labels)``, e.g. "atom:C", "time"), so a model that adds
-    parts (charges, bonds) starts from an atoms-only model's weights: new input columns start at zero,
-    so the network first computes what the source did; so do the pair read-in's and the edge layers'
-    appended input columns (self-conditioning). Returns the names of parameters left at their
-    initialisation (the new parts). Raises ``UserError`` on any other mismatch.
+    parts (charges, bonds) or elements starts from another model's weights: new input columns start at
+    zero, so the network first computes what the source did; so do the pair read-in's and the edge layers'
+    appended input columns (self-conditioning). Vocabulary columns the new model lacks (an element its
+    data does not hold, e.g. H for a heavy-atom model) are dropped. Returns the names of parameters left
+    at their initialisation (the new parts). Raises ``UserError`` on any other mismatch.
     """
     own = net.state_dict()
     (new_in, new_out), (old_in, old_out) = new_labels, old_labels
@@ -40,12 +46,16 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
         if key not in own:
             raise UserError(f"the source weights have {key}, which this network does not")
         target = own[key]
-        if target.shape == value.shape:
+        relabelled_in = key == "embed.weight" and value.shape[1] == len(old_in) and new_in != old_in
+        relabelled_out = key.startswith("out.") and value.shape[0] == len(old_out) and new_out != old_out
+        if target.shape == value.shape and not relabelled_in and not relabelled_out:
             target.copy_(value)
         elif key == "embed.weight" and value.shape[1] == len(old_in):
             target.zero_()
             for j, label in enumerate(old_in):
                 if label not in new_in:
+                    if _is_vocabulary(label):
+                        continue
                     raise UserError(f"the source network reads input {label!r}, which this model does not have")
                 target[:, new_in.index(label)] = value[:, j]
         elif (key == "pair_embed.weight" or key.endswith(".edge.weight")) and target.shape[0] == value.shape[0] \
@@ -56,7 +66,10 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
             fresh.append(key + " (new input columns)")
         elif key.startswith("out.") and value.shape[0] == len(old_out):
             for j, label in enumerate(old_out):
-                target[new_out.index(label)] = value[j]
+                if label in new_out:
+                    target[new_out.index(label)] = value[j]
+                elif not _is_vocabulary(label):
+                    raise UserError(f"the source network writes {label!r}, which this model does not")
             fresh.append(key + " (new rows)")
         else:
             raise UserError(f"{key}: shape {tuple(value.shape)} in the source, {tuple(target.shape)} here; "

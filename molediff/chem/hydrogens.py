@@ -1,0 +1,81 @@
+"""Complete molecules from a heavy-atom model: hydrogens placed from the heavy-atom geometry and the
+model's own hydrogen counts.
+
+A heavy-atom model generates, per heavy atom, its element, formal charge, position and number of
+attached hydrogens, and the bonds between heavy atoms. :func:`place_hydrogens` adds exactly the
+generated number of hydrogens to each atom (RDKit ``AddHs(addCoords=True)``, from the hybridisation the
+written bonds imply), then optionally relaxes the hydrogens alone with MMFF94 (heavy atoms held
+fixed), so each record is a complete molecule. Nothing is filled in: an atom whose valence the counts
+leave open stays open, and the honest model-bond rule scores it as generated.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from rdkit import Chem, rdBase
+from rdkit.Chem import AllChem
+
+from molediff.chem.io import kekule_bonds
+from molediff.chem.model_bonds import written_molecule
+from molediff.chem.rdkit_mol import symbols_of
+
+#: iterations of the hydrogen-only MMFF relaxation (heavy atoms fixed): a few dozen suffice, as only
+#: the hydrogens' torsions and small angle corrections move
+RELAX_ITERATIONS = 200
+
+
+class CompleteMolecule(NamedTuple):
+    """A molecule with its hydrogens: ``symbols`` [n + h], ``pos`` [n + h, 3] Å (heavy atoms first, in
+    their order, then the hydrogens), ``bonds`` ``(src, dst, order)`` Kekulé, ``charges`` [n + h], and
+    ``relaxed`` (whether the hydrogen-only MMFF relaxation ran)."""
+
+    symbols: list[str]
+    pos: np.ndarray
+    bonds: tuple[np.ndarray, np.ndarray, np.ndarray]
+    charges: np.ndarray
+    relaxed: bool
+
+
+def place_hydrogens(symbols: Sequence[str], pos: np.ndarray, src: np.ndarray, dst: np.ndarray, order: np.ndarray,
+                    charges: np.ndarray, hydrogens: np.ndarray, relax: bool = True) -> CompleteMolecule:
+    """Add ``hydrogens`` [n] hydrogens to the heavy atoms ``symbols`` [n] at ``pos`` [n, 3] Å with bonds
+    ``(src, dst, order)`` (local indices, Kekulé orders) and formal ``charges`` [n]. ``relax``: MMFF94 on
+    the hydrogens only, where the molecule sanitizes and MMFF has parameters (else AddHs' positions)."""
+    mol = written_molecule(symbols, src, dst, order, charges, np.asarray(pos, dtype=np.float64), hydrogens)
+    mol.UpdatePropertyCache(strict=False)
+    with rdBase.BlockLogs():
+        Chem.SetHybridization(mol)
+        full = Chem.AddHs(mol, addCoords=True)
+    relaxed = relax and _relax_hydrogens(full)
+    (s, d, o), q, _ = kekule_bonds(full)
+    return CompleteMolecule(symbols_of(full), full.GetConformer().GetPositions(), (s, d, o), q, relaxed)
+
+
+def _relax_hydrogens(mol: Chem.Mol) -> bool:
+    """MMFF94 minimisation of the hydrogens of ``mol`` (in place), heavy atoms fixed; False where the
+    molecule does not sanitize or MMFF lacks parameters (the positions are then left as they are)."""
+    probe = Chem.Mol(mol)
+    with rdBase.BlockLogs():
+        try:
+            Chem.SanitizeMol(probe)
+        except Exception:  # noqa: BLE001 - RDKit's sanitization exceptions: an invalid molecule
+            return False
+        props = AllChem.MMFFGetMoleculeProperties(probe)
+        if props is None:
+            return False
+        ff = AllChem.MMFFGetMoleculeForceField(probe, props)
+        if ff is None:
+            return False
+        for atom in probe.GetAtoms():
+            if atom.GetAtomicNum() > 1:
+                ff.AddFixedPoint(atom.GetIdx())
+        ff.Minimize(maxIts=RELAX_ITERATIONS)
+    conf, new = mol.GetConformer(), probe.GetConformer()
+    for i in range(mol.GetNumAtoms()):
+        conf.SetAtomPosition(i, new.GetAtomPosition(i))
+    return True
+
+
+__all__ = ["CompleteMolecule", "RELAX_ITERATIONS", "place_hydrogens"]
