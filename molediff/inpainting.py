@@ -147,7 +147,7 @@ def _fixed_centroid(pos: torch.Tensor, fixed: torch.Tensor, graph: MolGraph) -> 
 @torch.no_grad()
 def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragment, num_atoms: torch.Tensor,
             num_steps: int | None, generator: torch.Generator | None, eta: float, noise_scale: float, resample: int = 1,
-            callback=None) -> Molecules:
+            callback=None, sampler: str = "ddim", spacing: str = "trailing") -> Molecules:
     """Molecules of ``num_atoms`` [B] atoms (each ≥ |fragment|) whose first |fragment| atoms are the
     fragment: same elements, charges and bonds among them, and coordinates equal to ``fragment.pos``."""
     nf = len(fragment)
@@ -164,7 +164,8 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
         # (the network was trained on exactly that); the free atoms start as noise around its centroid
         graph.fixed = fixed  # the graph `known` is on, now marking the fragment
         mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
-                                callback=callback, x_T=diffusion.prior(graph, generator), known=known, resample=resample)
+                                callback=callback, x_T=diffusion.prior(graph, generator), known=known, resample=resample,
+                                sampler=sampler, spacing=spacing)
         return _into_fragment_frame(mols, fragment, fixed, graph)
 
     def replace(i: int, t: int, x: MolState) -> MolState:
@@ -187,7 +188,7 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     first_t = s.num_train_timesteps - 1  # both samplers begin at the last level
     x_T = replace(-1, first_t, diffusion.prior(graph, generator))
     mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
-                            callback=callback, replace=replace, x_T=x_T, resample=resample)
+                            callback=callback, replace=replace, x_T=x_T, resample=resample, sampler=sampler, spacing=spacing)
     return _into_fragment_frame(mols, fragment, fixed, graph)
 
 

@@ -504,7 +504,8 @@ class MolecularDiffusion:
                generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
-               guidance: float = 1.0, known: MolState | None = None) -> Molecules:
+               guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
+               spacing: str = "trailing") -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -518,7 +519,10 @@ class MolecularDiffusion:
         alone, 0 = unconditional, > 1 pushes further towards the condition (two network passes a step).
         ``known``: for a fragment-conditioned model, a state on the graph of ``x_T`` (whose ``fixed`` marks
         the fragment) holding the fragment's clean rows; they are held in every state the network sees
-        (RePaint rounds included) and after every step.
+        (RePaint rounds included) and after every step. ``sampler`` / ``spacing``: the reverse-process
+        solver and its timestep grid (:func:`molediff.diffusion.sample`; "ddim" default, "dpm++2m",
+        "dpm++2m-sde", "dpm++3m"). The categorical parts are continuous one-hots to every solver, so its
+        update applies to them unchanged; the last step returns the network's x̂_0, decoded by arg-max.
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -552,7 +556,8 @@ class MolecularDiffusion:
             return out
 
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
-                        noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample)
+                        noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
+                        sampler=sampler, spacing=spacing)
         return self.decode(x)
 
 

@@ -115,6 +115,33 @@ class MoleculeGenerator:
             raise UserError("--guidance applies to sampling with conditions (--condition); give at least one condition")
         return conditions
 
+    def check_sampling(self, n: int, steps: int | None, seed: int, eta: float, noise_scale: float, sampler: str = "ddim",
+                       spacing: str = "trailing", fragment: Any = None, resample: int | None = None,
+                       flags: bool = False) -> None:
+        """The one home of the sampling request's checks (the API runs them; the CLI calls them, with
+        ``flags`` naming its options, before it creates any output): raises :class:`UserError`."""
+        from molediff.diffusion.samplers import SAMPLERS
+
+        name = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: k)  # noqa: E731
+        T = self.diffusion.schedule.num_train_timesteps
+        checks = [
+            (n >= 1, f"{name('n')} must be ≥ 1, got {n}"),
+            (seed >= 0, f"{name('seed')} must be ≥ 0, got {seed}"),
+            (steps is None or 1 <= steps <= T, f"{name('steps')} must be between 1 and {T} (this model's T), got {steps}"),
+            (0.0 <= eta <= 1.0, f"{name('eta')} must be between 0 and 1, got {eta:g}"),
+            (0.0 <= noise_scale <= MAX_NOISE_SCALE, f"{name('noise_scale')} must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale:g}"),
+            (sampler in SAMPLERS, f"unknown {name('sampler')} {sampler!r}; choose one of {', '.join(SAMPLERS)}"),
+            (not sampler.startswith("dpm") or steps is not None, f"the {sampler} sampler needs a step count ({name('steps')})"),
+            (spacing in ("trailing", "logsnr"), f"{name('spacing')} must be 'trailing' or 'logsnr', got {spacing!r}"),
+            (resample is None or resample >= 1, f"{name('resample')} must be ≥ 1, got {resample}"),
+            (resample in (None, 1) or fragment is not None,
+             f"{name('resample')} (RePaint rounds) applies to growing a fragment; give a fragment or leave it out"),
+            (resample in (None, 1) or sampler == "ddim", f"{name('resample')} (RePaint rounds) works with the ddim sampler, not {sampler}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
     def resample_rounds(self, fragment: Any = None, resample: int | None = None) -> int:
         """RePaint rounds per step: ``resample`` when given, else ``DEFAULT_RESAMPLE`` for growing a
         fragment by inpainting (a model not trained on fragments) and 1 otherwise."""
@@ -154,6 +181,8 @@ class MoleculeGenerator:
         conditions: dict[str, Any] | None = None,
         guidance: float = 1.0,
         relax_hydrogens: bool = True,
+        sampler: str = "ddim",
+        spacing: str = "trailing",
     ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
@@ -186,13 +215,11 @@ class MoleculeGenerator:
         atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry
         (:func:`molediff.chem.hydrogens.place_hydrogens`; ``relax_hydrogens``: then MMFF94 on the
         hydrogens alone); ``info["hydrogens"]`` holds the generated counts of the heavy atoms.
+
+        ``sampler`` ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m") and ``spacing`` ("trailing", "logsnr"):
+        the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
         """
-        if n < 0:
-            raise UserError("number of molecules must be ≥ 0")
-        if seed < 0:
-            raise UserError(f"seed must be ≥ 0, got {seed}")
-        if not 0.0 <= noise_scale <= MAX_NOISE_SCALE:
-            raise UserError(f"noise scale must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale:g}")
+        self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample)
         stats = stats if stats is not None else SampleStats()
         stats.requested = n
         from molediff.inpainting import Fragment, inpaint, parse_size_range
@@ -205,8 +232,6 @@ class MoleculeGenerator:
                 raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
             n_atoms = (lo, hi)
         resample = self.resample_rounds(fragment, resample)
-        if resample < 1:
-            raise UserError(f"--resample must be ≥ 1, got {resample}")
         if fragment is not None and not isinstance(fragment, Fragment):
             from molediff.chem.io import fragment_from_mol
 
@@ -249,9 +274,11 @@ class MoleculeGenerator:
             if fragment is None:
                 mols = self.diffusion.sample(self.net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale,
                                              callback=callback, resample=resample,
-                                             cond=cond.to(self.device) if cond is not None else None, guidance=guidance).cpu()
+                                             cond=cond.to(self.device) if cond is not None else None, guidance=guidance,
+                                             sampler=sampler, spacing=spacing).cpu()
             else:
-                mols = inpaint(self.diffusion, self.net, fragment, sizes, steps, g, eta, noise_scale, resample, callback).cpu()
+                mols = inpaint(self.diffusion, self.net, fragment, sizes, steps, g, eta, noise_scale, resample, callback,
+                               sampler=sampler, spacing=spacing).cpu()
             pos, types, ptr = mols.pos, mols.atom_type, mols.ptr
             ok = finite_molecules(pos, ptr)
             stats.diverged += int((~ok).sum())

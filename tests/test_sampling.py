@@ -246,7 +246,7 @@ def test_noise_scale_changes_molecules_and_is_recorded(tiny_model, tmp_path):
     assert a.read_text() != b.read_text()
     assert "ddim6_eta1_noise0.5" in b.read_text() and "ddim6_eta1_noise1" in a.read_text()
     gen = sampling.load_pretrained(tiny_model)
-    with pytest.raises(UserError, match="noise scale"):
+    with pytest.raises(UserError, match="noise_scale must be between"):
         next(gen.sample_arrays(2, steps=4, noise_scale=3.0))
 
 

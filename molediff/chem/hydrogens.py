@@ -56,6 +56,8 @@ def place_hydrogens(symbols: Sequence[str], pos: np.ndarray, src: np.ndarray, ds
 def _relax_hydrogens(mol: Chem.Mol) -> bool:
     """MMFF94 minimisation of the hydrogens of ``mol`` (in place), heavy atoms fixed; False where the
     molecule does not sanitize or MMFF lacks parameters (the positions are then left as they are)."""
+    if not any(atom.GetAtomicNum() == 1 for atom in mol.GetAtoms()):
+        return False  # nothing to relax (and MMFF refuses a system with every atom fixed)
     probe = Chem.Mol(mol)
     with rdBase.BlockLogs():
         try:
@@ -71,7 +73,10 @@ def _relax_hydrogens(mol: Chem.Mol) -> bool:
         for atom in probe.GetAtoms():
             if atom.GetAtomicNum() > 1:
                 ff.AddFixedPoint(atom.GetIdx())
-        ff.Minimize(maxIts=RELAX_ITERATIONS)
+        try:
+            ff.Minimize(maxIts=RELAX_ITERATIONS)
+        except RuntimeError:  # RDKit's invariant violations on degenerate geometries: keep AddHs' positions
+            return False
     conf, new = mol.GetConformer(), probe.GetConformer()
     for i in range(mol.GetNumAtoms()):
         conf.SetAtomPosition(i, new.GetAtomPosition(i))

@@ -63,6 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="a model file or training checkpoint instead of a bundled model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
+    p.add_argument("--sampler", default="ddim", choices=("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m"),
+                   help="reverse-process solver: 'ddim' (default; all T steps run ancestral DDPM), 'dpm++2m' / 'dpm++3m' "
+                        "(DPM-Solver++ multistep, deterministic: good molecules in fewer steps), 'dpm++2m-sde' (its "
+                        "stochastic variant); see benchmarks/README.md for quality against steps")
+    p.add_argument("--spacing", default="trailing", choices=("trailing", "logsnr"),
+                   help="where the reverse steps go: 'trailing' (default: evenly in t, ending at t = 0) or 'logsnr' "
+                        "(evenly in log signal-to-noise ratio)")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 steps)")
     p.add_argument("--noise-scale", type=float, default=DEFAULT_NOISE_SCALE,
@@ -110,10 +117,6 @@ def _merge_shards(shards: list[Path], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and args.model is not None:
         raise UserError("give --model or --checkpoint, not both")
-    if args.seed < 0:
-        raise UserError(f"--seed must be ≥ 0, got {args.seed}")
-    if args.resample is not None and args.resample < 1:
-        raise UserError(f"--resample must be ≥ 1, got {args.resample}")
     if args.n_atoms is not None:
         from molediff.inpainting import parse_size_range
 
@@ -125,14 +128,8 @@ def run(args: argparse.Namespace) -> int:
         if args.n_atoms is not None and args.n_atoms[0] < len(args.fragment):
             raise UserError(f"the fragment has {len(args.fragment)} atoms, more than --n-atoms {args.n_atoms[0]}")
     args.conditions = parse_conditions(args.condition)  # checked against the model once it is loaded
-    if args.n < 1:
-        raise UserError(f"--n must be ≥ 1, got {args.n}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    if not 0.0 <= args.eta <= 1.0:
-        raise UserError(f"--eta must be between 0 and 1, got {args.eta:g}")
-    if not 0.0 <= args.noise_scale <= MAX_NOISE_SCALE:
-        raise UserError(f"--noise-scale must be between 0 and {MAX_NOISE_SCALE:g}, got {args.noise_scale:g}")
     path, fmt = _resolve_output(args.out, args.format)
     import torch
 
@@ -169,10 +166,13 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     T = gen.config.diffusion.timesteps
     if args.steps is None:
         args.steps = min(DEFAULT_STEPS, T)
-    if not 1 <= args.steps <= T:
-        raise UserError(f"--steps must be between 1 and {T}, got {args.steps}")
-    steps = None if args.steps == T else args.steps
-    sampler = ("ddpm" if steps is None else f"ddim{args.steps}_eta{args.eta:g}") + f"_noise{args.noise_scale:g}" + (
+    steps = None if args.steps == T and args.sampler == "ddim" else args.steps
+    # the API's checks, before any output is created (the API runs the same ones again)
+    gen.check_sampling(args.n, steps, args.seed, args.eta, args.noise_scale, args.sampler, args.spacing, args.fragment,
+                       args.resample if args.fragment is not None else None, flags=True)
+    solver = f"ddim{args.steps}_eta{args.eta:g}" if args.sampler == "ddim" else f"{args.sampler}{args.steps}"
+    solver += "" if args.spacing == "trailing" else f"_{args.spacing}"
+    sampler = ("ddpm" if steps is None else solver) + f"_noise{args.noise_scale:g}" + (
         (("_fragment" if gen.config.diffusion.fragments else "_inpaint") + f"_resample{args.resample}")
         if args.fragment is not None else "") + (
         f"_guidance{args.guidance:g}" if args.conditions else "")
@@ -194,8 +194,13 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     interrupted = False
     t0 = time.time()
 
-    def on_step(i: int, num_steps: int, size: int) -> None:
-        bar.update(min(size, quota - bar.n) / num_steps if bar.n < quota else 0)
+    steps_done = [0]  # reverse steps of the batch in flight
+
+    def on_step(i: int, num_steps: int, size: int) -> None:  # noqa: ARG001
+        steps_done[0] += 1
+        # written molecules plus the share of the batch in flight: the bar ends where the work ends
+        bar.n = min(quota, stats.delivered + min(size, quota - stats.delivered) * min(steps_done[0] / num_steps, 1.0))
+        bar.refresh()
 
     try:
         for symbols, pos, info in gen.sample_arrays(quota, steps=steps, seed=args.seed, batch_size=args.batch_size,
@@ -203,7 +208,9 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
                                                     fragment=args.fragment,
                                                     resample=args.resample if args.fragment is not None else None,
                                                     first_batch=r, batch_stride=w, on_step=on_step,
-                                                    conditions=args.conditions, guidance=args.guidance):
+                                                    conditions=args.conditions, guidance=args.guidance,
+                                                    sampler=args.sampler, spacing=args.spacing):
+            steps_done[0] = 0
             if fmt == "sdf":
                 extra = {"molediff_fixed_atoms": " ".join(str(i + 1) for i in info["fixed_atoms"])} if "fixed_atoms" in info else {}
                 extra.update({f"molediff_target_{k}": f"{v:.6g}" for k, v in info.get("conditions", {}).items()})
@@ -217,6 +224,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
                     smiles.add(props["SMILES"])
             else:
                 writer.write(list(symbols), pos)
+            bar.n = stats.delivered
             bar.set_postfix(written=stats.delivered, mol_s=f"{stats.delivered * w / max(time.time() - t0, 1e-9):.2f}")
     except KeyboardInterrupt:
         interrupted = True
