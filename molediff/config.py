@@ -159,6 +159,9 @@ HELP: dict[str, str] = {
     "data": "'qm9' (the committed train split), 'qm9:train-a' / 'qm9:train-b' (its two halves, for the conditioning "
             "benchmark) or a path to SDF/XYZ files or folders",
     "batch_size": "molecules per optimiser step (per rank under torchrun)",
+    "batch_pairs": "atom pairs per optimiser step instead of a molecule count (0: use --batch-size): the network's cost and "
+                   "memory grow with pairs, n(n-1)/2 per molecule, so this bounds them for data of mixed sizes (e.g. 20,000 "
+                   "≈ 64 drug-sized heavy-atom molecules); per rank under torchrun",
     "lr": "AdamW learning rate",
     "weight_decay": "AdamW weight decay",
     "ema_decay": "decay of the exponential moving average of the weights (the weights that are sampled)",
@@ -186,6 +189,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: str = "qm9"  # "qm9" or a path to SDF/XYZ file(s) / folder
     batch_size: int = 64
+    batch_pairs: int = 0  # > 0: batches hold this many atom pairs (per rank) instead of batch_size molecules
     lr: float = 5e-4
     weight_decay: float = 1e-12
     ema_decay: float = 0.999
@@ -252,6 +256,7 @@ class TrainConfig:
             (min(dcfg.feature_scale, dcfg.charge_scale, dcfg.bond_scale) > 0, "part scales must be > 0"),
             (min(dcfg.atom_weight, dcfg.charge_weight, dcfg.bond_weight) >= 0, "loss weights must be ≥ 0"),
             (self.batch_size >= 1, f"--batch-size must be ≥ 1, got {self.batch_size}"),
+            (self.batch_pairs >= 0, f"--batch-pairs must be ≥ 0, got {self.batch_pairs}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),
             (self.max_steps >= 0 and self.max_minutes >= 0, "--max-steps and --max-minutes must be ≥ 0"),

@@ -33,7 +33,7 @@ def snapshot_path(run_dir: str | Path, step: int) -> Path:
 MAY_CHANGE = {
     # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
-               "eval_samples", "eval_sample_steps", "lr", "batch_size", "diffusion.atom_weight", "diffusion.charge_weight",
+               "eval_samples", "eval_sample_steps", "lr", "batch_size", "batch_pairs", "diffusion.atom_weight", "diffusion.charge_weight",
                "diffusion.bond_weight", "diffusion.condition_dropout"),
 }
 #: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and

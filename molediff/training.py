@@ -109,21 +109,45 @@ def warn_size_outliers(mols: MoleculeSet, factor: float = 3.0) -> list[str]:
 
 
 class EpochSampler:
-    """Shuffled mini-batches, one permutation per epoch derived from (seed, epoch): resumable exactly."""
+    """Shuffled mini-batches, one permutation per epoch derived from (seed, epoch): resumable exactly.
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.steps_per_epoch = max(1, n // batch_size)  # the last partial batch is dropped
+    By molecule count (``batch_size`` molecules a step; the last partial batch is dropped) or, with
+    ``pair_budget`` > 0 and the molecules' ``sizes`` [n], by atom pairs: the permuted molecules are cut
+    where their running pair count n(n−1)/2 passes a multiple of the budget, so a step's pairs (the
+    network's cost and memory) stay within budget + one molecule's pairs whatever the molecules' sizes,
+    and every epoch has the same number of steps (total pairs / budget, rounded up). A molecule's count
+    is capped at the budget, so one larger than the budget gets a step of its own (and no step is empty).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, sizes: np.ndarray | None = None, pair_budget: int = 0) -> None:
+        self.n, self.batch_size, self.seed, self.pair_budget = n, batch_size, seed, pair_budget
+        if pair_budget:
+            if sizes is None or len(sizes) != n:
+                raise ValueError("a pair budget needs the size of every molecule")
+            sizes = np.asarray(sizes, dtype=np.int64)
+            # a 1-atom molecule still takes a share; capped at the budget so no batch is left empty
+            self._pairs = np.clip(sizes * (sizes - 1) // 2, 1, pair_budget)
+            self.steps_per_epoch = max(1, -(-int(self._pairs.sum()) // pair_budget))
+        else:
+            self.steps_per_epoch = max(1, n // batch_size)  # the last partial batch is dropped
 
     def batch(self, step: int) -> tuple[int, np.ndarray]:
         epoch, i = divmod(step, self.steps_per_epoch)
         perm = self._perm(epoch)
-        return epoch, perm[i * self.batch_size : (i + 1) * self.batch_size]
+        if not self.pair_budget:
+            return epoch, perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return epoch, perm[self._bounds[i] : self._bounds[i + 1]]
 
     def _perm(self, epoch: int) -> np.ndarray:
         if getattr(self, "_cached_epoch", None) != epoch:
             self._cached_epoch = epoch
             self._cached = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            if self.pair_budget:
+                # molecule k ends at running pair count end[k]; batch i holds those ending in
+                # (i·budget, (i + 1)·budget]; with counts capped at the budget no such range is empty
+                end = np.cumsum(self._pairs[self._cached])
+                edges = np.arange(self.steps_per_epoch + 1, dtype=np.int64) * self.pair_budget
+                self._bounds = np.searchsorted(end, edges, side="right")
         return self._cached
 
 
@@ -244,7 +268,8 @@ class Trainer:
         # one global batch of batch_size × world molecules per step, the same on every rank; each rank
         # trains on its contiguous share and DDP averages the gradients (= the global-batch gradient)
         self.global_batch = config.batch_size * self.ctx.world_size
-        self.sampler = EpochSampler(len(self.train_set), self.global_batch, config.seed)
+        self.sampler = EpochSampler(len(self.train_set), self.global_batch, config.seed, self.train_set.num_atoms.numpy(),
+                                    config.batch_pairs * self.ctx.world_size)
         self.ddp = None
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
