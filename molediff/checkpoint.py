@@ -75,7 +75,7 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], TrainCon
     if not isinstance(blob, dict):
         raise UserError(f"{path} is not a molediff model file")
     if "ema" in blob and "config" in blob:  # a full training checkpoint: use its EMA weights
-        return blob["ema"], TrainConfig.from_dict(blob["config"]), {"step": blob.get("step"), "size_histogram": blob.get("histogram")}
+        return blob["ema"], config_of(blob["config"], path), {"step": blob.get("step"), "size_histogram": blob.get("histogram")}
     if blob.get("format") not in READABLE_FORMATS or "state_dict" not in blob:
         raise UserError(f"{path} has model format {blob.get('format')!r}; this molediff reads formats {READABLE_FORMATS}")
     if state_dict_digest(blob["state_dict"]) != blob.get("sha256"):
@@ -83,4 +83,18 @@ def load_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], TrainCon
     state = blob["state_dict"]
     if blob["format"] == 1:
         state = {k.removeprefix("net."): v for k, v in state.items()}
-    return state, TrainConfig.from_dict(blob["config"]), blob.get("meta", {})
+    return state, config_of(blob["config"], path), blob.get("meta", {})
+
+
+def config_of(saved: dict[str, Any], path: str | Path) -> TrainConfig:
+    """The config saved in the file at ``path``, refused by name where this molediff cannot use it
+    (fields it does not know, a vocabulary outside its tables)."""
+    try:
+        config = TrainConfig.from_dict(saved)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    try:
+        config.diffusion.vocabulary  # noqa: B018 - checks elements, charges and bond orders against the tables
+    except ValueError as exc:
+        raise UserError(f"{path}: the model's vocabulary is not one this molediff supports: {exc}") from None
+    return config

@@ -226,6 +226,14 @@ class TrainConfig:
                         raise UserError(f"config: {part}.{name} = {value!r} names a recipe this molediff no longer has "
                                         f"(only {neutral[0]!r} is supported)")
             parts[part] = sub
+        unknown = [f"{prefix}{k}" for prefix, given, kind in (("model.", parts["model"], ModelConfig),
+                                                              ("diffusion.", parts["diffusion"], DiffusionConfig), ("", d, cls))
+                   for k in given if k not in {f.name for f in dataclasses.fields(kind)}]
+        if unknown:
+            from molediff import __version__
+
+            raise UserError(f"the config has fields this molediff ({__version__}) does not know: {', '.join(unknown)}; "
+                            "it was probably written by a newer molediff: upgrade molediff to use it")
         try:
             return cls(model=ModelConfig(**parts["model"]), diffusion=DiffusionConfig(**parts["diffusion"]), **d)
         except TypeError as exc:

@@ -8,17 +8,20 @@ rule for which settings a continued run may change, and anything else asked for 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from molediff.checkpoint import load_model_file, safe_torch_load
+from molediff.checkpoint import config_of, load_model_file, safe_torch_load
 from molediff.config import TrainConfig
 from molediff.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 EMA_MODEL = "ema_model.pt"
 LOG = "log.jsonl"
+#: the config a new run started with, written before anything else (see :func:`mark_started`)
+STARTED = "started.json"
 
 
 def snapshot_path(run_dir: str | Path, step: int) -> Path:
@@ -117,13 +120,23 @@ def open_run(config: TrainConfig | None, run_dir: str | Path, resume: bool, chec
     """
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
+    if resume and not ckpt_path.exists() and (run_dir / STARTED).exists():
+        # the run was stopped before its first checkpoint (e.g. while a fresh machine built the data
+        # cache): carry on from step 0 with the config it started with, and the changes a resume may make
+        try:
+            started = TrainConfig.from_dict(json.loads((run_dir / STARTED).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"--resume: {run_dir / STARTED} is unreadable ({exc}); start a fresh run") from None
+        print(f"--resume: {run_dir} has no checkpoint yet (stopped before the first one); starting it from step 0")
+        again = continue_config(started, config or started, "resume")
+        return open_run(again, run_dir, resume=False, check_log=False)
     if resume:
         if not ckpt_path.exists():
             raise UserError(f"--resume: no checkpoint at {ckpt_path}")
         state = safe_torch_load(ckpt_path)
         if not isinstance(state, dict) or "model" not in state or "config" not in state:
             raise UserError(f"{ckpt_path} is not a molediff training checkpoint")
-        saved = TrainConfig.from_dict(state["config"])
+        saved = config_of(state["config"], ckpt_path)
         return RunStart(continue_config(saved, config or saved, "resume").validate(), checkpoint=state, lr_before=saved.lr)
     if config is None:
         raise UserError("a new run needs a config")
@@ -134,5 +147,19 @@ def open_run(config: TrainConfig | None, run_dir: str | Path, resume: bool, chec
                         "it is the same run, or choose another --out (nothing there is overwritten)")
     if not config.init_from:
         return RunStart(config.validate())
+    return _warm_start(config)
+
+
+def _warm_start(config: TrainConfig) -> RunStart:
     weights, src, meta = load_model_file(config.init_from)
     return RunStart(continue_config(src, config, "init_from", reference=TrainConfig()).validate(), init=(weights, src, meta))
+
+
+def mark_started(config: TrainConfig, run_dir: str | Path) -> None:
+    """Record the config a new run starts with (before its data is loaded, which on a fresh machine can
+    take minutes), so ``--resume`` of a run stopped before its first checkpoint can carry on."""
+    from molediff.atomic import atomic_write
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / STARTED, json.dumps(config.to_dict(), indent=2) + "\n")

@@ -23,7 +23,7 @@ import torch
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, save_model_file, state_dict_digest
 from molediff.conditioning import drop_conditions
-from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, open_run, snapshot_path
+from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, mark_started, open_run, snapshot_path
 from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
 from molediff.elements import CHARGES, ELEMENTS, QM9_ELEMENTS
@@ -201,6 +201,8 @@ class Trainer:
         self.device = torch.device(device)
         start = open_run(config, self.run_dir, resume, check_log=self.ctx.is_main)
         config, state, init = start.config, start.checkpoint, start.init
+        if state is None and self.ctx.is_main:
+            mark_started(config, self.run_dir)
         self._lr_before = start.lr_before
         self.config = config
         if config.threads > 0:
@@ -232,8 +234,12 @@ class Trainer:
         self.molecules_seen = 0
         self.fresh_parameters: list[str] = []
         if state is not None:
-            self.net.load_state_dict(state["model"])
-            self.ema.model.load_state_dict(state["ema"])
+            try:
+                self.net.load_state_dict(state["model"])
+                self.ema.model.load_state_dict(state["ema"])
+            except RuntimeError as exc:
+                raise UserError(f"{self.run_dir / CHECKPOINT}: its weights do not fit the network its config describes "
+                                f"(another architecture or a damaged file): {str(exc).splitlines()[0]}") from None
             self.opt.load_state_dict(state["optimizer"])
             for group in self.opt.param_groups:  # the optimiser state keeps the old rate; the config decides
                 group["lr"] = config.lr
