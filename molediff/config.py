@@ -232,8 +232,8 @@ class TrainConfig:
         if unknown:
             from molediff import __version__
 
-            raise UserError(f"the config has fields this molediff ({__version__}) does not know: {', '.join(unknown)}; "
-                            "it was probably written by a newer molediff: upgrade molediff to use it")
+            raise UserError(f"the config has unknown fields: {', '.join(unknown)} (a typo, or a file written by a newer "
+                            f"molediff than this {__version__}: upgrade molediff to use it)")
         try:
             return cls(model=ModelConfig(**parts["model"]), diffusion=DiffusionConfig(**parts["diffusion"]), **d)
         except TypeError as exc:

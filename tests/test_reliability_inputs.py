@@ -71,7 +71,7 @@ def test_model_files_from_a_newer_molediff_or_with_an_unknown_vocabulary_are_ref
     blob["config"]["diffusion"]["quantum_spin"] = True
     blob["config"]["shiny_new_option"] = 3
     torch.save(blob, tmp_path / "newer.pt")
-    with pytest.raises(UserError, match=r"newer\.pt: .*diffusion\.quantum_spin, shiny_new_option.*newer molediff"):
+    with pytest.raises(UserError, match=r"newer\.pt: .*unknown fields: diffusion\.quantum_spin, shiny_new_option.*newer molediff"):
         load_model_file(tmp_path / "newer.pt")
     blob = torch.load(path, weights_only=True)
     blob["config"]["diffusion"]["elements"] = ["C", "Se"]
