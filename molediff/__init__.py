@@ -4,7 +4,7 @@ One DDPM core (:mod:`molediff.diffusion`) shared by an E(3)-equivariant graph ne
 and a small image U-Net that checks the same math in the image domain.
 """
 
-__version__ = "0.1.0"
+from molediff._version import __version__
 
 __all__ = ["__version__", "load_pretrained"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from molediff import __version__
+from molediff._version import __version__
 from molediff.atomic import atomic_write_binary
 from molediff.config import TrainConfig
 from molediff.errors import UserError

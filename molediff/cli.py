@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from molediff import __version__
+from molediff._version import __version__
 from molediff.errors import UserError
 
 #: name -> (module implementing it, one-line help)

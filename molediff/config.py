@@ -230,7 +230,7 @@ class TrainConfig:
                                                               ("diffusion.", parts["diffusion"], DiffusionConfig), ("", d, cls))
                    for k in given if k not in {f.name for f in dataclasses.fields(kind)}]
         if unknown:
-            from molediff import __version__
+            from molediff._version import __version__
 
             raise UserError(f"the config has unknown fields: {', '.join(unknown)} (a typo, or a file written by a newer "
                             f"molediff than this {__version__}: upgrade molediff to use it)")

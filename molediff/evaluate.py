@@ -1,8 +1,17 @@
 """``molediff evaluate PATH ...``: score molecules in SDF/XYZ files with the literature's metrics.
 
-Prints a table (metric, value in %, and the published QM9-data row for lookup bonds), optionally
-writes the metrics as JSON (``--json``) and a report folder (``--report``: a PNG grid of molecules
-and plots of bond-length / angle / atom-type / ring / property distributions against QM9).
+Every record of a supported element (:data:`molediff.elements.ELEMENTS`) is scored. Novelty and the
+distribution checks come from a reference set the user names (``--reference``): the QM9 training
+split (``qm9``; the default when every molecule has only QM9's elements H C N O F), molecules read
+from an SDF/XYZ file or folder, or ``none`` (the default for any other molecules; the table says so).
+
+Prints a table (metric, value in %, and the published QM9-data row for lookup bonds and QM9-element
+molecules), optionally writes the metrics as JSON (``--json``) and a report folder (``--report``: a
+PNG grid of molecules and plots of bond-length / angle / atom-type / ring / property distributions
+against the reference).
+
+This module is the wiring: :mod:`molediff.data.files` reads, :mod:`molediff.data.reference` builds the
+reference, :mod:`molediff.metrics` scores with it (passed in).
 """
 
 from __future__ import annotations
@@ -72,9 +81,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="write all metrics to this JSON file")
     parser.add_argument("--report", metavar="DIR", help="write a PNG grid of molecules and distribution plots into DIR")
-    parser.add_argument("--no-novelty", action="store_true", help="skip novelty (no QM9 training SMILES needed)")
     parser.add_argument(
-        "--no-reference", action="store_true", help="skip novelty and all comparisons with QM9 (works without the QM9 data)"
+        "--reference",
+        metavar="qm9|FILE|FOLDER|none",
+        help="the reference set for novelty and the distribution checks: 'qm9' (the QM9 training split), an "
+        "SDF/XYZ file or folder of molecules (novelty against their SMILES, distributions against them), or "
+        "'none'. Default: qm9 when every molecule has only QM9's elements (H C N O F), otherwise none "
+        "(a file named qm9 or none: write ./qm9)",
+    )
+    parser.add_argument("--no-novelty", action="store_true", help="skip novelty (no reference SMILES needed)")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="same as --reference none: skip novelty and all distribution "
+        "comparisons (works without the QM9 data)"
     )
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N molecules")
     parser.add_argument("--max-atoms", type=_positive_int, metavar="N", help="skip molecules with more than N atoms")
@@ -94,18 +112,24 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The metrics table as text: metric, value (%) and the published QM9-data row (lookup bonds only)."""
+    """The metrics table as text: metric, value (%) and the published QM9-data row (lookup bonds and
+    molecules of QM9's elements only), the reference line and the distribution checks."""
     from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT
 
-    published = PUBLISHED_QM9_DATA_PERCENT if result.get("bonds") == "lookup" else {}
+    qm9_like = result.get("qm9_elements_only", True)
+    published = PUBLISHED_QM9_DATA_PERCENT if result.get("bonds") == "lookup" and qm9_like else {}
     head = ("metric", "value %", "QM9 data % (EDM)")
     rows = [(label, _pct(result.get(key)), f"{published[key]:.1f}" if key in published else "-") for key, label in TABLE_ROWS]
     w0 = max(len(head[0]), *(len(r[0]) for r in rows))
     w1 = max(len(head[1]), *(len(r[1]) for r in rows))
     lines = [f"{head[0]:<{w0}}  {head[1]:>{w1}}  {head[2]}", f"{'-' * w0}  {'-' * w1}  {'-' * len(head[2])}"]
     lines += [f"{a:<{w0}}  {b:>{w1}}  {c:>{len(head[2])}}" for a, b, c in rows]
+    ref_note = result.get("reference_note")
+    if ref_note:
+        lines.append(ref_note)
     dist = result.get("distributions")
     if dist:
+        label = dist.get("reference_label", "reference")
         lines.append("")
         lines.append(f"distributions vs {dist['reference']}:")
         lines.append(f"  atom types      TV {_num(dist['atom_type_tv'], '.4f')}   molecule sizes TV {_num(dist['num_atoms_tv'], '.4f')}")
@@ -117,12 +141,12 @@ def format_table(result: dict[str, Any]) -> str:
         detail = "  (" + ", ".join(f"{k} {ba[k]:.2f}" for k in top) + ")" if top else ""
         lines.append(f"  bond angles     W1 mean {_num(ba['mean'], '.2f')}°{detail}")
         if bl["unmatched"]:
-            lines.append("  bond types absent from QM9: " + ", ".join(f"{k} ({n})" for k, n in bl["unmatched"].items()))
+            lines.append(f"  bond types absent from {label}: " + ", ".join(f"{k} ({n})" for k, n in bl["unmatched"].items()))
         lines.append(f"  ring sizes      TV {_num(dist['ring_size_tv'], '.4f')}")
         for name, p in dist["properties"].items():
             lines.append(
                 f"  {name:<14s}  {_num(p['mean'], '.3f')} ± {_num(p['std'], '.3f')}   "
-                f"(QM9 {_num(p['reference_mean'], '.3f')} ± {_num(p['reference_std'], '.3f')})"
+                f"({label} {_num(p['reference_mean'], '.3f')} ± {_num(p['reference_std'], '.3f')})"
             )
     return "\n".join(lines)
 
@@ -183,7 +207,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def write_report(directory: Path, molecules: Any, result: dict[str, Any], details: Any, bonds: str, max_grid: int = 24) -> list[Path]:
     """Write ``molecules.png`` (2D depictions of up to ``max_grid`` molecules, valid first) and
-    ``distributions.png`` (samples vs QM9 where available) into ``directory``; returns the paths."""
+    ``distributions.png`` (samples vs the reference, when there is one) into ``directory``; returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,6 +231,8 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     written.append(draw_grid(mols, directory / "molecules.png", bonds=bonds, legends=legends))
 
     ref = details.reference
+    ref_label = (ref or {}).get("label", "reference")
+    ref_label = "QM9 train" if ref_label == "QM9" else ref_label
     fig, axes = plt.subplots(3, 4, figsize=(18, 12))
     axes = axes.ravel()
     # atom types
@@ -215,7 +241,7 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     axes[0].bar(x - 0.2, counts / max(1.0, counts.sum()), 0.4, label="samples")
     if ref is not None:
         rc = ref["atom_type_counts"].astype(float)
-        axes[0].bar(x + 0.2, rc / rc.sum(), 0.4, label="QM9 train")
+        axes[0].bar(x + 0.2, rc / rc.sum(), 0.4, label=ref_label)
     axes[0].set_xticks(x, ELEMENTS)
     axes[0].set_title("atom types")
     axes[0].legend()
@@ -224,16 +250,16 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     axes[1].hist(sizes, bins=np.arange(sizes.max() + 2) - 0.5, density=True, alpha=0.6, label="samples")
     if ref is not None:
         h = ref["num_atoms_hist"].astype(float)
-        axes[1].step(np.arange(len(h)), h / h.sum(), where="mid", label="QM9 train")
+        axes[1].step(np.arange(len(h)), h / h.sum(), where="mid", label=ref_label)
     axes[1].set_title("atoms per molecule")
     axes[1].legend()
     # bond lengths: four most common types
     top_bonds = sorted(details.bond_lengths, key=lambda k: -len(details.bond_lengths[k]))[:4]
     for ax, name in zip(axes[2:6], top_bonds):
-        _hist_pair(ax, details.bond_lengths[name], ref["bond_lengths"].get(name) if ref else None, f"bond length {name} (Å)")
+        _hist_pair(ax, details.bond_lengths[name], ref["bond_lengths"].get(name) if ref else None, f"bond length {name} (Å)", ref_label)
     top_angles = sorted(details.bond_angles, key=lambda k: -len(details.bond_angles[k]))[:2]
     for ax, name in zip(axes[6:8], top_angles):
-        _hist_pair(ax, details.bond_angles[name], ref["bond_angles"].get(name) if ref else None, f"angle {name} (°)")
+        _hist_pair(ax, details.bond_angles[name], ref["bond_angles"].get(name) if ref else None, f"angle {name} (°)", ref_label)
     # ring sizes
     n_valid = max(1, int(np.sum(details.valid)))
     ring = {s: c / n_valid for s, c in details.ring_sizes.items()}
@@ -242,13 +268,13 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     xs = np.arange(len(sizes_all))
     axes[8].bar(xs - 0.2, [ring.get(s, 0.0) for s in sizes_all], 0.4, label="samples")
     if ref is not None:
-        axes[8].bar(xs + 0.2, [ref_ring.get(s, 0.0) for s in sizes_all], 0.4, label="QM9 train")
+        axes[8].bar(xs + 0.2, [ref_ring.get(s, 0.0) for s in sizes_all], 0.4, label=ref_label)
     axes[8].set_xticks(xs, [str(s) for s in sizes_all])
     axes[8].set_title("rings per valid molecule, by size")
     axes[8].legend()
     for ax, name in zip(axes[9:12], ("qed", "logp", "mol_wt")):
         values = details.properties.get(name, np.zeros(0))
-        _hist_pair(ax, values, ref["properties"].get(name) if ref else None, name)
+        _hist_pair(ax, values, ref["properties"].get(name) if ref else None, name, ref_label)
     fig.suptitle(f"{result['num_molecules']} molecules, {bonds} bonds")
     fig.tight_layout()
     path = directory / "distributions.png"
@@ -258,7 +284,7 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     return written
 
 
-def _hist_pair(ax: Any, samples: Any, reference: Any, title: str) -> None:
+def _hist_pair(ax: Any, samples: Any, reference: Any, title: str, ref_label: str = "reference") -> None:
     import numpy as np
 
     samples = np.asarray(samples, dtype=float)
@@ -273,9 +299,47 @@ def _hist_pair(ax: Any, samples: Any, reference: Any, title: str) -> None:
     if samples.size:
         ax.hist(samples, bins=bins, density=True, alpha=0.6, label="samples")
     if reference is not None and len(reference):
-        ax.hist(np.asarray(reference, dtype=float), bins=bins, density=True, histtype="step", linewidth=1.5, label="QM9 train")
+        ax.hist(np.asarray(reference, dtype=float), bins=bins, density=True, histtype="step", linewidth=1.5, label=ref_label)
     ax.set_title(title)
     ax.legend(fontsize=8)
+
+
+def _qm9_elements_only(molecules: Any) -> bool:
+    """True when every atom's element is one of QM9's (H C N O F)."""
+    import numpy as np
+
+    from molediff.elements import QM9_ELEMENTS, SYMBOL_TO_INDEX
+
+    qm9 = np.array([SYMBOL_TO_INDEX[e] for e in QM9_ELEMENTS])
+    return bool(np.isin(np.asarray(molecules.atom_type), qm9).all())
+
+
+def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool, qm9_like: bool) -> tuple[Any, str | None]:
+    """The :class:`~molediff.data.reference.ReferenceSet` the user asked for (``None``: none) and the
+    note the table prints about it (``None`` when there is nothing to say)."""
+    from molediff.data import reference as reference_data
+
+    choice = args.reference
+    if args.no_reference:
+        if choice is not None and choice.strip().lower() != "none":
+            raise UserError(f"--no-reference and --reference {choice}: give one")
+        choice = "none"
+    if choice is None:
+        if qm9_like:
+            return reference_data.qm9_reference(), None
+        return None, ("reference: none (these molecules have elements outside QM9's H C N O F, so there is no "
+                      "default novelty or distribution reference; name one with --reference FILE|FOLDER or --reference qm9)")
+    keyword = choice.strip().lower()
+    if keyword == "none":
+        return None, None
+    if keyword == "qm9":
+        return reference_data.qm9_reference(), None
+    try:
+        ref, report = reference_data.file_reference(choice, with_bonds=model_mode)
+    except UserError as exc:
+        raise UserError(f"--reference: {exc}") from None
+    print(f"reference: {report.summary()}", file=sys.stderr)
+    return ref, f"reference: {ref.name} ({report.num_read} molecules)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,14 +350,23 @@ def run(args: argparse.Namespace) -> int:
     model_mode = args.bonds == "model"
     molecules, report = read_molecule_files(args.paths, max_atoms=args.max_atoms, limit=args.limit, bonds=model_mode)
     print(report.summary(), file=sys.stderr)
-    reference = not args.no_reference
-    novelty = reference and not args.no_novelty
-    result, details = evaluate_molecules_detailed(molecules, bonds="lookup" if model_mode else args.bonds, reference=reference,
-                                                  novelty=novelty, progress=progress)
+    qm9_like = _qm9_elements_only(molecules)
+    refset, ref_note = choose_reference(args, molecules, model_mode, qm9_like)
+    geometry_bonds = "lookup" if model_mode else args.bonds
+    stats = refset.statistics(geometry_bonds, progress=progress) if refset is not None else None
+    novelty = refset.smiles(geometry_bonds, progress=progress) if refset is not None and not args.no_novelty else None
+    result, details = evaluate_molecules_detailed(molecules, bonds=geometry_bonds, reference=stats, novelty=novelty, progress=progress)
+    result["reference_set"] = refset.to_dict() if refset is not None else None
+    result["qm9_elements_only"] = qm9_like
+    if ref_note:
+        result["reference_note"] = ref_note
+    if "distributions" in result:
+        result["distributions"]["reference_label"] = refset.label
     if model_mode:
         from molediff.metrics import model_bond_metrics
 
-        model, _ = model_bond_metrics(molecules, novelty=novelty, progress=progress)
+        model_novelty = refset.smiles("model", progress=progress) if refset is not None and not args.no_novelty else None
+        model, _ = model_bond_metrics(molecules, novelty=model_novelty, progress=progress)
         print(f"molediff evaluate: {result['num_molecules']} molecules, model bonds (written) beside lookup bonds (geometry)")
         print(format_model_table(model, result))
         print()
@@ -310,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
             "inputs": [str(p) for p in args.paths],
             "read_report": report.to_dict(),
             "metrics": result,
-            "published_qm9_data_percent": PUBLISHED_QM9_DATA_PERCENT if args.bonds == "lookup" else None,
+            "published_qm9_data_percent": PUBLISHED_QM9_DATA_PERCENT if args.bonds == "lookup" and qm9_like else None,
         }
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")

@@ -11,16 +11,20 @@ Metrics (fractions in [0, 1]):
   valence with implicit hydrogens).
 * ``strict_validity`` — valid, no implicit hydrogens/radicals needed, one fragment.
 * ``uniqueness`` — distinct SMILES among valid; ``valid_x_unique`` — distinct valid SMILES / all.
-* ``novelty`` — fraction of the distinct valid SMILES absent from the QM9 training split processed the
-  same way (same bond perception, largest fragment); ``valid_unique_novel`` — novel / all.
+* ``novelty`` — fraction of the distinct valid SMILES absent from a reference set of SMILES processed
+  the same way (same bond perception, largest fragment; :func:`smiles_set`), e.g. the QM9 training
+  split; ``valid_unique_novel`` — novel / all.
 * ``connected`` — fraction of molecules whose bond graph is one fragment.
 
-Distribution checks against a fixed sample of the QM9 training split (:func:`reference_statistics`):
-atom-type and molecule-size total variation, Wasserstein-1 of bond lengths per bond type (Å) and of
-bond angles per angle type (degrees), ring sizes per molecule, QED / logP / MolWt mean and std.
+Distribution checks against reference statistics (:func:`distribution_statistics`; the QM9 training
+split's are built and cached by :mod:`molediff.data.reference`): atom-type and molecule-size total
+variation, Wasserstein-1 of bond lengths per bond type (Å) and of bond angles per angle type
+(degrees), ring sizes per molecule, QED / logP / MolWt mean and std.
 
-RDKit is only reached through :mod:`molediff.chem`, imported lazily: the stability and distribution
-helpers work without it.
+The functions here are pure: their reference data (the novelty SMILES, the distribution statistics)
+comes in as arguments; this module imports :mod:`molediff.chem` and :mod:`molediff.elements` only,
+never :mod:`molediff.data`. RDKit is only reached through :mod:`molediff.chem`, imported lazily: the
+stability and distribution helpers work without it.
 """
 
 from __future__ import annotations
@@ -28,22 +32,29 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection, Mapping, NamedTuple
 
 import numpy as np
 
-from molediff.chem.bonds import LOOKUP_VALENCE_MASK, BondList, check_bond_mode, valence_allowed, lookup_bonds_stacked, symbols_to_types, valence_sums
+from molediff.chem.distances import total_variation, wasserstein1  # noqa: F401 - part of this module's API
+from molediff.chem.bonds import BOND_MODES, LOOKUP_VALENCE_MASK, BondList, check_bond_mode, valence_allowed, lookup_bonds_stacked, symbols_to_types, valence_sums
 from molediff.elements import BOND_ORDERS, ELEMENTS
 
 __all__ = [
     "PUBLISHED_EDM_PERCENT",
     "PUBLISHED_QM9_DATA_PERCENT",
     "EvaluationDetails",
+    "RDKitPass",
+    "StackedMolecules",
     "bond_angle_samples",
     "bond_length_samples",
+    "distribution_statistics",
     "evaluate_molecules",
     "evaluate_molecules_detailed",
+    "model_bond_metrics",
+    "rdkit_pass",
     "sample_metrics",
+    "smiles_set",
     "stability",
     "stack_molecules",
     "total_variation",
@@ -79,6 +90,15 @@ _PRIORITY = np.array([ELEMENTS.index(e) if e != "H" else len(ELEMENTS) for e in 
 
 
 # ----------------------------------------------------------------------------- stacking / stability
+
+
+class StackedMolecules(NamedTuple):
+    """Molecules as stacked arrays (``atom_type`` [N] into ELEMENTS, ``pos`` [N, 3] Å, ``ptr`` [M + 1]);
+    accepted wherever a :class:`~molediff.data.molecules.MoleculeSet` is, for scoring."""
+
+    atom_type: np.ndarray
+    pos: np.ndarray
+    ptr: np.ndarray
 
 
 def stack_molecules(molecules: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,37 +137,6 @@ def stability(atom_type: np.ndarray, ptr: np.ndarray, bonds: BondList) -> tuple[
     atom_stable = valence_allowed(LOOKUP_VALENCE_MASK[atom_type], valence_sums(len(atom_type), bonds))
     unstable_per_mol = np.bincount(_molecule_index(ptr), weights=~atom_stable, minlength=len(ptr) - 1)
     return atom_stable, (unstable_per_mol == 0) & (np.diff(ptr) > 0)
-
-
-# ----------------------------------------------------------------------------- distances between distributions
-
-
-def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
-    """Wasserstein-1 (earth mover's) distance between the empirical distributions of samples ``a`` and
-    ``b`` (1D), ``∫ |F_a(x) − F_b(x)| dx`` evaluated exactly on the merged sorted samples (as
-    ``scipy.stats.wasserstein_distance``). Units are those of the samples; ``nan`` if either is empty."""
-    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
-    b = np.sort(np.asarray(b, dtype=np.float64).ravel())
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    grid = np.sort(np.concatenate([a, b]))
-    widths = np.diff(grid)
-    cdf_a = np.searchsorted(a, grid[:-1], side="right") / a.size
-    cdf_b = np.searchsorted(b, grid[:-1], side="right") / b.size
-    return float(np.sum(np.abs(cdf_a - cdf_b) * widths))
-
-
-def total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    """Total variation distance ``½ Σ |p − q|`` between two histograms (normalised here; the shorter
-    is zero-padded)."""
-    p = np.asarray(p, dtype=np.float64).ravel()
-    q = np.asarray(q, dtype=np.float64).ravel()
-    n = max(p.size, q.size)
-    p = np.pad(p, (0, n - p.size))
-    q = np.pad(q, (0, n - q.size))
-    if p.sum() <= 0 or q.sum() <= 0:
-        return float("nan")
-    return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
 
 
 # ----------------------------------------------------------------------------- geometry samples
@@ -239,7 +228,9 @@ def _w1_by_type(samples: dict[str, np.ndarray], reference: dict[str, np.ndarray]
 
 
 @dataclass
-class _RDKitPass:
+class RDKitPass:
+    """What :func:`rdkit_pass` found, per molecule and over the valid ones."""
+
     valid: np.ndarray  # [M] bool
     strict_valid: np.ndarray  # [M] bool
     num_fragments: np.ndarray  # [M] int
@@ -248,7 +239,7 @@ class _RDKitPass:
     properties: dict[str, np.ndarray]  # name -> [num valid with properties]
 
 
-def _rdkit_pass(
+def rdkit_pass(
     atom_type: np.ndarray,
     pos: np.ndarray,
     ptr: np.ndarray,
@@ -257,8 +248,11 @@ def _rdkit_pass(
     properties: bool,
     progress: bool,
     desc: str,
-) -> _RDKitPass:
-    """Per-molecule RDKit work (the slow part: ~0.3 ms per QM9-sized molecule with lookup bonds)."""
+) -> RDKitPass:
+    """Per-molecule RDKit work on stacked molecules (the slow part: ~0.3 ms per QM9-sized molecule with
+    lookup bonds): validity, strict validity, fragments, largest-fragment SMILES, ring sizes and, with
+    ``properties``, QED / logP / MolWt of the valid ones. ``lookup`` are the lookup bonds of all
+    molecules (:func:`molediff.chem.bonds.lookup_bonds_stacked`), used when ``bonds`` is ``"lookup"``."""
     from tqdm import tqdm
 
     from molediff.chem.analysis import PROPERTY_NAMES, analyse_molecule
@@ -282,13 +276,60 @@ def _rdkit_pass(
         if result.properties:
             for name in PROPERTY_NAMES:
                 props[name].append(result.properties[name])
-    return _RDKitPass(valid, strict, frags, smiles, rings, {k: np.asarray(v) for k, v in props.items()})
+    return RDKitPass(valid, strict, frags, smiles, rings, {k: np.asarray(v) for k, v in props.items()})
 
 
-# ----------------------------------------------------------------------------- QM9 reference (cached)
+# ----------------------------------------------------------------------------- references (passed in)
 
 
+def _check_reference_args(reference: Any, novelty: Any) -> tuple[Mapping[str, Any] | None, Collection[str] | None]:
+    """``False``/``None`` -> no reference; ``True`` is refused: the data must be passed in."""
+    if reference is True or novelty is True:
+        raise TypeError(
+            "molediff.metrics takes its reference data as arguments: pass reference=<statistics dict> "
+            "(molediff.data.reference.reference_statistics(bonds) for QM9, or distribution_statistics(molecules)) "
+            "and novelty=<set of SMILES> (molediff.data.reference.training_smiles(bonds), or smiles_set(molecules)), "
+            "not True")
+    return (reference or None), (novelty if novelty is not None and novelty is not False else None)
 
+
+def smiles_set(molecules: Any, bonds: str = "lookup", progress: bool = False, desc: str = "reference SMILES") -> frozenset[str]:
+    """Canonical largest-fragment SMILES of the valid molecules of ``molecules``, perceived with
+    ``bonds`` exactly as :func:`evaluate_molecules` perceives generated ones (``"model"``: their own
+    bonds and charges, scored by :func:`model_bond_metrics`' rule); a novelty reference."""
+    check_bond_mode(bonds, BOND_MODES)
+    if bonds == "model":
+        smiles = model_bond_metrics(molecules, novelty=None, progress=progress, desc=desc)[1]
+    else:
+        atom_type, pos, ptr = stack_molecules(molecules)
+        lookup = lookup_bonds_stacked(atom_type, pos, ptr)
+        smiles = rdkit_pass(atom_type, pos, ptr, lookup, bonds, False, progress, desc).smiles
+    return frozenset(s for s in smiles if s is not None)
+
+
+def distribution_statistics(
+    molecules: Any, bonds: str = "lookup", progress: bool = False, description: str = "reference", desc: str = "reference statistics"
+) -> dict[str, Any]:
+    """The distribution reference of ``molecules`` (what :func:`evaluate_molecules` compares against):
+    ``atom_type_counts`` [E], ``num_atoms_hist`` [n_max + 1], ``bond_lengths`` / ``bond_angles`` (type ->
+    sorted float64 array, Å / degrees, lookup bonds), ``ring_sizes`` (size -> rings per valid molecule),
+    ``properties`` (name -> float64 array over valid molecules, validity under ``bonds``),
+    ``num_molecules`` and ``description`` (how the table names the reference)."""
+    check_bond_mode(bonds)
+    atom_type, pos, ptr = stack_molecules(molecules)
+    lookup = lookup_bonds_stacked(atom_type, pos, ptr)
+    rd = rdkit_pass(atom_type, pos, ptr, lookup, bonds, True, progress, desc)
+    n_valid = max(1, int(rd.valid.sum()))
+    return {
+        "description": description,
+        "num_molecules": len(ptr) - 1,
+        "atom_type_counts": np.bincount(atom_type, minlength=len(ELEMENTS)),
+        "num_atoms_hist": np.bincount(np.diff(ptr)),
+        "bond_lengths": {k: np.sort(v) for k, v in bond_length_samples(atom_type, pos, lookup).items()},
+        "bond_angles": {k: np.sort(v) for k, v in bond_angle_samples(atom_type, pos, lookup).items()},
+        "ring_sizes": {int(s): c / n_valid for s, c in sorted(rd.ring_sizes.items())},
+        "properties": {k: np.asarray(v, dtype=np.float64) for k, v in rd.properties.items()},
+    }
 
 
 @dataclass
@@ -298,7 +339,7 @@ class EvaluationDetails:
     ``smiles`` [M] (None when invalid), ``valid`` / ``strict_valid`` / ``stable`` / ``connected`` [M]
     bool, ``atom_stable`` [N] bool, ``atom_type`` [N], ``ptr`` [M + 1], ``bond_lengths`` (Å) /
     ``bond_angles`` (degrees) by type, ``ring_sizes`` (size -> count), ``properties`` (name -> [V]),
-    ``reference`` (the :func:`reference_statistics` dict, when used)."""
+    ``reference`` (the reference statistics dict, when one was given)."""
 
     smiles: list[str | None]
     valid: np.ndarray
@@ -327,14 +368,13 @@ def _summary(x: np.ndarray) -> dict[str, float]:
 def evaluate_molecules_detailed(
     molecules: Any,
     bonds: str = "lookup",
-    reference: bool = True,
-    novelty: bool | None = None,
+    reference: Mapping[str, Any] | None = None,
+    novelty: Collection[str] | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, Any], EvaluationDetails]:
     """Like :func:`evaluate_molecules`, also returning the :class:`EvaluationDetails`."""
-    from molediff.data import reference as reference_data
     check_bond_mode(bonds)
-    novelty = reference if novelty is None else novelty
+    reference, novelty = _check_reference_args(reference, novelty)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     atom_type, pos, ptr = stack_molecules(molecules)
@@ -344,7 +384,7 @@ def evaluate_molecules_detailed(
     timings["lookup_and_stability"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    rd = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, reference, progress, f"evaluating ({bonds} bonds)")
+    rd = rdkit_pass(atom_type, pos, ptr, lookup, bonds, reference is not None, progress, f"evaluating ({bonds} bonds)")
     timings["rdkit"] = time.perf_counter() - t
 
     valid_smiles = [s for s in rd.smiles if s is not None]
@@ -368,10 +408,9 @@ def evaluate_molecules_detailed(
         "num_novel": None,
         "stability_bonds": "lookup",
     }
-    if novelty:
+    if novelty is not None:
         t = time.perf_counter()
-        train = reference_data.training_smiles(bonds, progress=progress)
-        novel = unique - train
+        novel = unique - frozenset(novelty)
         result.update(novelty=_frac(len(novel), len(unique)), valid_unique_novel=_frac(len(novel), m), num_novel=len(novel))
         timings["novelty"] = time.perf_counter() - t
 
@@ -387,10 +426,10 @@ def evaluate_molecules_detailed(
         ring_sizes=rd.ring_sizes,
         properties=rd.properties,
     )
-    if reference:
+    if reference is not None:
         t = time.perf_counter()
-        ref = reference_data.reference_statistics(bonds, progress=progress)
-        details.reference = ref
+        ref = reference
+        details.reference = dict(ref)
         details.bond_lengths = bond_length_samples(atom_type, pos, lookup)
         details.bond_angles = bond_angle_samples(atom_type, pos, lookup)
         result["distributions"] = _distribution_metrics(atom_type, ptr, details, ref, n_valid)
@@ -432,8 +471,8 @@ def _distribution_metrics(
 def evaluate_molecules(
     molecules: Any,
     bonds: str = "lookup",
-    reference: bool = True,
-    novelty: bool | None = None,
+    reference: Mapping[str, Any] | None = None,
+    novelty: Collection[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score generated 3D molecules; the one entry point for the CLI and the sampler.
@@ -445,10 +484,12 @@ def evaluate_molecules(
         bonds: bond perception for validity / uniqueness / novelty / rings / properties: ``"lookup"``
             (EDM convention, comparable with published tables) or ``"rdkit"`` (``rdDetermineBonds``).
             Stability and bond-length/angle distributions always use lookup bonds.
-        reference: compare with QM9 (needs the QM9 data): distribution checks, and novelty unless
-            ``novelty=False``. Caches are built on first use (see :func:`training_smiles`,
-            :func:`reference_statistics`).
-        novelty: compute novelty (defaults to ``reference``).
+        reference: reference statistics for the distribution checks (:func:`distribution_statistics`
+            of any molecules, or the QM9 training split's from
+            :func:`molediff.data.reference.reference_statistics`); ``None`` (or ``False``): none.
+        novelty: the reference SMILES for novelty, perceived with the same ``bonds``
+            (:func:`smiles_set`, or :func:`molediff.data.reference.training_smiles` for QM9);
+            ``None`` (or ``False``): no novelty.
         progress: tqdm progress bars on stderr.
 
     Returns:
@@ -462,19 +503,21 @@ def evaluate_molecules(
 
 
 
-def model_bond_metrics(molecules: Any, novelty: bool = True, progress: bool = True, desc: str = "model bonds"
+def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, progress: bool = True, desc: str = "model bonds"
                        ) -> tuple[dict[str, Any], list[str | None]]:
     """The honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that carries bonds
     and formal charges (a file's own, a model's, QM9's stored ones); see :mod:`molediff.chem.model_bonds`.
 
     Returns ``(metrics, smiles [M])``: ``model_atom_stability``, ``model_molecule_stability``,
     ``model_connected_validity``, ``model_uniqueness`` (among connected-valid), ``model_valid_x_unique``,
-    ``model_novelty`` (against QM9 training SMILES from its stored bonds) and
-    ``model_valid_unique_novel``; ``num_without_bonds`` molecules had no usable bonds (an aromatic
+    ``model_novelty`` (against ``novelty``, reference SMILES from stored bonds: :func:`smiles_set` with
+    ``bonds="model"``, or :func:`molediff.data.reference.training_smiles` ``("model")`` for QM9; ``None``
+    when it is ``None``) and ``model_valid_unique_novel``; ``num_without_bonds`` molecules had no usable bonds (an aromatic
     system that could not be kekulized, failed perception): they count as unstable and invalid.
     """
     from molediff.chem.model_bonds import model_bond_scores
 
+    _, novelty = _check_reference_args(None, novelty)
     atom_type, pos, ptr = stack_molecules(molecules)
     m = len(ptr) - 1
     charge = np.asarray(molecules.charge)
@@ -502,10 +545,8 @@ def model_bond_metrics(molecules: Any, novelty: bool = True, progress: bool = Tr
         "model_valid_unique_novel": None,
         "num_without_bonds": int((~has).sum()),
     }
-    if novelty:
-        from molediff.data import reference as reference_data
-
-        novel = unique - reference_data.training_smiles("model", progress=progress)
+    if novelty is not None:
+        novel = unique - frozenset(novelty)
         out.update(model_novelty=_frac(len(novel), len(unique)), model_valid_unique_novel=_frac(len(novel), m))
     return out, smiles
 
@@ -547,10 +588,7 @@ def sample_metrics(mols: Any) -> dict[str, float]:
     except ImportError:
         atom_stable, mol_stable = stability(atom_type, ptr, lookup_bonds_stacked(atom_type, pos, ptr))
         return {**out, "atom_stability": float(atom_stable.mean()), "molecule_stability": float(mol_stable.mean())}
-    from molediff.data.molecules import MoleculeSet
-    import torch
-
-    mset = MoleculeSet(torch.as_tensor(pos, dtype=torch.float32), torch.as_tensor(atom_type, dtype=torch.long), torch.as_tensor(ptr, dtype=torch.long))
-    r = evaluate_molecules(mset, reference=False, novelty=False, progress=False)
+    stacked = StackedMolecules(atom_type.astype(np.int64), pos.astype(np.float32).astype(np.float64), ptr.astype(np.int64))
+    r = evaluate_molecules(stacked, progress=False)
     keys = ("atom_stability", "molecule_stability", "validity", "strict_validity", "valid_x_unique", "connected")
     return {**out, **{k: r[k] for k in keys}}

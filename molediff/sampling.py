@@ -233,9 +233,9 @@ class MoleculeGenerator:
             n_atoms = (lo, hi)
         resample = self.resample_rounds(fragment, resample)
         if fragment is not None and not isinstance(fragment, Fragment):
-            from molediff.chem.io import fragment_from_mol
+            from molediff.chem.io import molecule_from_mol
 
-            fragment = fragment_from_mol(fragment)
+            fragment = Fragment(*molecule_from_mol(fragment))
         if fragment is not None:
             fragment.check_vocabulary(self.diffusion.vocab, self.config.diffusion.charges)
             if self.diffusion.vocab.heavy_atom:  # its hydrogens become its atoms' counts; they are placed anew

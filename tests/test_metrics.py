@@ -13,8 +13,10 @@ from molediff.metrics import (
     PUBLISHED_QM9_DATA_PERCENT,
     bond_angle_samples,
     bond_length_samples,
+    distribution_statistics,
     evaluate_molecules,
     evaluate_molecules_detailed,
+    smiles_set,
     stability,
     stack_molecules,
     total_variation,
@@ -135,7 +137,8 @@ def test_bond_length_and_angle_samples():
     np.testing.assert_allclose(angles["C-C-H"], [180.0, 180.0])
 
 
-def test_reference_path_with_fake_reference(monkeypatch):
+def test_reference_path_with_fake_reference():
+    """The reference data is passed in: distributions against it, novelty against its SMILES."""
     from molediff.data.qm9 import load_qm9
 
     qm9 = load_qm9("test", progress=False).subset(np.arange(300, 420))
@@ -143,9 +146,8 @@ def test_reference_path_with_fake_reference(monkeypatch):
     ref = fake_reference(mols)
     _r, d = evaluate_molecules_detailed(mols[:30], reference=False, progress=False)
     known = frozenset(s for s in d.smiles if s is not None)
-    monkeypatch.setattr(reference_data, "reference_statistics", lambda bonds, progress=True: ref)
-    monkeypatch.setattr(reference_data, "training_smiles", lambda bonds, progress=True: known)
-    r = evaluate_molecules(mols, reference=True, progress=False)
+    assert smiles_set(mols[:30]) == known  # the novelty reference of any molecules
+    r = evaluate_molecules(mols, reference=ref, novelty=known, progress=False)
     dist = r["distributions"]
     assert dist["atom_type_tv"] == pytest.approx(0.0)
     assert dist["num_atoms_tv"] == pytest.approx(0.0)
@@ -159,10 +161,23 @@ def test_reference_path_with_fake_reference(monkeypatch):
     # jittered geometry moves the distributions away from the reference
     rng = np.random.default_rng(0)
     noisy = [(s, p + rng.normal(scale=0.05, size=p.shape)) for s, p in mols]
-    r2 = evaluate_molecules(noisy, reference=True, novelty=False, progress=False)
+    r2 = evaluate_molecules(noisy, reference=ref, novelty=False, progress=False)
     assert r2["novelty"] is None
     assert r2["distributions"]["bond_length_w1_angstrom"]["mean"] > 0.01
     assert r2["distributions"]["bond_angle_w1_degree"]["mean"] > 1.0
+    # distribution_statistics of the same molecules is the same reference as the hand-built one
+    r3 = evaluate_molecules(mols, reference=distribution_statistics(mols), progress=False)
+    assert r3["distributions"]["bond_length_w1_angstrom"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert r3["distributions"]["num_atoms_tv"] == pytest.approx(0.0)
+    assert r3["distributions"]["ring_size_tv"] == pytest.approx(0.0)
+
+
+def test_reference_data_must_be_passed_in():
+    """metrics loads no QM9 itself: True is refused with a message saying what to pass."""
+    with pytest.raises(TypeError, match="reference_statistics"):
+        evaluate_molecules(_hand_set(), reference=True, progress=False)
+    with pytest.raises(TypeError, match="training_smiles"):
+        evaluate_molecules(_hand_set(), novelty=True, progress=False)
 
 
 # ------------------------------------------------------------------ the published QM9 data row
@@ -215,11 +230,12 @@ def test_novelty_and_reference_against_real_qm9():
     from molediff.data.qm9 import load_qm9
 
     train = load_qm9("train", progress=False).subset(np.arange(0, 100_000, 500))
-    r = evaluate_molecules(train, reference=False, novelty=True, progress=False)
+    known = reference_data.training_smiles("lookup", progress=False)
+    r = evaluate_molecules(train, reference=False, novelty=known, progress=False)
     assert r["novelty"] == pytest.approx(0.0)
     test = load_qm9("test", progress=False)
     subset = test.subset(np.sort(np.random.default_rng(0).choice(len(test), 500, replace=False)))
-    r = evaluate_molecules(subset, reference=True, progress=False)
+    r = evaluate_molecules(subset, reference=reference_data.reference_statistics("lookup", progress=False), novelty=known, progress=False)
     assert r["novelty"] > 0.5
     d = r["distributions"]
     assert d["atom_type_tv"] < 0.02 and d["num_atoms_tv"] < 0.1

@@ -50,7 +50,7 @@ from rdkit.Chem import rdSubstructLibrary
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from molediff.atomic import atomic_write_binary
-from molediff.metrics import wasserstein1
+from molediff.chem.distances import wasserstein1
 
 __all__ = [
     "MOSES_ALLOWED_ATOMS",

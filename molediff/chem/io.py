@@ -9,6 +9,11 @@ file). Each SDF record carries 3D coordinates (Å), the perceived bonds and SD p
   (published validity, strict validity, molecule stability with lookup bonds);
 * ``molediff_bonds`` — how bonds were perceived (``lookup``, ``rdkit``, ``rdkit-connectivity``, ``failed``);
 * any metadata passed by the caller (seed, model, sampler, ...), as text (JSON for lists/dicts).
+
+Reading returns plain data (symbols, positions, the file's own Kekulé bonds and formal charges):
+:func:`read_sdf` for every record of a file, :func:`read_one_molecule` / :func:`molecule_from_mol` for
+the one molecule a caller needs (an inpainting fragment is built from it by :mod:`molediff.inpainting`).
+This module imports nothing of molediff above the chemistry layer.
 """
 
 from __future__ import annotations
@@ -24,16 +29,19 @@ import numpy as np
 from rdkit import Chem, rdBase
 
 from molediff.atomic import AtomicFile
-
-from molediff.chem.bonds import check_bond_mode, lookup_bonds_stacked, symbols_to_types
+from molediff.chem.bonds import LOOKUP_VALENCE_MASK, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_allowed, valence_sums
+from molediff.errors import UserError
 from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, symbols_of
 
 __all__ = [
+    "OneMolecule",
     "RecordError",
     "SDFContents",
     "SDFRecord",
     "SDFWriter",
     "XYZWriter",
+    "molecule_from_mol",
+    "read_one_molecule",
     "read_sdf",
     "kekule_bonds",
     "write_sdf",
@@ -191,16 +199,18 @@ class SDFWriter:
 
 
 def _molecule_stable(symbols: Sequence[str], pos: np.ndarray) -> bool:
-    """Lookup-bond molecule stability of one molecule, by the one rule of :func:`molediff.metrics.stability`
-    (False outside the vocabulary)."""
-    from molediff.metrics import stability
-
+    """Lookup-bond molecule stability of one molecule: every atom's lookup bond-order sum is a valence
+    the lookup rule allows (the test of :func:`molediff.metrics.stability`, through the same
+    :func:`~molediff.chem.bonds.valence_allowed`); False outside the vocabulary or with no atoms."""
     try:
         types = symbols_to_types(symbols)
     except ValueError:
         return False
+    if len(types) == 0:
+        return False
     ptr = np.array([0, len(types)])
-    return bool(stability(types, ptr, lookup_bonds_stacked(types, np.asarray(pos, dtype=np.float64), ptr))[1][0])
+    lookup = lookup_bonds_stacked(types, np.asarray(pos, dtype=np.float64), ptr)
+    return bool(valence_allowed(LOOKUP_VALENCE_MASK[types], valence_sums(len(types), lookup)).all())
 
 
 def _record_block(mol: Chem.Mol, title: str, props: Mapping[str, Any]) -> str:
@@ -414,42 +424,53 @@ def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
 
 
 
-def fragment_from_mol(mol: Chem.Mol, name: str = "fragment"):
-    """A :class:`molediff.inpainting.Fragment` from an RDKit molecule with a 3D conformer (its own bonds,
-    kekulized, and formal charges; hydrogens as given)."""
-    from molediff.errors import UserError
-    from molediff.inpainting import Fragment
+class OneMolecule(NamedTuple):
+    """One molecule as plain data: ``symbols`` [n], ``pos`` [n, 3] float64 Å, formal ``charges`` [n],
+    its own ``bonds`` ``(src [k], dst [k], order [k])`` (Kekulé orders 1–3, src < dst) and ``name``
+    (how messages about it name it). Field order is that of :class:`molediff.inpainting.Fragment`."""
 
+    symbols: list[str]
+    pos: np.ndarray
+    charges: np.ndarray
+    bonds: tuple[np.ndarray, np.ndarray, np.ndarray]
+    name: str
+
+
+def molecule_from_mol(mol: Chem.Mol, name: str = "fragment", what: str = "fragment") -> OneMolecule:
+    """An RDKit molecule with a 3D conformer as :class:`OneMolecule` (its own bonds, kekulized, and
+    formal charges; hydrogens as given). A clear :class:`~molediff.errors.UserError` (naming it
+    ``name`` and calling it "the ``what``") when it has no atoms, no 3D coordinates, or aromatic bonds
+    that cannot be kekulized."""
     if mol is None or mol.GetNumAtoms() == 0:
-        raise UserError(f"{name}: the fragment has no atoms")
+        raise UserError(f"{name}: the {what} has no atoms")
     if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-        raise UserError(f"{name}: the fragment has no 3D coordinates")
+        raise UserError(f"{name}: the {what} has no 3D coordinates")
     bonds, charges, kekulized = kekule_bonds(mol)
     if not kekulized:
-        raise UserError(f"{name}: the fragment's aromatic bonds cannot be kekulized; write it in Kekulé form")
-    return Fragment(symbols_of(mol), np.array(mol.GetConformer().GetPositions(), dtype=np.float64), charges, bonds, name)
+        raise UserError(f"{name}: the {what}'s aromatic bonds cannot be kekulized; write it in Kekulé form")
+    return OneMolecule(symbols_of(mol), np.array(mol.GetConformer().GetPositions(), dtype=np.float64), charges, bonds, name)
 
 
-def read_fragment(path: str | os.PathLike):
-    """The one molecule of an SDF/MOL file as a :class:`molediff.inpainting.Fragment`; a clear
-    :class:`~molediff.errors.UserError` for a missing, empty, multi-record, 2D or unreadable file."""
-    from molediff.errors import UserError
-    from molediff.inpainting import Fragment
-
+def read_one_molecule(path: str | os.PathLike, what: str = "fragment") -> OneMolecule:
+    """The one molecule of an SDF/MOL file as :class:`OneMolecule` (``name`` is ``"{what} {path}"``);
+    a clear :class:`~molediff.errors.UserError`, starting with ``"{what} {path}: "``, for a missing,
+    empty, multi-record, 2D or unreadable file. ``what`` is the caller's word for it (a command may pass
+    its option's name)."""
     path = Path(path)
+    label = f"{what} {path}"
     if not path.is_file():
-        raise UserError(f"--fragment {path}: no such file")
+        raise UserError(f"{label}: no such file")
     try:
         contents = read_sdf(path, require_3d=True)
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--fragment {path}: cannot read it ({exc})") from None
+        raise UserError(f"{label}: cannot read it ({exc})") from None
     total = len(contents.records) + len(contents.errors)
     if total == 0:
-        raise UserError(f"--fragment {path}: the file holds no molecule")
+        raise UserError(f"{label}: the file holds no molecule")
     if total > 1:
-        raise UserError(f"--fragment {path}: the file holds {total} records; give one molecule")
+        raise UserError(f"{label}: the file holds {total} records; give one molecule")
     if contents.errors:
         e = contents.errors[0]
-        raise UserError(f"--fragment {path}: {e.reason} ({e.detail})")
+        raise UserError(f"{label}: {e.reason} ({e.detail})")
     rec = contents.records[0]
-    return Fragment(rec.symbols, rec.pos, rec.charges, rec.bonds, f"--fragment {path}")
+    return OneMolecule(rec.symbols, rec.pos, rec.charges, rec.bonds, label)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 import time
 from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
 from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE
+from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 
 
@@ -86,6 +89,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+#: valid molecules the drug-like summary checks with PoseBusters (its fast molecule checks, ~0.1 s each)
+PB_SAMPLE = 100
+
+
+def _druglike_summary(smiles: set[str], valid: int, kept_3d: list) -> str:
+    """One line for drug-like models: QED and SA means of the distinct valid molecules, and the share of
+    a sample of valid ones passing PoseBusters' molecule checks (when the optional package is there)."""
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.druglike import MetricUnavailable, druglike_properties, posebusters_checks
+    from molediff.chem.model_bonds import written_molecule
+
+    mols = [m for m in (Chem.MolFromSmiles(s) for s in sorted(smiles)) if m is not None]
+    line = "drug-likeness (distinct valid molecules): "
+    if mols:
+        props = druglike_properties(mols)
+        line += f"QED {np.mean(props['qed']):.3f}  SA {np.mean(props['sa']):.2f}  MolWt {np.mean(props['mol_wt']):.0f}"
+    else:
+        line += "no valid molecule"
+    built = []
+    for symbols, pos, bonds, charges in kept_3d:
+        mol = written_molecule(symbols, *bonds, charges, pos)
+        with rdBase.BlockLogs():
+            Chem.SanitizeMol(mol)
+        built.append(mol)
+    if built:
+        try:
+            pb = posebusters_checks(built, config="mol_fast")
+            line += f"  PoseBusters-valid {100 * pb['all_pass']:.1f}% (of {len(built)} valid molecules)"
+        except MetricUnavailable:
+            line += "  (PoseBusters-valid: pip install 'molediff[posebusters]')"
+    return line
+
+
 def _resolve_output(out: str, fmt: str | None) -> tuple[Path, str]:
     path = Path(out)
     if path.is_dir():
@@ -122,9 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
         args.n_atoms = parse_size_range(args.n_atoms)
     if args.fragment is not None:
-        from molediff.chem.io import read_fragment
+        from molediff.chem.io import read_one_molecule
+        from molediff.inpainting import Fragment
 
-        args.fragment = read_fragment(args.fragment)  # checked before any output is created
+        args.fragment = Fragment(*read_one_molecule(args.fragment, what="--fragment"))  # checked before any output exists
         if args.n_atoms is not None and args.n_atoms[0] < len(args.fragment):
             raise UserError(f"the fragment has {len(args.fragment)} atoms, more than --n-atoms {args.n_atoms[0]}")
     args.conditions = parse_conditions(args.condition)  # checked against the model once it is loaded
@@ -187,6 +225,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     stats = SampleStats()
     valid = stable = model_valid = model_stable = 0
     smiles: set[str] = set()
+    kept_3d: list = []  # a few valid records for the drug-like summary's PoseBusters check
     # the bar counts molecules and moves with every reverse step of a batch (a step of a batch of k
     # molecules sampled in S steps is k / S molecules' worth of work)
     bar = tqdm(total=quota, unit="mol", disable=args.no_progress or not ctx.is_main, dynamic_ncols=True, desc="sampling",
@@ -222,6 +261,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
                 model_stable += bool(props.get("molediff_model_stable"))
                 if props.get("SMILES") and (props.get("molediff_model_valid") or "molediff_model_valid" not in props):
                     smiles.add(props["SMILES"])
+                    if props.get("molediff_model_valid") and len(kept_3d) < PB_SAMPLE:
+                        kept_3d.append((list(symbols), pos, info.get("bonds"), info.get("charges")))
             else:
                 writer.write(list(symbols), pos)
             bar.n = stats.delivered
@@ -268,6 +309,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
               f"(Kekulé valences with formal charges, no implicit H)")
         print(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
+        if tuple(gen.diffusion.vocab.elements) != QM9_ELEMENTS:
+            print(_druglike_summary(smiles, model_valid, kept_3d))
     elif fmt == "sdf" and done:
         print(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, NamedTuple
 
-from molediff import __version__
+from molediff._version import __version__
 from molediff.atomic import OutputLock, atomic_write
 from molediff.errors import UserError
 

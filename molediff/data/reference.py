@@ -1,19 +1,29 @@
-"""QM9 reference data for the metrics, built once and cached beside the QM9 cache (``data_dir()``):
-the novelty reference (canonical SMILES of the training split, per bond mode) and the distribution
-statistics (atom types, sizes, bond lengths and angles, rings, QED/logP/MolWt). The metrics in
-:mod:`molediff.metrics` are pure functions; this module is where their references come from.
+"""Reference data for the metrics: where novelty SMILES and distribution statistics come from.
+
+The metrics in :mod:`molediff.metrics` are pure functions that take their references as arguments;
+this module builds them:
+
+* the QM9 training split's (:func:`training_smiles`, :func:`reference_statistics`), built once and
+  cached beside the QM9 cache (``data_dir()``), per bond mode;
+* any molecules' (:func:`molecules_reference`), e.g. a user's SDF file or folder
+  (:func:`file_reference`), computed in memory;
+
+each wrapped as a :class:`ReferenceSet` (:func:`qm9_reference`) that ``molediff evaluate`` asks for the
+SMILES and statistics of the bond mode it scores with.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from molediff.chem.bonds import BOND_MODES, check_bond_mode, lookup_bonds_stacked
 from molediff.elements import ELEMENTS
-from molediff.metrics import _rdkit_pass, bond_angle_samples, bond_length_samples, model_bond_metrics, stack_molecules
+from molediff.metrics import bond_angle_samples, bond_length_samples, distribution_statistics, rdkit_pass, smiles_set, stack_molecules
 
 #: Bump to invalidate the cached training SMILES and reference statistics.
 METRICS_CACHE_VERSION = 1
@@ -61,15 +71,9 @@ def training_smiles(bonds: str = "lookup", progress: bool = True, rebuild: bool 
     expect = {"version": METRICS_CACHE_VERSION, "bonds": bonds, "split": _split_digest(train.names)}
     path = data_dir() / f"qm9_train_smiles_{bonds}_v{METRICS_CACHE_VERSION}.pt"
     blob = None if rebuild else _load_cache(path, expect)
-    if blob is None:
-        if bonds == "model":  # the stored (SMILES-derived) bonds, scored like a model's
-            smiles = model_bond_metrics(train, novelty=False, progress=progress, desc="QM9 train SMILES (stored bonds, once)")[1]
-        else:
-            atom_type, pos, ptr = stack_molecules(train)
-            lookup = lookup_bonds_stacked(atom_type, pos, ptr)
-            smiles = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, False, progress,
-                                 f"QM9 train SMILES ({bonds} bonds, once)").smiles
-        blob = {**expect, "smiles": sorted({s for s in smiles if s is not None})}
+    if blob is None:  # "model": the stored (SMILES-derived) bonds, scored like a model's
+        desc = "QM9 train SMILES (stored bonds, once)" if bonds == "model" else f"QM9 train SMILES ({bonds} bonds, once)"
+        blob = {**expect, "smiles": sorted(smiles_set(train, bonds, progress=progress, desc=desc))}
         _atomic_save(blob, path)
     _MEMO[("smiles", bonds)] = frozenset(blob["smiles"])
     return _MEMO[("smiles", bonds)]
@@ -111,7 +115,7 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
         sample = train.subset(index)
         atom_type, pos, ptr = stack_molecules(sample)
         lookup = lookup_bonds_stacked(atom_type, pos, ptr)
-        rd = _rdkit_pass(atom_type, pos, ptr, lookup, bonds, True, progress, f"QM9 reference statistics ({bonds} bonds, once)")
+        rd = rdkit_pass(atom_type, pos, ptr, lookup, bonds, True, progress, f"QM9 reference statistics ({bonds} bonds, once)")
         n_valid = max(1, int(rd.valid.sum()))
 
         def tensors(d: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -129,6 +133,7 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
         }
         _atomic_save(blob, path)
     _MEMO[("reference", bonds)] = {
+        "label": "QM9",
         "description": f"QM9 train split: {blob['num_molecules']} molecules (seed {REFERENCE_SEED}) for geometry/rings/properties, all 100,000 for atom types and sizes",
         "num_molecules": blob["num_molecules"],
         "atom_type_counts": blob["atom_type_counts"].numpy(),
@@ -141,6 +146,81 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
     return _MEMO[("reference", bonds)]
 
 
-# ----------------------------------------------------------------------------- entry point
+# ----------------------------------------------------------------------------- reference sets
 
+
+@dataclass
+class ReferenceSet:
+    """A named reference for novelty and distributions: :meth:`smiles` and :meth:`statistics` for the
+    bond mode being scored (computed on first use, then kept).
+
+    ``kind`` is ``"qm9"`` or ``"molecules"``; ``name`` says what it is (for tables and JSON);
+    ``label`` is the short name the table and plots use ("QM9", a file name)."""
+
+    kind: str
+    name: str
+    label: str
+    _smiles: Callable[[str, bool], frozenset[str]] = field(repr=False)
+    _statistics: Callable[[str, bool], dict[str, Any]] = field(repr=False)
+    _cache: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    def smiles(self, bonds: str = "lookup", progress: bool = True) -> frozenset[str]:
+        """The novelty reference: canonical largest-fragment SMILES perceived with ``bonds``."""
+        check_bond_mode(bonds, BOND_MODES)
+        if ("smiles", bonds) not in self._cache:
+            self._cache[("smiles", bonds)] = self._smiles(bonds, progress)
+        return self._cache[("smiles", bonds)]
+
+    def statistics(self, bonds: str = "lookup", progress: bool = True) -> dict[str, Any]:
+        """The distribution reference (see :func:`molediff.metrics.distribution_statistics`)."""
+        check_bond_mode(bonds)
+        if ("statistics", bonds) not in self._cache:
+            self._cache[("statistics", bonds)] = self._statistics(bonds, progress)
+        return self._cache[("statistics", bonds)]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name, "label": self.label}
+
+
+def qm9_reference() -> ReferenceSet:
+    """The QM9 training split (cached on disk: :func:`training_smiles`, :func:`reference_statistics`)."""
+    return ReferenceSet(
+        "qm9", "QM9 train split", "QM9",
+        lambda bonds, progress: training_smiles(bonds, progress=progress),
+        lambda bonds, progress: reference_statistics(bonds, progress=progress),
+    )
+
+
+def molecules_reference(molecules: Any, name: str, label: str | None = None) -> ReferenceSet:
+    """Any molecules as the reference (a :class:`~molediff.data.molecules.MoleculeSet`; with bonds and
+    charges for the ``"model"`` bond mode's SMILES): novelty against their SMILES, distributions
+    against their statistics, computed in memory on first use."""
+    label = label or name
+    n = len(molecules)
+
+    def statistics(bonds: str, progress: bool) -> dict[str, Any]:
+        stats = distribution_statistics(molecules, bonds, progress=progress, description=f"{name}: {n} molecules",
+                                        desc=f"reference statistics ({bonds} bonds)")
+        return {**stats, "label": label}
+
+    return ReferenceSet(
+        "molecules", name, label,
+        lambda bonds, progress: smiles_set(molecules, bonds, progress=progress, desc=f"reference SMILES ({bonds} bonds)"),
+        statistics,
+    )
+
+
+def file_reference(paths: str | os.PathLike | Iterable[str | os.PathLike], with_bonds: bool = False):
+    """Molecules read from SDF/XYZ files or folders (:func:`molediff.data.files.read_molecule_files`;
+    ``with_bonds``: also their bonds and charges, for the ``"model"`` bond mode) as a
+    :class:`ReferenceSet`. Returns ``(reference, read_report)``; raises
+    :class:`~molediff.errors.UserError` for a missing path or when no molecule is usable."""
+    from pathlib import Path
+
+    from molediff.data.files import read_molecule_files
+
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    molecules, report = read_molecule_files(paths, bonds=with_bonds)
+    label = ", ".join(Path(p).name or str(p) for p in paths)
+    return molecules_reference(molecules, name=", ".join(str(p) for p in paths), label=label), report
 

@@ -1,0 +1,158 @@
+"""Quality of a drug-like model (or of a drug-like data set, the "data row"), the table of issue 29.
+
+Samples ``--n`` molecules (complete: hydrogens placed for heavy-atom models) and scores them with the
+same code as the data: honest model-bond molecule stability and connected validity (Kekulé valences
+with formal charges, no implicit H, one fragment), uniqueness and novelty (against the model's own
+training molecules), the MOSES suite against the MOSES test set (FCD/Test with MOSES's shipped ChemNet
+statistics, SNN, Frag, Scaf, IntDiv, Filters), QED / SA / logP / MW against it, PoseBusters' fast
+molecule checks and the MMFF94 relaxation test on the connected-valid molecules, and each element's
+share of molecules against the training data's. Sampling seconds are wall time on this machine.
+
+    python benchmarks/druglike_quality.py --checkpoint RUN/ema_model.pt --train DATA_DIR --n 1000
+    python benchmarks/druglike_quality.py --data MOSES3D_TEST_DIR --train DATA_DIR      # the data row
+
+The MOSES test reference (fingerprints, fragments, scaffolds, properties of 176k molecules) takes ~7
+minutes to build once; ``--reference-cache`` keeps it (an .npz, no pickles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from molediff.atomic import atomic_write
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ELEMENTS_OF_INTEREST = ("S", "Cl", "Br", "F", "P", "I")
+
+
+def _training_smiles(folder: str) -> tuple[set[str], Counter, int]:
+    """Canonical SMILES of the training molecules (the builder's SD property, else RDKit's), the number
+    of molecules holding each element, and the molecule count."""
+    from rdkit import Chem
+
+    from molediff.chem.druglike import canonical_smiles
+
+    smiles, holding, count = set(), Counter(), 0
+    for path in sorted(Path(folder).rglob("*.sdf")):
+        for mol in Chem.SDMolSupplier(str(path), removeHs=False):
+            if mol is None:
+                continue
+            count += 1
+            smi = canonical_smiles(mol)
+            if smi:
+                smiles.add(smi)
+            symbols = {a.GetSymbol() for a in mol.GetAtoms()}
+            holding.update(symbols)
+            holding["S|Cl|Br"] += bool(symbols & {"S", "Cl", "Br"})
+    return smiles, holding, count
+
+
+def _score(mols: list, seconds: float | None, args, train: set[str], train_holding: Counter, train_count: int) -> dict:
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.druglike import Reference, build_reference, evaluate_druglike, moses_fcd_statistics, moses_reference
+    from molediff.chem.io import kekule_bonds
+    from molediff.chem.model_bonds import model_bond_scores
+    from molediff.elements import SYMBOL_TO_INDEX
+
+    stable, valid, smiles, mols_3d = [], [], [], []
+    holding = Counter()
+    for mol in mols:
+        (src, dst, order), charges, _ = kekule_bonds(mol)
+        types = np.array([SYMBOL_TO_INDEX[a.GetSymbol()] for a in mol.GetAtoms()])
+        s = model_bond_scores(types, charges, np.array([0, len(types)]), src, dst, order)
+        stable.append(bool(s.molecule_stable[0]))
+        valid.append(bool(s.valid[0]))
+        smiles.append(s.smiles[0])
+        holding.update({a.GetSymbol() for a in mol.GetAtoms()})
+        if s.valid[0]:
+            clean = Chem.Mol(mol)
+            with rdBase.BlockLogs():
+                Chem.SanitizeMol(clean)
+            mols_3d.append(clean)
+    cache = Path(args.reference_cache)
+    if cache.exists():
+        reference = Reference.load(cache)
+    else:
+        reference = build_reference(moses_reference("test"), "MOSES test", fcd_stats=moses_fcd_statistics("test"),
+                                    compute_fcd=False, n_jobs=args.jobs)
+        reference.save(cache)
+    distinct = {s for s in smiles if s}
+    rng = np.random.default_rng(0)
+    pb_pick = sorted(rng.choice(len(mols_3d), size=min(args.posebusters, len(mols_3d)), replace=False).tolist()) if mols_3d else []
+    result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pb_pick],
+                               posebusters_config="mol_fast", n_jobs=args.jobs)
+    n = len(mols)
+    share = {e: holding[e] / max(n, 1) for e in ELEMENTS_OF_INTEREST}
+    data_share = {e: train_holding[e] / max(train_count, 1) for e in ELEMENTS_OF_INTEREST}
+    scl = sum(any(a.GetSymbol() in ("S", "Cl", "Br") for a in m.GetAtoms()) for m in mols) / max(n, 1)
+    return {
+        "n": n, "model_molecule_stability": float(np.mean(stable)), "model_connected_validity": float(np.mean(valid)),
+        "uniqueness_among_valid": len(distinct) / max(sum(valid), 1),
+        "novelty_among_unique": len(distinct - train) / max(len(distinct), 1),
+        "share_holding_S_Cl_Br": scl, "share_holding_S_Cl_Br_data": train_holding["S|Cl|Br"] / max(train_count, 1),
+        "element_share": share, "element_share_data": data_share,
+        "sampling_seconds": seconds, "druglike": result,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="a model file (a run's ema_model.pt) to sample")
+    what.add_argument("--model", help="a bundled model by name")
+    what.add_argument("--data", help="score these molecules (SDF file or folder) instead: the data row")
+    ap.add_argument("--train", required=True, help="the model's training data (SDF folder): novelty and element shares")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--noise-scale", type=float, nargs="+", default=[0.8, 1.0])
+    ap.add_argument("--sampler", default="ddim")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--posebusters", type=int, default=200, help="connected-valid molecules checked by PoseBusters (mol_fast)")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--reference-cache", default=str(RESULTS / ".." / ".." / "data" / "cache" / "moses_test_reference.npz"))
+    ap.add_argument("--out", default=str(RESULTS / "druglike_quality.json"))
+    args = ap.parse_args()
+    Path(args.reference_cache).parent.mkdir(parents=True, exist_ok=True)
+    train, train_holding, train_count = _training_smiles(args.train)
+    rows = []
+    if args.data:
+        from rdkit import Chem
+
+        files = sorted(Path(args.data).rglob("*.sdf")) if Path(args.data).is_dir() else [Path(args.data)]
+        mols = [m for f in files for m in Chem.SDMolSupplier(str(f), removeHs=False) if m is not None][: args.n]
+        rows.append({"row": f"data: {args.data}", **_score(mols, None, args, train, train_holding, train_count)})
+    else:
+        from molediff.sampling import load_pretrained
+
+        gen = load_pretrained(args.checkpoint, model=args.model) if args.checkpoint else load_pretrained(model=args.model)
+        for noise in args.noise_scale:
+            t0 = time.time()
+            mols = gen.sample(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler)
+            seconds = time.time() - t0
+            rows.append({"row": f"{args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}",
+                         **_score(mols, seconds, args, train, train_holding, train_count)})
+    for r in rows:
+        m = r["druglike"]["moses"]
+        pb, rx, props = r["druglike"].get("posebusters"), r["druglike"].get("relaxation"), r["druglike"].get("properties") or {}
+        print(f"{r['row']}: n {r['n']}, stable {100 * r['model_molecule_stability']:.1f}%, connected valid "
+              f"{100 * r['model_connected_validity']:.1f}%, unique {100 * r['uniqueness_among_valid']:.1f}%, novel "
+              f"{100 * r['novelty_among_unique']:.1f}%, FCD {m.get('fcd')}, SNN {m.get('snn')}, Frag {m.get('frag')}, "
+              f"Scaf {m.get('scaf')}, IntDiv {m.get('int_div')}, Filters {m.get('filters')}, "
+              f"QED {props.get('qed', {}).get('mean')}, SA {props.get('sa', {}).get('mean')}, "
+              f"PB-valid {pb and pb.get('all_pass')}, MMFF drop median {rx and rx.get('energy_drop_median_kcal_mol')} kcal/mol, "
+              f"S/Cl/Br share {100 * r['share_holding_S_Cl_Br']:.1f}% (data {100 * r['share_holding_S_Cl_Br_data']:.1f}%), "
+              f"seconds {r['sampling_seconds'] and round(r['sampling_seconds'], 1)}")
+    atomic_write(args.out, json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
