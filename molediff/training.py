@@ -46,7 +46,8 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
         return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
     from molediff.data.files import read_molecule_files
 
-    mols, report = read_molecule_files([config.data], bonds=config.diffusion.bonds)
+    mols, report = read_molecule_files([config.data], bonds=config.diffusion.bonds,
+                                       implicit_hydrogens="count" if config.diffusion.max_hydrogens else "refuse")
     print(report.summary())
     warn_size_outliers(mols)
     if len(mols) < 2:

@@ -108,3 +108,28 @@ def test_the_solvers_sample_through_the_api(generator):
     for sampler in ("dpm++2m", "dpm++2m-sde", "dpm++3m"):
         out = list(generator.sample_arrays(3, steps=6, seed=0, sampler=sampler))
         assert len(out) == 3 and all(len(s) == len(p) for s, p, _ in out)
+
+
+def test_sdf_with_implicit_hydrogens_is_refused_for_explicit_h_and_counted_for_heavy_atom_models(tmp_path):
+    from molediff.data.files import IMPLICIT_H, read_molecule_files
+
+    mols = []
+    for k, smi in enumerate(["CCO", "c1ccccc1S(N)(=O)=O", "CCCl"]):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        AllChem.EmbedMolecule(mol, randomSeed=k)
+        mols.append(mol)
+    path = tmp_path / "mixed.sdf"
+    writer = Chem.SDWriter(str(path))
+    writer.write(mols[0])
+    writer.write(Chem.RemoveHs(mols[1]))  # written without its hydrogens
+    writer.write(mols[2])
+    writer.close()
+    explicit, report = read_molecule_files(path, bonds=True, implicit_hydrogens="refuse")
+    assert len(explicit) == 2 and report.skipped[IMPLICIT_H] == 1 and "mixed.sdf:1" in report.summary()
+    counted, report = read_molecule_files(path, bonds=True, implicit_hydrogens="count")
+    assert len(counted) == 3 and not report.skipped
+    heavy, _ = counted.heavy_atoms()
+    for i, mol in enumerate(mols):
+        ref = Chem.RemoveHs(mol)
+        a, b = int(heavy.ptr[i]), int(heavy.ptr[i + 1])
+        assert heavy.hydrogens[a:b].tolist() == [atom.GetTotalNumHs() for atom in ref.GetAtoms()]

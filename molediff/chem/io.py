@@ -419,9 +419,21 @@ def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
             bonds, charges, kekulized = kekule_bonds(mol)
             if not kekulized:
                 props["_molediff_unkekulizable"] = "1"
+            implicit = implicit_hydrogens(mol)
+            if implicit.any():  # the file leaves hydrogens implicit: say how many per atom
+                props["_molediff_implicit_h"] = " ".join(map(str, implicit.tolist()))
             records.append(SDFRecord(symbols_of(mol), pos, props, bonds, charges))
     return SDFContents(records, errors)
 
+
+
+def implicit_hydrogens(mol: Chem.Mol) -> np.ndarray:
+    """``[n]`` hydrogens RDKit would add to each atom of ``mol`` as written (0 where the file carries
+    them as atoms, or where the atom says it has none): a record written without its hydrogens shows here."""
+    work = Chem.Mol(mol)
+    with rdBase.BlockLogs():
+        work.UpdatePropertyCache(strict=False)
+    return np.array([a.GetNumImplicitHs() + a.GetNumExplicitHs() for a in work.GetAtoms()], dtype=np.int64)
 
 
 class OneMolecule(NamedTuple):

@@ -37,6 +37,7 @@ NO_3D = "no 3D coordinates"
 BAD_ELEMENT = "element outside molediff's table"
 TOO_MANY = "too many atoms"
 NON_FINITE = "non-finite coordinates"
+IMPLICIT_H = "hydrogens implicit (add them, e.g. RDKit AddHs(addCoords=True), or train a heavy-atom model)"
 
 #: what the SDF reader says of a file in which it finds no record at all
 NOT_SDF = "no SDF record found (not an SDF file?)"
@@ -202,6 +203,7 @@ def read_molecule_files(
     max_atoms: int | None = None,
     limit: int | None = None,
     bonds: bool = False,
+    implicit_hydrogens: str = "ignore",
 ) -> tuple[MoleculeSet, FileReadReport]:
     """Read molecules from SDF (``.sdf``/``.sd``/``.mol``) and XYZ files or folders (searched recursively).
 
@@ -213,6 +215,11 @@ def read_molecule_files(
             kekulized), for XYZ frames perceived with RDKit (``rdDetermineBonds``); molecules whose
             bonds cannot be had (an aromatic system that cannot be kekulized, failed perception) are
             kept with ``has_bonds`` False. Without it, the file's bonds are not read (no RDKit for XYZ).
+        implicit_hydrogens: what to do with an SDF record that leaves hydrogens implicit (atoms RDKit
+            would give hydrogens): "ignore" (read as written, the default: scoring a file), "refuse" (skipped, counted under its reason: an explicit-H model
+            would learn molecules without their hydrogens) or "count" (kept, the counts in the set's
+            ``hydrogens``, for a heavy-atom model; explicit hydrogen atoms are counted by
+            :meth:`MoleculeSet.heavy_atoms`).
 
     Returns:
         ``(molecules, report)``: a :class:`MoleculeSet` (pos [N, 3] float32 Å, atom_type [N] into
@@ -232,11 +239,17 @@ def read_molecule_files(
     pos_parts: list[np.ndarray] = []
     names: list[str] = []
     bond_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]] = []
+    hydrogen_parts: list[np.ndarray] = []
+    if implicit_hydrogens not in ("ignore", "refuse", "count"):
+        raise ValueError(f"implicit_hydrogens must be 'ignore', 'refuse' or 'count', got {implicit_hydrogens!r}")
 
-    def accept(symbols: Sequence[str], pos: np.ndarray, where: str, own: tuple | None = None) -> None:
+    def accept(symbols: Sequence[str], pos: np.ndarray, where: str, own: tuple | None = None, implicit: str | None = None) -> None:
         report.num_records += 1
         if len(symbols) == 0:
             report.add_skip(NO_ATOMS, where)
+            return
+        if implicit is not None and implicit_hydrogens == "refuse":
+            report.add_skip(IMPLICIT_H, where, f"{sum(map(int, implicit.split()))} hydrogens not written")
             return
         unknown = sorted({s for s in symbols if s not in SYMBOL_TO_INDEX})
         if unknown:
@@ -254,6 +267,7 @@ def read_molecule_files(
             report.add_skip(NO_3D, where, "all z = 0")
             return
         types_parts.append(np.fromiter((SYMBOL_TO_INDEX[s] for s in symbols), dtype=np.int64, count=len(symbols)))
+        hydrogen_parts.append(np.array(implicit.split(), dtype=np.int64) if implicit else np.zeros(len(symbols), dtype=np.int64))
         pos_parts.append(np.asarray(pos, dtype=np.float32).reshape(-1, 3))
         names.append(where)
         report.num_read += 1
@@ -278,7 +292,7 @@ def read_molecule_files(
         try:
             if suffix in XYZ_SUFFIXES:
                 frames, errors = read_xyz(file)
-                items = [(sym, pos, f"{file.name}:{idx}", None) for idx, sym, pos, _comment in frames]
+                items = [(sym, pos, f"{file.name}:{idx}", None, None) for idx, sym, pos, _comment in frames]
                 bad = [(f"{file.name}:{idx}", reason, detail) for idx, reason, detail in errors]
             else:
                 from molediff.chem.io import read_sdf  # RDKit only when SDFs are read
@@ -288,7 +302,8 @@ def read_molecule_files(
                     report.add_skip(UNREADABLE_FILE, file.name, NOT_SDF)  # a whole file, not a record
                     continue
                 items = [(r.symbols, r.pos, f"{file.name}:{r.props['_index']}",
-                          (*r.bonds, r.charges, "_molediff_unkekulizable" not in r.props)) for r in contents.records]
+                          (*r.bonds, r.charges, "_molediff_unkekulizable" not in r.props), r.props.get("_molediff_implicit_h"))
+                         for r in contents.records]
                 bad = [(f"{file.name}:{e.index}", e.reason, e.detail) for e in contents.errors]
         except (UnicodeDecodeError, ValueError) as exc:
             report.add_skip(UNREADABLE_FILE, file.name, f"not a text {suffix} file ({type(exc).__name__})")
@@ -302,10 +317,10 @@ def read_molecule_files(
         for where, reason, detail in bad:
             report.num_records += 1
             report.add_skip(reason, where, detail)
-        for symbols, pos, where, own in items:
+        for symbols, pos, where, own, implicit in items:
             if limit is not None and report.num_read >= limit:
                 break
-            accept(list(symbols), pos, where, own)
+            accept(list(symbols), pos, where, own, implicit)
 
     if report.num_read == 0:
         raise UserError("no usable molecules in " + ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "") + "\n" + report.summary())
@@ -318,6 +333,8 @@ def read_molecule_files(
                      bond_order=cat([b[2] for b in bond_parts]),
                      bond_ptr=ptr_from_counts(torch.tensor([len(b[2]) for b in bond_parts], dtype=torch.long)),
                      has_bonds=torch.tensor([b[4] for b in bond_parts], dtype=torch.bool))
+    if implicit_hydrogens == "count" and any(h.any() for h in hydrogen_parts):
+        extra["hydrogens"] = torch.from_numpy(np.concatenate(hydrogen_parts))
     molecules = MoleculeSet(torch.from_numpy(np.concatenate(pos_parts)), torch.from_numpy(np.concatenate(types_parts)),
                             ptr_from_counts(counts), names, **extra)
     return molecules, report

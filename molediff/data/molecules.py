@@ -189,9 +189,8 @@ class MoleculeSet:
         """This set with its hydrogen atoms removed and each remaining atom's count of attached
         hydrogens in ``hydrogens`` (from the bonds), and the names of molecules left out: those without
         bonds, and those with a hydrogen not bonded to exactly one heavy atom (H2, a bridging or lone H),
-        whose count would be lost. Vectorised; needs bonds (``has_bonds``)."""
-        if self.hydrogens is not None:
-            return self, []
+        whose count would be lost. Vectorised; needs bonds (``has_bonds``). Counts already in
+        ``hydrogens`` (a file's implicit hydrogens) are kept and the hydrogen atoms' added to them."""
         n_atoms, m = int(self.ptr[-1]), len(self)
         mol_of_atom = torch.repeat_interleave(torch.arange(m), self.num_atoms)
         mol_of_bond = torch.repeat_interleave(torch.arange(m), self.bond_ptr[1:] - self.bond_ptr[:-1])
@@ -205,7 +204,7 @@ class MoleculeSet:
         bad_h = is_h & ~((degree == 1) & (heavy_neighbours == 1))
         bad = torch.zeros(m, dtype=torch.bool).index_fill_(0, mol_of_atom[bad_h], True) | ~self.has_bonds
         bad |= torch.zeros(m, dtype=torch.long).index_add_(0, mol_of_atom, (~is_h).long()) == 0  # nothing heavy
-        hydrogens = torch.zeros(n_atoms, dtype=torch.long)
+        hydrogens = self.hydrogens.clone() if self.hydrogens is not None else torch.zeros(n_atoms, dtype=torch.long)
         hydrogens.index_add_(0, src[h_dst & ~h_src], torch.ones(int((h_dst & ~h_src).sum()), dtype=torch.long))
         hydrogens.index_add_(0, dst[h_src & ~h_dst], torch.ones(int((h_src & ~h_dst).sum()), dtype=torch.long))
         keep_atom = ~is_h & ~bad[mol_of_atom]
