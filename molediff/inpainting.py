@@ -36,7 +36,7 @@ from molediff.diffusion.noise import randn
 
 from molediff.elements import ELEMENTS, Vocabulary
 from molediff.errors import UserError
-from molediff.molecular import MolecularDiffusion, MolGraph, MolState, Molecules, remove_mean
+from molediff.molecular import MolecularDiffusion, MolGraph, MolState, Molecules, fixed_centroid, remove_mean
 
 #: atoms of a fragment closer than this (Å) are refused: no sensible 3D structure has them
 MIN_DISTANCE = 0.5
@@ -106,9 +106,15 @@ class Fragment:
                         (new[src[both]], new[dst[both]], order[both]), self.name, counts[keep])
 
 
-def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGraph) -> tuple[MolState, torch.Tensor, torch.Tensor]:
-    """The clean known state (fragment atoms first in every molecule, centred on the fragment's centroid),
-    and the masks of fixed atom rows [|V|] and fixed pair rows [|P|] (both atoms fixed)."""
+def _fragment_graph(graph: MolGraph, size: int) -> MolGraph:
+    """``graph`` with the first ``size`` atoms of every molecule marked as the fragment (``fixed``)."""
+    local = torch.arange(int(graph.ptr[-1]), device=graph.ptr.device) - graph.ptr[graph.batch]
+    return graph.with_fixed(local < size)
+
+
+def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGraph) -> MolState:
+    """The clean known state on ``graph``: the fragment's atoms first in every molecule, centred on the
+    fragment's centroid, with the bonds among them (rows beyond the fragment are placeholders)."""
     cfg, nf = diffusion.cfg, len(fragment)
     fragment.check_vocabulary(diffusion.vocab, cfg.charges)
     if diffusion.vocab.heavy_atom and fragment.hydrogens is None:
@@ -116,32 +122,23 @@ def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGr
     hydrogens = fragment.hydrogens if fragment.hydrogens is not None else np.zeros(nf, dtype=np.int64)
     device = graph.ptr.device
     local = torch.arange(int(graph.ptr[-1]), device=device) - graph.ptr[graph.batch]
-    fixed = local < nf
     index = local.clamp(max=nf - 1)  # row i of a molecule reads fragment atom i (masked beyond nf)
     pos = torch.as_tensor(fragment.pos - fragment.pos.mean(0), dtype=torch.float32, device=device)[index]
-    batch = SimpleNamespace(ptr=graph.ptr, pos=pos,
+    batch = SimpleNamespace(ptr=graph.ptr, pos=pos, pair_index=graph.pair_index,
                             atom_type=torch.as_tensor([ELEMENTS.index(s) for s in fragment.symbols], device=device)[index],
                             charge=torch.as_tensor(fragment.charges, device=device)[index],
                             hydrogens=torch.as_tensor(hydrogens, device=device)[index],
                             bond_type=torch.zeros(graph.pair_index.shape[1], dtype=torch.long, device=device))
-    cols = [pos, diffusion.encode(batch).node[:, 3:]]
-    node = torch.cat(cols, dim=1)
-    i, j = graph.pair_index - graph.ptr[graph.pair_batch]
-    fixed_pairs = (i < nf) & (j < nf)
+    node = torch.cat([pos, diffusion.encode(batch).node[:, 3:]], dim=1)
     pair = torch.zeros(graph.pair_index.shape[1], diffusion.pair_width, device=device)
     if cfg.bonds:
+        i, j = graph.pair_index - graph.ptr[graph.pair_batch]
         order = torch.zeros(nf, nf, dtype=torch.long, device=device)
         src, dst, bo = (torch.as_tensor(np.asarray(x), dtype=torch.long, device=device) for x in fragment.bonds)
         order[src, dst] = bo
         order[dst, src] = bo
         pair = F.one_hot(order[i.clamp(max=nf - 1), j.clamp(max=nf - 1)], len(diffusion.vocab.bond_orders)).float() * cfg.bond_scale
-    return MolState(node, pair, graph, diffusion.parts), fixed, fixed_pairs
-
-
-def _fixed_centroid(pos: torch.Tensor, fixed: torch.Tensor, graph: MolGraph) -> torch.Tensor:
-    """Centroid [B, 3] of each molecule's fixed atoms."""
-    sums = torch.zeros(graph.num_graphs, 3, dtype=pos.dtype, device=pos.device).index_add_(0, graph.batch[fixed], pos[fixed])
-    return sums / torch.bincount(graph.batch[fixed], minlength=graph.num_graphs).clamp(min=1)[:, None].to(pos.dtype)
+    return MolState(node, pair, graph, diffusion.parts)
 
 
 @torch.no_grad()
@@ -157,16 +154,21 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     device = next(net.parameters()).device
     ptr = torch.cat([torch.zeros(1, dtype=torch.long), num_atoms.cumsum(0)]).to(device)
     graph = MolGraph.from_ptr(ptr)
-    known, fixed, fixed_pairs = _known_state(diffusion, fragment, graph)
+    marked = _fragment_graph(graph, nf)  # the same molecules, the fragment's rows marked
     s = diffusion.schedule
     if diffusion.cfg.fragments > 0:
         # a fragment-conditioned model: the fragment's atoms are marked and held clean at every step
         # (the network was trained on exactly that); the free atoms start as noise around its centroid
-        graph.fixed = fixed  # the graph `known` is on, now marking the fragment
+        known = _known_state(diffusion, fragment, marked)
         mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
-                                callback=callback, x_T=diffusion.prior(graph, generator), known=known, resample=resample,
+                                callback=callback, x_T=diffusion.prior(marked, generator), known=known, resample=resample,
                                 sampler=sampler, spacing=spacing)
-        return _into_fragment_frame(mols, fragment, fixed, graph)
+        return _into_fragment_frame(mols, fragment, marked)
+
+    # any other model reads no fragment: it runs on the unmarked graph, and the replace hook below
+    # imposes the (noised) fragment on the marked rows
+    known = _known_state(diffusion, fragment, graph)
+    fixed, fixed_pairs = marked.fixed, marked.fixed_pairs
 
     def replace(i: int, t: int, x: MolState) -> MolState:
         if t < 0:
@@ -177,7 +179,7 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
         node, pair = x.node.clone(), x.pair.clone()
         # the fragment goes where the chain has its fixed atoms now (their centroid), so the free
         # atoms keep their place relative to it; only the fragment's own shape is imposed
-        offset = (_fixed_centroid(x.node[:, :3], fixed, graph) - _fixed_centroid(target.node[:, :3], fixed, graph))[graph.batch]
+        offset = (fixed_centroid(x.node[:, :3], marked) - fixed_centroid(target.node[:, :3], marked))[graph.batch]
         target_node = target.node.clone()
         target_node[:, :3] = target_node[:, :3] + offset
         node[fixed] = target_node[fixed]
@@ -189,14 +191,15 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
     x_T = replace(-1, first_t, diffusion.prior(graph, generator))
     mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
                             callback=callback, replace=replace, x_T=x_T, resample=resample, sampler=sampler, spacing=spacing)
-    return _into_fragment_frame(mols, fragment, fixed, graph)
+    return _into_fragment_frame(mols, fragment, marked)
 
 
-def _into_fragment_frame(mols: Molecules, fragment: Fragment, fixed: torch.Tensor, graph: MolGraph) -> Molecules:
-    """Translate each molecule so its fixed atoms sit on the input coordinates (they differ from them
-    by a common translation only), then write them exactly."""
+def _into_fragment_frame(mols: Molecules, fragment: Fragment, graph: MolGraph) -> Molecules:
+    """Translate each molecule so its fixed atoms (``graph.fixed``) sit on the input coordinates (they
+    differ from them by a common translation only), then write them exactly."""
+    fixed = graph.fixed
     frag = torch.as_tensor(fragment.pos, dtype=mols.pos.dtype, device=mols.pos.device)
-    shift = frag.mean(0) - _fixed_centroid(mols.pos, fixed, graph)
+    shift = frag.mean(0) - fixed_centroid(mols.pos, graph)
     pos = mols.pos + shift[graph.batch]
     pos[fixed] = frag[(torch.arange(len(pos), device=pos.device) - graph.ptr[graph.batch])[fixed]]
     mols.pos = pos

@@ -4,7 +4,7 @@ A batch of molecules is a :class:`MolState`: per-atom parts stacked in ``node`` 
 positions (Å, 3 columns, zero centre of mass per molecule), atom types (one-hot × scale) and, for
 joint models, formal charges (one-hot × scale) — and per-pair parts stacked in ``pair`` ``[|P|, Dp]``
 over the unordered atom pairs (i < j) of each molecule — bond types (one-hot × scale). A
-:class:`MolGraph` (``batch``, ``ptr``, pairs, edges) says which rows belong to which molecule.
+:class:`MolGraph` (``batch``, ``ptr``, pairs, a fragment's ``fixed`` mask) says which rows belong to which molecule.
 States support ``+ − × ÷`` and ``noise_like``, so the schedule's math and the samplers apply to every
 part unchanged; adding a part is a change of :func:`layout` only.
 
@@ -12,13 +12,19 @@ part unchanged; adding a part is a change of :func:`layout` only.
 parametrisation, turns a batch into a state, asks the network (passed in) for x̂_0 or ε̂, computes
 the training loss and samples. This layer owns the zero-centre-of-mass subspace and the per-atom /
 per-pair timestep look-up ``t[batch]``; the network only sees noisy invariant features, noisy
-positions, a time feature and the graph.
+positions, a time feature and the graph, through one interface (:class:`molediff.models.Denoiser`).
+
+Beside that core, each concern has one home: the network's inputs are assembled by one helper per
+input group (:meth:`MolecularDiffusion.network_inputs`); classifier-free guidance wraps the denoiser
+call (:func:`guided`); a fragment is the graph's ``fixed`` mask (:meth:`MolGraph.with_fixed`), its
+frame (:func:`fixed_centroid`, :func:`centre`, :func:`project`) and, in sampling, the hook that holds
+its rows (:meth:`MolState.hold`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -32,10 +38,11 @@ from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
 from molediff.diffusion.noise import randint, randn
 from molediff.elements import SUPPORTED_CHARGES
+from molediff.errors import UserError
+from molediff.models.denoiser import Denoiser, DenoiserInputs
 
 _MIN_CHARGE = SUPPORTED_CHARGES[0]
-from molediff.errors import UserError
-from molediff.models.egnn import FullyConnectedEdges
+
 
 def remove_mean(pos: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
     """Subtract each molecule's centroid: ``pos`` [|V|, 3], ``batch`` [|V|] → [|V|, 3] with zero mean per molecule."""
@@ -87,37 +94,53 @@ def _columns(parts: tuple[Part, ...], level: str) -> dict[str, slice]:
 
 
 # ---------------------------------------------------------------------------- graph and state
-@dataclass
+@dataclass(frozen=True, eq=False)
 class MolGraph:
     """Which rows belong to which molecule: ``batch`` [|V|], ``ptr`` [B + 1], ``pair_index`` [2, |P|]
-    (global atom indices, i < j), ``pair_batch`` [|P|], ``pair_ptr`` [B + 1], and the directed edges
-    ``edge_index`` [2, |E|] with ``edge_pair`` [|E|] (each edge's pair) that the network runs on."""
+    (global atom indices, i < j, molecule by molecule in :class:`~molediff.data.molecules.AtomPairs`
+    order), ``pair_batch`` [|P|], ``pair_ptr`` [B + 1], and ``fixed`` [|V|] bool: the atoms of a given
+    fragment (fragment-conditioned models), None without one.
+
+    A graph is built with its fragment (:meth:`from_ptr`, :meth:`with_fixed`) and never changed after
+    (frozen), so what is derived from it (masks, a network's edges) stays valid. It holds no edges: a
+    network builds the ones it needs from ``ptr`` and ``pair_index`` (:mod:`molediff.models`)."""
 
     batch: torch.Tensor
     ptr: torch.Tensor
     pair_index: torch.Tensor
     pair_batch: torch.Tensor
     pair_ptr: torch.Tensor
-    edge_index: torch.Tensor
-    edge_pair: torch.Tensor
     fixed: torch.Tensor | None = None
 
-    _edges = FullyConnectedEdges()
-
     @classmethod
-    def from_ptr(cls, ptr: torch.Tensor, fixed: torch.Tensor | None = None) -> "MolGraph":
+    def from_ptr(cls, ptr: torch.Tensor, fixed: torch.Tensor | None = None,
+                 pair_index: torch.Tensor | None = None) -> "MolGraph":
         """The graph of molecules with atom offsets ``ptr`` [B + 1]; ``fixed`` [|V|] bool marks the atoms
-        of a given fragment (fragment-conditioned models), None = none."""
+        of a given fragment (fragment-conditioned models), None = none. ``pair_index`` [2, |P|]: the
+        batch's pairs where already built (a collated batch carries them, equal by construction), else
+        they are built here."""
         device = ptr.device
         ptr = ptr.cpu()
         counts = ptr[1:] - ptr[:-1]
         batch = torch.repeat_interleave(torch.arange(len(counts)), counts)
         pair_counts = counts * (counts - 1) // 2
-        edge_index, edge_pair = cls._edges(ptr)
-        return cls(batch.to(device), ptr.to(device), PAIRS(ptr).to(device),
+        if pair_index is None:
+            pair_index = PAIRS(ptr)
+        elif pair_index.shape != (2, int(pair_counts.sum())):
+            raise ValueError(f"pair_index {tuple(pair_index.shape)} does not fit molecules of {counts.tolist()} atoms")
+        return cls(batch.to(device), ptr.to(device), pair_index.to(device),
                    torch.repeat_interleave(torch.arange(len(counts)), pair_counts).to(device),
-                   ptr_from_counts(pair_counts).to(device), edge_index.to(device), edge_pair.to(device),
+                   ptr_from_counts(pair_counts).to(device),
                    None if fixed is None else fixed.to(device=device, dtype=torch.bool))
+
+    def with_fixed(self, fixed: torch.Tensor | None) -> "MolGraph":
+        """This graph (the same molecules, rows and pairs) with the fragment ``fixed`` [|V|] bool marked
+        (None: without a fragment), as a new graph."""
+        return replace(self, fixed=None if fixed is None else fixed.to(device=self.ptr.device, dtype=torch.bool))
+
+    def to(self, device: Any) -> "MolGraph":
+        """The same graph on ``device``."""
+        return MolGraph(*(None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)))
 
     @property
     def num_graphs(self) -> int:
@@ -135,32 +158,45 @@ class MolGraph:
         return torch.zeros(self.num_graphs, dtype=torch.bool, device=self.fixed.device).index_fill_(0, self.batch[self.fixed], True)
 
     def slice(self, lo: int, hi: int) -> "MolGraph":
-        """Molecules ``lo .. hi−1`` as a graph of their own."""
-        fixed = None if self.fixed is None else self.fixed[int(self.ptr[lo]) : int(self.ptr[hi])]
-        return MolGraph.from_ptr(self.ptr[lo : hi + 1] - self.ptr[lo], fixed)
+        """Molecules ``lo .. hi−1`` as a graph of their own (their pairs are a block of this graph's)."""
+        a0, a1, p0, p1 = int(self.ptr[lo]), int(self.ptr[hi]), int(self.pair_ptr[lo]), int(self.pair_ptr[hi])
+        fixed = None if self.fixed is None else self.fixed[a0:a1]
+        return MolGraph.from_ptr(self.ptr[lo : hi + 1] - a0, fixed, self.pair_index[:, p0:p1] - a0)
+
+
+def fixed_centroid(pos: torch.Tensor, graph: MolGraph, fixed: torch.Tensor | None = None) -> torch.Tensor:
+    """Centroid [B, 3] (Å) of each molecule's atoms marked by ``fixed`` [|V|] bool (default: the graph's
+    fragment); zeros for a molecule with none. The one home of the fragment's origin: training's frame
+    (:func:`centre`), inpainting's placement and its output frame."""
+    fixed = graph.fixed if fixed is None else fixed
+    sums = torch.zeros(graph.num_graphs, 3, dtype=pos.dtype, device=pos.device).index_add_(0, graph.batch[fixed], pos[fixed])
+    counts = torch.bincount(graph.batch[fixed], minlength=graph.num_graphs).clamp(min=1).to(pos.dtype)
+    return sums / counts[:, None]
 
 
 def centre(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
     """Positions [|V|, 3] in each molecule's frame: centred on its fixed atoms' centroid where it has a
     fragment (the fragment fixes the frame, so nothing else is projected), else zero centre of mass."""
+    centred = remove_mean(pos, graph.batch, graph.num_graphs)
     if graph.fixed is None:
-        return remove_mean(pos, graph.batch, graph.num_graphs)
-    fixed = graph.fixed
-    sums = torch.zeros(graph.num_graphs, 3, dtype=pos.dtype, device=pos.device).index_add_(0, graph.batch[fixed], pos[fixed])
-    counts = torch.bincount(graph.batch[fixed], minlength=graph.num_graphs).to(pos.dtype)
-    anchored = counts > 0
-    return torch.where(anchored[graph.batch, None], pos - (sums / counts.clamp(min=1)[:, None])[graph.batch],
-                       remove_mean(pos, graph.batch, graph.num_graphs))
+        return centred
+    return torch.where(graph.anchored()[graph.batch, None], pos - fixed_centroid(pos, graph)[graph.batch], centred)
+
+
+def in_frame(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
+    """Positions or a displacement [|V|, 3] in the state's frame: zero mean per molecule without a
+    fragment; unchanged in a molecule with one (the fragment's centroid is its origin, nothing to project)."""
+    projected = remove_mean(pos, graph.batch, graph.num_graphs)
+    if graph.fixed is None:
+        return projected
+    return torch.where(graph.anchored()[graph.batch, None], pos, projected)
 
 
 def project(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
     """A displacement or noise [|V|, 3] in the state's subspace: zero mean per molecule without a
     fragment; with one, unchanged for free atoms and zero for fixed ones."""
-    projected = remove_mean(pos, graph.batch, graph.num_graphs)
-    if graph.fixed is None:
-        return projected
-    out = torch.where(graph.anchored()[graph.batch, None], pos, projected)
-    return out.masked_fill(graph.fixed[:, None], 0.0)
+    out = in_frame(pos, graph)
+    return out if graph.fixed is None else out.masked_fill(graph.fixed[:, None], 0.0)
 
 
 class MolState:
@@ -261,6 +297,21 @@ class Molecules:
                             self.hydrogens)))
 
 
+# ---------------------------------------------------------------------------- guidance
+def guided(denoise: Callable[[torch.Tensor | None], MolState], cond: torch.Tensor | None, w: float) -> MolState:
+    """Classifier-free guidance (Ho & Salimans 2022) around a denoiser call ``denoise(cond)``:
+    u + w (c − u) of the unconditional (u = ``denoise(None)``) and conditional (c = ``denoise(cond)``)
+    predictions. w = 0 is u itself and w = 1 is c itself (one pass each); otherwise two passes.
+    Without ``cond``, the plain prediction."""
+    if cond is None or w == 0.0:
+        return denoise(None)
+    c = denoise(cond)
+    if w == 1.0:
+        return c
+    u = denoise(None)
+    return u + w * (c - u)
+
+
 # ---------------------------------------------------------------------------- the diffusion
 class MolecularDiffusion:
     """Diffusion of molecules: schedule, parametrisation, state layout, loss and sampling.
@@ -292,14 +343,15 @@ class MolecularDiffusion:
     def network_widths(self) -> dict[str, int]:
         """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
         sc = self.cfg.self_condition
-        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions) + self._fragment_inputs,
+        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions) + self._fragment_width,
              "out_features": self.node_width - 3, "self_condition": sc}
         if self.pair_width:
             w.update(pair_in=self.pair_width * (2 if sc else 1) + 1, pair_out=self.pair_width)
         return w
 
     @property
-    def _fragment_inputs(self) -> int:
+    def _fragment_width(self) -> int:
+        """Columns of the fragment flag input: 1 for fragment-conditioned models, else 0."""
         return 1 if self.cfg.fragments > 0 else 0
 
     def _feature_labels(self) -> list[str]:
@@ -312,7 +364,7 @@ class MolecularDiffusion:
         for fragment-conditioned models whether the atom is a fixed one ("fixed")."""
         sc = ["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else []
         conds = [f"{kind}:{name}" for kind in ("cond", "given") for name in self.cfg.conditions]
-        return self._feature_labels() + ["time"] + sc + conds + ["fixed"] * self._fragment_inputs
+        return self._feature_labels() + ["time"] + sc + conds + ["fixed"] * self._fragment_width
 
     def output_labels(self) -> list[str]:
         return self._feature_labels()
@@ -323,8 +375,9 @@ class MolecularDiffusion:
         :data:`~molediff.elements.ELEMENTS`), ``charge``, ``hydrogens`` (heavy-atom models), ``ptr``,
         ``bond_type``), in this model's vocabulary; ``fixed`` [|V|] bool marks fragment atoms (see
         :func:`random_fragments`), whose centroid becomes their molecule's origin. Raises
-        :class:`UserError` for an element, charge or hydrogen count outside the vocabulary."""
-        graph = MolGraph.from_ptr(batch.ptr, fixed)
+        :class:`UserError` for an element, charge or hydrogen count outside the vocabulary. The batch's
+        ``pair_index`` (a collated batch has one) is the graph's: the pairs are not built twice."""
+        graph = MolGraph.from_ptr(batch.ptr, fixed, getattr(batch, "pair_index", None))
         pos = batch.pos
         cols = [centre(pos, graph), self._one_hot("atom", self._atom_columns.to(pos.device)[batch.atom_type], pos.dtype)]
         if self.cfg.charges:
@@ -378,47 +431,87 @@ class MolecularDiffusion:
         x_t = MolState(s.add_noise(x0.node, noise.node, t[g.batch]), s.add_noise(x0.pair, noise.pair, t[g.pair_batch]), g, x0.parts)
         return x_t.hold(x0)  # a fragment's atoms and bonds stay clean at every level
 
+    # ------------------------------------------------------------------ the network's inputs
+    def _noisy_inputs(self, x_t: MolState, t: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The noisy invariant parts and the time t / T: per atom [|V|, Dn − 3] and [|V|, 1], per pair
+        [|P|, Dp] and [|P|, 1] (``t`` [B], looked up per atom and per pair)."""
+        g, T = x_t.graph, self.schedule.num_train_timesteps
+        return ([x_t.node[:, 3:], (t[g.batch].to(x_t.dtype) / T)[:, None]],
+                [x_t.pair, (t[g.pair_batch].to(x_t.dtype) / T)[:, None]])
+
+    def _self_condition_inputs(self, x_t: MolState, self_cond: MolState | None
+                               ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor | None]:
+        """Self-conditioning: the previous estimate x̂_0's invariant parts per atom and per pair, and its
+        positions ``x_cond`` [|V|, 3] Å (zeros before the first estimate); nothing for other models."""
+        if not self.cfg.self_condition:
+            if self_cond is not None:
+                raise ValueError("self_cond given to a model without self-conditioning")
+            return [], [], None
+        sc = self_cond if self_cond is not None else x_t * 0.0
+        return [sc.node[:, 3:]], [sc.pair], sc.node[:, :3]
+
+    def _condition_inputs(self, x_t: MolState, cond: torch.Tensor | None) -> list[torch.Tensor]:
+        """Property conditions ``cond`` [B, K] (dataset units, NaN = not given; None: none given): per atom
+        the standardised values [|V|, K] and whether each is given [|V|, K]; nothing for unconditional models."""
+        g = x_t.graph
+        if not self.cfg.conditions:
+            if cond is not None:
+                raise ValueError("cond given to a model without conditions")
+            return []
+        values = cond if cond is not None else torch.full((g.num_graphs, len(self.cfg.conditions)), float("nan"), device=x_t.device)
+        z, given = normalise(values.to(x_t.device, torch.float64), self.cfg.conditions, self.cfg.condition_stats)
+        return [z.to(x_t.dtype)[g.batch], given.to(x_t.dtype)[g.batch]]
+
+    def _fragment_inputs(self, x_t: MolState) -> list[torch.Tensor]:
+        """Fragment-conditioned models: whether each atom is fixed [|V|, 1] (the graph's mask; all 0
+        without a fragment); nothing for other models, which refuse a graph with a fragment."""
+        g = x_t.graph
+        if not self._fragment_width:
+            if g.fixed is not None:
+                raise UserError("this model was not trained to grow fragments (no fixed-atom input); use inpainting instead")
+            return []
+        fixed = g.fixed if g.fixed is not None else torch.zeros_like(g.batch, dtype=torch.bool)
+        return [fixed.to(x_t.dtype)[:, None]]
+
+    def network_inputs(self, x_t: MolState, t: torch.Tensor, self_cond: MolState | None = None,
+                       cond: torch.Tensor | None = None) -> DenoiserInputs:
+        """What the network reads for ``x_t`` at timesteps ``t`` [B]: per atom the columns of
+        :meth:`input_labels` (noisy parts, time, estimate, conditions, fragment flag) [|V|, F], the noisy
+        positions [|V|, 3] Å, per pair the noisy parts, time and estimate [|P|, Fp] (None for atoms-only
+        models), the graph, and the estimate's positions (self-conditioning)."""
+        h_noisy, pair_noisy = self._noisy_inputs(x_t, t)
+        h_sc, pair_sc, x_cond = self._self_condition_inputs(x_t, self_cond)
+        h = torch.cat(h_noisy + h_sc + self._condition_inputs(x_t, cond) + self._fragment_inputs(x_t), dim=1)
+        pair = torch.cat(pair_noisy + pair_sc, dim=1) if self.pair_width else None
+        return DenoiserInputs(h, x_t.node[:, :3], x_t.graph, pair, x_cond)
+
     # ------------------------------------------------------------------ the denoiser
-    def predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, self_cond: MolState | None = None,
+    def predict(self, net: Denoiser, x_t: MolState, t: torch.Tensor, self_cond: MolState | None = None,
                 cond: torch.Tensor | None = None, **model_kwargs: Any) -> tuple[MolState, dict[str, torch.Tensor]]:
         """The network's output as a state of the schedule's prediction type (x̂_0 or ε̂), and the
         logits of the cross-entropy parts. ``t`` [B] per molecule. ``self_cond``: the network's previous
         estimate x̂_0 (self-conditioning models; None = no estimate yet, read as zeros). ``cond`` [B, K]:
-        property values of a conditional model in the dataset's units, NaN = not given (None: none given)."""
+        property values of a conditional model in the dataset's units, NaN = not given (None: none given).
+        ``net`` follows :class:`~molediff.models.Denoiser`; ``model_kwargs`` are passed on to it."""
+        inputs = self.network_inputs(x_t, t, self_cond, cond)
+        pos_out, h_out, pair_out = inputs.apply(net, **model_kwargs)
+        if self.cfg.parametrization == "eps":
+            return self._eps_output(x_t, pos_out, h_out), {}
+        return self._x0_output(x_t, pos_out, h_out, pair_out)
+
+    def _eps_output(self, x_t: MolState, pos_out: torch.Tensor, h_out: torch.Tensor) -> MolState:
+        """ε̂: the position displacement projected into the state's subspace, then the per-atom outputs;
+        a fragment's rows get zero (no noise to predict there)."""
         g = x_t.graph
-        T = self.schedule.num_train_timesteps
-        pos_in = x_t.node[:, :3]
-        h_in = [x_t.node[:, 3:], (t[g.batch].to(x_t.dtype) / T)[:, None]]
-        pair_in = [x_t.pair, (t[g.pair_batch].to(x_t.dtype) / T)[:, None]]
-        if self.cfg.self_condition:
-            sc = self_cond if self_cond is not None else x_t * 0.0
-            h_in.append(sc.node[:, 3:])
-            pair_in.append(sc.pair)
-            model_kwargs = {**model_kwargs, "x_cond": sc.node[:, :3]}
-        elif self_cond is not None:
-            raise ValueError("self_cond given to a model without self-conditioning")
-        if self.cfg.conditions:
-            values = cond if cond is not None else torch.full((g.num_graphs, len(self.cfg.conditions)), float("nan"), device=x_t.device)
-            z, given = normalise(values.to(x_t.device, torch.float64), self.cfg.conditions, self.cfg.condition_stats)
-            h_in += [z.to(x_t.dtype)[g.batch], given.to(x_t.dtype)[g.batch]]
-        elif cond is not None:
-            raise ValueError("cond given to a model without conditions")
-        if self._fragment_inputs:
-            h_in.append((g.fixed if g.fixed is not None else torch.zeros_like(g.batch, dtype=torch.bool)).to(x_t.dtype)[:, None])
-        elif g.fixed is not None:
-            raise UserError("this model was not trained to grow fragments (no fixed-atom input); use inpainting instead")
-        pos_out, h_out, pair_out = net(torch.cat(h_in, dim=1), pos_in, g.edge_index,
-                                       torch.cat(pair_in, dim=1) if self.pair_width else None, g.edge_pair, g.pair_index,
-                                       **model_kwargs)
-        if self.cfg.parametrization == "eps":  # fixed rows: no noise to predict
-            node = torch.cat([project(pos_out - pos_in, g), h_out], dim=1)
-            eps = MolState(node, x_t.pair, g, x_t.parts)
-            return (eps if g.fixed is None else eps.hold(x_t * 0.0)), {}
-        # x̂_0 in the state's frame; a fragment's rows are known (x_t holds them clean)
-        pos = remove_mean(pos_out, g.batch, g.num_graphs)
-        if g.fixed is not None:  # a molecule with a fragment keeps the fragment's frame: nothing to project
-            pos = torch.where(g.anchored()[g.batch, None], pos_out, pos)
-        node, logits, pair = [pos], {}, x_t.pair
+        eps = MolState(torch.cat([project(pos_out - x_t.node[:, :3], g), h_out], dim=1), x_t.pair, g, x_t.parts)
+        return eps if g.fixed is None else eps.hold(x_t * 0.0)
+
+    def _x0_output(self, x_t: MolState, pos_out: torch.Tensor, h_out: torch.Tensor, pair_out: torch.Tensor | None
+                   ) -> tuple[MolState, dict[str, torch.Tensor]]:
+        """x̂_0 in the state's frame and the logits of the cross-entropy parts, whose x̂_0 is the posterior
+        mean E[one-hot × scale | x_t]; a fragment's rows are known (x_t holds them clean)."""
+        g = x_t.graph
+        node, logits, pair = [in_frame(pos_out, g)], {}, x_t.pair
         for p in self.parts:
             if p.name == "pos":
                 continue
@@ -429,24 +522,17 @@ class MolecularDiffusion:
                 raw = pair_out[:, self.pair_cols[p.name]]
             if p.loss == "ce":
                 logits[p.name] = raw
-                raw = torch.softmax(raw, dim=1) * p.scale  # E[one-hot × scale | x_t]: the posterior mean
+                raw = torch.softmax(raw, dim=1) * p.scale
             if p.level == "atom":
                 node.append(raw)
             else:
                 pair = raw
         return MolState(torch.cat(node, dim=1), pair, g, x_t.parts).hold(x_t), logits
 
-    def guided_predict(self, net: nn.Module, x_t: MolState, t: torch.Tensor, cond: torch.Tensor | None, guidance: float,
+    def guided_predict(self, net: Denoiser, x_t: MolState, t: torch.Tensor, cond: torch.Tensor | None, guidance: float,
                        self_cond: MolState | None = None, **model_kwargs: Any) -> MolState:
-        """Classifier-free guidance: u + w (c − u) of the unconditional (u) and conditional (c)
-        predictions; w = 0 is the unconditional prediction itself, w = 1 the conditional one (one pass each)."""
-        if cond is None or guidance == 0.0:
-            return self.predict(net, x_t, t, self_cond=self_cond, **model_kwargs)[0]
-        c = self.predict(net, x_t, t, self_cond=self_cond, cond=cond, **model_kwargs)[0]
-        if guidance == 1.0:
-            return c
-        u = self.predict(net, x_t, t, self_cond=self_cond, **model_kwargs)[0]
-        return u + guidance * (c - u)
+        """:meth:`predict` under classifier-free guidance (:func:`guided`): one pass for w = 0 or 1, else two."""
+        return guided(lambda c: self.predict(net, x_t, t, self_cond=self_cond, cond=c, **model_kwargs)[0], cond, guidance)
 
     # ------------------------------------------------------------------ training
     def training_losses(self, net: nn.Module, x0: MolState, t: torch.Tensor, noise: MolState,
@@ -530,35 +616,50 @@ class MolecularDiffusion:
                 ptr_from_counts(torch.as_tensor(num_atoms, dtype=torch.long)).to(device))
             x_T = self.prior(graph, generator)
 
-        estimate: list[MolState | None] = [None]  # self-conditioning: the previous step's x̂_0
-
         if cond is not None and not self.cfg.conditions:
             raise ValueError("this model has no conditions")
-
-        if known is not None:
-            if replace is not None:
-                raise ValueError("give known (a fragment-conditioned model's fragment) or replace (inpainting), not both")
-            if not self.cfg.fragments:
-                raise ValueError("known is for fragment-conditioned models (trained with --diffusion-fragments)")
-            if known.graph.fixed is None or x_T.graph.fixed is None or not torch.equal(known.graph.fixed, x_T.graph.fixed):
-                raise ValueError("known and x_T must be on one graph whose fixed mask marks the fragment")
-            x_T = x_T.hold(known)
-
-            def replace(i: int, t: int, x: MolState) -> MolState:  # noqa: ARG001
-                return x.hold(known)
-
-        def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
-            if known is not None:
-                x = x.hold(known)
-            out = self.guided_predict(net, x, t, cond, guidance, self_cond=estimate[0], **kw)
-            if self.cfg.self_condition:
-                estimate[0] = out
-            return out
-
+        x_T, replace = self._fragment_hook(known, x_T, replace)
+        model = self._sampling_denoiser(net, cond, guidance, known)
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
                         noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
                         sampler=sampler, spacing=spacing)
         return self.decode(x)
+
+    def _fragment_hook(self, known: MolState | None, x_T: MolState, replace: Callable | None
+                       ) -> tuple[MolState, Callable | None]:
+        """A fragment-conditioned model's fragment held in the sampler: ``x_T`` with the fragment's clean
+        rows (:meth:`MolState.hold`, by the graph's ``fixed`` mask), and the ``replace`` hook that holds them
+        after every step. Without ``known``: ``x_T`` and ``replace`` unchanged."""
+        if known is None:
+            return x_T, replace
+        if replace is not None:
+            raise ValueError("give known (a fragment-conditioned model's fragment) or replace (inpainting), not both")
+        if not self.cfg.fragments:
+            raise ValueError("known is for fragment-conditioned models (trained with --diffusion-fragments)")
+        if known.graph.fixed is None or x_T.graph.fixed is None or not torch.equal(known.graph.fixed, x_T.graph.fixed):
+            raise ValueError("known and x_T must be on one graph whose fixed mask marks the fragment")
+
+        def hold(i: int, t: int, x: MolState) -> MolState:  # noqa: ARG001
+            return x.hold(known)
+
+        return x_T.hold(known), hold
+
+    def _sampling_denoiser(self, net: Denoiser, cond: torch.Tensor | None, guidance: float,
+                           known: MolState | None) -> Callable[..., MolState]:
+        """The sampler's ``model(x_t, t, **kw)``: the network's prediction under guidance, on a state that
+        shows the network the clean fragment (RePaint rounds included), fed the previous step's estimate
+        (self-conditioning models)."""
+        estimate: list[MolState | None] = [None]  # self-conditioning: the previous step's x̂_0
+
+        def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
+            if known is not None:
+                x = x.hold(known)
+            out = guided(lambda c: self.predict(net, x, t, self_cond=estimate[0], cond=c, **kw)[0], cond, guidance)
+            if self.cfg.self_condition:
+                estimate[0] = out
+            return out
+
+        return model
 
 
 def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: int, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -658,4 +759,5 @@ def draw_sizes(histogram: torch.Tensor, n: int, n_atoms: tuple[int, int] | None 
 
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolGraph", "MolState", "Molecules", "MolecularDiffusion", "Part", "layout",
-           "remove_mean", "centre", "project", "random_fragments", "finite_molecules", "sizes_from_histogram", "draw_sizes"]
+           "remove_mean", "centre", "in_frame", "project", "fixed_centroid", "guided", "random_fragments", "finite_molecules",
+           "sizes_from_histogram", "draw_sizes"]

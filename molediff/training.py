@@ -30,7 +30,7 @@ from molediff.elements import CHARGES, ELEMENTS, QM9_ELEMENTS
 from molediff.ema import EMA
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
-from molediff.molecular import MolecularDiffusion, MolGraph, MolState, random_fragments, sizes_from_histogram
+from molediff.molecular import MolecularDiffusion, MolState, random_fragments, sizes_from_histogram
 
 __all__ = ["CHECKPOINT", "EMA_MODEL", "LOG", "Trainer", "train", "validation_loss", "sample_check", "load_training_data"]
 
@@ -494,7 +494,7 @@ class Trainer:
 
 
 def _to(x: MolState, device: torch.device) -> MolState:
-    return MolState(x.node.to(device), x.pair.to(device), MolGraph.from_ptr(x.graph.ptr.to(device), x.graph.fixed), x.parts)
+    return MolState(x.node.to(device), x.pair.to(device), x.graph.to(device), x.parts)
 
 
 def _format_eval(rec: dict[str, Any]) -> str:

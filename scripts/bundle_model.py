@@ -39,6 +39,8 @@ def main() -> int:
                     "carry no curve): its evaluations before this run's first step open the learning curve")
     ap.add_argument("--conditioning", help="property_conditioning.json to include in the card (conditional models)")
     ap.add_argument("--inpainting", help="inpainting.json (benchmarks/inpainting.py) to include in the card (fragment models)")
+    ap.add_argument("--data-text", help="how the card names a file data set (default: its path)")
+    ap.add_argument("--druglike", help="druglike_quality.json (benchmarks/druglike_quality.py) to include in the card")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
     run = Path(args.run_dir)
@@ -69,14 +71,28 @@ def main() -> int:
     prefix = "" if args.model == "qm9" else args.model.replace("-", "_") + "_"
     save_model_file(weights, state, config, meta)
     config.save_json(PRETRAINED / f"{prefix}config.json")
+    vocab = d.vocabulary
+    hist = meta.get("size_histogram") or []
+    sizes = [n for n, c in enumerate(hist) if c]
+    if config.data == "qm9":
+        data_line = "- Data: QM9 train split (100,000 molecules; `data/qm9_split.npz`, seed 0), elements H C N O F."
+    elif config.data.startswith("qm9:"):
+        data_line = (f"- Data: QM9 `{config.data}` (half of the train split, 50,000 molecules, `molediff.data.qm9.train_halves`; "
+                     "the other half trains the benchmark's property predictor), elements H C N O F.")
+    else:
+        data_line = (f"- Data: {args.data_text or config.data} ({sum(hist):,} training molecules); vocabulary from the data: "
+                     f"elements {' '.join(vocab.elements)}, formal charges {', '.join(f'{c:+d}' for c in vocab.charges)}"
+                     + (f"; sizes {sizes[0]}–{sizes[-1]} atoms (mean {sum(n * c for n, c in enumerate(hist)) / max(sum(hist), 1):.1f})"
+                        if sizes else "") + ".")
     lines = [
-        f"# molediff bundled QM9 model `{args.model}` (`molediff sample --model {args.model}`)",
+        f"# molediff bundled model `{args.model}` (`molediff sample --model {args.model}`)",
         "",
         *([f"**Status:** {args.status}", ""] if args.status else []),
-        ("- Data: QM9 train split (100,000 molecules; `data/qm9_split.npz`, seed 0), elements H C N O F."
-         if config.data == "qm9" else
-         f"- Data: QM9 `{config.data}` (half of the train split, 50,000 molecules, `molediff.data.qm9.train_halves`; "
-         "the other half trains the benchmark's property predictor), elements H C N O F."),
+        data_line,
+        *([f"- Heavy-atom model: hydrogens are not atoms of the state; each heavy atom carries a generated count of attached "
+           f"hydrogens (0..{vocab.max_hydrogens}, one-hot × {d.hydrogen_scale}, cross-entropy × {d.hydrogen_weight:g}); sampled "
+           "molecules get exactly those hydrogens placed (AddHs from the written bonds, then MMFF94 on the hydrogens alone). "
+           "Sizes above count heavy atoms."] if vocab.heavy_atom else []),
         *([f"- Conditions: {', '.join(d.conditions)} (each hidden independently with probability {d.condition_dropout:g} "
            "in training, so any subset or none may be given; classifier-free guidance with `--guidance`). Training "
            "range (values outside it are refused): " + "; ".join(
@@ -159,10 +175,33 @@ def main() -> int:
                          + " | ".join(f"{100 * r.get(k, 0):.0f}" for k in ("kept_exactly", "lookup_validity",
                                       "lookup_molecule_stability", "model_connected_validity", "model_molecule_stability",
                                       "contains_fragment")) + f" | {r['unique_smiles']} |")
+    if args.druglike:
+        lines += ["", "## Quality (benchmarks/druglike_quality.py)", "", *druglike_table(json.loads(Path(args.druglike).read_text()))]
     atomic_write(PRETRAINED / f"{prefix}MODEL_CARD.md", "\n".join(lines) + "\n")
     print(f"bundled {run / EMA_MODEL} -> {weights} ({weights.stat().st_size / 1e6:.2f} MB)")
     load_model_file(weights)  # readable and verified
     return 0
+
+
+def druglike_table(q: dict) -> list[str]:
+    """Markdown rows of a druglike_quality.json: the honest view, the MOSES suite, drug-likeness, 3D."""
+    head = ("row", "n", "mol stab", "conn valid", "unique", "novel", "FCD/Test", "SNN", "Frag", "Scaf", "IntDiv", "Filters",
+            "QED", "SA", "logP", "MolWt", "PB-valid", "MMFF ΔE median", "S/Cl/Br mols (data)", "seconds")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    num = lambda v, f=".3f": "-" if v is None else format(v, f)  # noqa: E731
+    for r in q["rows"]:
+        dl = r["druglike"]
+        m, props, pb, rx = dl["moses"], dl.get("properties") or {}, dl.get("posebusters") or {}, dl.get("relaxation") or {}
+        out.append("| " + " | ".join([
+            r["row"], str(r["n"]), pct(r["model_molecule_stability"]), pct(r["model_connected_validity"]),
+            pct(r["uniqueness_among_valid"]), pct(r["novelty_among_unique"]), num(m.get("fcd"), ".2f"), num(m.get("snn")),
+            num(m.get("frag")), num(m.get("scaf")), num(m.get("int_div")), num(m.get("filters")),
+            *(num(props.get(k, {}).get("mean"), f) for k, f in (("qed", ".3f"), ("sa", ".2f"), ("logp", ".2f"), ("mol_wt", ".0f"))),
+            pct(pb.get("all_pass")), num(rx.get("energy_drop_median_kcal_mol"), ".2f"),
+            f"{pct(r['share_holding_S_Cl_Br'])} ({pct(r.get('share_holding_S_Cl_Br_data'))})",
+            num(r.get("sampling_seconds"), ".0f")]) + " |")
+    return out
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.hydrogens import place_hydrogens
-from molediff.chem.io import SDFWriter, kekule_bonds, read_sdf
+from molediff.chem.io import SDFWriter, kekule_bonds
 from molediff.chem.model_bonds import model_bond_scores
 from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.files import read_molecule_files
-from molediff.elements import ELEMENTS, QM9_ELEMENTS, SYMBOL_TO_INDEX, Vocabulary
+from molediff.elements import QM9_ELEMENTS, SYMBOL_TO_INDEX, Vocabulary
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion, MolState, remove_mean
 from tests.equivariance import assert_e3_equivariant

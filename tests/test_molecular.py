@@ -89,7 +89,7 @@ class Oracle(nn.Module):
         self.d, self.x0 = diffusion, x0
         self.dummy = nn.Parameter(torch.zeros(1))
 
-    def forward(self, h, pos, edge_index, pair=None, edge_pair=None, pair_index=None):
+    def forward(self, h, pos, graph, pair=None):
         out = []
         for p in self.d.parts[1:]:
             if p.level != "atom":

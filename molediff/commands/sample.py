@@ -18,7 +18,7 @@ from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
 from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
-from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE
+from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 
@@ -48,11 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"RePaint rounds per reverse step with --fragment and a model not trained on fragments, so fragment "
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
                         f"each round costs one more network evaluation; see benchmarks/README.md)")
-    p.add_argument("--model", default=None, choices=("qm9-joint", "qm9", "qm9-cond", "qm9-frag"),
+    p.add_argument("--model", default=None, choices=("qm9-joint", "qm9", "qm9-cond", "qm9-frag", "druglike-preview"),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
                         "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition) or 'qm9-frag' "
-                        "(the joint model trained to grow fragments: the default with --fragment); model cards in "
+                        "(the joint model trained to grow fragments: the default with --fragment), 'druglike-preview' (drug-like "
+                        "molecules with S, Cl, Br, F from MOSES, heavy-atom with hydrogens placed; a preview below the "
+                        "quality floor); model cards in "
                         "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",

@@ -44,12 +44,15 @@ class AtomPairs:
         return self._templates[n]
 
     def __call__(self, ptr: torch.Tensor) -> torch.Tensor:
-        counts = (ptr[1:] - ptr[:-1]).tolist()
-        starts = ptr[:-1].tolist()
-        parts = [self.template(n) + s for n, s in zip(counts, starts) if n > 1]
-        if not parts:
-            return torch.zeros(2, 0, dtype=torch.long, device=ptr.device)
-        return torch.cat(parts, dim=1).to(ptr.device)
+        """Vectorised (no Python loop over molecules): atom a of a molecule of n atoms, at local index
+        l, is the first atom of n − 1 − l pairs, whose second atoms are a + 1, a + 2, ..."""
+        counts = ptr[1:] - ptr[:-1]
+        mol = torch.repeat_interleave(torch.arange(len(counts), device=ptr.device), counts)
+        local = torch.arange(int(ptr[-1]), device=ptr.device) - ptr[:-1][mol]
+        row_len = counts[mol] - 1 - local  # pairs (a, b > a) starting at each atom
+        first = torch.repeat_interleave(torch.arange(int(ptr[-1]), device=ptr.device), row_len)
+        offset = torch.arange(len(first), device=ptr.device) - (torch.cumsum(row_len, 0) - row_len)[first]
+        return torch.stack([first, first + 1 + offset])
 
     @staticmethod
     def local_pair_id(n: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,10 @@
-"""Denoiser networks, chosen by ``ModelConfig.arch`` and sized by the diffusion's state layout."""
+"""Denoiser networks, chosen by ``ModelConfig.arch`` and sized by the diffusion's state layout.
+
+Every network follows one interface (:class:`Denoiser`, see :mod:`molediff.models.denoiser`):
+``net(h, pos, graph, pair=None, **extra) -> (pos_out, h_out, pair_out)``; the diffusion layer knows
+nothing else about it. What a network needs beyond that (the EGNN's fully connected edges) it builds
+itself, in its own module here.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,21 @@ from torch import nn
 
 from molediff.config import ModelConfig
 from molediff.errors import UserError
-from molediff.models.egnn import EGNN
+from molediff.models.denoiser import Denoiser, DenoiserInputs, DenoiserOutput
+from molediff.models.egnn import EGNN, EGNNDenoiser
 
 ARCHITECTURES = ("egnn",)
 
 
 def build_network(model: ModelConfig, diffusion) -> nn.Module:
-    """The network for ``model`` with the input/output widths of ``diffusion`` (a MolecularDiffusion)."""
+    """The network for ``model`` with the input/output widths of ``diffusion`` (a MolecularDiffusion),
+    behind the :class:`Denoiser` interface."""
     if model.arch not in ARCHITECTURES:
         raise UserError(f"unknown network architecture {model.arch!r}; choose one of {ARCHITECTURES}")
     widths = diffusion.network_widths()
     pair_hidden = model.pair_hidden if "pair_in" in widths else 0
-    return EGNN(hidden=model.hidden, layers=model.layers, norm=model.norm, coord_range=model.coord_range,
-                pair_hidden=pair_hidden, **widths)
+    return EGNNDenoiser(hidden=model.hidden, layers=model.layers, norm=model.norm, coord_range=model.coord_range,
+                        pair_hidden=pair_hidden, **widths)
 
 
 def _is_vocabulary(label: str) -> bool:
@@ -78,4 +86,5 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
     return fresh
 
 
-__all__ = ["ARCHITECTURES", "EGNN", "build_network", "transfer_weights"]
+__all__ = ["ARCHITECTURES", "Denoiser", "DenoiserInputs", "DenoiserOutput", "EGNN", "EGNNDenoiser", "build_network",
+           "transfer_weights"]

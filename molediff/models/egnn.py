@@ -15,7 +15,8 @@ the same e_ij and write into it through their sum. Pair inputs are the noisy bon
 outputs (bond predictions) read e_ij and h_i + h_j, both symmetric.
 
 Speed on CPU: the first linear layer of φ_e is split into per-node projections ``W_s h_i + W_t h_j``
-(computed |V| times, not |E| times), edge and pair templates are cached per molecule size, no padding.
+(computed |V| times, not |E| times), no padding. The edges are built by tensor arithmetic
+(:func:`fully_connected_edges`), once per graph, outside the compiled region (:class:`EGNNDenoiser`).
 
 Shapes: |V| atoms in the batch, |E| = Σ n(n−1) directed edges, |P| = |E|/2 unordered pairs,
 F input features per atom, H hidden width, Hp pair width.
@@ -26,41 +27,53 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from molediff.data.molecules import AtomPairs, ptr_from_counts
+
+
+def fully_connected_edges(ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed edges (i ≠ j) within each molecule of a batch and each edge's unordered pair, built
+    with tensor arithmetic on ``ptr``'s device (no loop over molecules, no per-size templates).
+
+    ``ptr`` [B + 1] atom offsets → ``edge_index`` [2, |E|] (row = receiver i, col = sender j; molecule
+    by molecule, i ascending, then j ascending: the order the EGNN's sums have always used) and
+    ``edge_pair`` [|E|], the index of the pair (min(i, j), max(i, j)) among the batch's unordered pairs in
+    :class:`~molediff.data.molecules.AtomPairs` order. |E| = Σ n(n − 1); 0- and 1-atom molecules have none.
+
+    Atom i (local index l of an n-atom molecule) has n − 1 edges, numbered d = −l … n − 2 − l: d < 0
+    are the senders before it (j = i + d), d ≥ 0 those after it (j = i + d + 1); with s = −1 for d < 0,
+    else 0, j = i + d + 1 + s. The pair (a, b), a < b, has id U[a] + (b − a − 1), U[a] = the id of a's
+    first pair (a, a + 1): U[i] + d for d ≥ 0 and U[j] + (−d − 1) = U[j] + (d XOR s) for d < 0.
+    Intermediates are int32 when |E| allows (half the memory traffic of int64: faster on CPU).
+    """
+    device = ptr.device
+    counts = ptr[1:] - ptr[:-1]
+    num_edges = int((counts * (counts - 1)).sum())
+    it = torch.int32 if num_edges < 2**31 else torch.long
+    counts, num_atoms = counts.to(it), int(ptr[-1])
+    atoms = torch.arange(num_atoms, dtype=it, device=device)
+    mol = torch.repeat_interleave(torch.arange(counts.numel(), dtype=it, device=device), counts, output_size=num_atoms)
+    n = counts[mol]  # [|V|] each atom's molecule size
+    local = atoms - ptr[:-1].to(it)[mol]  # [|V|] l
+    degree = n - 1
+    first_edge = torch.cumsum(degree, 0, dtype=it) - degree  # [|V|] each atom's first edge
+    pair_counts = counts * (counts - 1) // 2
+    first_pair = (torch.cumsum(pair_counts, 0, dtype=it) - pair_counts)[mol] + local * (2 * n - local - 1) // 2  # [|V|] U
+    out = torch.empty(3, num_edges, dtype=torch.long, device=device)  # row, col, pair: written in place
+    row = torch.repeat_interleave(atoms, degree, output_size=num_edges)
+    out[0].copy_(row)
+    d = torch.arange(num_edges, dtype=it, device=device).sub_(torch.repeat_interleave(first_edge + local, degree, output_size=num_edges))
+    s = d >> (31 if it == torch.int32 else 63)  # −1 where d < 0, else 0
+    col = (row + 1).add_(d).add_(s)
+    out[1].copy_(col)
+    torch.add(first_pair[torch.minimum(row, col)], d.bitwise_xor_(s), out=out[2])
+    return out[:2], out[2]
 
 
 class FullyConnectedEdges:
-    """Directed edges (i ≠ j) within each molecule of a batch and, for each, its unordered pair's index
-    in :class:`~molediff.data.molecules.AtomPairs` order; templates cached per molecule size."""
-
-    def __init__(self) -> None:
-        self._templates: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _template(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if n not in self._templates:
-            idx = torch.arange(n)
-            row, col = idx.repeat_interleave(n), idx.repeat(n)
-            keep = row != col
-            row, col = row[keep], col[keep]
-            pair = AtomPairs.local_pair_id(torch.tensor(n), torch.minimum(row, col), torch.maximum(row, col))
-            self._templates[n] = (torch.stack([row, col]), pair)
-        return self._templates[n]
+    """:func:`fully_connected_edges` as a callable object (for callers that hold an edge builder)."""
 
     def __call__(self, ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``ptr`` [B + 1] → ``edge_index`` [2, |E|] (row = receiver i, col = sender j), ``edge_pair`` [|E|]."""
-        counts = (ptr[1:] - ptr[:-1]).tolist()
-        starts = ptr[:-1].tolist()
-        pair_starts = ptr_from_counts(torch.tensor([n * (n - 1) // 2 for n in counts], dtype=torch.long))[:-1].tolist()
-        edges, pairs = [], []
-        for n, s, ps in zip(counts, starts, pair_starts):
-            if n > 1:
-                e, p = self._template(n)
-                edges.append(e + s)
-                pairs.append(p + ps)
-        if not edges:
-            empty = torch.zeros(0, dtype=torch.long, device=ptr.device)
-            return torch.zeros(2, 0, dtype=torch.long, device=ptr.device), empty
-        return torch.cat(edges, dim=1).to(ptr.device), torch.cat(pairs).to(ptr.device)
+        return fully_connected_edges(ptr)
 
 
 def _zero_(layer: nn.Linear) -> nn.Linear:
@@ -136,10 +149,10 @@ class EGNN(nn.Module):
             geometry, whose squared distances join the edge features (the other self-conditioning
             inputs are columns of ``h`` and ``pair``).
 
-    Forward: ``h`` [|V|, F], ``x`` [|V|, 3] Å, ``edge_index`` [2, |E|] and, with pairs, ``pair``
-    [|P|, pair_in], ``edge_pair`` [|E|] and ``pair_index`` [2, |P|] (from :class:`FullyConnectedEdges`
-    and :class:`~molediff.data.molecules.AtomPairs`, built by the caller so a compiled network sees
-    no Python loops) → ``(x_out [|V|, 3], h_out [|V|, out_features],
+    Forward (the message passing on given edges; the diffusion calls :class:`EGNNDenoiser`, which
+    builds them): ``h`` [|V|, F], ``x`` [|V|, 3] Å, ``edge_index`` [2, |E|] and, with pairs, ``pair``
+    [|P|, pair_in], ``edge_pair`` [|E|] and ``pair_index`` [2, |P|] (from :func:`fully_connected_edges`
+    and :class:`~molediff.data.molecules.AtomPairs`) → ``(x_out [|V|, 3], h_out [|V|, out_features],
     pair_out [|P|, pair_out] or None)``. Rotating/reflecting/translating ``x`` acts the same way on
     ``x_out`` and leaves ``h_out`` and ``pair_out`` unchanged; ``pair_out`` is symmetric in (i, j).
     """
@@ -184,6 +197,45 @@ class EGNN(nn.Module):
             hn = self.pair_node(h)  # the pair's two atoms enter summed: symmetric in (i, j)
             pair_out = self.pair_head(torch.cat([e, hn[pair_index[0]] + hn[pair_index[1]]], dim=1))
         return x, self.out(h), pair_out
+
+
+class EGNNDenoiser(EGNN):
+    """The EGNN behind the denoiser interface (:class:`molediff.models.Denoiser`):
+    ``net(h, pos, graph, pair=None, x_cond=None) -> (pos_out, h_out, pair_out)``.
+
+    It builds the edges it needs from the graph: the fully connected directed edges of each molecule
+    and their pairs (:func:`fully_connected_edges`, on the graph's device), kept for the last graph
+    seen, so the steps of a sampling run (one graph) build them once. Then it runs the message passing
+    (:meth:`EGNN.forward`). :meth:`compile` compiles that message passing only: the edge building
+    stays eager, so the compiled region sees tensors and no data-dependent edge construction.
+    Parameters and their names are the EGNN's (checkpoints load either way).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (ptr, edge_index, edge_pair)
+        self._compiled = None
+
+    def edges(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """``edge_index`` [2, |E|] and ``edge_pair`` [|E|] of ``graph`` (a MolGraph). Graphs are not
+        changed once built, so the same ``ptr`` tensor means the same edges (it is held, so its identity
+        cannot be reused by another tensor)."""
+        if self._edges is None or self._edges[0] is not graph.ptr:
+            self._edges = (graph.ptr, *fully_connected_edges(graph.ptr))
+        return self._edges[1], self._edges[2]
+
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, graph, pair: torch.Tensor | None = None,
+                x_cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``h`` [|V|, F], ``pos`` [|V|, 3] Å, ``graph`` (``ptr`` [B + 1], ``pair_index`` [2, |P|]), ``pair``
+        [|P|, pair_in] or None, ``x_cond`` [|V|, 3] Å (self-conditioning) → as :meth:`EGNN.forward`."""
+        edge_index, edge_pair = self.edges(graph)
+        core = self._compiled if self._compiled is not None else super().forward
+        return core(h, pos, edge_index, pair, edge_pair, graph.pair_index, x_cond)
+
+    def compile(self, *args, **kwargs) -> None:
+        """``torch.compile`` the message passing (in place, as :meth:`torch.nn.Module.compile`: parameter
+        names unchanged); the edges are built outside the compiled region."""
+        self._compiled = torch.compile(super().forward, *args, **kwargs)
 
 
 def count_parameters(module: nn.Module) -> int:
