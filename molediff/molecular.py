@@ -328,6 +328,12 @@ class MolecularDiffusion:
         self.schedule = NoiseSchedule.from_name(cfg.schedule, cfg.timesteps, prediction_type=prediction)
         self.vocab = cfg.vocabulary
         self.parts = layout(cfg)
+        categorical = [p.name for p in self.parts if p.loss == "ce"]
+        if cfg.parametrization == "eps" and (categorical or cfg.self_condition):
+            # cross-entropy parts are decoded from the network's x̂_0 logits, and self-conditioning reads
+            # x̂_0: an ε-network has neither (it would fail with a KeyError, or decode bonds from noise)
+            what = ", ".join(categorical + (["self-conditioning"] if cfg.self_condition else []))
+            raise UserError(f"ε-parametrisation cannot generate {what}: use parametrization 'x0'")
         # table index -> one-hot column (−1: not in the vocabulary); charge value − _MIN_CHARGE -> column
         self._atom_columns = torch.as_tensor(self.vocab.column_of_table())
         charge_cols = [-1] * (len(SUPPORTED_CHARGES))

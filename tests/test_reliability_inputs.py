@@ -133,3 +133,22 @@ def test_sdf_with_implicit_hydrogens_is_refused_for_explicit_h_and_counted_for_h
         ref = Chem.RemoveHs(mol)
         a, b = int(heavy.ptr[i]), int(heavy.ptr[i + 1])
         assert heavy.hydrogens[a:b].tolist() == [atom.GetTotalNumHs() for atom in ref.GetAtoms()]
+
+
+def test_an_eps_diffusion_with_categorical_parts_is_refused_where_it_is_built():
+    for cfg in (DiffusionConfig(parametrization="eps", bonds=True), DiffusionConfig(parametrization="eps", charges=True),
+                DiffusionConfig(parametrization="eps", max_hydrogens=3, elements=["C", "N"], bonds=True)):
+        with pytest.raises(UserError, match="ε-parametrisation cannot generate"):
+            MolecularDiffusion(cfg)
+    MolecularDiffusion(DiffusionConfig(parametrization="eps"))  # atoms by ε-MSE: fine
+
+
+def test_transfer_weights_reports_a_users_mismatch_as_a_user_error():
+    from molediff.models import transfer_weights
+
+    small = MolecularDiffusion(DiffusionConfig())
+    net = build_network(ModelConfig(hidden=8, layers=1), small)
+    other = build_network(ModelConfig(hidden=16, layers=1), small)
+    labels = (small.input_labels(), small.output_labels())
+    with pytest.raises(UserError, match="architectures differ"):
+        transfer_weights(net, other.state_dict(), labels, labels)

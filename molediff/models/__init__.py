@@ -58,7 +58,7 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
         relabelled_out = key.startswith("out.") and value.shape[0] == len(old_out) and new_out != old_out
         if target.shape == value.shape and not relabelled_in and not relabelled_out:
             target.copy_(value)
-        elif key == "embed.weight" and value.shape[1] == len(old_in):
+        elif key == "embed.weight" and value.shape[1] == len(old_in) and target.shape[0] == value.shape[0]:
             target.zero_()
             for j, label in enumerate(old_in):
                 if label not in new_in:
@@ -72,7 +72,7 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
             target.zero_()
             target[:, : value.shape[1]] = value
             fresh.append(key + " (new input columns)")
-        elif key.startswith("out.") and value.shape[0] == len(old_out):
+        elif key.startswith("out.") and value.shape[0] == len(old_out) and target.shape[1:] == value.shape[1:]:
             for j, label in enumerate(old_out):
                 if label in new_out:
                     target[new_out.index(label)] = value[j]
