@@ -9,7 +9,12 @@ molecule checks and the MMFF94 relaxation test on the connected-valid molecules,
 share of molecules against the training data's. Sampling seconds are wall time on this machine.
 
     python benchmarks/druglike_quality.py --checkpoint RUN/ema_model.pt --train DATA_DIR --n 1000
-    python benchmarks/druglike_quality.py --data MOSES3D_TEST_DIR --train DATA_DIR      # the data row
+    python benchmarks/druglike_quality.py --data HELD_OUT.sdf --train DATA_DIR      # the data row
+
+For the data row take molecules of the same source the model never saw (e.g. a chunk of the MOSES train
+split beyond those trained on: MOSES's own "Train" row compares train molecules with the test set; the
+test molecules themselves would score SNN 1 against the test set trivially). FCD depends on the sample
+size (it is biased upward for small n): compare rows of equal n only.
 
 The MOSES test reference (fingerprints, fragments, scaffolds, properties of 176k molecules) takes ~7
 minutes to build once; ``--reference-cache`` keeps it (an .npz, no pickles).
@@ -56,7 +61,8 @@ def _training_smiles(folder: str) -> tuple[set[str], Counter, int]:
 def _score(mols: list, seconds: float | None, args, train: set[str], train_holding: Counter, train_count: int) -> dict:
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import Reference, build_reference, evaluate_druglike, moses_fcd_statistics, moses_reference
+    from molediff.chem.druglike import (Reference, build_reference, evaluate_druglike, load_moses_filters, moses_fcd_statistics,
+                                        moses_reference)
     from molediff.chem.io import kekule_bonds
     from molediff.chem.model_bonds import model_bond_scores
     from molediff.elements import SYMBOL_TO_INDEX
@@ -87,7 +93,7 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     rng = np.random.default_rng(0)
     pb_pick = sorted(rng.choice(len(mols_3d), size=min(args.posebusters, len(mols_3d)), replace=False).tolist()) if mols_3d else []
     result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pb_pick],
-                               posebusters_config="mol_fast", n_jobs=args.jobs)
+                               posebusters_config="mol_fast", filters=load_moses_filters(), n_jobs=args.jobs)
     n = len(mols)
     share = {e: holding[e] / max(n, 1) for e in ELEMENTS_OF_INTEREST}
     data_share = {e: train_holding[e] / max(train_count, 1) for e in ELEMENTS_OF_INTEREST}
