@@ -94,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-reference", action="store_true", help="same as --reference none: skip novelty and all distribution "
         "comparisons (works without the QM9 data)"
     )
+    parser.add_argument("--druglike", action="store_true",
+                        help="also the drug-discovery tables: the MOSES suite against the MOSES test set (FCD, SNN, Frag, "
+                             "Scaf, IntDiv, Filters; its reference is built once, about 7 minutes), QED / SA / logP / MW "
+                             "against it, PoseBusters' fast checks (if installed) and the MMFF94 relaxation test on the "
+                             "molecules that sanitize; novelty against --reference when given; plots with --report")
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N molecules")
     parser.add_argument("--max-atoms", type=_positive_int, metavar="N", help="skip molecules with more than N atoms")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -342,6 +347,40 @@ def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool,
     return ref, f"reference: {ref.name} ({report.num_read} molecules)"
 
 
+def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str, Any]:
+    """The drug-discovery tables of the SDF records in ``args.paths`` (printed; returned for --json)."""
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.druglike import (MetricUnavailable, canonical_smiles, evaluate_druglike, format_druglike_table,
+                                        load_moses_filters)
+    from molediff.data.files import _expand
+    from molediff.data.reference import moses_test_reference
+
+    smiles, mols_3d = [], []
+    for path in _expand(args.paths):
+        if not str(path).lower().endswith((".sdf", ".sd", ".mol")):
+            continue
+        with rdBase.BlockLogs():
+            for mol in Chem.SDMolSupplier(str(path), removeHs=False):
+                if args.limit and len(smiles) >= args.limit:
+                    break
+                smiles.append(canonical_smiles(mol) if mol is not None else None)
+                if mol is not None and mol.GetNumConformers():
+                    mols_3d.append(mol)
+    # the reference molecules' SMILES in the drug-like metrics' canonical form (heavy atoms; MOSES compares as given)
+    train = ({c for c in (canonical_smiles(s) for s in refset.smiles("model", progress=progress)) if c}
+             if refset is not None and refset.name != "qm9" else None)
+    try:
+        result = evaluate_druglike(smiles, moses_test_reference(progress), train=train, filters=load_moses_filters(),
+                                   mols_3d=mols_3d, posebusters_config="mol_fast",
+                                   plots_dir=Path(args.report) / "druglike" if args.report else None)
+    except MetricUnavailable as exc:
+        raise UserError(f"--druglike: {exc}") from None
+    print()
+    print(format_druglike_table(result))
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     from molediff.data.files import SDF_SUFFIXES, read_molecule_files
     from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules_detailed
@@ -378,6 +417,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(result))
         if any(str(f).lower().endswith(SDF_SUFFIXES) for f in report.files):
             print(LOOKUP_NOTE)
+    if args.druglike:
+        result["druglike"] = _druglike(args, refset, progress)
     if args.json:
         payload = {
             "inputs": [str(p) for p in args.paths],

@@ -149,3 +149,19 @@ def test_qm9_files_still_default_to_qm9(capsys, tmp_path, monkeypatch):
     m = payload["metrics"]
     assert asked == ["lookup"] and m["novelty"] == 1.0 and m["reference_set"]["kind"] == "qm9"
     assert m["qm9_elements_only"] is True and "95.2" in out and "reference: none" not in out
+
+
+def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molecules(files, monkeypatch, capsys, tmp_path):
+    from molediff.chem.druglike import build_reference
+
+    small = build_reference(list(OTHERS) + list(DRUGLIKE), "small", compute_fcd=False)
+    monkeypatch.setattr(reference_data, "moses_test_reference", lambda progress=True: small)
+    out = tmp_path / "m.json"
+    code = main(["evaluate", str(files["drugs"]), "--bonds", "model", "--druglike", "--reference", str(files["drugs"]),
+                 "--json", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "MOSES metrics" in printed and "MMFF94 relaxation" in printed
+    dl = json.loads(out.read_text())["metrics"]["druglike"]
+    assert dl["moses"]["validity"] == 1.0 and dl["moses"]["novelty"] == 0.0  # the same molecules as the reference
+    assert dl["relaxation"]["energy_drop_median_kcal_mol"] < 1.0  # MMFF-optimised already
