@@ -298,6 +298,12 @@ class Molecules:
 
 
 # ---------------------------------------------------------------------------- guidance
+#: what a self-conditioning model reads as its previous estimate when sampling under guidance w ∉ {0, 1}:
+#: "guided" the guided combination u + w (c − u) (a state training never shows the network),
+#: "conditional" the conditional branch's own estimate c, "per-branch" each branch its own previous
+#: estimate (the conditional pass reads c, the unconditional one u: what training shows each)
+SELF_CONDITION_FEEDBACK = ("guided", "conditional", "per-branch")
+
 def guided(denoise: Callable[[torch.Tensor | None], MolState], cond: torch.Tensor | None, w: float) -> MolState:
     """Classifier-free guidance (Ho & Salimans 2022) around a denoiser call ``denoise(cond)``:
     u + w (c − u) of the unconditional (u = ``denoise(None)``) and conditional (c = ``denoise(cond)``)
@@ -597,7 +603,7 @@ class MolecularDiffusion:
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
-               spacing: str = "trailing") -> Molecules:
+               spacing: str = "trailing", self_condition_feedback: str = "guided") -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -615,6 +621,8 @@ class MolecularDiffusion:
         solver and its timestep grid (:func:`molediff.diffusion.sample`; "ddim" default, "dpm++2m",
         "dpm++2m-sde", "dpm++3m"). The categorical parts are continuous one-hots to every solver, so its
         update applies to them unchanged; the last step returns the network's x̂_0, decoded by arg-max.
+        ``self_condition_feedback``: which estimate a self-conditioning model reads at the next step under
+        guidance (:data:`SELF_CONDITION_FEEDBACK`; no effect at w = 0 or 1 or without self-conditioning).
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -625,7 +633,7 @@ class MolecularDiffusion:
         if cond is not None and not self.cfg.conditions:
             raise ValueError("this model has no conditions")
         x_T, replace = self._fragment_hook(known, x_T, replace)
-        model = self._sampling_denoiser(net, cond, guidance, known)
+        model = self._sampling_denoiser(net, cond, guidance, known, self_condition_feedback)
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
                         noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
                         sampler=sampler, spacing=spacing)
@@ -651,18 +659,33 @@ class MolecularDiffusion:
         return x_T.hold(known), hold
 
     def _sampling_denoiser(self, net: Denoiser, cond: torch.Tensor | None, guidance: float,
-                           known: MolState | None) -> Callable[..., MolState]:
+                           known: MolState | None, feedback: str = "guided") -> Callable[..., MolState]:
         """The sampler's ``model(x_t, t, **kw)``: the network's prediction under guidance, on a state that
         shows the network the clean fragment (RePaint rounds included), fed the previous step's estimate
-        (self-conditioning models)."""
-        estimate: list[MolState | None] = [None]  # self-conditioning: the previous step's x̂_0
+        (self-conditioning models; ``feedback``: which one under guidance, :data:`SELF_CONDITION_FEEDBACK`)."""
+        if feedback not in SELF_CONDITION_FEEDBACK:
+            raise ValueError(f"self-conditioning feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, got {feedback!r}")
+        # self-conditioning: the previous step's x̂_0 per branch ("u" unconditional, "c" conditional;
+        # "fed" is what every branch reads unless the feedback is per branch)
+        estimate: dict[str, MolState] = {}
 
         def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
             if known is not None:
                 x = x.hold(known)
-            out = guided(lambda c: self.predict(net, x, t, self_cond=estimate[0], cond=c, **kw)[0], cond, guidance)
+            branches: dict[str, MolState] = {}
+
+            def branch(c: torch.Tensor | None) -> MolState:
+                key = "u" if c is None else "c"
+                sc = estimate.get(key if feedback == "per-branch" else "fed")
+                branches[key] = self.predict(net, x, t, self_cond=sc, cond=c, **kw)[0]
+                return branches[key]
+
+            out = guided(branch, cond, guidance)
             if self.cfg.self_condition:
-                estimate[0] = out
+                if feedback == "per-branch":
+                    estimate.update(branches)
+                else:  # w = 0 has no conditional branch: its estimate is the unconditional one (= out)
+                    estimate["fed"] = branches.get("c", out) if feedback == "conditional" else out
             return out
 
         return model

@@ -25,7 +25,7 @@ from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, 
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
 from molediff.models import build_network
-from molediff.molecular import MolecularDiffusion, draw_sizes, finite_molecules
+from molediff.molecular import SELF_CONDITION_FEEDBACK, MolecularDiffusion, draw_sizes, finite_molecules
 
 #: the models shipped in the package, by name (files under molediff/pretrained/, each with its card)
 BUNDLED_MODELS: dict[str, str] = {
@@ -186,6 +186,7 @@ class MoleculeGenerator:
         relax_hydrogens: bool = True,
         sampler: str = "ddim",
         spacing: str = "trailing",
+        self_condition_feedback: str = "guided",
     ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
@@ -212,7 +213,8 @@ class MoleculeGenerator:
         named are left free; a property may also take a sequence of ``n`` targets, one per molecule.
         ``guidance`` w: classifier-free guidance, u + w (c − u) (1: the
         conditional model as trained, 0: unconditional, > 1 stronger; two network passes per step).
-        ``info["conditions"]`` holds each molecule's targets.
+        ``info["conditions"]`` holds each molecule's targets. ``self_condition_feedback``: which estimate a
+        self-conditioning model reads back under guidance (:data:`molediff.molecular.SELF_CONDITION_FEEDBACK`).
 
         A heavy-atom model (one that generates hydrogen counts) yields complete molecules: its heavy
         atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry
@@ -247,6 +249,9 @@ class MoleculeGenerator:
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         dcfg = self.config.diffusion
         conditions = self.check_conditions(conditions, guidance, fragment)
+        if self_condition_feedback not in SELF_CONDITION_FEEDBACK:
+            raise UserError(f"self_condition_feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, "
+                            f"got {self_condition_feedback!r}")
         table = self.meta.get("condition_table") if conditions else None
         if conditions and n_atoms is None and table is None:
             raise UserError("this model file has no table of sizes against properties; pass --n-atoms")
@@ -278,7 +283,8 @@ class MoleculeGenerator:
                 mols = self.diffusion.sample(self.net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale,
                                              callback=callback, resample=resample,
                                              cond=cond.to(self.device) if cond is not None else None, guidance=guidance,
-                                             sampler=sampler, spacing=spacing).cpu()
+                                             sampler=sampler, spacing=spacing,
+                                             self_condition_feedback=self_condition_feedback).cpu()
             else:
                 mols = inpaint(self.diffusion, self.net, fragment, sizes, steps, g, eta, noise_scale, resample, callback,
                                sampler=sampler, spacing=spacing).cpu()

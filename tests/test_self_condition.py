@@ -100,6 +100,50 @@ def test_sampler_feeds_each_step_the_previous_estimate(monkeypatch, steps):
         assert given is previous
 
 
+@pytest.mark.parametrize("feedback", ["guided", "conditional", "per-branch"])
+def test_under_guidance_the_next_step_reads_the_chosen_estimate(monkeypatch, feedback):
+    """w = 2: two passes a step (conditional, then unconditional). Training shows each pass an estimate
+    made with its own condition; "guided" feeds back u + w (c − u), "conditional" c, "per-branch" each
+    pass its own."""
+    from molediff.conditioning import condition_table
+
+    torch.manual_seed(0)
+    stats = {"gap": [0.25, 0.05, 0.02, 0.62]}
+    d = MolecularDiffusion(DiffusionConfig(timesteps=20, charges=True, bonds=True, self_condition=True,
+                                           conditions=["gap"], condition_stats=stats))
+    net = build_network(TINY, d)
+    _randomise_new_inputs(net)  # the condition read-in starts at zero: make c differ from u
+    calls = []
+    predict = d.predict
+
+    def recording(net_, x, t, self_cond=None, cond=None, **kw):
+        out = predict(net_, x, t, self_cond=self_cond, cond=cond, **kw)
+        calls.append(("c" if cond is not None else "u", self_cond, out[0]))
+        return out
+
+    monkeypatch.setattr(d, "predict", recording)
+    w, steps = 2.0, 4
+    d.sample(net, [4, 6], num_steps=steps, generator=torch.Generator().manual_seed(0), cond=condition_table({"gap": 0.3}, ["gap"], 2),
+             guidance=w, self_condition_feedback=feedback)
+    assert [k for k, _, _ in calls] == ["c", "u"] * steps
+    assert calls[0][1] is None and calls[1][1] is None
+    for s in range(1, steps):
+        (_, _, c_prev), (_, _, u_prev) = calls[2 * s - 2], calls[2 * s - 1]
+        (_, c_read, _), (_, u_read, _) = calls[2 * s], calls[2 * s + 1]
+        assert float((c_prev.node - u_prev.node).abs().max()) > 1e-4  # the branches differ, so the test can tell
+        if feedback == "guided":
+            want = u_prev + w * (c_prev - u_prev)
+            for read in (c_read, u_read):
+                torch.testing.assert_close(read.node, want.node)
+                torch.testing.assert_close(read.pair, want.pair)
+        elif feedback == "conditional":
+            assert c_read is c_prev and u_read is c_prev
+        else:
+            assert c_read is c_prev and u_read is u_prev
+    with pytest.raises(ValueError, match="feedback"):
+        d.sample(net, [4], num_steps=2, self_condition_feedback="mean")
+
+
 def test_training_uses_an_estimate_from_a_no_gradient_pass_on_half_the_batches(monkeypatch):
     torch.manual_seed(0)
     d = MolecularDiffusion(JOINT_SC)

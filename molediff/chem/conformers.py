@@ -147,16 +147,7 @@ def parse_smiles(text: str) -> Chem.Mol | Failure:
         mol = Chem.MolFromSmiles(text, sanitize=False)
     if mol is None:
         return Failure(INVALID_SMILES, _parse_error_detail(text))
-    if mol.GetNumAtoms() == 0:
-        return Failure(EMPTY, "the SMILES has no atoms")
-    bad = _refuse_placeholders(mol)
-    if bad is not None:
-        return bad
-    with rdBase.BlockLogs():
-        problem = _sanitize_error(mol)
-    if problem is not None:
-        return Failure(INVALID_SMILES, problem)
-    return mol
+    return _checked(mol, "the SMILES", INVALID_SMILES)
 
 
 def parse_molblock(block: str) -> Chem.Mol | Failure:
@@ -165,15 +156,22 @@ def parse_molblock(block: str) -> Chem.Mol | Failure:
         mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False, strictParsing=True)
     if mol is None:
         return Failure(UNREADABLE_RECORD, "RDKit cannot read the record")
+    return _checked(mol, "the record", UNREADABLE_RECORD)
+
+
+def _checked(mol: Chem.Mol, what: str, reason: str) -> Chem.Mol | Failure:
+    """A parsed, unsanitised molecule sanitised in place, or the :class:`Failure` that stops it: no atoms
+    (``what`` names the input, e.g. "the SMILES"), a placeholder atom or query, or sanitisation's error
+    (counted under ``reason``)."""
     if mol.GetNumAtoms() == 0:
-        return Failure(EMPTY, "the record has no atoms")
+        return Failure(EMPTY, f"{what} has no atoms")
     bad = _refuse_placeholders(mol)
     if bad is not None:
         return bad
     with rdBase.BlockLogs():
         problem = _sanitize_error(mol)
     if problem is not None:
-        return Failure(UNREADABLE_RECORD, problem)
+        return Failure(reason, problem)
     return mol
 
 
