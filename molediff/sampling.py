@@ -56,6 +56,13 @@ def batch_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+#: molecule-steps (n × reverse steps) from which ``--compile`` is on by default: on a 2-core CPU an eager
+#: step of the joint QM9 model costs ~2.3 ms per molecule and a compiled one ~1.1 ms after a ~25 s
+#: warm-up, so compiling pays from ~20,000 molecule-steps (1,000 × 100: 136 s against 233 s; 100 × 100:
+#: 11.4 s against 10.0 s; benchmarks/README.md); the margin keeps short requests eager
+COMPILE_FROM = 30_000
+
+
 @dataclass
 class SampleStats:
     requested: int = 0
@@ -152,15 +159,48 @@ class MoleculeGenerator:
             return resample
         return DEFAULT_RESAMPLE if fragment is not None and not self.config.diffusion.fragments else 1
 
-    def compile(self) -> "MoleculeGenerator":
-        """Compile the network with ``torch.compile`` (in place; returns self).
+    def compile(self, check: bool = True) -> bool:
+        """Compile the network with ``torch.compile`` (in place); returns whether it is compiled.
 
-        On a 2-core CPU, 1,000 molecules took 76 s instead of 111 s (the 15-30 s warm-up included);
-        100 molecules do not repay the warm-up. Coordinates agree with eager ones to ~1e-4 Å (float
-        rounding). Needs a C++ compiler on CPU (inductor).
+        On a 2-core CPU, 1,000 molecules at 100 steps took 136 s instead of 233 s (the 15-30 s warm-up
+        included); 100 molecules do not repay the warm-up (:meth:`compile_pays`). Coordinates agree with
+        eager ones to ~1e-4 Å (float rounding). Needs a C++ compiler on CPU (inductor). ``check``: run
+        one tiny prediction now (the compilation itself), and if that fails go back to the eager network
+        with a warning instead of failing later, in the middle of sampling.
         """
         self.net.compile(dynamic=True)  # dynamic: every batch has its own atom and edge counts
-        return self
+        if not check:
+            return True
+        try:
+            from molediff.molecular import MolGraph
+            from molediff.data.molecules import ptr_from_counts
+
+            graph = MolGraph.from_ptr(ptr_from_counts(torch.tensor([3, 4])).to(self.device))
+            x = self.diffusion.prior(graph, torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                self.diffusion.predict(self.net, x, torch.full((2,), 500, device=self.device))
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: sampling still works, eagerly
+            if hasattr(self.net, "uncompile"):
+                self.net.uncompile()
+            else:  # a plain nn.Module compiled by nn.Module.compile
+                self.net._compiled_call_impl = None
+            import warnings
+
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {first}); sampling without it", RuntimeWarning, stacklevel=2)
+            return False
+        return True
+
+    def compile_pays(self, n: int, steps: int | None) -> bool:
+        """Whether compiling repays its warm-up for ``n`` molecules at ``steps`` reverse steps (None: T):
+        from :data:`COMPILE_FROM` molecule-steps on, with a C++ compiler present on CPU."""
+        work = n * (steps or self.diffusion.schedule.num_train_timesteps)
+        if self.device.type == "cpu":
+            import shutil
+
+            if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+                return False
+        return work >= COMPILE_FROM
 
     @property
     def device(self) -> torch.device:

@@ -228,7 +228,8 @@ def test_bundled_model_loads_and_samples():
 def test_compiled_sampling_gives_the_same_molecules(tiny_model, tmp_path):
     gen = sampling.load_pretrained(tiny_model)
     eager = list(gen.sample_arrays(6, steps=8, seed=5, batch_size=4))
-    compiled = list(gen.compile().sample_arrays(6, steps=8, seed=5, batch_size=4))
+    assert gen.compile()
+    compiled = list(gen.sample_arrays(6, steps=8, seed=5, batch_size=4))
     assert len(eager) == len(compiled) == 6
     for (s1, p1, _), (s2, p2, _) in zip(eager, compiled):
         assert list(s1) == list(s2)
@@ -236,6 +237,47 @@ def test_compiled_sampling_gives_the_same_molecules(tiny_model, tmp_path):
     out = tmp_path / "c.sdf"
     assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--compile", "--out", str(out)) == 0
     assert len(sdf_records(out)) == 3
+
+
+def test_compile_is_on_by_default_only_where_it_repays_its_warm_up(tiny_model, monkeypatch, tmp_path):
+    gen = sampling.load_pretrained(tiny_model)
+    assert sampling.COMPILE_FROM == 30_000
+    assert gen.compile_pays(1000, 75) and gen.compile_pays(400, 75) and gen.compile_pays(30, None) is False
+    assert not gen.compile_pays(100, 75) and not gen.compile_pays(1, 50)  # T = 50 here
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no C++ compiler: inductor cannot run on CPU
+    assert not gen.compile_pays(1000, 75)
+    # the CLI: a small request stays eager, a large one compiles (recorded, not run: compiling is slow)
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(sampling.MoleculeGenerator, "compile", lambda self, check=True: calls.append(1) or False)
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--out", str(tmp_path / "a.sdf")) == 0
+    assert calls == []
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--compile", "--out", str(tmp_path / "b.sdf")) == 0
+    assert calls == [1]
+    big = ["--checkpoint", str(tiny_model), "-n", "700", "--steps", "50", "--batch-size", "700"]
+    assert run_cli(*big, "--out", str(tmp_path / "c.sdf")) == 0
+    assert calls == [1, 1]
+    assert run_cli(*big, "--no-compile", "--out", str(tmp_path / "d.sdf")) == 0
+    assert calls == [1, 1]
+
+
+def test_a_failing_compiler_leaves_sampling_eager_with_a_warning(tiny_model, monkeypatch):
+    gen = sampling.load_pretrained(tiny_model)
+    want = list(gen.sample_arrays(3, steps=4, seed=2))
+
+    def broken(fn, *args, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\n(long compiler output)")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed") as record:
+        assert gen.compile() is False
+    assert str(record[0].message) == ("torch.compile failed (RuntimeError: InductorError: CppCompileError: C++ compile "
+                                      "error); sampling without it")
+    got = list(gen.sample_arrays(3, steps=4, seed=2))
+    for (s1, p1, _), (s2, p2, _) in zip(want, got):
+        assert list(s1) == list(s2) and (p1 == p2).all()
 
 
 def test_noise_scale_changes_molecules_and_is_recorded(tiny_model, tmp_path):

@@ -2,8 +2,8 @@
 
 Nothing is dropped silently and bad input never produces a traceback: every record that cannot be
 used is counted under a reason in the :class:`FileReadReport` (unreadable record, element outside
-the vocabulary, no 3D coordinates, too many atoms, ...), and :class:`~molediff.errors.UserError`
-is raised when no usable molecule remains. SDF parsing goes through :mod:`molediff.chem` (RDKit);
+the vocabulary, no 3D coordinates, too many atoms, overlapping atoms when asked, ...), and
+:class:`~molediff.errors.UserError` is raised when no usable molecule remains. SDF parsing goes through :mod:`molediff.chem` (RDKit);
 XYZ parsing is plain Python.
 """
 
@@ -22,7 +22,8 @@ from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.elements import ELEMENTS, SYMBOL_TO_INDEX, Z_TO_SYMBOL
 from molediff.errors import UserError
 
-__all__ = ["FileReadReport", "SDF_SUFFIXES", "XYZ_SUFFIXES", "read_molecule_files", "read_xyz"]
+__all__ = ["FileReadReport", "OVERLAP_DISTANCE", "SDF_SUFFIXES", "TRAINING_MAX_ATOMS", "XYZ_SUFFIXES", "closest_pair",
+           "read_molecule_files", "read_xyz"]
 
 SDF_SUFFIXES: tuple[str, ...] = (".sdf", ".sd", ".mol")
 XYZ_SUFFIXES: tuple[str, ...] = (".xyz",)
@@ -37,7 +38,15 @@ NO_3D = "no 3D coordinates"
 BAD_ELEMENT = "element outside molediff's table"
 TOO_MANY = "too many atoms"
 NON_FINITE = "non-finite coordinates"
+OVERLAP = "overlapping atoms"
 IMPLICIT_H = "hydrogens implicit (add them, e.g. RDKit AddHs(addCoords=True), or train a heavy-atom model)"
+
+#: Two atoms closer than this (Å) overlap: no chemical bond is shorter than H2's 0.74 Å, so such a
+#: record is a broken geometry (duplicated coordinates, a clash), not a molecule.
+OVERLAP_DISTANCE = 0.5
+#: The most atoms (hydrogens included) a training molecule should have: the default of
+#: ``molediff data --max-atoms``; the network runs on all atom pairs, so cost grows with atoms².
+TRAINING_MAX_ATOMS = 200
 
 #: what the SDF reader says of a file in which it finds no record at all
 NOT_SDF = "no SDF record found (not an SDF file?)"
@@ -52,7 +61,9 @@ class FileReadReport:
 
     ``files``: files looked at. ``num_records``: records seen (used + skipped). ``num_read``: molecules
     kept. ``skipped``: count per reason. ``unknown_elements``: count of records per offending element
-    symbol. ``examples``: up to 5 ``"file:record: detail"`` strings per reason.
+    symbol. ``examples``: up to 5 ``"file:record: detail"`` strings per reason. ``overlapping``:
+    records kept although two of their atoms overlap (``overlapping="keep"``), with up to 5
+    ``overlapping_examples``.
     """
 
     files: list[str] = field(default_factory=list)
@@ -61,6 +72,8 @@ class FileReadReport:
     skipped: Counter = field(default_factory=Counter)
     unknown_elements: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    overlapping: int = 0
+    overlapping_examples: list[str] = field(default_factory=list)
 
     def add_skip(self, reason: str, where: str, detail: str = "") -> None:
         self.skipped[reason] += 1
@@ -76,8 +89,13 @@ class FileReadReport:
         """Human-readable multi-line summary (one line when everything was read). Records and whole
         files are counted apart: "read 5 of 7 records" and "skipped 2 records, 2 files" add up."""
         head = f"read {self.num_read} of {self.num_records} molecule record(s) from {len(self.files)} file(s)"
+        kept = []
+        if self.overlapping:
+            kept.append(f"  {self.overlapping} record(s) kept with {OVERLAP} (two atoms closer than {OVERLAP_DISTANCE} Å): "
+                        "not a real geometry; any bonds they carry are not used")
+            kept += [f"      e.g. {ex}" for ex in self.overlapping_examples]
         if not self.skipped:
-            return head
+            return "\n".join([head] + kept)
         files = sum(n for reason, n in self.skipped.items() if reason in FILE_REASONS)
         records = self.num_skipped - files
         parts = [f"{records} record(s)" if records else "", f"{files} file(s)" if files else ""]
@@ -90,7 +108,7 @@ class FileReadReport:
             lines.append(line)
             for ex in self.examples.get(reason, []):
                 lines.append(f"      e.g. {ex}")
-        return "\n".join(lines)
+        return "\n".join(lines + kept)
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +118,8 @@ class FileReadReport:
             "skipped": dict(self.skipped),
             "unknown_elements": dict(self.unknown_elements),
             "examples": {k: list(v) for k, v in self.examples.items()},
+            "overlapping": self.overlapping,
+            "overlapping_examples": list(self.overlapping_examples),
         }
 
 
@@ -182,6 +202,31 @@ def _next_count_line(lines: Sequence[str], start: int) -> int:
     return len(lines)
 
 
+def closest_pair(pos: np.ndarray, within: float = OVERLAP_DISTANCE) -> tuple[int, int, float] | None:
+    """The closest pair ``(i, j, distance Å)`` (``i < j``) of atoms of ``pos`` [n, 3] (finite) nearer
+    than ``within``, or ``None`` when no two atoms are that close. A sweep along x: only atoms within
+    ``within`` of each other in x are compared, so a molecule costs about n · (atoms in a slab) distances."""
+    pos = np.asarray(pos, dtype=np.float64).reshape(-1, 3)
+    n = len(pos)
+    if n < 2:
+        return None
+    order = np.argsort(pos[:, 0], kind="stable")
+    p = pos[order]
+    ends = np.searchsorted(p[:, 0], p[:, 0] + within, side="right")  # atoms order[i+1 : ends[i]] are near in x
+    best: tuple[int, int, float] | None = None
+    idx = np.arange(n)
+    for k in range(1, int((ends - idx).max())):
+        a = idx[: n - k][idx[: n - k] + k < ends[: n - k]]
+        if not len(a):
+            break
+        d = np.linalg.norm(p[a + k] - p[a], axis=1)
+        m = int(np.argmin(d))
+        if d[m] < within and (best is None or d[m] < best[2]):
+            i, j = sorted((int(order[a[m]]), int(order[a[m] + k])))
+            best = (i, j, float(d[m]))
+    return best
+
+
 def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
@@ -204,12 +249,14 @@ def read_molecule_files(
     limit: int | None = None,
     bonds: bool = False,
     implicit_hydrogens: str = "ignore",
+    overlapping: str = "keep",
 ) -> tuple[MoleculeSet, FileReadReport]:
     """Read molecules from SDF (``.sdf``/``.sd``/``.mol``) and XYZ files or folders (searched recursively).
 
     Args:
         paths: a path or several.
-        max_atoms: skip molecules with more atoms than this (``None``: no limit).
+        max_atoms: skip molecules with more atoms than this (``None``: no limit; training data takes
+            :data:`TRAINING_MAX_ATOMS`), counted as "too many atoms".
         limit: stop after this many usable molecules (``None``: all).
         bonds: also give each molecule bonds and formal charges: an SDF record's own (aromatic bonds
             kekulized), for XYZ frames perceived with RDKit (``rdDetermineBonds``); molecules whose
@@ -220,6 +267,11 @@ def read_molecule_files(
             would learn molecules without their hydrogens) or "count" (kept, the counts in the set's
             ``hydrogens``, for a heavy-atom model; explicit hydrogen atoms are counted by
             :meth:`MoleculeSet.heavy_atoms`).
+        overlapping: what to do with a record two of whose atoms are closer than
+            :data:`OVERLAP_DISTANCE` (duplicated coordinates, a clash): "keep" (the default: scoring a
+            file; the molecule is read as written, with ``has_bonds`` False when ``bonds``, so that
+            bond-based scores count it unstable and invalid, and counted in the report's
+            ``overlapping``) or "refuse" (skipped under "overlapping atoms": training data).
 
     Returns:
         ``(molecules, report)``: a :class:`MoleculeSet` (pos [N, 3] float32 Å, atom_type [N] into
@@ -242,6 +294,8 @@ def read_molecule_files(
     hydrogen_parts: list[np.ndarray] = []
     if implicit_hydrogens not in ("ignore", "refuse", "count"):
         raise ValueError(f"implicit_hydrogens must be 'ignore', 'refuse' or 'count', got {implicit_hydrogens!r}")
+    if overlapping not in ("keep", "refuse"):
+        raise ValueError(f"overlapping must be 'keep' or 'refuse', got {overlapping!r}")
 
     def accept(symbols: Sequence[str], pos: np.ndarray, where: str, own: tuple | None = None, implicit: str | None = None) -> None:
         report.num_records += 1
@@ -266,12 +320,24 @@ def read_molecule_files(
         if len(symbols) >= 3 and np.all(pos[:, 2] == 0.0):
             report.add_skip(NO_3D, where, "all z = 0")
             return
+        close = closest_pair(pos)
+        if close is not None:
+            i, j, d = close
+            detail = f"atoms {i} and {j} ({symbols[i]}, {symbols[j]}) {d:.3f} Å apart"
+            if overlapping == "refuse":
+                report.add_skip(OVERLAP, where, detail)
+                return
+            report.overlapping += 1
+            if len(report.overlapping_examples) < _MAX_EXAMPLES:
+                report.overlapping_examples.append(f"{where}: {detail}")
         types_parts.append(np.fromiter((SYMBOL_TO_INDEX[s] for s in symbols), dtype=np.int64, count=len(symbols)))
         hydrogen_parts.append(np.array(implicit.split(), dtype=np.int64) if implicit else np.zeros(len(symbols), dtype=np.int64))
         pos_parts.append(np.asarray(pos, dtype=np.float32).reshape(-1, 3))
         names.append(where)
         report.num_read += 1
         if bonds:
+            if close is not None:  # bonds of a broken geometry are not used (and perceiving them can crash RDKit)
+                own = (*own[:4], False) if own is not None else _no_bonds(len(symbols))
             bond_parts.append(own if own is not None else _perceive(symbols, pos))
 
     for file in files:
@@ -338,6 +404,12 @@ def read_molecule_files(
     molecules = MoleculeSet(torch.from_numpy(np.concatenate(pos_parts)), torch.from_numpy(np.concatenate(types_parts)),
                             ptr_from_counts(counts), names, **extra)
     return molecules, report
+
+
+def _no_bonds(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """No bonds, neutral atoms, ``has_bonds`` False: what a molecule whose bonds cannot be had carries."""
+    empty = np.zeros(0, dtype=np.int64)
+    return empty, empty, empty, np.zeros(n, dtype=np.int64), False
 
 
 def _perceive(symbols: Sequence[str], pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:

@@ -237,6 +237,10 @@ class EGNNDenoiser(EGNN):
         names unchanged); the edges are built outside the compiled region."""
         self._compiled = torch.compile(super().forward, *args, **kwargs)
 
+    def uncompile(self) -> None:
+        """Back to the eager message passing (after :meth:`compile`)."""
+        self._compiled = None
+
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
