@@ -61,8 +61,8 @@ def _training_smiles(folder: str) -> tuple[set[str], Counter, int]:
 def _score(mols: list, seconds: float | None, args, train: set[str], train_holding: Counter, train_count: int) -> dict:
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import (Reference, build_reference, evaluate_druglike, load_moses_filters, moses_fcd_statistics,
-                                        moses_reference)
+    from molediff.chem.druglike import (Reference, build_reference, canonical_smiles, evaluate_druglike, load_moses_filters,
+                                        moses_fcd_statistics, moses_reference)
     from molediff.chem.io import kekule_bonds
     from molediff.chem.model_bonds import model_bond_scores
     from molediff.elements import SYMBOL_TO_INDEX
@@ -89,7 +89,9 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
         reference = build_reference(moses_reference("test"), "MOSES test", fcd_stats=moses_fcd_statistics("test"),
                                     compute_fcd=False, n_jobs=args.jobs)
         reference.save(cache)
-    distinct = {s for s in smiles if s}
+    # in the training set's form (canonical heavy-atom SMILES without stereo): the model-bond SMILES
+    # spell hydrogens out, so compared as they are no molecule would ever be found in the training set
+    distinct = {c for c in (canonical_smiles(s) for s in smiles if s) if c}
     rng = np.random.default_rng(0)
     pb_pick = sorted(rng.choice(len(mols_3d), size=min(args.posebusters, len(mols_3d)), replace=False).tolist()) if mols_3d else []
     result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pb_pick],

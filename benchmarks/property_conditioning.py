@@ -78,16 +78,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     half_b = load_qm9("train-b", properties=True, progress=False)
     props = [p for p in args.properties.split(",") if p] if args.properties else gen.conditions
     weights = [float(w) for w in args.guidance.split(",")]
+    feedbacks = [f for f in args.feedback.split(",") if f]
     rng = np.random.default_rng(args.seed)
     rows = []
     for name in props:
         k = PROPERTY_NAMES.index(name)
         targets = half_b.props[rng.choice(len(half_b), args.n, replace=False), k].numpy()
-        for w in weights:
+        for w, feedback in [(w, f) for w in weights for f in feedbacks]:
             t0 = time.time()
             # one molecule per target (a sequence of targets: one per molecule)
             records = list(gen.sample_arrays(len(targets), steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                             conditions={name: targets.tolist()}, guidance=w, noise_scale=args.noise_scale))
+                                             conditions={name: targets.tolist()}, guidance=w, noise_scale=args.noise_scale,
+                                             self_condition_feedback=feedback))
             targets_used = np.array([r[2]["conditions"][name] for r in records])
             mols = MoleculeSet.from_records(records)
             predicted = pred.predict(mols)[:, pred.names.index(name)].numpy()
@@ -98,12 +100,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 batch, counts = mols.collate(np.arange(len(mols))), mols.num_atoms
                 m.pair_index, m.bond_order, m.pair_ptr = batch.pair_index, batch.bond_type, ptr_from_counts(counts * (counts - 1) // 2)
             quality = sample_metrics(m)
-            row = {"property": name, "guidance": w, "n": len(targets), "mae": mae, "naive": naive,
+            row = {"property": name, "guidance": w, "feedback": feedback, "n": len(targets), "mae": mae, "naive": naive,
                    "predictor_test_mae": pred.info["test_mae"][name], "edm_mae": EDM_MAE[name],
                    "seconds": round(time.time() - t0, 1), **{q: quality.get(q) for q in (
                        "validity", "molecule_stability", "model_molecule_stability", "model_connected_validity")}}
             rows.append(row)
-            print(f"{name:5s} w={w:g}: MAE {shown(name, mae)} (naive {shown(name, naive)}, predictor "
+            print(f"{name:5s} w={w:g} feedback={feedback}: MAE {shown(name, mae)} (naive {shown(name, naive)}, predictor "
                   f"{shown(name, row['predictor_test_mae'])}, EDM {shown(name, EDM_MAE[name])}); model-bond stable "
                   f"{100 * (row['model_molecule_stability'] or 0):.1f}%, lookup valid {100 * (row['validity'] or 0):.1f}% "
                   f"[{row['seconds']:.0f} s]", flush=True)
@@ -129,6 +131,9 @@ def main() -> None:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--properties", default="", help="comma-separated (default: all the model's conditions)")
     e.add_argument("--guidance", default="0,1,2,4")
+    e.add_argument("--feedback", default="guided",
+                   help="comma-separated self-conditioning feedbacks under guidance to compare: guided, conditional, "
+                        "per-branch (molediff.molecular.SELF_CONDITION_FEEDBACK; the same seed and targets for each)")
     e.add_argument("--n", type=int, default=100, help="targets (molecules) per property and guidance weight")
     e.add_argument("--steps", type=int, default=100)
     e.add_argument("--noise-scale", type=float, default=1.0)

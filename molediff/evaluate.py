@@ -340,7 +340,8 @@ def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool,
     if keyword == "qm9":
         return reference_data.qm9_reference(), None
     try:
-        ref, report = reference_data.file_reference(choice, with_bonds=model_mode)
+        # the drug-like novelty reads the reference's own bond graphs (model-bond SMILES): read them too
+        ref, report = reference_data.file_reference(choice, with_bonds=model_mode or bool(getattr(args, "druglike", False)))
     except UserError as exc:
         raise UserError(f"--reference: {exc}") from None
     print(f"reference: {report.summary()}", file=sys.stderr)
@@ -368,8 +369,13 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
                 if mol is not None and mol.GetNumConformers():
                     mols_3d.append(mol)
     # the reference molecules' SMILES in the drug-like metrics' canonical form (heavy atoms; MOSES compares as given)
-    train = ({c for c in (canonical_smiles(s) for s in refset.smiles("model", progress=progress)) if c}
-             if refset is not None and refset.name != "qm9" else None)
+    train = None
+    if refset is not None and refset.kind != "qm9":
+        # its own bonds where the files have them (SDF), else bonds perceived from distances (XYZ)
+        for mode in ("model", "lookup"):
+            train = {c for c in (canonical_smiles(s) for s in refset.smiles(mode, progress=progress)) if c}
+            if train:
+                break
     try:
         result = evaluate_druglike(smiles, moses_test_reference(progress), train=train, filters=load_moses_filters(),
                                    mols_3d=mols_3d, posebusters_config="mol_fast",

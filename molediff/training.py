@@ -44,10 +44,11 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
         props = bool(config.diffusion.conditions)
         split = config.data.partition(":")[2] or "train"
         return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
-    from molediff.data.files import read_molecule_files
+    from molediff.data.files import TRAINING_MAX_ATOMS, read_molecule_files
 
-    mols, report = read_molecule_files([config.data], bonds=config.diffusion.bonds,
-                                       implicit_hydrogens="count" if config.diffusion.max_hydrogens else "refuse")
+    mols, report = read_molecule_files([config.data], max_atoms=TRAINING_MAX_ATOMS, bonds=config.diffusion.bonds,
+                                       implicit_hydrogens="count" if config.diffusion.max_hydrogens else "refuse",
+                                       overlapping="refuse")
     print(report.summary())
     warn_size_outliers(mols)
     if len(mols) < 2:

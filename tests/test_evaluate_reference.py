@@ -151,13 +151,14 @@ def test_qm9_files_still_default_to_qm9(capsys, tmp_path, monkeypatch):
     assert m["qm9_elements_only"] is True and "95.2" in out and "reference: none" not in out
 
 
-def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molecules(files, monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("bonds", ["model", "lookup"])  # the drug-like novelty reads the reference's bonds either way
+def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molecules(files, monkeypatch, capsys, tmp_path, bonds):
     from molediff.chem.druglike import build_reference
 
     small = build_reference(list(OTHERS) + list(DRUGLIKE), "small", compute_fcd=False)
     monkeypatch.setattr(reference_data, "moses_test_reference", lambda progress=True: small)
     out = tmp_path / "m.json"
-    code = main(["evaluate", str(files["drugs"]), "--bonds", "model", "--druglike", "--reference", str(files["drugs"]),
+    code = main(["evaluate", str(files["drugs"]), "--bonds", bonds, "--druglike", "--reference", str(files["drugs"]),
                  "--json", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -165,3 +166,14 @@ def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molec
     dl = json.loads(out.read_text())["metrics"]["druglike"]
     assert dl["moses"]["validity"] == 1.0 and dl["moses"]["novelty"] == 0.0  # the same molecules as the reference
     assert dl["relaxation"]["energy_drop_median_kcal_mol"] < 1.0  # MMFF-optimised already
+
+
+def test_druglike_novelty_ignores_the_stereo_that_3d_coordinates_imply(tmp_path):
+    """A chiral molecule read from a 3D file and the same graph from a model's bonds (no stereo) are one
+    molecule for novelty and FCD (MOSES's sets carry no stereo)."""
+    from molediff.chem.druglike import canonical_smiles
+
+    path = _write(tmp_path / "chiral.sdf", ("C[C@H](N)C(=O)O",))
+    mol = next(iter(Chem.SDMolSupplier(str(path), removeHs=False)))
+    assert "@" in canonical_smiles(mol, isomeric=True)
+    assert canonical_smiles(mol) == canonical_smiles("CC(N)C(=O)O") == "CC(N)C(=O)O"

@@ -30,6 +30,8 @@ from molediff.elements import (
 )
 
 __all__ = [
+    "OVERLAP_DISTANCE",
+    "closest_pair",
     "BondList",
     "THRESHOLDS_PM",
     "LOOKUP_VALENCE_MASK",
@@ -200,3 +202,33 @@ def valence_sums(num_atoms: int, bonds: BondList) -> np.ndarray:
     return np.bincount(bonds.src, bonds.order, minlength=num_atoms).astype(np.int64) + np.bincount(
         bonds.dst, bonds.order, minlength=num_atoms
     ).astype(np.int64)
+
+
+#: Two atoms closer than this (Å) overlap: no chemical bond is shorter than H2's 0.74 Å, so such a
+#: geometry is broken (duplicated coordinates, a clash), not a molecule.
+OVERLAP_DISTANCE = 0.5
+
+
+def closest_pair(pos: np.ndarray, within: float = OVERLAP_DISTANCE) -> tuple[int, int, float] | None:
+    """The closest pair ``(i, j, distance Å)`` (``i < j``) of atoms of ``pos`` [n, 3] (finite) nearer
+    than ``within``, or ``None`` when no two atoms are that close. A sweep along x: only atoms within
+    ``within`` of each other in x are compared, so a molecule costs about n · (atoms in a slab) distances."""
+    pos = np.asarray(pos, dtype=np.float64).reshape(-1, 3)
+    n = len(pos)
+    if n < 2:
+        return None
+    order = np.argsort(pos[:, 0], kind="stable")
+    p = pos[order]
+    ends = np.searchsorted(p[:, 0], p[:, 0] + within, side="right")  # atoms order[i+1 : ends[i]] are near in x
+    best: tuple[int, int, float] | None = None
+    idx = np.arange(n)
+    for k in range(1, int((ends - idx).max())):
+        a = idx[: n - k][idx[: n - k] + k < ends[: n - k]]
+        if not len(a):
+            break
+        d = np.linalg.norm(p[a + k] - p[a], axis=1)
+        m = int(np.argmin(d))
+        if d[m] < within and (best is None or d[m] < best[2]):
+            i, j = sorted((int(order[a[m]]), int(order[a[m] + k])))
+            best = (i, j, float(d[m]))
+    return best

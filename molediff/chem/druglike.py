@@ -187,11 +187,14 @@ def _parse(smiles: str | None) -> Chem.Mol | None:
         return Chem.MolFromSmiles(smiles)
 
 
-def canonical_smiles(molecule: str | Chem.Mol | None, largest_fragment: bool = False) -> str | None:
-    """Canonical SMILES (RDKit, isomeric) of a SMILES string or RDKit molecule, ``None`` when invalid
+def canonical_smiles(molecule: str | Chem.Mol | None, largest_fragment: bool = False, isomeric: bool = False) -> str | None:
+    """Canonical SMILES (RDKit) of a SMILES string or RDKit molecule, ``None`` when invalid
     (unparsable, fails sanitization, no atoms). A molecule is written to SMILES and read back, so a 3D
     molecule with explicit hydrogens and the SMILES of the same graph give the same string.
-    ``largest_fragment``: keep the fragment with most heavy atoms (MOSES keeps the whole input)."""
+    ``largest_fragment``: keep the fragment with most heavy atoms (MOSES keeps the whole input).
+    ``isomeric``: keep stereochemistry. Off by default: MOSES's sets carry none, while a molecule read
+    from a 3D file carries the stereo its coordinates imply and a model's bond graph none, so with
+    stereo the same molecule would count as novel or shift FCD depending on where it came from."""
     if molecule is None:
         return None
     with rdBase.BlockLogs():
@@ -210,7 +213,7 @@ def canonical_smiles(molecule: str | Chem.Mol | None, largest_fragment: bool = F
             frags = Chem.GetMolFrags(mol, asMols=True)
             if len(frags) > 1:
                 mol = max(frags, key=lambda m: m.GetNumHeavyAtoms())
-        smiles = Chem.MolToSmiles(mol)
+        smiles = Chem.MolToSmiles(mol, isomericSmiles=isomeric)
     return smiles or None
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdDetermineBonds
 
-from molediff.chem.bonds import check_bond_mode, lookup_bond_orders
+from molediff.chem.bonds import check_bond_mode, closest_pair, lookup_bond_orders
 from molediff.elements import Z_TO_SYMBOL
 
 __all__ = [
@@ -127,6 +127,10 @@ def build_molecule(
     if bonds != "rdkit":
         check_bond_mode(bonds)
     base = mol_from_bonds(symbols, [], [], [], pos)
+    if closest_pair(pos) is not None:
+        # atoms on top of each other are no molecule, and rdDetermineBonds' Hueckel step dies on them (SIGSEGV)
+        base.SetProp(_STATUS_PROP, "failed")
+        return base
     conn_only: Chem.Mol | None = None
     with rdBase.BlockLogs():
         # Covalent-radius connectivity first; it over-connects some strained rings (e.g. adds the

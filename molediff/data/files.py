@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from molediff.chem.bonds import OVERLAP_DISTANCE, closest_pair
 from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.elements import ELEMENTS, SYMBOL_TO_INDEX, Z_TO_SYMBOL
 from molediff.errors import UserError
@@ -41,9 +42,6 @@ NON_FINITE = "non-finite coordinates"
 OVERLAP = "overlapping atoms"
 IMPLICIT_H = "hydrogens implicit (add them, e.g. RDKit AddHs(addCoords=True), or train a heavy-atom model)"
 
-#: Two atoms closer than this (Å) overlap: no chemical bond is shorter than H2's 0.74 Å, so such a
-#: record is a broken geometry (duplicated coordinates, a clash), not a molecule.
-OVERLAP_DISTANCE = 0.5
 #: The most atoms (hydrogens included) a training molecule should have: the default of
 #: ``molediff data --max-atoms``; the network runs on all atom pairs, so cost grows with atoms².
 TRAINING_MAX_ATOMS = 200
@@ -200,31 +198,6 @@ def _next_count_line(lines: Sequence[str], start: int) -> int:
         if s.isdigit():
             return j
     return len(lines)
-
-
-def closest_pair(pos: np.ndarray, within: float = OVERLAP_DISTANCE) -> tuple[int, int, float] | None:
-    """The closest pair ``(i, j, distance Å)`` (``i < j``) of atoms of ``pos`` [n, 3] (finite) nearer
-    than ``within``, or ``None`` when no two atoms are that close. A sweep along x: only atoms within
-    ``within`` of each other in x are compared, so a molecule costs about n · (atoms in a slab) distances."""
-    pos = np.asarray(pos, dtype=np.float64).reshape(-1, 3)
-    n = len(pos)
-    if n < 2:
-        return None
-    order = np.argsort(pos[:, 0], kind="stable")
-    p = pos[order]
-    ends = np.searchsorted(p[:, 0], p[:, 0] + within, side="right")  # atoms order[i+1 : ends[i]] are near in x
-    best: tuple[int, int, float] | None = None
-    idx = np.arange(n)
-    for k in range(1, int((ends - idx).max())):
-        a = idx[: n - k][idx[: n - k] + k < ends[: n - k]]
-        if not len(a):
-            break
-        d = np.linalg.norm(p[a + k] - p[a], axis=1)
-        m = int(np.argmin(d))
-        if d[m] < within and (best is None or d[m] < best[2]):
-            i, j = sorted((int(order[a[m]]), int(order[a[m] + k])))
-            best = (i, j, float(d[m]))
-    return best
 
 
 def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
