@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from molediff.conditioning import PROPERTY_NAMES, normalise
-from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DiffusionConfig
+from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_STEPS, DiffusionConfig
 from molediff.data.molecules import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
 from molediff.diffusion.noise import randint, randn
@@ -598,7 +598,7 @@ class MolecularDiffusion:
         return zeros.noise_like(generator)
 
     @torch.no_grad()
-    def sample(self, net: nn.Module, num_atoms: torch.Tensor | list[int], num_steps: int | None = 100,
+    def sample(self, net: nn.Module, num_atoms: torch.Tensor | list[int], num_steps: int | None = DEFAULT_STEPS,
                generator: torch.Generator | None = None, eta: float = DEFAULT_ETA, noise_scale: float = DEFAULT_NOISE_SCALE,
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,

@@ -147,6 +147,10 @@ class MoleculeGenerator:
             (resample in (None, 1) or fragment is not None,
              f"{name('resample')} (RePaint rounds) applies to growing a fragment; give a fragment or leave it out"),
             (resample in (None, 1) or sampler == "ddim", f"{name('resample')} (RePaint rounds) works with the ddim sampler, not {sampler}"),
+            # growing a fragment with a model not trained on fragments inpaints with RePaint rounds by default
+            (fragment is None or resample is not None or sampler == "ddim" or self.resample_rounds(fragment) == 1,
+             f"growing a fragment with this model (not trained on fragments) uses RePaint rounds, which need the ddim "
+             f"sampler: use {name('sampler')} ddim, or {name('resample')} 1 to inpaint with {sampler} without them"),
         ]
         for ok, message in checks:
             if not ok:

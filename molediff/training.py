@@ -44,9 +44,12 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
         props = bool(config.diffusion.conditions)
         split = config.data.partition(":")[2] or "train"
         return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
+    from molediff.data.build import is_build, built_files
     from molediff.data.files import TRAINING_MAX_ATOMS, read_molecule_files
 
-    mols, report = read_molecule_files([config.data], max_atoms=TRAINING_MAX_ATOMS, bonds=config.diffusion.bonds,
+    # a 'molediff data' build is read through its manifest: an unfinished or damaged one is refused
+    sources = built_files(config.data) if is_build(config.data) else [config.data]
+    mols, report = read_molecule_files(sources, max_atoms=TRAINING_MAX_ATOMS, bonds=config.diffusion.bonds,
                                        implicit_hydrogens="count" if config.diffusion.max_hydrogens else "refuse",
                                        overlapping="refuse")
     print(report.summary())

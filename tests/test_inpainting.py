@@ -140,3 +140,23 @@ def test_fragment_requests_default_to_the_fragment_model(model, tmp_path, monkey
     real_frag = real("qm9-frag")
     if real_frag.exists():  # the bundled one is fragment-conditioned
         assert sampling.load_pretrained(real_frag).config.diffusion.fragments > 0
+
+
+def test_a_dpm_sampler_with_a_fragment_says_what_to_change(model, tmp_path, capsys):
+    """Inpainting's default RePaint rounds need DDIM: the API and the CLI say so up front (naming the
+    sampler, not a --resample the user never gave); --resample 1 runs the solver."""
+    gen = sampling.load_pretrained(model)
+    frag = _acetic_acid_fragment()
+    inpaints = not gen.config.diffusion.fragments
+    if inpaints:
+        with pytest.raises(UserError, match="uses RePaint rounds, which need the ddim sampler: use sampler ddim, or resample 1"):
+            next(gen.sample_arrays(1, steps=4, fragment=frag, sampler="dpm++2m"))
+    got = list(gen.sample_arrays(2, steps=4, fragment=frag, sampler="dpm++2m", resample=1 if inpaints else None))
+    assert len(got) == 2
+    path = _write(tmp_path / "f.sdf", [Chem.MolToMolBlock(frag)])
+    code = main(["sample", "--checkpoint", str(model), "--fragment", str(path), "-n", "1", "--steps", "4", "--sampler", "dpm++2m",
+                 "--out", str(tmp_path / "o.sdf"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == (2 if inpaints else 0), err
+    if inpaints:
+        assert "use --sampler ddim, or --resample 1" in err

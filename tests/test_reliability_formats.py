@@ -286,3 +286,15 @@ def test_train_skips_enormous_and_overlapping_records_counted_and_named(tmp_path
     assert "read 9 of 12 molecule record(s)" in proc.stdout, proc.stdout
     assert "1 x too many atoms" in proc.stdout and "big.sdf:1: 254 atoms > 200" in proc.stdout
     assert "2 x overlapping atoms" in proc.stdout and "overlap.sdf:1: atoms 0 and 3 (C, H)" in proc.stdout
+
+
+def test_train_refuses_an_unfinished_data_build(tmp_path):
+    """A folder 'molediff data' is still writing (chunks and sidecars, no manifest) is not trained on
+    silently: the run names what is missing and how to finish it."""
+    data = _molecules(tmp_path / "build", ["CCO", "CCN", "CC=O", "CCC"])
+    (sdf,) = sorted(data.glob("*.sdf"))
+    sdf.rename(data / "chunk_000000.sdf")
+    (data / "chunk_000000.json").write_text("{}")
+    proc = _cli("train", "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "1", "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no readable manifest.json; finish the build with 'molediff data" in proc.stderr

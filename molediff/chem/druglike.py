@@ -1010,7 +1010,8 @@ def posebusters_checks(mols: Sequence[Chem.Mol | None], config: str = "mol") -> 
                 table = PoseBusters(config=config, max_workers=0).bust(present)
         finally:
             logging.getLogger("posebusters").setLevel(previous)
-        passed = table.astype(bool).to_numpy()
+        # a check that could not run (NaN: e.g. geometry checks of a molecule that does not sanitize) is no pass
+        passed = table.fillna(False).astype(bool).to_numpy()
         checks = {str(c): float(passed[:, k].sum()) / n for k, c in enumerate(table.columns)}
         all_pass = float(passed.all(axis=1).sum()) / n
     return {"config": config, "num_molecules": n, "num_missing": n - len(present), "checks": checks, "all_pass": all_pass}

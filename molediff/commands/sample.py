@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="grow every molecule around this fragment (one 3D molecule in an SDF/MOL file): its atoms come first "
                         "in each output record at the file's coordinates, with its elements, charges and (joint models) bonds; "
                         "the rest is generated, by default with the fragment-conditioned model 'qm9-frag' (other models "
-                        "inpaint, see --resample). Hydrogens are kept as given: remove those where new atoms should attach")
+                        "inpaint, see --resample). Hydrogens are kept as given (a heavy-atom model, e.g. druglike-preview, keeps their "
+                        "count per atom and places them anew): remove those where new atoms should attach")
     p.add_argument("--resample", type=int, default=None,
                    help=f"RePaint rounds per reverse step with --fragment and a model not trained on fragments, so fragment "
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
@@ -73,8 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(DPM-Solver++ multistep, deterministic: good molecules in fewer steps), 'dpm++2m-sde' (its "
                         "stochastic variant); see benchmarks/README.md for quality against steps")
     p.add_argument("--spacing", default="trailing", choices=("trailing", "logsnr"),
-                   help="where the reverse steps go: 'trailing' (default: evenly in t, ending at t = 0) or 'logsnr' "
-                        "(evenly in log signal-to-noise ratio)")
+                   help="where the reverse steps go: 'trailing' (default: evenly in t from the noisiest level t = T-1, the last "
+                        "at about T/steps - 1) or 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0)")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 steps)")
     p.add_argument("--noise-scale", type=float, default=DEFAULT_NOISE_SCALE,
@@ -165,9 +166,9 @@ def run(args: argparse.Namespace) -> int:
         from molediff.chem.io import read_one_molecule
         from molediff.inpainting import Fragment
 
-        args.fragment = Fragment(*read_one_molecule(args.fragment, what="--fragment"))  # checked before any output exists
-        if args.n_atoms is not None and args.n_atoms[0] < len(args.fragment):
-            raise UserError(f"the fragment has {len(args.fragment)} atoms, more than --n-atoms {args.n_atoms[0]}")
+        # read and checked before any output exists; its size against --n-atoms is checked once the model
+        # is known (a heavy-atom model counts the fragment's heavy atoms only)
+        args.fragment = Fragment(*read_one_molecule(args.fragment, what="--fragment"))
     args.conditions = parse_conditions(args.condition)  # checked against the model once it is loaded
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
@@ -199,8 +200,6 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
 
     default = FRAGMENT_MODEL if args.fragment is not None else DEFAULT_MODEL
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or default)
-    if args.fragment is not None:
-        args.resample = gen.resample_rounds(args.fragment, args.resample)
     gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
     T = gen.config.diffusion.timesteps
     if args.steps is None:
@@ -209,6 +208,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     # the API's checks, before any output is created (the API runs the same ones again)
     gen.check_sampling(args.n, steps, args.seed, args.eta, args.noise_scale, args.sampler, args.spacing, args.fragment,
                        args.resample if args.fragment is not None else None, flags=True)
+    if args.fragment is not None:  # the rounds the sampler runs (the default depends on the model)
+        args.resample = gen.resample_rounds(args.fragment, args.resample)
     if args.compile or (args.compile is None and gen.compile_pays(-(-args.n // ctx.world_size), steps)):
         gen.compile()
     solver = f"ddim{args.steps}_eta{args.eta:g}" if args.sampler == "ddim" else f"{args.sampler}{args.steps}"

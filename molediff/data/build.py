@@ -865,6 +865,13 @@ def check(opts: BuildOptions) -> BuildReport:
 # ------------------------------------------------------------------------------------------------ read
 
 
+def is_build(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by ``molediff data`` (finished or not): it holds the
+    manifest or a chunk's sidecar."""
+    out = Path(path).expanduser()
+    return out.is_dir() and ((out / MANIFEST).exists() or any(out.glob("chunk_*.json")))
+
+
 def built_files(directory: str | os.PathLike) -> list[Path]:
     """The chunk SDFs of a finished ``molediff data`` build, in order, each checked against the
     manifest's checksum (chunks in which every molecule failed have no SDF and are left out).
