@@ -29,6 +29,24 @@ PERCENT = ("atom_stability", "molecule_stability", "validity", "strict_validity"
 MODEL_PERCENT = ("model_atom_stability", "model_molecule_stability", "model_connected_validity", "model_valid_x_unique")
 
 
+def training_smiles_hashes(data: str):
+    """:func:`molediff.chem.druglike.smiles_hashes` of the canonical SMILES of every molecule in a file
+    data set (training and validation molecules alike: novelty against all it could have seen), as an
+    int64 tensor [k]."""
+    import torch
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.druglike import canonical_smiles, smiles_hashes
+
+    root = Path(data)
+    files = sorted(root.rglob("*.sdf")) if root.is_dir() else [root]
+    smiles = []
+    with rdBase.BlockLogs():
+        for path in files:
+            smiles += [canonical_smiles(m) for m in Chem.SDMolSupplier(str(path), removeHs=False) if m is not None]
+    return torch.from_numpy(smiles_hashes(smiles))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir")
@@ -67,6 +85,10 @@ def main() -> int:
     meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware,
             "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals],
             **({"started_from": started_from} if started_from else {})}
+    if config.data.split(":")[0] != "qm9" and Path(config.data).exists():
+        # so that `molediff sample` can say which molecules are new without the data (QM9 models: QM9's own split)
+        meta["training_smiles_hashes"] = training_smiles_hashes(config.data)
+        print(f"the model file carries {len(meta['training_smiles_hashes']):,} training-molecule hashes (novelty)")
     weights = PRETRAINED / BUNDLED_MODELS[args.model]
     prefix = "" if args.model == "qm9" else args.model.replace("-", "_") + "_"
     save_model_file(weights, state, config, meta)

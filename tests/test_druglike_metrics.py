@@ -273,3 +273,18 @@ def test_evaluate_druglike_end_to_end():
     text = dl.format_druglike_table(r)
     for word in ("SNN/Drugs", "QED", "MMFF94 relaxation", "energy drop"):
         assert word in text
+
+
+def test_hashed_novelty_equals_novelty_and_the_sample_summary_reports_it():
+    from molediff.chem.druglike import canonical_smiles, hashed_novelty, novelty, smiles_hashes
+    from molediff.commands.sample import _druglike_summary
+
+    train = [canonical_smiles(s) for s in ("CCO", "c1ccccc1Cl", "CC(=O)Nc1ccc(O)cc1", "CCS")]
+    hashes = smiles_hashes(train + [None, train[0]])
+    assert hashes.dtype == np.int64 and len(hashes) == 4 and (np.diff(hashes) > 0).all()
+    gen = [canonical_smiles(s) for s in ("OCC", "Clc1ccccc1", "CCBr", "CCCl", "CCO")]
+    assert hashed_novelty(gen, hashes) == pytest.approx(novelty(gen, set(train))) == pytest.approx(2 / 4)
+    assert np.isnan(hashed_novelty([None], hashes))
+    line = _druglike_summary({"[H]OC([H])([H])C([H])([H])[H]", "BrC([H])([H])C([H])([H])[H]"}, [], hashes)
+    assert "novel 50.0% (of its 4 training molecules)" in line and "QED" in line
+    assert "novel" not in _druglike_summary({"CCO"}, [])

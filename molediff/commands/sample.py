@@ -97,17 +97,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 PB_SAMPLE = 100
 
 
-def _druglike_summary(smiles: set[str], valid: int, kept_3d: list) -> str:
-    """One line for drug-like models: QED and SA means of the distinct valid molecules, and the share of
-    a sample of valid ones passing PoseBusters' molecule checks (when the optional package is there)."""
+def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None) -> str:
+    """One line for drug-like models: novelty of the distinct valid molecules against the model's training
+    molecules (when its file carries their hashes, ``training_hashes``), their QED and SA means, and the
+    share of a sample of valid ones passing PoseBusters' molecule checks (when the optional package is there)."""
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import MetricUnavailable, druglike_properties, posebusters_checks
+    from molediff.chem.druglike import (MetricUnavailable, canonical_smiles, druglike_properties, hashed_novelty,
+                                        posebusters_checks)
     from molediff.chem.model_bonds import written_molecule
 
     mols = [m for m in (Chem.MolFromSmiles(s) for s in sorted(smiles)) if m is not None]
     line = "drug-likeness (distinct valid molecules): "
     if mols:
+        if training_hashes is not None:
+            novel = hashed_novelty((canonical_smiles(m) for m in mols), np.asarray(training_hashes))
+            line += f"novel {100 * novel:.1f}% (of its {len(training_hashes):,} training molecules)  "
         props = druglike_properties(mols)
         line += f"QED {np.mean(props['qed']):.3f}  SA {np.mean(props['sa']):.2f}  MolWt {np.mean(props['mol_wt']):.0f}"
     else:
@@ -314,7 +319,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         print(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
         if tuple(gen.diffusion.vocab.elements) != QM9_ELEMENTS:
-            print(_druglike_summary(smiles, model_valid, kept_3d))
+            print(_druglike_summary(smiles, kept_3d, gen.meta.get("training_smiles_hashes")))
     elif fmt == "sdf" and done:
         print(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")
