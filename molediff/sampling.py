@@ -207,6 +207,13 @@ class MoleculeGenerator:
         return work >= COMPILE_FROM
 
     @property
+    def default_noise_scale(self) -> float:
+        """The noise scale this model samples at unless told otherwise: the one its file names (chosen by
+        its quality table, e.g. 1.0 for a model whose molecules are better at the full temperature), else
+        :data:`~molediff.config.DEFAULT_NOISE_SCALE`."""
+        return float(self.meta.get("default_noise_scale", DEFAULT_NOISE_SCALE))
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
@@ -218,7 +225,7 @@ class MoleculeGenerator:
         batch_size: int = 250,
         n_atoms: int | str | tuple[int, int] | None = None,
         eta: float = DEFAULT_ETA,
-        noise_scale: float = DEFAULT_NOISE_SCALE,
+        noise_scale: float | None = None,
         stats: SampleStats | None = None,
         first_batch: int = 0,
         batch_stride: int = 1,
@@ -238,8 +245,9 @@ class MoleculeGenerator:
 
         ``first_batch``/``batch_stride`` select every stride-th batch index (for sharding across
         processes); the default is all batches. ``noise_scale`` multiplies the noise injected at each
-        reverse step: 1 samples the model's own distribution, the default 0.8 a lower-temperature one
-        (more stable and valid molecules, somewhat fewer novel ones; see benchmarks/README.md).
+        reverse step: 1 samples the model's own distribution, 0.8 a lower-temperature one (more stable and
+        valid molecules, somewhat fewer novel ones; see benchmarks/README.md); None: the model's
+        :attr:`default_noise_scale` (0.8 unless its file names another).
         ``on_step(i, num_steps, batch_size)`` is called after every reverse step (progress that moves
         while a batch is sampled).
 
@@ -268,6 +276,7 @@ class MoleculeGenerator:
         ``sampler`` ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m") and ``spacing`` ("trailing", "logsnr"):
         the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
         """
+        noise_scale = self.default_noise_scale if noise_scale is None else noise_scale
         self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample)
         stats = stats if stats is not None else SampleStats()
         stats.requested = n

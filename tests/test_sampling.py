@@ -280,6 +280,22 @@ def test_a_failing_compiler_leaves_sampling_eager_with_a_warning(tiny_model, mon
         assert list(s1) == list(s2) and (p1 == p2).all()
 
 
+def test_a_model_file_may_name_its_default_noise_scale(tiny_model, tmp_path):
+    state, config, meta = load_model_file(tiny_model)
+    own = tmp_path / "own.pt"
+    save_model_file(own, state, config, {**meta, "default_noise_scale": 1.0})
+    gen, plain = sampling.load_pretrained(own), sampling.load_pretrained(tiny_model)
+    assert gen.default_noise_scale == 1.0 and plain.default_noise_scale == sampling.DEFAULT_NOISE_SCALE
+    a = list(gen.sample_arrays(2, steps=4, seed=3))
+    b = list(plain.sample_arrays(2, steps=4, seed=3, noise_scale=1.0))
+    c = list(gen.sample_arrays(2, steps=4, seed=3, noise_scale=0.8))
+    assert all((p1 == p2).all() for (_, p1, _), (_, p2, _) in zip(a, b))
+    assert any(not (p1 == p2).all() for (_, p1, _), (_, p2, _) in zip(a, c))
+    out = tmp_path / "o.sdf"
+    assert run_cli("--checkpoint", str(own), "-n", "2", "--steps", "4", "--out", str(out)) == 0
+    assert "ddim4_eta1_noise1" in out.read_text()
+
+
 def test_noise_scale_changes_molecules_and_is_recorded(tiny_model, tmp_path):
     a, b = tmp_path / "a.sdf", tmp_path / "b.sdf"
     common = ["--checkpoint", str(tiny_model), "-n", "3", "--steps", "6", "--seed", "1"]

@@ -78,10 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "at about T/steps - 1) or 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0)")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 steps)")
-    p.add_argument("--noise-scale", type=float, default=DEFAULT_NOISE_SCALE,
+    p.add_argument("--noise-scale", type=float, default=None,
                    help=f"scale of the noise injected at each reverse step: 1 samples the model's own distribution, "
                         f"lower is a lower temperature: more stable and valid molecules, fewer novel ones "
-                        f"(default {DEFAULT_NOISE_SCALE:g}; see benchmarks/README.md)")
+                        f"(default: the model's own choice from its quality table, {DEFAULT_NOISE_SCALE:g} unless its card "
+                        f"says otherwise; see benchmarks/README.md)")
     p.add_argument("--bonds", choices=("model", "lookup"), default="model",
                    help="bonds written to SDF: 'model' (default): the model's own bonds and formal charges, for models that "
                         "generate them; 'lookup': perceived from distances (the published rule; the only choice for atoms-only models)")
@@ -207,6 +208,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or default)
     gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
     T = gen.config.diffusion.timesteps
+    if args.noise_scale is None:
+        args.noise_scale = gen.default_noise_scale
     if args.steps is None:
         args.steps = min(DEFAULT_STEPS, T)
     steps = None if args.steps == T and args.sampler == "ddim" else args.steps
