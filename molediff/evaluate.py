@@ -365,6 +365,8 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
             for mol in Chem.SDMolSupplier(str(path), removeHs=False):
                 if args.limit and len(smiles) >= args.limit:
                     break
+                if args.max_atoms and mol is not None and mol.GetNumAtoms() > args.max_atoms:
+                    continue  # skipped as in the main tables (counted in the read report)
                 smiles.append(canonical_smiles(mol) if mol is not None else None)
                 if mol is not None and mol.GetNumConformers():
                     mols_3d.append(mol)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -187,11 +186,13 @@ def _sdf_items(f: IO[str]) -> Iterator[SourceItem]:
 
 def moses_folder() -> Path:
     """The MOSES data files of the installed ``molsets`` package (found without importing it)."""
-    spec = importlib.util.find_spec("moses")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the MOSES data set is not installed (it comes with the 'molsets' package); "
-                        "install it or give --source FILE")
-    return Path(list(spec.submodule_search_locations)[0]) / "dataset" / "data"
+    from molediff.chem.druglike import MetricUnavailable, moses_data_dir
+
+    try:
+        return moses_data_dir() / "dataset" / "data"
+    except MetricUnavailable:
+        raise UserError("the MOSES data set is not installed (it comes with the 'molsets' package: "
+                        "pip install --no-deps molsets); install it or give --source FILE") from None
 
 
 def resolve_source(source: str, split: str | None) -> Source:
