@@ -224,6 +224,17 @@ def test_bundled_model_loads_and_samples():
     assert len(got) == 2 and all(p.shape[1] == 3 for _, p, _ in got)
 
 
+def test_bundled_druglike_model_loads_and_writes_complete_molecules():
+    gen = sampling.load_pretrained(model="druglike-preview")
+    assert gen.diffusion.vocab.heavy_atom and {"S", "Cl", "Br"} <= set(gen.diffusion.vocab.elements)
+    got = list(gen.sample_arrays(2, steps=5, batch_size=2, seed=0))
+    assert len(got) == 2
+    for symbols, pos, info in got:
+        heavy = len(info["hydrogens"])
+        assert list(symbols[heavy:]) == ["H"] * int(info["hydrogens"].sum()) and len(pos) == len(symbols)
+        assert "bonds" in info and "charges" in info
+
+
 @pytest.mark.slow
 def test_compiled_sampling_gives_the_same_molecules(tiny_model, tmp_path):
     gen = sampling.load_pretrained(tiny_model)
