@@ -120,8 +120,9 @@ class EpochSampler:
     ``pair_budget`` > 0 and the molecules' ``sizes`` [n], by atom pairs: the permuted molecules are cut
     where their running pair count n(n−1)/2 passes a multiple of the budget, so a step's pairs (the
     network's cost and memory) stay within budget + one molecule's pairs whatever the molecules' sizes,
-    and every epoch has the same number of steps (total pairs / budget, rounded up). A molecule's count
-    is capped at the budget, so one larger than the budget gets a step of its own (and no step is empty).
+    and every epoch has the same number of steps (total pairs / budget, rounded up). A molecule larger
+    than the budget counts as the budget (so no step is empty): its step holds its own pairs plus up to
+    one budget of others'. Under torchrun each rank takes its share of a step's molecules by count.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, sizes: np.ndarray | None = None, pair_budget: int = 0) -> None:
