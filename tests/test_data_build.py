@@ -308,3 +308,10 @@ def test_prepare_reasons(smiles, kind, expected):
         assert result.block != prepare("smiles", smiles, 1, 0, conformers=2, max_atoms=30).block  # seeded by index
     else:
         assert isinstance(result, Failure) and result.reason == kind and expected in result.detail
+
+
+def test_a_build_that_writes_no_molecule_says_so_and_fails(tmp_path, capsys):
+    src = _write_smi(tmp_path / "bad.smi", ["smiles", "C1CC", "not_a_smiles", "[Xe]"])
+    rc, out, err = _run(["--source", src, "--out", tmp_path / "out", "--workers", "1"], capsys)
+    assert rc == 1
+    assert "3 failed" in out and "no molecule could be built" in err and "train with" not in out

@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted: {len(report.missing)} chunk(s) of this build not written; the others are complete "
               f"and verified; rerun the same command to resume", file=sys.stderr)
         return 130
+    if report.manifest_written and not report.written:
+        print(f"complete, but no molecule could be built (the reasons are counted above): {out} holds nothing to "
+              f"train on", file=sys.stderr)
+        return 1
     if report.manifest_written:
         print(f"complete: {out / 'manifest.json'} ({report.num_chunks} chunk(s)); train with: molediff train --data {out}")
         return 0
