@@ -24,6 +24,8 @@ F input features per atom, H hidden width, Hp pair width.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -215,6 +217,7 @@ class EGNNDenoiser(EGNN):
         super().__init__(*args, **kwargs)
         self._edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (ptr, edge_index, edge_pair)
         self._compiled = None
+        self._compiled_ok = False
 
     def edges(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         """``edge_index`` [2, |E|] and ``edge_pair`` [|E|] of ``graph`` (a MolGraph). Graphs are not
@@ -229,17 +232,29 @@ class EGNNDenoiser(EGNN):
         """``h`` [|V|, F], ``pos`` [|V|, 3] Å, ``graph`` (``ptr`` [B + 1], ``pair_index`` [2, |P|]), ``pair``
         [|P|, pair_in] or None, ``x_cond`` [|V|, 3] Å (self-conditioning) → as :meth:`EGNN.forward`."""
         edge_index, edge_pair = self.edges(graph)
-        core = self._compiled if self._compiled is not None else super().forward
-        return core(h, pos, edge_index, pair, edge_pair, graph.pair_index, x_cond)
+        args = (h, pos, edge_index, pair, edge_pair, graph.pair_index, x_cond)
+        if self._compiled is not None:
+            if self._compiled_ok:
+                return self._compiled(*args)
+            try:  # the first call compiles: a compiler that fails leaves the eager network working
+                out = self._compiled(*args)
+            except Exception as exc:  # noqa: BLE001 - inductor raises many kinds (CppCompileError, ...)
+                self._compiled = None
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {first}); running without it",
+                              RuntimeWarning, stacklevel=2)
+            else:
+                self._compiled_ok = True
+                return out
+        return super().forward(*args)
 
     def compile(self, *args, **kwargs) -> None:
         """``torch.compile`` the message passing (in place, as :meth:`torch.nn.Module.compile`: parameter
-        names unchanged); the edges are built outside the compiled region."""
+        names unchanged); the edges are built outside the compiled region. Compilation happens at the
+        first call; if it fails there (no C++ compiler, an inductor error), that call and all later ones
+        run eagerly, with one warning."""
         self._compiled = torch.compile(super().forward, *args, **kwargs)
-
-    def uncompile(self) -> None:
-        """Back to the eager message passing (after :meth:`compile`)."""
-        self._compiled = None
+        self._compiled_ok = False  # until its first call has compiled and run
 
 
 def count_parameters(module: nn.Module) -> int:
