@@ -83,15 +83,23 @@ def piece(data, k: int, keep) -> Fragment:
     return Fragment([sym[i] for i in keep], pos[keep], charge[keep], bonds, f"QM9 {data.names[k]}")
 
 
-def random_cut(data, k: int, rng: np.random.Generator) -> tuple[Fragment, int, Chem.Mol]:
+def random_cut(data, k: int, rng: np.random.Generator, whole_hydrogens: bool = False) -> tuple[Fragment, int, Chem.Mol]:
     """A random connected piece (≥ 2 atoms, fewer than all) of test molecule ``k``, the source's size,
-    and the piece's heavy-atom graph as the containment query (the whole piece when it is all H)."""
+    and the piece's heavy-atom graph as the containment query (the whole piece when it is all H).
+    ``whole_hydrogens`` (heavy-atom models, whose fragment atoms keep their hydrogen counts): the piece's
+    heavy atoms with all their hydrogens, as the pieces such a model trains on."""
     from molediff.molecular import random_fragments
 
     batch = data.collate([k])
+    sym = np.array(data.molecule(k)[0])
+    src, dst, _, _ = data.bonds(k)
     while True:
         fixed = random_fragments(batch, 1.0, torch.Generator().manual_seed(int(rng.integers(2**31)))).numpy()
-        if fixed.sum() >= 2:
+        if whole_hydrogens:
+            fixed &= sym != "H"
+            for a, b in ((src, dst), (dst, src)):  # hydrogens of fixed heavy atoms join the piece
+                fixed[b[(sym[b] == "H") & fixed[a]]] = True
+        if (fixed & (sym != "H")).sum() >= 2 and not fixed.all():
             break
     frag = piece(data, k, np.flatnonzero(fixed))
     whole = written_molecule(frag.symbols, *frag.bonds, frag.charges, frag.pos)
@@ -102,7 +110,10 @@ def random_cut(data, k: int, rng: np.random.Generator) -> tuple[Fragment, int, C
 
 def score_one(s, p, info, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
     """One molecule's scores: kept exactly, lookup validity and stability, model-bond connected validity
-    and stability (joint models), contains the fragment, and its SMILES (valid molecules, else None)."""
+    and stability (joint models), contains the fragment, and its SMILES (valid molecules, else None).
+    A heavy-atom model's output holds the fragment's heavy atoms first (its hydrogens are placed anew)."""
+    if "hydrogens" in info:
+        frag = frag.heavy()
     kept = float(np.abs(p[: len(frag)] - frag.pos).max()) < 1e-3 and list(s[: len(frag)]) == frag.symbols
     types = np.array([SYMBOL_TO_INDEX[x] for x in s])
     ptr = np.array([0, len(s)])
@@ -147,6 +158,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--resample", default="1,5", help="RePaint rounds to compare")
     ap.add_argument("--random-cuts", type=int, default=0, help="also regrow random pieces of this many QM9 test molecules (one each)")
+    ap.add_argument("--data", default=None, help="take the random cuts from the molecules of this SDF file or folder instead "
+                    "of QM9's test split (e.g. held-out MOSES-3D molecules for a drug-like model); the QM9 named fragments "
+                    "are then skipped")
     ap.add_argument("--noise-scale", type=float, default=None, help="sampler noise scale (default: the sampler's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inpainting.json"))
@@ -155,10 +169,16 @@ def main() -> int:
     RDLogger.DisableLog("rdApp.*")
     torch.set_num_threads(args.threads)
     gen = load_pretrained(args.checkpoint, model=args.model)
-    test = load_qm9("test", progress=False)
+    if args.data:  # explicit-H molecules with bonds; a heavy-atom model turns a cut's hydrogens into counts
+        from molediff.data.files import read_molecule_files
+
+        test, _ = read_molecule_files([args.data], bonds=True, implicit_hydrogens="refuse")
+    else:
+        test = load_qm9("test", progress=False)
+    heavy_model = gen.diffusion.vocab.heavy_atom
     rows, examples = [], []
     noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
-    for name, smarts in FRAGMENTS:
+    for name, smarts in FRAGMENTS if not args.data else ():
         frag, size, query = cut(test, smarts)
         for r in (int(x) for x in args.resample.split(",")):
             t0 = time.time()
@@ -172,14 +192,16 @@ def main() -> int:
     if args.random_cuts:
         rng = np.random.default_rng(0)
         picks = rng.choice(len(test), size=min(args.random_cuts, len(test)), replace=False)
-        cuts = [random_cut(test, int(k), rng) for k in picks]
+        cuts = [random_cut(test, int(k), rng, whole_hydrogens=heavy_model) for k in picks]
         for r in (int(x) for x in args.resample.split(",")):
             t0, scores, atoms = time.time(), [], []
             for k, (frag, size, query) in enumerate(cuts):
-                (s, p, info), = gen.sample_arrays(1, steps=args.steps, seed=k, fragment=frag, n_atoms=size, resample=r, **noise)
+                # a heavy-atom model's size counts heavy atoms: the source's
+                grow_to = sum(x != "H" for x in test.molecule(picks[k])[0]) if heavy_model else size
+                (s, p, info), = gen.sample_arrays(1, steps=args.steps, seed=k, fragment=frag, n_atoms=grow_to, resample=r, **noise)
                 scores.append(score_one(s, p, info, frag, query, gen.writes_bonds))
                 atoms.append((len(frag), size))
-            row = {"fragment": f"random cuts of {len(cuts)} test molecules", "source": "QM9 test", "resample": r,
+            row = {"fragment": f"random cuts of {len(cuts)} test molecules", "source": args.data or "QM9 test", "resample": r,
                    "fragment_atoms": round(float(np.mean([a for a, _ in atoms])), 1),
                    "size": round(float(np.mean([b for _, b in atoms])), 1), "steps": args.steps, "n": len(cuts),
                    "seconds": round(time.time() - t0, 1), **summarise(scores, gen.writes_bonds)}
@@ -190,7 +212,8 @@ def main() -> int:
     atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     from molediff.chem import draw_grid
 
-    draw_grid([m for m, _ in examples], args.grid, legends=[lab for _, lab in examples], per_row=4)  # lookup bonds drawn
+    if examples:
+        draw_grid([m for m, _ in examples], args.grid, legends=[lab for _, lab in examples], per_row=4)  # lookup bonds drawn
     print(f"wrote {args.out} and {args.grid}")
     return 0
 
