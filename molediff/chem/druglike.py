@@ -1026,6 +1026,14 @@ def posebusters_checks(mols: Sequence[Chem.Mol | None], config: str = "mol") -> 
     if present:
         import logging
 
+        import rdkit
+
+        # PoseBusters leaves RDKit's Python log handler on the sys.stderr of its previous call; when that
+        # stream has since been closed (a captured one), its next setStream fails on flushing it, and every
+        # molecule's InChI check fails with it: give the handler the current stream without flushing
+        handler = getattr(rdkit, "log_handler", None)
+        if handler is not None and getattr(getattr(handler, "stream", None), "closed", False):
+            handler.stream = sys.stderr
         previous = logging.getLogger("posebusters").level
         logging.getLogger("posebusters").setLevel(logging.ERROR)
         try:
