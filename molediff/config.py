@@ -12,6 +12,13 @@ from molediff.elements import BOND_ORDERS, CHARGES, QM9_ELEMENTS, Vocabulary
 from molediff.errors import UserError
 
 
+# ---------------------------------------------------------------------------- data defaults
+#: The most atoms (hydrogens included) a training molecule may have: the default of ``molediff data
+#: --max-atoms`` and the limit ``molediff train --data`` reads with; the network runs on all atom
+#: pairs, so cost grows with atoms².
+TRAINING_MAX_ATOMS = 200
+
+
 # ---------------------------------------------------------------------------- sampling defaults
 #: default number of reverse (DDIM) steps. 75 keeps the 100-step quality of the default model within
 #: noise (1,000 molecules, defaults, seeds 0 and 1: honest molecule stability 99.4 / 99.7%, connected

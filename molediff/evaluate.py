@@ -341,7 +341,7 @@ def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool,
         return reference_data.qm9_reference(), None
     try:
         # the drug-like novelty reads the reference's own bond graphs (model-bond SMILES): read them too
-        ref, report = reference_data.file_reference(choice, with_bonds=model_mode or bool(getattr(args, "druglike", False)))
+        ref, report = reference_data.file_reference(choice, with_bonds=model_mode or args.druglike)
     except UserError as exc:
         raise UserError(f"--reference: {exc}") from None
     print(f"reference: {report.summary()}", file=sys.stderr)

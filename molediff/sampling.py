@@ -127,7 +127,7 @@ class MoleculeGenerator:
 
     def check_sampling(self, n: int, steps: int | None, seed: int, eta: float, noise_scale: float, sampler: str = "ddim",
                        spacing: str = "trailing", fragment: Any = None, resample: int | None = None,
-                       flags: bool = False) -> None:
+                       flags: bool = False, self_condition_feedback: str = "guided") -> None:
         """The one home of the sampling request's checks (the API runs them; the CLI calls them, with
         ``flags`` naming its options, before it creates any output): raises :class:`UserError`."""
         from molediff.diffusion.samplers import SAMPLERS
@@ -147,6 +147,8 @@ class MoleculeGenerator:
             (resample in (None, 1) or fragment is not None,
              f"{name('resample')} (RePaint rounds) applies to growing a fragment; give a fragment or leave it out"),
             (resample in (None, 1) or sampler == "ddim", f"{name('resample')} (RePaint rounds) works with the ddim sampler, not {sampler}"),
+            (self_condition_feedback in SELF_CONDITION_FEEDBACK,
+             f"self_condition_feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, got {self_condition_feedback!r}"),
             # growing a fragment with a model not trained on fragments inpaints with RePaint rounds by default
             (fragment is None or resample is not None or sampler == "ddim" or self.resample_rounds(fragment) == 1,
              f"growing a fragment with this model (not trained on fragments) uses RePaint rounds, which need the ddim "
@@ -257,7 +259,8 @@ class MoleculeGenerator:
         the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
         """
         noise_scale = self.default_noise_scale if noise_scale is None else noise_scale
-        self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample)
+        self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
+                            self_condition_feedback=self_condition_feedback)
         stats = stats if stats is not None else SampleStats()
         stats.requested = n
         from molediff.inpainting import Fragment, inpaint, parse_size_range
@@ -282,9 +285,6 @@ class MoleculeGenerator:
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         dcfg = self.config.diffusion
         conditions = self.check_conditions(conditions, guidance, fragment)
-        if self_condition_feedback not in SELF_CONDITION_FEEDBACK:
-            raise UserError(f"self_condition_feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, "
-                            f"got {self_condition_feedback!r}")
         table = self.meta.get("condition_table") if conditions else None
         if conditions and n_atoms is None and table is None:
             raise UserError("this model file has no table of sizes against properties; pass --n-atoms")

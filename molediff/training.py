@@ -45,7 +45,8 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
         split = config.data.partition(":")[2] or "train"
         return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
     from molediff.data.build import is_build, built_files
-    from molediff.data.files import TRAINING_MAX_ATOMS, read_molecule_files
+    from molediff.config import TRAINING_MAX_ATOMS
+    from molediff.data.files import read_molecule_files
 
     # a 'molediff data' build is read through its manifest: an unfinished or damaged one is refused
     sources = built_files(config.data) if is_build(config.data) else [config.data]

@@ -21,7 +21,9 @@ from rdkit.Chem import AllChem
 from rdkit.Geometry import Point3D
 
 from molediff.chem.io import read_sdf
-from molediff.data.files import OVERLAP, TOO_MANY, TRAINING_MAX_ATOMS, closest_pair, read_molecule_files
+from molediff.chem.bonds import closest_pair
+from molediff.config import TRAINING_MAX_ATOMS
+from molediff.data.files import OVERLAP, TOO_MANY, read_molecule_files
 from molediff.elements import ELEMENTS
 from tests.test_reliability_inputs import ENV, _molecules
 

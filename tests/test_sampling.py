@@ -317,6 +317,8 @@ def test_noise_scale_changes_molecules_and_is_recorded(tiny_model, tmp_path):
     gen = sampling.load_pretrained(tiny_model)
     with pytest.raises(UserError, match="noise_scale must be between"):
         next(gen.sample_arrays(2, steps=4, noise_scale=3.0))
+    with pytest.raises(UserError, match="self_condition_feedback must be one of guided, conditional, per-branch"):
+        next(gen.sample_arrays(2, steps=4, self_condition_feedback="mean"))
 
 
 def test_joint_model_writes_its_own_bonds_and_charges(joint_model, tmp_path, capsys):

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from molediff.config import TRAINING_MAX_ATOMS
 from molediff.errors import UserError
 
 DESCRIPTION = """\
@@ -55,8 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "index in the source")
     p.add_argument("--conformers", type=int, default=1, metavar="K",
                    help="conformers embedded and relaxed per molecule; the lowest-energy one is written (default 1)")
-    p.add_argument("--max-atoms", type=int, default=200,
-                   help="refuse molecules with more atoms than this, hydrogens included (default 200)")
+    p.add_argument("--max-atoms", type=int, default=TRAINING_MAX_ATOMS,
+                   help=f"refuse molecules with more atoms than this, hydrogens included (default {TRAINING_MAX_ATOMS}, "
+                        f"the most 'molediff train --data' reads)")
     p.add_argument("--chunk-size", type=int, default=1000,
                    help="source molecules per chunk file (default 1000); part of the settings")
     p.add_argument("--workers", type=int, default=None, metavar="N",

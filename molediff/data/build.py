@@ -51,6 +51,7 @@ from typing import IO, Any, Iterator, NamedTuple
 
 from molediff._version import __version__
 from molediff.atomic import OutputLock, atomic_write
+from molediff.config import TRAINING_MAX_ATOMS
 from molediff.errors import UserError
 
 __all__ = ["BuildOptions", "BuildReport", "MOSES_SPLITS", "build", "built_files", "check", "parse_shard"]
@@ -252,7 +253,7 @@ class BuildOptions:
     limit: int | None = None
     seed: int = 0
     conformers: int = 1
-    max_atoms: int = 200
+    max_atoms: int = TRAINING_MAX_ATOMS
     chunk_size: int = 1000
     workers: int | None = None  # None: all cores
     shard: tuple[int, int] = (0, 1)

@@ -23,8 +23,7 @@ from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.elements import ELEMENTS, SYMBOL_TO_INDEX, Z_TO_SYMBOL
 from molediff.errors import UserError
 
-__all__ = ["FileReadReport", "OVERLAP_DISTANCE", "SDF_SUFFIXES", "TRAINING_MAX_ATOMS", "XYZ_SUFFIXES", "closest_pair",
-           "read_molecule_files", "read_xyz"]
+__all__ = ["FileReadReport", "SDF_SUFFIXES", "XYZ_SUFFIXES", "read_molecule_files", "read_xyz"]
 
 SDF_SUFFIXES: tuple[str, ...] = (".sdf", ".sd", ".mol")
 XYZ_SUFFIXES: tuple[str, ...] = (".xyz",)
@@ -41,10 +40,6 @@ TOO_MANY = "too many atoms"
 NON_FINITE = "non-finite coordinates"
 OVERLAP = "overlapping atoms"
 IMPLICIT_H = "hydrogens implicit (add them, e.g. RDKit AddHs(addCoords=True), or train a heavy-atom model)"
-
-#: The most atoms (hydrogens included) a training molecule should have: the default of
-#: ``molediff data --max-atoms``; the network runs on all atom pairs, so cost grows with atoms².
-TRAINING_MAX_ATOMS = 200
 
 #: what the SDF reader says of a file in which it finds no record at all
 NOT_SDF = "no SDF record found (not an SDF file?)"
@@ -229,7 +224,7 @@ def read_molecule_files(
     Args:
         paths: a path or several.
         max_atoms: skip molecules with more atoms than this (``None``: no limit; training data takes
-            :data:`TRAINING_MAX_ATOMS`), counted as "too many atoms".
+            :data:`molediff.config.TRAINING_MAX_ATOMS`), counted as "too many atoms".
         limit: stop after this many usable molecules (``None``: all).
         bonds: also give each molecule bonds and formal charges: an SDF record's own (aromatic bonds
             kekulized), for XYZ frames perceived with RDKit (``rdDetermineBonds``); molecules whose
