@@ -83,7 +83,7 @@ def main() -> int:
         for device in devices:
             for (sampler, steps), compiled in [(r, c) for r in runs for c in ((False, True) if args.compile else (False,))]:
                 cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
-                       "--threads", str(args.threads), "--no-progress"] + (["--compile"] if compiled else ["--no-compile"])
+                       "--threads", str(args.threads), "--no-progress"] + (["--compile"] if compiled else [])
                 cmd += ["--sampler", sampler] if sampler != "ddim" else []
                 cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
                 print("molediff " + " ".join(cmd), flush=True)

@@ -56,13 +56,6 @@ def batch_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-#: molecule-steps (n × reverse steps) from which ``--compile`` is on by default: on a 2-core CPU an eager
-#: step of the joint QM9 model costs ~2.3 ms per molecule and a compiled one ~1.1 ms after a ~25 s
-#: warm-up, so compiling pays from ~20,000 molecule-steps (1,000 × 100: 136 s against 233 s; 100 × 100:
-#: 11.4 s against 10.0 s; benchmarks/README.md); the margin keeps short requests eager
-COMPILE_FROM = 30_000
-
-
 @dataclass
 class SampleStats:
     requested: int = 0
@@ -169,24 +162,13 @@ class MoleculeGenerator:
         """Compile the network with ``torch.compile`` (in place; returns self).
 
         On a 2-core CPU, 1,000 molecules at 100 steps took 136 s instead of 233 s (the 15-30 s warm-up
-        included); 100 molecules do not repay the warm-up (:meth:`compile_pays`). Coordinates agree with
+        included); 100 molecules do not repay the warm-up. Coordinates agree with
         eager ones to ~1e-4 Å (float rounding). Needs a C++ compiler on CPU (inductor): compilation
         happens at the first network call, and if it fails there the network runs eagerly, with a
         warning, instead of failing the run.
         """
         self.net.compile(dynamic=True)  # dynamic: every batch has its own atom and edge counts
         return self
-
-    def compile_pays(self, n: int, steps: int | None) -> bool:
-        """Whether compiling repays its warm-up for ``n`` molecules at ``steps`` reverse steps (None: T):
-        from :data:`COMPILE_FROM` molecule-steps on, with a C++ compiler present on CPU."""
-        work = n * (steps or self.diffusion.schedule.num_train_timesteps)
-        if self.device.type == "cpu":
-            import shutil
-
-            if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-                return False
-        return work >= COMPILE_FROM
 
     @property
     def default_noise_scale(self) -> float:

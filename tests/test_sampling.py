@@ -249,26 +249,16 @@ def test_compiled_sampling_gives_the_same_molecules(tiny_model, tmp_path):
     assert len(sdf_records(out)) == 3
 
 
-def test_compile_is_on_by_default_only_where_it_repays_its_warm_up(tiny_model, monkeypatch, tmp_path):
-    gen = sampling.load_pretrained(tiny_model)
-    assert sampling.COMPILE_FROM == 30_000
-    assert gen.compile_pays(1000, 75) and gen.compile_pays(400, 75) and gen.compile_pays(30, None) is False
-    assert not gen.compile_pays(100, 75) and not gen.compile_pays(1, 50)  # T = 50 here
-    monkeypatch.setattr("shutil.which", lambda name: None)  # no C++ compiler: inductor cannot run on CPU
-    assert not gen.compile_pays(1000, 75)
-    # the CLI: a small request stays eager, a large one compiles (recorded, not run: compiling is slow)
-    monkeypatch.undo()
+def test_compile_runs_only_when_asked(tiny_model, monkeypatch, tmp_path):
+    """Compiling stays opt-in: with it on by default, a Ctrl-C during the first call's compilation
+    escaped the sampler's interrupt handling (tests/test_reliability.py)."""
     calls = []
     monkeypatch.setattr(sampling.MoleculeGenerator, "compile", lambda self: calls.append(1) or self)
-    assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--out", str(tmp_path / "a.sdf")) == 0
+    big = ["--checkpoint", str(tiny_model), "-n", "700", "--steps", "50", "--batch-size", "700"]
+    assert run_cli(*big, "--out", str(tmp_path / "c.sdf")) == 0
     assert calls == []
     assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--compile", "--out", str(tmp_path / "b.sdf")) == 0
     assert calls == [1]
-    big = ["--checkpoint", str(tiny_model), "-n", "700", "--steps", "50", "--batch-size", "700"]
-    assert run_cli(*big, "--out", str(tmp_path / "c.sdf")) == 0
-    assert calls == [1, 1]
-    assert run_cli(*big, "--no-compile", "--out", str(tmp_path / "d.sdf")) == 0
-    assert calls == [1, 1]
 
 
 def test_a_failing_compiler_leaves_sampling_eager_with_a_warning(tiny_model, monkeypatch):
