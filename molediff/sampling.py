@@ -33,9 +33,9 @@ BUNDLED_MODELS: dict[str, str] = {
     "qm9-joint": "qm9_joint_ema.pt",  # the default: generates bonds and formal charges with the geometry
     "qm9-cond": "qm9_cond_ema.pt",  # the joint model conditioned on six QM9 properties (classifier-free guidance)
     "qm9-frag": "qm9_frag_ema.pt",  # the joint model trained to grow given fragments (reads which atoms are fixed)
-    # drug-like (MOSES-3D): a heavy-atom joint model with generated hydrogen counts, below the shipping
-    # floor so far (its card says where it stands); bundled as a preview under its own name
-    "druglike-preview": "druglike_preview_ema.pt",
+    # drug-like (MOSES-3D): a heavy-atom joint model with generated hydrogen counts (hydrogens placed on
+    # sampling); it passed the drug-like shipping floor on 2026-12-02 (its card; until then "druglike-preview")
+    "druglike": "druglike_ema.pt",
 }
 #: what `molediff sample` and :func:`load_pretrained` use unless told otherwise: the joint model, since it
 #: passed the shipping floor (benchmarks/README.md); "qm9" stays available by name
@@ -357,7 +357,7 @@ class MoleculeGenerator:
 def load_pretrained(path: str | Path | None = None, device: str = "cpu", model: str = DEFAULT_MODEL) -> MoleculeGenerator:
     """A bundled model by name (``model``: "qm9-joint", the default, which writes its own bonds and formal
     charges; "qm9", atoms only; "qm9-cond", conditioned on properties; "qm9-frag", grows given
-    fragments; "druglike-preview", drug-like molecules from MOSES, heavy-atom with hydrogens placed), or
+    fragments; "druglike", drug-like molecules from MOSES, heavy-atom with hydrogens placed), or
     the model file / training checkpoint at ``path``."""
     if path is None:
         path = bundled_model_path(model)

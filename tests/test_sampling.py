@@ -225,7 +225,7 @@ def test_bundled_model_loads_and_samples():
 
 
 def test_bundled_druglike_model_loads_and_writes_complete_molecules():
-    gen = sampling.load_pretrained(model="druglike-preview")
+    gen = sampling.load_pretrained(model="druglike")
     assert gen.diffusion.vocab.heavy_atom and {"S", "Cl", "Br"} <= set(gen.diffusion.vocab.elements)
     got = list(gen.sample_arrays(2, steps=5, batch_size=2, seed=0))
     assert len(got) == 2

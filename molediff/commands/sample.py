@@ -43,19 +43,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="grow every molecule around this fragment (one 3D molecule in an SDF/MOL file): its atoms come first "
                         "in each output record at the file's coordinates, with its elements, charges and (joint models) bonds; "
                         "the rest is generated, by default with the fragment-conditioned model 'qm9-frag' (other models "
-                        "inpaint, see --resample). Hydrogens are kept as given (a heavy-atom model, e.g. druglike-preview, keeps their "
+                        "inpaint, see --resample). Hydrogens are kept as given (a heavy-atom model, e.g. druglike, keeps their "
                         "count per atom and places them anew): remove those where new atoms should attach")
     p.add_argument("--resample", type=int, default=None,
                    help=f"RePaint rounds per reverse step with --fragment and a model not trained on fragments, so fragment "
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
                         f"each round costs one more network evaluation; see benchmarks/README.md)")
-    p.add_argument("--model", default=None, choices=("qm9-joint", "qm9", "qm9-cond", "qm9-frag", "druglike-preview"),
+    p.add_argument("--model", default=None, choices=("qm9-joint", "qm9", "qm9-cond", "qm9-frag", "druglike"),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
                         "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition) or 'qm9-frag' "
-                        "(the joint model trained to grow fragments: the default with --fragment), 'druglike-preview' (drug-like "
-                        "molecules with S, Cl, Br, F from MOSES, heavy-atom with hydrogens placed; a preview below the "
-                        "quality floor); model cards in "
+                        "(the joint model trained to grow fragments: the default with --fragment), 'druglike' (drug-like "
+                        "molecules with S, Cl, Br, F from MOSES, heavy-atom with hydrogens placed; --steps 150 "
+                        "gives better molecules at twice the time); model cards in "
                         "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
