@@ -314,3 +314,16 @@ class TrainConfig:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read config {path}: {exc}") from None
+
+
+#: the models shipped in the package, by name (files under molediff/pretrained/, each with its card); here,
+#: in a module without torch, so that `molediff sample --model` takes its choices from it
+BUNDLED_MODELS: dict[str, str] = {
+    "qm9": "qm9_ema.pt",  # atoms-only EGNN (bonds perceived by the lookup rule); the default until 2026-11-24
+    "qm9-joint": "qm9_joint_ema.pt",  # the default: generates bonds and formal charges with the geometry
+    "qm9-cond": "qm9_cond_ema.pt",  # the joint model conditioned on six QM9 properties (classifier-free guidance)
+    "qm9-frag": "qm9_frag_ema.pt",  # the joint model trained to grow given fragments (reads which atoms are fixed)
+    # drug-like (MOSES-3D): a heavy-atom joint model with generated hydrogen counts (hydrogens placed on
+    # sampling); it passed the drug-like shipping floor on 2026-12-02 (its card; until then "druglike-preview")
+    "druglike": "druglike_ema.pt",
+}

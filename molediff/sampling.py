@@ -21,22 +21,12 @@ import torch
 
 from molediff.checkpoint import load_model_file
 from molediff.conditioning import check_conditions, condition_table, sizes_for_conditions
-from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
+from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
 from molediff.models import build_network
 from molediff.molecular import SELF_CONDITION_FEEDBACK, MolecularDiffusion, draw_sizes, finite_molecules
 
-#: the models shipped in the package, by name (files under molediff/pretrained/, each with its card)
-BUNDLED_MODELS: dict[str, str] = {
-    "qm9": "qm9_ema.pt",  # atoms-only EGNN (bonds perceived by the lookup rule); the default until 2026-11-24
-    "qm9-joint": "qm9_joint_ema.pt",  # the default: generates bonds and formal charges with the geometry
-    "qm9-cond": "qm9_cond_ema.pt",  # the joint model conditioned on six QM9 properties (classifier-free guidance)
-    "qm9-frag": "qm9_frag_ema.pt",  # the joint model trained to grow given fragments (reads which atoms are fixed)
-    # drug-like (MOSES-3D): a heavy-atom joint model with generated hydrogen counts (hydrogens placed on
-    # sampling); it passed the drug-like shipping floor on 2026-12-02 (its card; until then "druglike-preview")
-    "druglike": "druglike_ema.pt",
-}
 #: what `molediff sample` and :func:`load_pretrained` use unless told otherwise: the joint model, since it
 #: passed the shipping floor (benchmarks/README.md); "qm9" stays available by name
 DEFAULT_MODEL = "qm9-joint"

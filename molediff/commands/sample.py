@@ -18,7 +18,7 @@ from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
 from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
-from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
+from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"RePaint rounds per reverse step with --fragment and a model not trained on fragments, so fragment "
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
                         f"each round costs one more network evaluation; see benchmarks/README.md)")
-    p.add_argument("--model", default=None, choices=("qm9-joint", "qm9", "qm9-cond", "qm9-frag", "druglike"),
+    p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
                         "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition) or 'qm9-frag' "
