@@ -67,6 +67,9 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     from molediff.chem.model_bonds import model_bond_scores
     from molediff.elements import SYMBOL_TO_INDEX
 
+    from molediff.data.reference import moses_ring_reference
+
+    n = len(mols)
     stable, valid, smiles, mols_3d = [], [], [], []
     holding = Counter()
     for mol in mols:
@@ -77,11 +80,12 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
         valid.append(bool(s.valid[0]))
         smiles.append(s.smiles[0])
         holding.update({a.GetSymbol() for a in mol.GetAtoms()})
+        clean = None
         if s.valid[0]:
             clean = Chem.Mol(mol)
             with rdBase.BlockLogs():
                 Chem.SanitizeMol(clean)
-            mols_3d.append(clean)
+        mols_3d.append(clean)
     cache = Path(args.reference_cache)
     if cache.exists():
         reference = Reference.load(cache)
@@ -92,11 +96,13 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     # in the training set's form (canonical heavy-atom SMILES without stereo): the model-bond SMILES
     # spell hydrogens out, so compared as they are no molecule would ever be found in the training set
     distinct = {c for c in (canonical_smiles(s) for s in smiles if s) if c}
+    # the 3D checks (PoseBusters, relaxation, strain against ETKDG) run on every molecule, or on a random
+    # --posebusters of them; a molecule that is not connected-valid stays as None and counts as failing
     rng = np.random.default_rng(0)
-    pb_pick = sorted(rng.choice(len(mols_3d), size=min(args.posebusters, len(mols_3d)), replace=False).tolist()) if mols_3d else []
-    result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pb_pick],
-                               posebusters_config="mol_fast", filters=load_moses_filters(), n_jobs=args.jobs)
-    n = len(mols)
+    pick = sorted(rng.choice(n, size=args.posebusters, replace=False).tolist()) if 0 < args.posebusters < n else range(n)
+    result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pick],
+                               posebusters_config="mol_fast", filters=load_moses_filters(), n_jobs=args.jobs,
+                               rings_reference=moses_ring_reference())
     share = {e: holding[e] / max(n, 1) for e in ELEMENTS_OF_INTEREST}
     data_share = {e: train_holding[e] / max(train_count, 1) for e in ELEMENTS_OF_INTEREST}
     scl = sum(any(a.GetSymbol() in ("S", "Cl", "Br") for a in m.GetAtoms()) for m in mols) / max(n, 1)
@@ -122,11 +128,16 @@ def main() -> int:
     ap.add_argument("--noise-scale", type=float, nargs="+", default=[0.8, 1.0])
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--posebusters", type=int, default=200, help="connected-valid molecules checked by PoseBusters (mol_fast)")
+    ap.add_argument("--posebusters", type=int, default=0,
+                    help="molecules given the 3D checks (PoseBusters mol_fast, MMFF relaxation, strain against ETKDGv3), "
+                         "picked at random; 0 (default): all of them. Molecules that are not connected-valid count as failing")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (as molediff sample does for 1,000 molecules)")
     ap.add_argument("--reference-cache", default=str(RESULTS / ".." / ".." / "data" / "cache" / "moses_test_reference.npz"))
     ap.add_argument("--out", default=str(RESULTS / "druglike_quality.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows already in --out (a row of the same name is replaced) instead of replacing the file")
+    ap.add_argument("--label", default=None, help="row name prefix (default: the checkpoint or model)")
     args = ap.parse_args()
     Path(args.reference_cache).parent.mkdir(parents=True, exist_ok=True)
     train, train_holding, train_count = _training_smiles(args.train)
@@ -136,7 +147,7 @@ def main() -> int:
 
         files = sorted(Path(args.data).rglob("*.sdf")) if Path(args.data).is_dir() else [Path(args.data)]
         mols = [m for f in files for m in Chem.SDMolSupplier(str(f), removeHs=False) if m is not None][: args.n]
-        rows.append({"row": f"data: {args.data}", **_score(mols, None, args, train, train_holding, train_count)})
+        rows.append({"row": f"data: {args.label or args.data}", **_score(mols, None, args, train, train_holding, train_count)})
     else:
         from molediff.sampling import load_pretrained
 
@@ -147,22 +158,36 @@ def main() -> int:
             t0 = time.time()
             mols = gen.sample(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler)
             seconds = time.time() - t0
-            rows.append({"row": f"{args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}",
+            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}",
                          **_score(mols, seconds, args, train, train_holding, train_count)})
     for r in rows:
-        m = r["druglike"]["moses"]
-        pb, rx, props = r["druglike"].get("posebusters"), r["druglike"].get("relaxation"), r["druglike"].get("properties") or {}
-        print(f"{r['row']}: n {r['n']}, stable {100 * r['model_molecule_stability']:.1f}%, connected valid "
-              f"{100 * r['model_connected_validity']:.1f}%, unique {100 * r['uniqueness_among_valid']:.1f}%, novel "
-              f"{100 * r['novelty_among_unique']:.1f}%, FCD {m.get('fcd')}, SNN {m.get('snn')}, Frag {m.get('frag')}, "
-              f"Scaf {m.get('scaf')}, IntDiv {m.get('int_div')}, Filters {m.get('filters')}, "
-              f"QED {props.get('qed', {}).get('mean')}, SA {props.get('sa', {}).get('mean')}, "
-              f"PB-valid {pb and pb.get('all_pass')}, MMFF drop median {rx and rx.get('energy_drop_median_kcal_mol')} kcal/mol, "
-              f"S/Cl/Br share {100 * r['share_holding_S_Cl_Br']:.1f}% (data {100 * r['share_holding_S_Cl_Br_data']:.1f}%), "
-              f"seconds {r['sampling_seconds'] and round(r['sampling_seconds'], 1)}")
+        _print_row(r)
+    if args.merge and Path(args.out).exists():
+        names = {r["row"] for r in rows}
+        rows = [r for r in json.loads(Path(args.out).read_text())["rows"] if r["row"] not in names] + rows
     atomic_write(args.out, json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2, default=float) + "\n")
     print(f"wrote {args.out}")
     return 0
+
+
+def _print_row(r: dict) -> None:
+    m = r["druglike"]["moses"]
+    pb, rx, props = r["druglike"].get("posebusters"), r["druglike"].get("relaxation"), r["druglike"].get("properties") or {}
+    print(f"{r['row']}: n {r['n']}, stable {100 * r['model_molecule_stability']:.1f}%, connected valid "
+          f"{100 * r['model_connected_validity']:.1f}%, unique {100 * r['uniqueness_among_valid']:.1f}%, novel "
+          f"{100 * r['novelty_among_unique']:.1f}%, FCD {m.get('fcd')}, SNN {m.get('snn')}, Frag {m.get('frag')}, "
+          f"Scaf {m.get('scaf')}, IntDiv {m.get('int_div')}, Filters {m.get('filters')}, "
+          f"QED {props.get('qed', {}).get('mean')}, SA {props.get('sa', {}).get('mean')}, "
+          f"PB-valid {pb and pb.get('all_pass')}, MMFF drop median {rx and rx.get('energy_drop_median_kcal_mol')} kcal/mol, "
+          f"S/Cl/Br share {100 * r['share_holding_S_Cl_Br']:.1f}% (data {100 * r['share_holding_S_Cl_Br_data']:.1f}%), "
+          f"seconds {r['sampling_seconds'] and round(r['sampling_seconds'], 1)}")
+    rings, ref, st = r["druglike"].get("rings") or {}, r["druglike"].get("rings_reference") or {}, r["druglike"].get("strain") or {}
+    pct = lambda d, k: "n/a" if d.get(k) is None else f"{100 * d[k]:.1f}%"  # noqa: E731
+    print(f"  rings: aromatic/molecule {rings.get('aromatic_rings_per_molecule')} (data {ref.get('aromatic_rings_per_molecule')}), "
+          f"no aromatic ring {pct(rings, 'without_aromatic_ring')} ({pct(ref, 'without_aromatic_ring')}), odd ring "
+          f"{pct(rings, 'odd_ring')} ({pct(ref, 'odd_ring')}), 3/4-ring {pct(rings, 'small_ring')} ({pct(ref, 'small_ring')})")
+    print(f"  strain: MMFF drop median {st.get('model_drop_median_kcal_mol')} as written vs {st.get('etkdg_drop_median_kcal_mol')} "
+          f"ETKDGv3 ({st.get('num_paired')} paired), terms {st.get('model_term_drop_median_kcal_mol')}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from molediff.sampling import DEFAULT_MODEL
 from molediff.config import DEFAULT_STEPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SAMPLERS = ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m")
+from molediff.sampler_table import SAMPLERS  # noqa: E402 - the one list
 
 
 def parse_run(spec: str) -> tuple[str, int]:

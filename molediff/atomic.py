@@ -10,6 +10,7 @@ processes that no longer exist (a ``kill -9``) are removed by the next writer of
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 from pathlib import Path
@@ -72,14 +73,24 @@ class AtomicFile:
         self.file.write(data)
 
     def commit(self) -> None:
-        """Flush to disk and move the finished file onto ``path``."""
+        """Flush to disk and move the finished file onto ``path``. If that fails or is interrupted (a full
+        disk, Ctrl-C) the temporary file is removed and ``path`` is left as it was; the error propagates."""
         if self.file is None:
             return
-        fh, self.file = self.file, None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        os.replace(self.tmp, self.path)
+        fh = self.file
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fh.close()
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+            raise
+        finally:
+            self.file = None
 
     def abort(self) -> None:
         """Drop everything written; ``path`` is left as it was."""
@@ -121,43 +132,83 @@ def atomic_write_binary(path: str | os.PathLike, write: Callable[[IO[bytes]], No
 class OutputLock:
     """``.<name>.lock`` beside an output: refuses a second live process writing the same target.
 
-    A lock left by a process that no longer exists (``kill -9``) is taken over.
+    The lock is an exclusive ``flock`` on that file, held until :meth:`release` or the process's end
+    (``kill -9`` included: the kernel drops it), so a lock left behind by a dead process is simply taken,
+    and there is no window in which two processes both hold it. The file carries the holder's PID for
+    messages only.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.lock = self.path.with_name(f".{self.path.name}.lock")
-        self._held = False
+        self._fd: int | None = None
 
     def acquire(self) -> "OutputLock":
-        for _ in range(2):
+        if self._fd is not None:
+            return self
+        for _ in range(100):
+            fd = os.open(self.lock, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.lock.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _pid_alive(pid) and pid != os.getpid():
-                    raise UserError(f"another process (pid {pid}) is writing {self.path}; wait for it or choose "
-                                    f"another output (if it is gone, delete {self.lock})") from None
-                with contextlib.suppress(FileNotFoundError):
-                    self.lock.unlink()  # stale: its process is gone
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid = lock_owner(self.lock)
+                raise UserError(f"another process{f' (pid {pid})' if pid else ''} is writing {self.path}; wait for it "
+                                f"or choose another output (if it is gone, delete {self.lock})") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # the file may have been unlinked by its previous holder's release after we opened it: the
+            # lock is ours only if the path still names the file we locked
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            self._held = True
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._fd = fd
             return self
         raise UserError(f"cannot lock {self.path} for writing ({self.lock})")
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
-        if self._held:
-            self._held = False
-            with contextlib.suppress(FileNotFoundError):
-                self.lock.unlink()
+        """Delete the lock file and drop the lock (only a lock this object holds)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(FileNotFoundError):
+            self.lock.unlink()  # while still holding it: nobody else can own this file now
+        os.close(fd)
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_owner(lock: str | os.PathLike) -> int:
+    """The PID of the live process holding the :class:`OutputLock` file ``lock`` (0 when nobody holds it,
+    or its PID is not written yet); the one test of "is this lock held" (the PID is only for messages)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: say by whom
+            try:
+                return int(os.read(fd, 32).decode().strip() or -1)
+            except ValueError:
+                return -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return 0
+    finally:
+        os.close(fd)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from molediff.elements import BOND_ORDERS, CHARGES, QM9_ELEMENTS, Vocabulary
+from molediff.elements import CHARGES, KEKULE_BOND_ORDERS, QM9_ELEMENTS, Vocabulary
 from molediff.errors import UserError
 
 
@@ -107,7 +107,7 @@ class DiffusionConfig:
     # config saved before these fields existed loads as QM9's vocabulary)
     elements: list[str] = field(default_factory=list)
     formal_charges: list[int] = field(default_factory=list)
-    bond_orders: list[int] = field(default_factory=lambda: list(BOND_ORDERS))
+    bond_orders: list[int] = field(default_factory=lambda: list(KEKULE_BOND_ORDERS))
     # heavy-atom model: hydrogens are not atoms of the state; each heavy atom carries a generated count
     # of attached hydrogens 0 .. max_hydrogens (a categorical part trained by cross-entropy), from which
     # the hydrogens are placed after sampling; 0 = hydrogens are atoms (QM9's explicit-H models)
@@ -160,7 +160,8 @@ HELP: dict[str, str] = {
     "diffusion.elements": "comma-separated elements of the model's vocabulary (e.g. C,N,O,F,S,Cl,Br); empty: those of the "
                           "training data (H left out for a heavy-atom model)",
     "diffusion.formal_charges": "comma-separated formal charges the model generates; empty: -1,0,1 and any other the data holds",
-    "diffusion.bond_orders": "bond orders of the bond one-hot (0 = none; Kekulé form)",
+    "diffusion.bond_orders": "bond types of the bond one-hot: 0,1,2,3 (none, single, double, triple: Kekulé form, the default) "
+                             "or 0,1,2,3,4 (4 = aromatic, kekulized after sampling; file data only)",
     "diffusion.max_hydrogens": "heavy-atom model: hydrogens are removed from the training molecules and the model generates "
                                "each heavy atom's count of attached hydrogens, 0 .. this (4 covers CH4 and NH4+); after "
                                "sampling they are placed from the geometry. 0: hydrogens are atoms (explicit H)",

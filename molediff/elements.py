@@ -29,9 +29,15 @@ QM9_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
 CHARGES: tuple[int, ...] = (-1, 0, 1)
 #: Formal charges any table here knows (a vocabulary's charges must come from these).
 SUPPORTED_CHARGES: tuple[int, ...] = (-2, -1, 0, 1, 2)
-#: Bond types of the per-pair features, in one-hot order (Kekulé form: no aromatic type); value = order.
-BOND_ORDERS: tuple[int, ...] = (0, 1, 2, 3)
-BOND_NAMES: tuple[str, ...] = ("none", "single", "double", "triple")
+#: Bond types of the per-pair features, in one-hot order; value = order, except :data:`AROMATIC`. A
+#: vocabulary's bond types are a prefix: Kekulé models (the default) stop at triple, aromatic models
+#: also generate an aromatic type, kekulized after sampling (:func:`molediff.chem.kekule.kekulize`).
+BOND_ORDERS: tuple[int, ...] = (0, 1, 2, 3, 4)
+BOND_NAMES: tuple[str, ...] = ("none", "single", "double", "triple", "aromatic")
+#: the bond-type code of an aromatic bond (not an order: data and output are Kekulé everywhere else)
+AROMATIC: int = 4
+#: the bond types of a Kekulé model (every model before aromatic types existed)
+KEKULE_BOND_ORDERS: tuple[int, ...] = BOND_ORDERS[:4]
 #: Attached hydrogens a heavy-atom model generates per atom by default (0 .. this; NH4+ and CH4 have 4).
 MAX_HYDROGENS: int = 4
 
@@ -109,7 +115,7 @@ class Vocabulary:
 
     elements: tuple[str, ...] = QM9_ELEMENTS
     charges: tuple[int, ...] = CHARGES
-    bond_orders: tuple[int, ...] = BOND_ORDERS
+    bond_orders: tuple[int, ...] = KEKULE_BOND_ORDERS
     max_hydrogens: int = 0
 
     def __post_init__(self) -> None:
@@ -143,6 +149,11 @@ class Vocabulary:
         for col, idx in enumerate(self.table_index):
             out[idx] = col
         return out
+
+    @property
+    def aromatic(self) -> bool:
+        """True for a model that generates an aromatic bond type (kekulized after sampling)."""
+        return AROMATIC in self.bond_orders
 
     @property
     def bond_names(self) -> tuple[str, ...]:

@@ -212,7 +212,10 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def write_report(directory: Path, molecules: Any, result: dict[str, Any], details: Any, bonds: str, max_grid: int = 24) -> list[Path]:
     """Write ``molecules.png`` (2D depictions of up to ``max_grid`` molecules, valid first) and
-    ``distributions.png`` (samples vs the reference, when there is one) into ``directory``; returns the paths."""
+    ``distributions.png`` (the samples' distributions, beside the reference's when there is one) into
+    ``directory``; returns the paths. A panel with nothing to show says so in its title (e.g. "(none)",
+    or "(not computed)" for properties the details lack: :func:`~molediff.metrics.evaluate_molecules_detailed`
+    computes them with a reference or ``properties=True``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,9 +265,13 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     top_bonds = sorted(details.bond_lengths, key=lambda k: -len(details.bond_lengths[k]))[:4]
     for ax, name in zip(axes[2:6], top_bonds):
         _hist_pair(ax, details.bond_lengths[name], ref["bond_lengths"].get(name) if ref else None, f"bond length {name} (Å)", ref_label)
+    for ax in axes[2 + len(top_bonds):6]:
+        ax.set_title("bond lengths (none)" if not top_bonds else f"bond lengths (none more: {len(top_bonds)} bond types)")
     top_angles = sorted(details.bond_angles, key=lambda k: -len(details.bond_angles[k]))[:2]
     for ax, name in zip(axes[6:8], top_angles):
         _hist_pair(ax, details.bond_angles[name], ref["bond_angles"].get(name) if ref else None, f"angle {name} (°)", ref_label)
+    for ax in axes[6 + len(top_angles):8]:
+        ax.set_title("bond angles (none)" if not top_angles else "bond angles (none more: 1 angle type)")
     # ring sizes
     n_valid = max(1, int(np.sum(details.valid)))
     ring = {s: c / n_valid for s, c in details.ring_sizes.items()}
@@ -275,11 +282,18 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
     if ref is not None:
         axes[8].bar(xs + 0.2, [ref_ring.get(s, 0.0) for s in sizes_all], 0.4, label=ref_label)
     axes[8].set_xticks(xs, [str(s) for s in sizes_all])
-    axes[8].set_title("rings per valid molecule, by size")
+    axes[8].set_title("rings per valid molecule, by size" + ("" if ring or ref_ring else " (none)"))
     axes[8].legend()
     for ax, name in zip(axes[9:12], ("qed", "logp", "mol_wt")):
+        if name not in details.properties and ref is None:
+            ax.set_title(f"{name} (not computed)")
+            continue
         values = details.properties.get(name, np.zeros(0))
-        _hist_pair(ax, values, ref["properties"].get(name) if ref else None, name, ref_label)
+        reference = ref["properties"].get(name) if ref else None
+        if not len(values) and (reference is None or not len(reference)):
+            ax.set_title(f"{name} (none: no valid molecules)")
+            continue
+        _hist_pair(ax, values, reference, name + ("" if len(values) else " (no valid samples)"), ref_label)
     fig.suptitle(f"{result['num_molecules']} molecules, {bonds} bonds")
     fig.tight_layout()
     path = directory / "distributions.png"
@@ -355,7 +369,7 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
     from molediff.chem.druglike import (MetricUnavailable, canonical_smiles, evaluate_druglike, format_druglike_table,
                                         load_moses_filters)
     from molediff.data.files import _expand
-    from molediff.data.reference import moses_test_reference
+    from molediff.data.reference import moses_ring_reference, moses_test_reference
 
     smiles, mols_3d = [], []
     for path in _expand(args.paths):
@@ -368,8 +382,8 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
                 if args.max_atoms and mol is not None and mol.GetNumAtoms() > args.max_atoms:
                     continue  # skipped as in the main tables (counted in the read report)
                 smiles.append(canonical_smiles(mol) if mol is not None else None)
-                if mol is not None and mol.GetNumConformers():
-                    mols_3d.append(mol)
+                # a record RDKit cannot sanitize stays as None: PoseBusters counts it failing (a share of all)
+                mols_3d.append(mol if mol is not None and mol.GetNumConformers() else None)
     # the reference molecules' SMILES in the drug-like metrics' canonical form (heavy atoms; MOSES compares as given)
     train = None
     if refset is not None and refset.kind != "qm9":
@@ -381,7 +395,8 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
     try:
         result = evaluate_druglike(smiles, moses_test_reference(progress), train=train, filters=load_moses_filters(),
                                    mols_3d=mols_3d, posebusters_config="mol_fast",
-                                   plots_dir=Path(args.report) / "druglike" if args.report else None)
+                                   plots_dir=Path(args.report) / "druglike" if args.report else None,
+                                   rings_reference=moses_ring_reference())
     except MetricUnavailable as exc:
         raise UserError(f"--druglike: {exc}") from None
     print()
@@ -402,7 +417,9 @@ def run(args: argparse.Namespace) -> int:
     geometry_bonds = "lookup" if model_mode else args.bonds
     stats = refset.statistics(geometry_bonds, progress=progress) if refset is not None else None
     novelty = refset.smiles(geometry_bonds, progress=progress) if refset is not None and not args.no_novelty else None
-    result, details = evaluate_molecules_detailed(molecules, bonds=geometry_bonds, reference=stats, novelty=novelty, progress=progress)
+    # a report plots the samples' QED / logP / MolWt even without a reference to compare them with
+    result, details = evaluate_molecules_detailed(molecules, bonds=geometry_bonds, reference=stats, novelty=novelty, progress=progress,
+                                                  properties=True if args.report else None)
     result["reference_set"] = refset.to_dict() if refset is not None else None
     result["qm9_elements_only"] = qm9_like
     if ref_note:

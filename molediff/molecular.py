@@ -319,6 +319,22 @@ def guided(denoise: Callable[[torch.Tensor | None], MolState], cond: torch.Tenso
 
 
 # ---------------------------------------------------------------------------- the diffusion
+def _kekulized(mols: Molecules) -> torch.Tensor:
+    """[|P|] Kekulé orders (0–3) of decoded molecules whose bond types may be aromatic
+    (:func:`molediff.chem.kekule.kekulize`: the double bonds of each aromatic system placed from the
+    atoms' valences and hydrogen counts)."""
+    from molediff.chem.kekule import kekulize
+
+    order = mols.bond_order.cpu().numpy()
+    bonded = np.flatnonzero(order > 0)
+    src, dst = mols.pair_index.cpu().numpy()[:, bonded]
+    hydrogens = None if mols.hydrogens is None else mols.hydrogens.cpu().numpy()
+    kekule, _ = kekulize(mols.atom_type.cpu().numpy(), mols.charge.cpu().numpy(), src, dst, order[bonded], hydrogens)
+    out = order.copy()
+    out[bonded] = kekule
+    return torch.as_tensor(out, device=mols.bond_order.device)
+
+
 class MolecularDiffusion:
     """Diffusion of molecules: schedule, parametrisation, state layout, loss and sampling.
 
@@ -381,6 +397,13 @@ class MolecularDiffusion:
     def output_labels(self) -> list[str]:
         return self._feature_labels()
 
+    def pair_labels(self) -> tuple[list[str], list[str]]:
+        """Names of the network's per-pair input columns (noisy parts, time, self-conditioning's
+        estimate) and output columns, for transferring weights between layouts."""
+        own = [f"{p.name}:{lab}" for p in self.parts if p.level == "pair" for lab in p.labels]
+        sc = ["sc:" + lab for lab in own] if self.cfg.self_condition else []
+        return (own + ["time"] + sc if own else []), own
+
     # ------------------------------------------------------------------ data <-> state
     def encode(self, batch: Any, fixed: torch.Tensor | None = None) -> MolState:
         """Clean state x_0 of a collated batch (``pos`` Å, ``atom_type`` (index into
@@ -435,6 +458,8 @@ class MolecularDiffusion:
         if self.cfg.bonds:
             out.pair_index, out.pair_ptr = g.pair_index, g.pair_ptr
             out.bond_order = torch.as_tensor(vocab.bond_orders, device=x.device)[x.part("bond").argmax(1)]
+            if vocab.aromatic:
+                out.bond_order = _kekulized(out)
         return out
 
     def add_noise(self, x0: MolState, noise: MolState, t: torch.Tensor) -> MolState:

@@ -108,38 +108,65 @@ class MoleculeGenerator:
             raise UserError("--guidance applies to sampling with conditions (--condition); give at least one condition")
         return conditions
 
-    def check_sampling(self, n: int, steps: int | None, seed: int, eta: float, noise_scale: float, sampler: str = "ddim",
+    def check_sampling(self, n: int, steps: int | None, seed: int, eta: float, noise_scale: float | None, sampler: str = "ddim",
                        spacing: str = "trailing", fragment: Any = None, resample: int | None = None,
-                       flags: bool = False, self_condition_feedback: str = "guided") -> None:
+                       flags: bool = False, self_condition_feedback: str = "guided") -> int:
         """The one home of the sampling request's checks (the API runs them; the CLI calls them, with
-        ``flags`` naming its options, before it creates any output): raises :class:`UserError`."""
-        from molediff.diffusion.samplers import SAMPLERS
+        ``flags`` naming its options, before it creates any output): raises :class:`UserError`. Returns
+        the step count the request runs (``steps`` None: :data:`~molediff.config.DEFAULT_STEPS`, or T for
+        a model with fewer steps; all T for the "ddpm" sampler). ``noise_scale`` None: the model's default;
+        a noise scale given for a sampler that injects no noise (a deterministic solver, DDIM at η = 0)
+        is refused rather than silently ignored."""
+        from molediff.diffusion.samplers import check_sampler
+        from molediff.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 
         name = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: k)  # noqa: E731
         T = self.diffusion.schedule.num_train_timesteps
+        spec = SAMPLER_TABLE.get(sampler)
+        if steps is None:
+            steps = T if spec is not None and spec.all_steps else min(DEFAULT_STEPS, T)
         checks = [
             (n >= 1, f"{name('n')} must be ≥ 1, got {n}"),
             (seed >= 0, f"{name('seed')} must be ≥ 0, got {seed}"),
-            (steps is None or 1 <= steps <= T, f"{name('steps')} must be between 1 and {T} (this model's T), got {steps}"),
+            (spec is not None, f"unknown {name('sampler')} {sampler!r}; choose one of {', '.join(SAMPLERS)}"),
+            (1 <= steps <= T, f"{name('steps')} must be between 1 and {T} (this model's T), got {steps}"),
+            (spec is None or not spec.all_steps or steps == T,
+             f"the {sampler} sampler runs all {T} steps of this model; leave {name('steps')} out or use ddim"),
             (0.0 <= eta <= 1.0, f"{name('eta')} must be between 0 and 1, got {eta:g}"),
-            (0.0 <= noise_scale <= MAX_NOISE_SCALE, f"{name('noise_scale')} must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale:g}"),
-            (sampler in SAMPLERS, f"unknown {name('sampler')} {sampler!r}; choose one of {', '.join(SAMPLERS)}"),
-            (not sampler.startswith("dpm") or steps is not None, f"the {sampler} sampler needs a step count ({name('steps')})"),
-            (spacing in ("trailing", "logsnr"), f"{name('spacing')} must be 'trailing' or 'logsnr', got {spacing!r}"),
+            (noise_scale is None or 0.0 <= noise_scale <= MAX_NOISE_SCALE,
+             f"{name('noise_scale')} must be between 0 and {MAX_NOISE_SCALE:g}, got {noise_scale}"),
+            (noise_scale is None or spec is None or spec.injects_noise(eta),
+             f"{name('noise_scale')} has no effect with {sampler}" + (f" at {name('eta')} 0" if sampler == "ddim" else "")
+             + f": it injects no noise; leave {name('noise_scale')} out, or use a stochastic sampler "
+             f"({', '.join(k for k, v in SAMPLER_TABLE.items() if v.noise == 'always')}, or ddim with {name('eta')} > 0)"),
+            (spacing in SPACINGS, f"{name('spacing')} must be one of {', '.join(SPACINGS)}, got {spacing!r}"),
             (resample is None or resample >= 1, f"{name('resample')} must be ≥ 1, got {resample}"),
             (resample in (None, 1) or fragment is not None,
              f"{name('resample')} (RePaint rounds) applies to growing a fragment; give a fragment or leave it out"),
-            (resample in (None, 1) or sampler == "ddim", f"{name('resample')} (RePaint rounds) works with the ddim sampler, not {sampler}"),
+            (resample in (None, 1) or spec is None or spec.resample,
+             f"{name('resample')} (RePaint rounds) works with the {', '.join(k for k, v in SAMPLER_TABLE.items() if v.resample)} "
+             f"samplers, not {sampler}"),
             (self_condition_feedback in SELF_CONDITION_FEEDBACK,
              f"self_condition_feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, got {self_condition_feedback!r}"),
             # growing a fragment with a model not trained on fragments inpaints with RePaint rounds by default
-            (fragment is None or resample is not None or sampler == "ddim" or self.resample_rounds(fragment) == 1,
+            (fragment is None or resample is not None or spec is None or spec.resample or self.resample_rounds(fragment) == 1,
              f"growing a fragment with this model (not trained on fragments) uses RePaint rounds, which need the ddim "
              f"sampler: use {name('sampler')} ddim, or {name('resample')} 1 to inpaint with {sampler} without them"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        try:  # the core's own rules (the table's), should any be missed above
+            check_sampler(sampler, None if spec.all_steps else steps, T, eta, resample or 1, spacing)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return steps
+
+    def sampler_tag(self, sampler: str, steps: int, eta: float, noise_scale: float, spacing: str = "trailing") -> str:
+        """How a sample file names the sampler settings (the table's :meth:`~molediff.diffusion.samplers.Sampler.tag`)."""
+        from molediff.sampler_table import SAMPLER_TABLE
+
+        return SAMPLER_TABLE[sampler].tag(steps, eta, noise_scale, spacing)
 
     def resample_rounds(self, fragment: Any = None, resample: int | None = None) -> int:
         """RePaint rounds per step: ``resample`` when given, else ``DEFAULT_RESAMPLE`` for growing a
@@ -174,7 +201,7 @@ class MoleculeGenerator:
     def sample_arrays(
         self,
         n: int,
-        steps: int | None = DEFAULT_STEPS,
+        steps: int | None = None,
         seed: int = 0,
         batch_size: int = 250,
         n_atoms: int | str | tuple[int, int] | None = None,
@@ -230,10 +257,13 @@ class MoleculeGenerator:
         ``sampler`` ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m") and ``spacing`` ("trailing", "logsnr"):
         the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
         """
+        steps = self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
+                                    self_condition_feedback=self_condition_feedback)
         noise_scale = self.default_noise_scale if noise_scale is None else noise_scale
-        self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
-                            self_condition_feedback=self_condition_feedback)
-        stats = stats if stats is not None else SampleStats()
+        if stats is None:
+            stats = SampleStats()
+        else:  # a reused one counts this request afresh (its delivered count decides when to stop)
+            stats.__init__()
         stats.requested = n
         from molediff.inpainting import Fragment, inpaint, parse_size_range
 
@@ -253,6 +283,13 @@ class MoleculeGenerator:
             fragment.check_vocabulary(self.diffusion.vocab, self.config.diffusion.charges)
             if self.diffusion.vocab.heavy_atom:  # its hydrogens become its atoms' counts; they are placed anew
                 fragment = fragment.heavy()
+            if self.diffusion.vocab.aromatic:  # the model reads aromatic bonds as such, as it was trained
+                from dataclasses import replace
+
+                from molediff.chem.io import aromatic_bond_codes
+
+                codes = aromatic_bond_codes(fragment.symbols, fragment.bonds, fragment.charges, fragment.hydrogens)
+                fragment = replace(fragment, bonds=(*fragment.bonds[:2], codes))
         if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         dcfg = self.config.diffusion

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,10 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
     if config.data.split(":")[0] == "qm9":
         from molediff.data.qm9 import load_qm9
 
+        if config.diffusion.vocabulary.aromatic:
+            raise UserError("an aromatic bond type (--diffusion-bond-orders 0,1,2,3,4) needs file data (--data FILES); "
+                            "the QM9 cache holds Kekulé bonds only")
+
         props = bool(config.diffusion.conditions)
         split = config.data.partition(":")[2] or "train"
         return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
@@ -52,7 +58,7 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
     sources = built_files(config.data) if is_build(config.data) else [config.data]
     mols, report = read_molecule_files(sources, max_atoms=TRAINING_MAX_ATOMS, bonds=config.diffusion.bonds,
                                        implicit_hydrogens="count" if config.diffusion.max_hydrogens else "refuse",
-                                       overlapping="refuse")
+                                       overlapping="refuse", aromatic=config.diffusion.vocabulary.aromatic)
     print(report.summary())
     warn_size_outliers(mols)
     if len(mols) < 2:
@@ -260,7 +266,8 @@ class Trainer:
             src_diffusion = MolecularDiffusion(src.diffusion)
             self.fresh_parameters = transfer_weights(
                 self.net, weights, (self.diffusion.input_labels(), self.diffusion.output_labels()),
-                (src_diffusion.input_labels(), src_diffusion.output_labels()))
+                (src_diffusion.input_labels(), src_diffusion.output_labels()),
+                (self.diffusion.pair_labels(), src_diffusion.pair_labels()))
             self.ema.model.load_state_dict(self.net.state_dict())
             # the run continues the source's step count and clock, so learning curves line up across
             # machines; the data order and RNG follow from (seed, step) as in any run
@@ -405,7 +412,24 @@ class Trainer:
         return float(loss.detach())
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
+        if self._stop:  # a second Ctrl-C stops at once, even inside a long evaluation
+            raise KeyboardInterrupt
         self._stop = True
+        if self.ctx.is_main:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                  "(interrupt again to stop at once, without one)", file=sys.stderr, flush=True)
+
+    def _install_stop_handlers(self) -> dict:
+        """Ctrl-C / SIGTERM request a graceful stop: the handlers this run replaced (to restore). Only
+        from the main thread (signal handlers cannot be set elsewhere: a run there stops by its limits),
+        and a signal the process was started ignoring (``nohup``, a background job) stays ignored."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                old[s] = signal.signal(s, self._request_stop)
+        return old
 
     def run(self) -> dict[str, Any]:
         from tqdm import tqdm
@@ -427,7 +451,7 @@ class Trainer:
             if self.ctx.enabled:
                 print(f"distributed: {self.ctx.world_size} ranks × batch {c.batch_size} = effective batch {self.global_batch}, "
                       f"lr {c.lr:g} (not rescaled: pass --lr to change it)")
-        old_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        old_handlers = self._install_stop_handlers()
         # "cpu" divides process CPU time by the thread count: a budget that contention from other
         # processes does not eat into (used by the recipe study for equal-budget comparisons)
         clock = time.time if c.clock == "wall" else (lambda: time.process_time() / torch.get_num_threads())

@@ -21,6 +21,7 @@ from molediff.chem.io import read_sdf
 from molediff.data import build as build_mod
 from molediff.data.build import BuildOptions, built_files
 from molediff.errors import UserError
+from tests.children import child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,9 +121,8 @@ def test_kill_mid_build_resumes_to_identical_files_and_second_builder_is_refused
     args = ["--source", src, "--chunk-size", 2, "--conformers", 4, "--workers", 1]
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "molediff", "data", "--no-progress", "--out", str(killed), *map(str, args)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with child([sys.executable, "-m", "molediff", "data", "--no-progress", "--out", str(killed), *map(str, args)],
+               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         deadline = time.time() + 60
         while not (killed / "chunk_000000.json").exists():
             assert proc.poll() is None, proc.stderr.read().decode()
@@ -134,10 +134,6 @@ def test_kill_mid_build_resumes_to_identical_files_and_second_builder_is_refused
         assert proc.poll() is None, "the build finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     partial = _files(killed)
     assert "manifest.json" not in partial and len([n for n in partial if n.endswith(".json")]) < len(DRUGS) // 2
 

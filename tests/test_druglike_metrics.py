@@ -244,9 +244,9 @@ def test_torsion_and_angle_changes_are_periodic():
     x1 = x0.copy()
     x1[3] = [np.cos(np.radians(-179)), 1.0, np.sin(np.radians(-179))]
     idx = np.array([[0, 1, 2, 3]])
-    diff = abs(dl._dihedrals_deg(x1, idx) - dl._dihedrals_deg(x0, idx))
+    diff = abs(rx._dihedrals_deg(x1, idx) - rx._dihedrals_deg(x0, idx))
     assert np.minimum(diff, 360 - diff)[0] == pytest.approx(2.0, abs=1e-6)
-    assert dl._angles_deg(x0, np.array([[0, 1, 2]]))[0] == pytest.approx(90.0)
+    assert rx._angles_deg(x0, np.array([[0, 1, 2]]))[0] == pytest.approx(90.0)
 
 
 @pytest.mark.skipif(not HAS_POSEBUSTERS, reason="posebusters not installed")

@@ -20,6 +20,7 @@ from molediff.config import ModelConfig, TrainConfig
 from molediff.errors import UserError
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion
+from tests.children import child, finish
 
 HISTOGRAM = [0, 0, 0, 1, 2, 2, 1]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -35,11 +36,11 @@ def model(tmp_path_factory) -> Path:
     return path
 
 
-def _start_sampling(model: Path, out: Path, n: int = 100_000) -> subprocess.Popen:
+def _start_sampling(model: Path, out: Path, n: int = 100_000):
     # many molecules per batch and all 1000 ancestral steps: the first batch takes many seconds
     cmd = [sys.executable, "-m", "molediff", "sample", "--checkpoint", str(model), "-n", str(n), "--batch-size", "2000",
            "--steps", "1000", "--threads", "1", "--no-progress", "--out", str(out)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -48,9 +49,8 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"process ended early: {proc.communicate()}")
+            raise AssertionError(f"process ended early: {finish(proc, 30)}")
         time.sleep(0.2)
-    proc.kill()
     raise AssertionError("timed out")
 
 
@@ -61,32 +61,32 @@ def _temporaries(folder: Path, name: str) -> list[Path]:
 def test_ctrl_c_before_the_first_molecule_keeps_an_existing_file_and_publishes_nothing(model, tmp_path):
     out = tmp_path / "out.sdf"
     out.write_text("earlier results\n")
-    proc = _start_sampling(model, out)
-    _wait_for(lambda: bool(_temporaries(tmp_path, "out.sdf")), proc)  # sampling has begun
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    with _start_sampling(model, out) as proc:
+        _wait_for(lambda: bool(_temporaries(tmp_path, "out.sdf")), proc)  # sampling has begun
+        proc.send_signal(signal.SIGINT)
+        _, err = finish(proc)
     assert proc.returncode == 130, err
     assert "nothing written" in err and "left as it was" in err
     assert out.read_text() == "earlier results\n"
     assert not _temporaries(tmp_path, "out.sdf") and not (tmp_path / ".out.sdf.lock").exists()
     # the same with no earlier file: no empty SDF appears
     fresh = tmp_path / "fresh.sdf"
-    proc = _start_sampling(model, fresh)
-    _wait_for(lambda: bool(_temporaries(tmp_path, "fresh.sdf")), proc)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    with _start_sampling(model, fresh) as proc:
+        _wait_for(lambda: bool(_temporaries(tmp_path, "fresh.sdf")), proc)
+        proc.send_signal(signal.SIGINT)
+        finish(proc)
     assert proc.returncode == 130 and not fresh.exists()
 
 
 def test_kill_9_leftovers_are_cleaned_and_concurrent_writers_refused(model, tmp_path, capsys):
     out = tmp_path / "out.sdf"
-    proc = _start_sampling(model, out)
-    _wait_for(lambda: bool(_temporaries(tmp_path, "out.sdf")), proc)
-    # a second run into the same output while the first is alive is refused, clearly
-    assert main(["sample", "--checkpoint", str(model), "-n", "2", "--steps", "2", "--no-progress", "--out", str(out)]) == 2
-    assert "another process" in capsys.readouterr().err
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    with _start_sampling(model, out) as proc:
+        _wait_for(lambda: bool(_temporaries(tmp_path, "out.sdf")), proc)
+        # a second run into the same output while the first is alive is refused, clearly
+        assert main(["sample", "--checkpoint", str(model), "-n", "2", "--steps", "2", "--no-progress", "--out", str(out)]) == 2
+        assert "another process" in capsys.readouterr().err
+        proc.send_signal(signal.SIGKILL)
+        finish(proc, 60)
     assert _temporaries(tmp_path, "out.sdf") and (tmp_path / ".out.sdf.lock").exists()  # what a kill -9 leaves
     # the next run cleans the dead process's leftovers and writes its file
     assert main(["sample", "--checkpoint", str(model), "-n", "3", "--steps", "2", "--no-progress", "--out", str(out)]) == 0
@@ -125,11 +125,11 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "molediff", "train", "--out", str(out), "--batch-size", "8", "--model-hidden", "16",
            "--model-layers", "1", "--valid-molecules", "32", "--eval-samples", "0", "--eval-every-steps", "0",
            "--checkpoint-minutes", "0.02", "--no-progress", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    _wait_for(lambda: (out / "checkpoint.pt").exists(), proc, timeout=180)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    with child(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV) as proc:
+        _wait_for(lambda: (out / "checkpoint.pt").exists(), proc, timeout=180)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        finish(proc, 60)
     assert main(["train", "--out", str(out), "--resume", "--max-steps", "1000000", "--max-minutes", "0.05",
                  "--no-progress"]) == 0
     assert not list(out.glob(".*.tmp"))

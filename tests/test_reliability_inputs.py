@@ -23,6 +23,7 @@ from molediff.errors import UserError
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion
 from molediff.sampling import MoleculeGenerator
+from tests.children import child, finish
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -44,12 +45,12 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path):
     cmd = [sys.executable, "-m", "molediff", "train", "--data", str(data), "--out", str(run), "--max-steps", "5",
            "--model-hidden", "16", "--model-layers", "2", "--batch-size", "4", "--eval-every-steps", "0",
            "--eval-samples", "0", "--no-progress", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-    deadline = time.time() + 120
-    while not (run / "started.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)  # before the first checkpoint (written after a minute, or at the end)
-    proc.wait()
+    with child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) as proc:
+        deadline = time.time() + 120
+        while not (run / "started.json").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # before the first checkpoint (written after a minute, or at the end)
+        finish(proc, 60)
     assert (run / "started.json").exists() and not (run / "checkpoint.pt").exists()
     again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=ENV, timeout=300)
     assert again.returncode == 0, again.stderr

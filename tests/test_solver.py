@@ -252,8 +252,20 @@ def test_default_sampler_is_unchanged_bit_for_bit():
         assert torch.equal(sample(toy, x_T, schedule, num_steps=steps, eta=1.0, generator=g(), noise_scale=0.8), old)
         assert torch.equal(sample(toy, x_T, schedule, steps, 1.0, g(), noise_scale=0.8, sampler="ddim"), old)
     old = ddpm_sample(toy, x_T, schedule, generator=g(), noise_scale=0.8)
-    for kw in ({}, {"num_steps": 50}, {"sampler": "ddpm"}, {"sampler": "ddpm", "num_steps": 50}):
+    for kw in ({}, {"sampler": "ddpm"}, {"sampler": "ddpm", "num_steps": 50}):
         assert torch.equal(sample(toy, x_T, schedule, generator=g(), noise_scale=0.8, **kw), old)
+
+
+def test_ddim_at_all_steps_is_ddim_and_honours_eta():
+    """DDIM asked for all T steps runs DDIM with the η given (it used to become ancestral DDPM silently)."""
+    schedule = NoiseSchedule.from_name("cosine", 50)
+    x_T = _x_T(dtype=torch.float32)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    for eta in (0.0, 1.0):
+        want = ddim_sample(toy, x_T, schedule, 50, eta=eta, generator=g())
+        assert torch.equal(sample(toy, x_T, schedule, num_steps=50, eta=eta, generator=g(), sampler="ddim"), want)
+    assert not torch.equal(sample(toy, x_T, schedule, num_steps=50, eta=0.0, generator=g()),
+                           sample(toy, x_T, schedule, num_steps=50, eta=1.0, generator=g()))
 
 
 def test_hooks_and_model_kwargs():
@@ -305,7 +317,7 @@ def test_bad_arguments():
     x = _x_T()
     with pytest.raises(ValueError, match="unknown sampler"):
         sample(toy, x, schedule, num_steps=5, sampler="euler")
-    with pytest.raises(ValueError, match="needs num_steps"):
+    with pytest.raises(ValueError, match="needs a step count"):
         sample(toy, x, schedule, sampler="dpm++2m")
     with pytest.raises(ValueError, match="resample"):
         sample(toy, x, schedule, num_steps=5, sampler="dpm++2m", resample=2)

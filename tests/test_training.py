@@ -18,6 +18,7 @@ from molediff.config import ModelConfig, TrainConfig
 from molediff.errors import UserError
 from molediff.commands.train import add_arguments, config_from_args
 from molediff.training import CHECKPOINT, EMA_MODEL, LOG, Trainer, train
+from tests.children import child, finish
 
 
 def tiny(**kw) -> TrainConfig:
@@ -116,12 +117,12 @@ def test_interrupt_saves_a_resumable_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "molediff", "train", "--out", str(out), "--batch-size", "8", "--model-hidden", "16",
            "--model-layers", "1", "--valid-molecules", "32", "--eval-samples", "0", "--eval-every-steps", "0",
            "--no-progress", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and not ((out / LOG).exists() and (out / LOG).read_text().strip()):
-        time.sleep(0.5)  # wait for the first 50 steps to be logged
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    with child(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / LOG).exists() and (out / LOG).read_text().strip()):
+            time.sleep(0.5)  # wait for the first 50 steps to be logged
+        proc.send_signal(signal.SIGINT)
+        output, _ = finish(proc)
     assert proc.returncode == 130, output  # interrupted: non-zero, as `molediff sample`
     assert "continue with --resume" in output
     step = _weights(out)["step"]

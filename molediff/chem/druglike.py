@@ -51,6 +51,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from molediff.atomic import atomic_write_binary
 from molediff.chem.distances import wasserstein1
+from molediff.metrics.relaxation import relaxation_metrics
 
 __all__ = [
     "MOSES_ALLOWED_ATOMS",
@@ -67,6 +68,7 @@ __all__ = [
     "evaluate_druglike",
     "fcd_statistics",
     "format_druglike_table",
+    "format_strain_table",
     "fragment_counts",
     "frechet_chemnet_distance",
     "internal_diversity",
@@ -81,7 +83,6 @@ __all__ = [
     "plot_property_histograms",
     "posebusters_checks",
     "property_distributions",
-    "relaxation_metrics",
     "sa_score",
     "scaffold_counts",
     "similarity_to_nearest_neighbour",
@@ -897,6 +898,8 @@ def moses_metrics(
         else:
             canonical = [canonical_smiles(g, largest_fragment) for g in gen]
         valid = [c for c in canonical if c is not None]
+        if _keep is not None:  # for evaluate_druglike: the valid molecules, duplicates kept
+            _keep["valid_smiles"] = valid
         out["num_valid"] = len(valid)
         out["validity"] = len(valid) / len(gen) if gen else float("nan")
         seconds["validity"] = time.perf_counter() - t
@@ -1000,10 +1003,6 @@ def _weighted_counts(workers: _Workers, kind: str, distinct: list[str], weights:
 # ----------------------------------------------------------------------------- 3D quality
 
 
-def _conformer_ok(mol: Chem.Mol) -> bool:
-    return mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
-
-
 def posebusters_checks(mols: Sequence[Chem.Mol | None], config: str = "mol") -> dict[str, Any]:
     """PoseBusters' checks of single molecules (``config="mol"``: loading, sanitization, InChI,
     connectivity, radicals, bond lengths / angles / internal clash against distance-geometry bounds,
@@ -1046,144 +1045,8 @@ def posebusters_checks(mols: Sequence[Chem.Mol | None], config: str = "mol") -> 
         passed = table.fillna(False).astype(bool).to_numpy()
         checks = {str(c): float(passed[:, k].sum()) / n for k, c in enumerate(table.columns)}
         all_pass = float(passed.all(axis=1).sum()) / n
-    return {"config": config, "num_molecules": n, "num_missing": n - len(present), "checks": checks, "all_pass": all_pass}
-
-
-def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
-    """RMSD between point sets ``a`` and ``b`` [n, 3] after optimal superposition (same atom order)."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    u, s, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    s[-1] *= d
-    msd = max(0.0, (np.sum(a * a) + np.sum(b * b) - 2.0 * s.sum()) / len(a))
-    return float(math.sqrt(msd))
-
-
-def _angle_indices(mol: Chem.Mol) -> np.ndarray:
-    rows = []
-    for atom in mol.GetAtoms():
-        nbrs = [n.GetIdx() for n in atom.GetNeighbors()]
-        c = atom.GetIdx()
-        rows += [(nbrs[i], c, nbrs[j]) for i in range(len(nbrs)) for j in range(i + 1, len(nbrs))]
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
-
-
-_TORSION_BOND = None
-
-
-def _torsion_indices(mol: Chem.Mol) -> np.ndarray:
-    """Torsions i-j-k-l around every bond j-k whose atoms are neither terminal nor in a triple bond (the
-    GEOM-Drugs Revisited selection, ``[!$(*#*)&!D1]~[!$(*#*)&!D1]``), all outer neighbour pairs, i ≠ l."""
-    global _TORSION_BOND
-    if _TORSION_BOND is None:
-        _TORSION_BOND = Chem.MolFromSmarts("[!$(*#*)&!D1]~[!$(*#*)&!D1]")
-    rows = []
-    for j, k in mol.GetSubstructMatches(_TORSION_BOND, maxMatches=1_000_000):
-        left = [n.GetIdx() for n in mol.GetAtomWithIdx(j).GetNeighbors() if n.GetIdx() != k]
-        right = [n.GetIdx() for n in mol.GetAtomWithIdx(k).GetNeighbors() if n.GetIdx() != j]
-        rows += [(i, j, k, m) for i in left for m in right if i != m]
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
-
-
-def _angles_deg(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    u = x[idx[:, 0]] - x[idx[:, 1]]
-    v = x[idx[:, 2]] - x[idx[:, 1]]
-    cos = np.sum(u * v, 1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def _dihedrals_deg(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    b0 = x[idx[:, 0]] - x[idx[:, 1]]
-    b1 = x[idx[:, 2]] - x[idx[:, 1]]
-    b2 = x[idx[:, 3]] - x[idx[:, 2]]
-    b1n = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
-    v = b0 - np.sum(b0 * b1n, 1, keepdims=True) * b1n
-    w = b2 - np.sum(b2 * b1n, 1, keepdims=True) * b1n
-    return np.degrees(np.arctan2(np.sum(np.cross(b1n, v) * w, 1), np.sum(v * w, 1)))
-
-
-def relaxation_metrics(
-    mols: Sequence[Chem.Mol | None], max_iters: int = 2000, variant: str = "MMFF94", conf_id: int = -1
-) -> dict[str, Any]:
-    """Force-field relaxation test of "GEOM-Drugs Revisited" (Nikitin et al., 2025) with MMFF94: each
-    molecule (3D conformer, explicit hydrogens) is minimised and compared with its input.
-
-    Returns the energy drop ``E(input) − E(relaxed)`` in kcal/mol (median, mean), heavy-atom RMSD
-    after superposition (Å; median, mean) and the mean absolute change of every bond length (Å), bond
-    angle (°) and torsion (°, periodic) pooled over the relaxed molecules (hydrogens included, as the
-    paper). Counted apart, not in the statistics: ``num_invalid`` (``None``, fails sanitization or no 3D
-    conformer), ``num_missing_hydrogens`` (implicit H: the force field would see a different molecule),
-    ``num_unparametrised`` (MMFF has no parameters) and ``num_not_converged`` (no convergence within
-    ``max_iters``; the paper drops these too)."""
-    from rdkit.Chem import rdForceFieldHelpers as ffh
-
-    drops, rmsds, dbond, dangle, dtors = [], [], [], [], []
-    counts = {"num_invalid": 0, "num_missing_hydrogens": 0, "num_unparametrised": 0, "num_not_converged": 0}
-    with rdBase.BlockLogs():
-        for mol in mols:
-            if mol is None or mol.GetNumAtoms() == 0 or not _conformer_ok(mol):
-                counts["num_invalid"] += 1
-                continue
-            m = Chem.Mol(mol)
-            try:
-                Chem.SanitizeMol(m)
-            except Exception:  # noqa: BLE001
-                counts["num_invalid"] += 1
-                continue
-            if any(a.GetNumImplicitHs() > 0 for a in m.GetAtoms()):
-                counts["num_missing_hydrogens"] += 1
-                continue
-            props = ffh.MMFFGetMoleculeProperties(m, mmffVariant=variant)
-            if props is None:
-                counts["num_unparametrised"] += 1
-                continue
-            ff = ffh.MMFFGetMoleculeForceField(m, props, confId=conf_id)
-            if ff is None:
-                counts["num_unparametrised"] += 1
-                continue
-            x0 = np.array(m.GetConformer(conf_id).GetPositions(), dtype=np.float64)
-            e0 = ff.CalcEnergy()
-            status = ff.Minimize(maxIts=max_iters)
-            if status != 0:
-                counts["num_not_converged"] += 1
-                continue
-            x1 = np.asarray(ff.Positions(), dtype=np.float64).reshape(-1, 3)
-            drops.append(e0 - ff.CalcEnergy())
-            heavy = np.array([a.GetAtomicNum() > 1 for a in m.GetAtoms()])
-            rmsds.append(_kabsch_rmsd(x1[heavy], x0[heavy]) if heavy.sum() > 0 else 0.0)
-            bonds = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in m.GetBonds()], dtype=np.int64).reshape(-1, 2)
-            if len(bonds):
-                d0 = np.linalg.norm(x0[bonds[:, 0]] - x0[bonds[:, 1]], axis=1)
-                d1 = np.linalg.norm(x1[bonds[:, 0]] - x1[bonds[:, 1]], axis=1)
-                dbond.append(np.abs(d1 - d0))
-            angles = _angle_indices(m)
-            if len(angles):
-                dangle.append(np.abs(_angles_deg(x1, angles) - _angles_deg(x0, angles)))
-            torsions = _torsion_indices(m)
-            if len(torsions):
-                diff = np.abs(_dihedrals_deg(x1, torsions) - _dihedrals_deg(x0, torsions))
-                dtors.append(np.minimum(diff, 360.0 - diff))
-    def stat(values: list[np.ndarray] | list[float], fn: Callable[[np.ndarray], Any]) -> float | None:
-        if not values:
-            return None
-        arr = np.concatenate(values) if isinstance(values[0], np.ndarray) else np.asarray(values, dtype=np.float64)
-        return float(fn(arr)) if arr.size else None
-
-    return {
-        "num_molecules": len(mols),
-        "num_relaxed": len(drops),
-        **counts,
-        "variant": variant,
-        "max_iters": max_iters,
-        "energy_drop_median_kcal_mol": stat(drops, np.median),
-        "energy_drop_mean_kcal_mol": stat(drops, np.mean),
-        "heavy_atom_rmsd_median_angstrom": stat(rmsds, np.median),
-        "heavy_atom_rmsd_mean_angstrom": stat(rmsds, np.mean),
-        "bond_length_change_angstrom": stat(dbond, np.mean),
-        "bond_angle_change_degree": stat(dangle, np.mean),
-        "torsion_change_degree": stat(dtors, np.mean),
-    }
+    return {"config": config, "num_molecules": n, "num_missing": n - len(present), "checks": checks, "all_pass": all_pass,
+            "all_pass_of_present": all_pass * n / len(present) if present else None}
 
 
 # ----------------------------------------------------------------------------- everything at once
@@ -1200,13 +1063,23 @@ def evaluate_druglike(
     largest_fragment: bool = False,
     n_jobs: int = 1,
     plots_dir: str | os.PathLike | None = None,
+    rings_reference: Mapping[str, Any] | None = None,
+    strain: bool = True,
 ) -> dict[str, Any]:
     """Every metric of this module: ``"moses"`` (:func:`moses_metrics`), ``"properties"``
     (:func:`property_distributions` of the valid molecules, duplicates kept, vs ``reference.properties``),
+    ``"rings"`` (:func:`molediff.metrics.rings.ring_statistics` of the valid molecules, beside
+    ``rings_reference``, the same function's result on reference molecules, kept as ``"rings_reference"``),
     and for ``mols_3d`` (molecules with 3D conformers and explicit H, e.g. the same generated
-    molecules) ``"posebusters"`` (``None`` when ``posebusters_config`` is ``None`` or the package is
-    missing) and ``"relaxation"``. ``notes`` say why a part is ``None``; ``seconds`` per metric.
-    ``plots_dir``: also write :func:`plot_property_histograms` there."""
+    molecules; ``None`` entries are records that could not be read, counted as failing)
+    ``"posebusters"`` (``None`` when ``posebusters_config`` is ``None`` or the package is missing),
+    ``"relaxation"`` and, with ``strain``, ``"strain"``
+    (:func:`molediff.metrics.relaxation.strain_against_etkdg`: the molecules' relaxation drop beside
+    that of ETKDGv3 conformers of the same graphs). ``notes`` say why a part is ``None``; ``seconds``
+    per metric. ``plots_dir``: also write :func:`plot_property_histograms` there."""
+    from molediff.metrics.relaxation import strain_against_etkdg
+    from molediff.metrics.rings import ring_statistics
+
     keep: dict[str, Any] = {}
     result: dict[str, Any] = {}
     moses = moses_metrics(gen, reference, train=train, filters=filters, fcd=fcd, largest_fragment=largest_fragment,
@@ -1224,10 +1097,17 @@ def evaluate_druglike(
         seconds["properties"] = round(keep["seconds_properties"], 3)
     if plots_dir is not None and gen_props is not None:
         result["plots"] = [str(p) for p in plot_property_histograms(gen_props, reference.properties, plots_dir, reference_label=reference.name)]
+    t = time.perf_counter()
+    valid_mols = [m for m in (_parse(s) for s in keep.get("valid_smiles", [])) if m is not None]
+    result["rings"] = ring_statistics(valid_mols)
+    result["rings"].pop("per_molecule")
+    result["rings_reference"] = dict(rings_reference) if rings_reference is not None else None
+    seconds["rings"] = round(time.perf_counter() - t, 3)
     result["posebusters"] = None
     result["relaxation"] = None
+    result["strain"] = None
     if mols_3d is None:
-        notes["posebusters"] = notes["relaxation"] = "no 3D molecules given"
+        notes["posebusters"] = notes["relaxation"] = notes["strain"] = "no 3D molecules given"
     else:
         mols_3d = list(mols_3d)
         if posebusters_config is None:
@@ -1242,6 +1122,12 @@ def evaluate_druglike(
         t = time.perf_counter()
         result["relaxation"] = relaxation_metrics(mols_3d)
         seconds["relaxation"] = round(time.perf_counter() - t, 3)
+        if strain:
+            t = time.perf_counter()
+            result["strain"] = strain_against_etkdg(mols_3d)
+            seconds["strain"] = round(time.perf_counter() - t, 3)
+        else:
+            notes["strain"] = "skipped (strain=False)"
     result["notes"] = notes
     result["seconds"] = seconds
     return result
@@ -1298,7 +1184,10 @@ def format_druglike_table(result: Mapping[str, Any]) -> str:
     pb = result.get("posebusters") if "moses" in result else None
     if pb:
         lines.append("")
-        lines.append(f"PoseBusters ({pb['config']}), {pb['num_molecules']} molecules: all checks pass {_fmt(100 * pb['all_pass'], '.1f')}%")
+        of_present = pb.get("all_pass_of_present")
+        lines.append(f"PoseBusters ({pb['config']}), {pb['num_molecules']} molecules: all checks pass {_fmt(100 * pb['all_pass'], '.1f')}%"
+                     + (f" of all, {_fmt(100 * of_present, '.1f')}% of the {pb['num_molecules'] - pb['num_missing']} that sanitize"
+                        if pb["num_missing"] and of_present is not None else ""))
         lines += _table(("check", "pass %"), [(k, _fmt(100 * v, ".1f")) for k, v in pb["checks"].items()])
     rx = result.get("relaxation") if "moses" in result else None
     if rx:
@@ -1313,8 +1202,37 @@ def format_druglike_table(result: Mapping[str, Any]) -> str:
             ("torsion change (°)", "-", _fmt(rx["torsion_change_degree"], ".3f")),
         ]
         lines += _table(("relaxation", "median", "mean"), rows)
+    rings = result.get("rings") if "moses" in result else None
+    if rings:
+        from molediff.metrics.rings import format_ring_table
+
+        lines.append("")
+        lines += format_ring_table(rings, result.get("rings_reference"), "reference")
+    st = result.get("strain") if "moses" in result else None
+    if st:
+        lines.append("")
+        lines += format_strain_table(st)
     notes = result.get("notes", {})
     if notes:
         lines.append("")
         lines += [f"note: {k}: {v}" for k, v in notes.items()]
     return "\n".join(lines)
+
+
+def format_strain_table(st: Mapping[str, Any]) -> list[str]:
+    """Text lines of a :func:`molediff.metrics.relaxation.strain_against_etkdg` result."""
+    apart = ", ".join(f"{k[4:].replace('_', ' ')} {v}" for k, v in st.items()
+                      if k.startswith("num_") and k not in ("num_molecules", "num_paired") and v)
+    lines = [f"strain against RDKit's ETKDGv3 ({st['variant']} relaxation drop, kcal/mol, {st['num_paired']} of "
+             f"{st['num_molecules']} molecules paired" + (f"; apart: {apart}" if apart else "") + "):"]
+    rows = [("as written", _fmt(st["model_drop_median_kcal_mol"], ".1f"), _fmt(st["model_drop_mean_kcal_mol"], ".1f")),
+            ("ETKDGv3 conformer of the same graph", _fmt(st["etkdg_drop_median_kcal_mol"], ".1f"), _fmt(st["etkdg_drop_mean_kcal_mol"], ".1f"))]
+    lines += _table(("geometry", "median", "mean"), rows)
+    if st.get("share_below_etkdg") is not None:
+        lines.append(f"less strained than ETKDGv3: {100 * st['share_below_etkdg']:.1f}% of the paired molecules")
+    terms = st.get("model_term_drop_median_kcal_mol")
+    if terms:
+        other = st["etkdg_term_drop_median_kcal_mol"]
+        lines += _table(("MMFF term (median drop)", "as written", "ETKDGv3"),
+                        [(t, _fmt(terms[t], ".1f"), _fmt(other[t], ".1f")) for t in terms])
+    return lines

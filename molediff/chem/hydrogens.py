@@ -46,11 +46,38 @@ def place_hydrogens(symbols: Sequence[str], pos: np.ndarray, src: np.ndarray, ds
     mol = written_molecule(symbols, src, dst, order, charges, np.asarray(pos, dtype=np.float64), hydrogens)
     mol.UpdatePropertyCache(strict=False)
     with rdBase.BlockLogs():
-        Chem.SetHybridization(mol)
-        full = Chem.AddHs(mol, addCoords=True)
+        try:
+            Chem.SetHybridization(mol)
+            full = Chem.AddHs(mol, addCoords=True)
+        except Exception:  # noqa: BLE001 - RDKit raises on some broken geometries: the molecule is still written
+            full = _hydrogens_by_rule(mol)
     relaxed = relax and _relax_hydrogens(full)
     (s, d, o), q, _ = kekule_bonds(full)
     return CompleteMolecule(symbols_of(full), full.GetConformer().GetPositions(), (s, d, o), q, relaxed)
+
+
+def _hydrogens_by_rule(mol: Chem.Mol) -> Chem.Mol:
+    """``mol`` with its explicit hydrogen counts added as atoms at 1.0 Å from their atom, pointing away
+    from its neighbours (spread on a cone when several): the fallback where RDKit cannot place them (a
+    degenerate geometry makes ``AddHs(addCoords=True)`` raise), so a generated molecule is never lost."""
+    full = Chem.AddHs(mol, addCoords=False)
+    conf = full.GetConformer()
+    x = np.array(conf.GetPositions(), dtype=np.float64)
+    rng = np.random.default_rng(0)
+    for atom in mol.GetAtoms():
+        i = atom.GetIdx()
+        hs = [n.GetIdx() for n in full.GetAtomWithIdx(i).GetNeighbors() if n.GetAtomicNum() == 1 and n.GetIdx() >= mol.GetNumAtoms()]
+        heavy = [n.GetIdx() for n in atom.GetNeighbors()]
+        away = x[i] - x[heavy].mean(0) if heavy else rng.normal(size=3)
+        away = away / (np.linalg.norm(away) or 1.0)
+        side = np.cross(away, rng.normal(size=3))
+        side = side / (np.linalg.norm(side) or 1.0)
+        for k, h in enumerate(hs):
+            turn = 2 * np.pi * k / max(len(hs), 1)
+            other = np.cross(away, side)
+            d = away * (1.0 if len(hs) == 1 else 0.5) + (np.cos(turn) * side + np.sin(turn) * other) * (0.0 if len(hs) == 1 else 0.85)
+            conf.SetAtomPosition(h, (x[i] + d / np.linalg.norm(d)).tolist())
+    return full
 
 
 def _relax_hydrogens(mol: Chem.Mol) -> bool:

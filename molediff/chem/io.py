@@ -30,6 +30,7 @@ from rdkit import Chem, rdBase
 
 from molediff.atomic import AtomicFile
 from molediff.chem.bonds import LOOKUP_VALENCE_MASK, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_allowed, valence_sums
+from molediff.elements import AROMATIC
 from molediff.errors import UserError
 from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, symbols_of
 
@@ -302,11 +303,16 @@ class SDFRecord(NamedTuple):
     charges: np.ndarray | None = None
 
 
-def kekule_bonds(mol: Chem.Mol) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, bool]:
+def kekule_bonds(mol: Chem.Mol, aromatic: bool = False) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, bool]:
     """``((src, dst, order), charges, kekulized)`` of a molecule as written: aromatic bonds are
     kekulized (orders 1–3, src < dst); an aromatic system that cannot be kekulized keeps its aromatic
     bonds out of the list (``kekulized`` False), so its atoms fail the model-bond valence check, as
-    they should. Dative and other unusual bond types count as single."""
+    they should. Dative and other unusual bond types count as single.
+
+    ``aromatic``: bonds that RDKit's aromaticity model calls aromatic (perceived on the kekulized
+    molecule as written, hydrogens as given) get the code :data:`~molediff.elements.AROMATIC` instead of
+    their Kekulé order: the training data of a model with an aromatic bond type. A molecule that does not
+    sanitize keeps its Kekulé orders."""
     work = Chem.RWMol(mol)
     for atom in work.GetAtoms():  # hydrogens are atoms here: kekulize what is written, nothing implied
         atom.SetNoImplicit(True)
@@ -317,6 +323,7 @@ def kekule_bonds(mol: Chem.Mol) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarra
             Chem.Kekulize(work, clearAromaticFlags=True)
         except Exception:  # noqa: BLE001 - RDKit's KekulizeException
             kekulized = False
+    flags = _aromatic_flags(work) if aromatic and kekulized else None
     src, dst, order = [], [], []
     for b in work.GetBonds():
         if b.GetBondType() == Chem.BondType.AROMATIC:
@@ -324,10 +331,45 @@ def kekule_bonds(mol: Chem.Mol) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarra
         i, j = sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
         src.append(i)
         dst.append(j)
-        order.append({Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(b.GetBondType(), 1))
+        order.append(AROMATIC if flags is not None and flags[b.GetIdx()] else
+                     {Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(b.GetBondType(), 1))
     charges = np.array([a.GetFormalCharge() for a in work.GetAtoms()], dtype=np.int64)
     as_array = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
     return (as_array(src), as_array(dst), as_array(order)), charges, kekulized
+
+
+def aromatic_bond_codes(symbols: Sequence[str], bonds: tuple[np.ndarray, np.ndarray, np.ndarray], charges: np.ndarray,
+                        hydrogens: np.ndarray | None = None) -> np.ndarray:
+    """``[NB]`` the Kekulé ``bonds`` ``(src, dst, order)`` of one molecule with those RDKit calls
+    aromatic coded :data:`~molediff.elements.AROMATIC` (what a model with an aromatic bond type reads);
+    ``hydrogens`` [n]: attached-hydrogen counts of heavy atoms (None: hydrogens are atoms, or none).
+    Unchanged when the molecule does not sanitize."""
+    from molediff.chem.rdkit_mol import mol_from_bonds
+
+    src, dst, order = (np.asarray(x, dtype=np.int64) for x in bonds)
+    mol = Chem.RWMol(mol_from_bonds(symbols, src, dst, order))
+    for k, atom in enumerate(mol.GetAtoms()):
+        atom.SetFormalCharge(int(charges[k]))
+        atom.SetNoImplicit(True)
+        atom.SetNumExplicitHs(int(hydrogens[k]) if hydrogens is not None else 0)
+    flags = _aromatic_flags(mol)
+    if flags is None:
+        return order.copy()
+    index = {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))): b.GetIdx() for b in mol.GetBonds()}
+    return np.array([AROMATIC if flags[index[tuple(sorted((i, j)))]] else o for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist())],
+                    dtype=np.int64)
+
+
+def _aromatic_flags(kekulized: Chem.Mol) -> list[bool] | None:
+    """Per bond (by index) whether RDKit's aromaticity model calls it aromatic; None when the molecule
+    does not sanitize (its Kekulé form is kept)."""
+    work = Chem.Mol(kekulized)
+    with rdBase.BlockLogs():
+        try:
+            Chem.SanitizeMol(work)
+        except Exception:  # noqa: BLE001 - RDKit's sanitization errors
+            return None
+    return [b.GetIsAromatic() for b in work.GetBonds()]
 
 
 class RecordError(NamedTuple):
@@ -365,13 +407,15 @@ def _log_detail(text: str) -> str:
     return "; ".join(lines)
 
 
-def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
+def read_sdf(path: str | os.PathLike, require_3d: bool = True, aromatic: bool = False) -> SDFContents:
     """Read every record of an SDF (V2000 or V3000) without sanitizing and without dropping hydrogens.
 
     Args:
         path: the file.
         require_3d: report records without 3D coordinates (a ``2D`` header, no conformer, or 3+ atoms
             all at z = 0) as errors instead of returning them.
+        aromatic: give aromatic bonds the code :data:`~molediff.elements.AROMATIC` in the records'
+            bonds (see :func:`kekule_bonds`) instead of their Kekulé orders.
 
     Returns:
         :class:`SDFContents` ``(records, errors)``; ``records[k]`` unpacks as ``(symbols, pos, props)``.
@@ -416,7 +460,7 @@ def read_sdf(path: str | os.PathLike, require_3d: bool = True) -> SDFContents:
             props = {key: mol.GetProp(key) for key in mol.GetPropNames()}
             props["_Name"] = name
             props["_index"] = str(k)
-            bonds, charges, kekulized = kekule_bonds(mol)
+            bonds, charges, kekulized = kekule_bonds(mol, aromatic=aromatic)
             if not kekulized:
                 props["_molediff_unkekulizable"] = "1"
             implicit = implicit_hydrogens(mol)
@@ -439,7 +483,9 @@ def implicit_hydrogens(mol: Chem.Mol) -> np.ndarray:
 class OneMolecule(NamedTuple):
     """One molecule as plain data: ``symbols`` [n], ``pos`` [n, 3] float64 Å, formal ``charges`` [n],
     its own ``bonds`` ``(src [k], dst [k], order [k])`` (Kekulé orders 1–3, src < dst) and ``name``
-    (how messages about it name it). Field order is that of :class:`molediff.inpainting.Fragment`."""
+    (how messages about it name it). Field order is that of :class:`molediff.inpainting.Fragment`.
+    Hydrogens are atoms: where a file leaves them implicit, :func:`read_one_molecule` and
+    :func:`molecule_from_mol` add them."""
 
     symbols: list[str]
     pos: np.ndarray
@@ -460,7 +506,21 @@ def molecule_from_mol(mol: Chem.Mol, name: str = "fragment", what: str = "fragme
     bonds, charges, kekulized = kekule_bonds(mol)
     if not kekulized:
         raise UserError(f"{name}: the {what}'s aromatic bonds cannot be kekulized; write it in Kekulé form")
-    return OneMolecule(symbols_of(mol), np.array(mol.GetConformer().GetPositions(), dtype=np.float64), charges, bonds, name)
+    one = OneMolecule(symbols_of(mol), np.array(mol.GetConformer().GetPositions(), dtype=np.float64), charges, bonds, name)
+    return _explicit_hydrogens(one, implicit_hydrogens(mol))
+
+
+def _explicit_hydrogens(one: OneMolecule, implicit: np.ndarray) -> OneMolecule:
+    """``one`` with the hydrogens its file left implicit added as atoms (placed from the geometry), so
+    that implicit and explicit hydrogens mean the same thing: an atom's hydrogens are kept either way,
+    and new atoms attach only where the molecule has none to spare."""
+    if not np.asarray(implicit).any():
+        return one
+    from molediff.chem.hydrogens import place_hydrogens
+
+    full = place_hydrogens(one.symbols, one.pos, *one.bonds, one.charges, np.asarray(implicit, dtype=np.int64), relax=False)
+    return OneMolecule(list(full.symbols), np.asarray(full.pos, dtype=np.float64), np.asarray(full.charges, dtype=np.int64),
+                       full.bonds, one.name)
 
 
 def read_one_molecule(path: str | os.PathLike, what: str = "fragment") -> OneMolecule:
@@ -485,4 +545,6 @@ def read_one_molecule(path: str | os.PathLike, what: str = "fragment") -> OneMol
         e = contents.errors[0]
         raise UserError(f"{label}: {e.reason} ({e.detail})")
     rec = contents.records[0]
-    return OneMolecule(rec.symbols, rec.pos, rec.charges, rec.bonds, label)
+    one = OneMolecule(rec.symbols, rec.pos, rec.charges, rec.bonds, label)
+    implicit = rec.props.get("_molediff_implicit_h")
+    return _explicit_hydrogens(one, np.array(implicit.split(), dtype=np.int64)) if implicit else one

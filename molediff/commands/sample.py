@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
+from molediff.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
 from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
@@ -32,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of molecules to write (default 1000); under torchrun use -n or --num-molecules")
     p.add_argument("--out", default="molediff_samples.sdf", help="output file (default molediff_samples.sdf); a folder gets samples.sdf inside")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"reverse steps: fewer than the model's T uses the DDIM sampler, T runs full ancestral DDPM "
-                        f"(default {DEFAULT_STEPS}, or T if the model has fewer; see benchmarks/README.md for the trade-off)")
+                   help=f"reverse steps of the sampler, up to the model's T (default {DEFAULT_STEPS}, or T if the model has "
+                        f"fewer; the ddpm sampler always runs all T; see benchmarks/README.md for the trade-off)")
     p.add_argument("--seed", type=int, default=0, help="random seed, ≥ 0 (default 0)")
     p.add_argument("--batch-size", type=int, default=250, help="molecules sampled at once; bounds memory (default 250)")
     p.add_argument("--n-atoms", default=None,
@@ -69,17 +70,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="a model file or training checkpoint instead of a bundled model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
-    p.add_argument("--sampler", default="ddim", choices=("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m"),
-                   help="reverse-process solver: 'ddim' (default; all T steps run ancestral DDPM), 'dpm++2m' / 'dpm++3m' "
-                        "(DPM-Solver++ multistep, deterministic: good molecules in fewer steps), 'dpm++2m-sde' (its "
-                        "stochastic variant); see benchmarks/README.md for quality against steps")
-    p.add_argument("--spacing", default="trailing", choices=("trailing", "logsnr"),
+    p.add_argument("--sampler", default="ddim", choices=SAMPLERS,
+                   help="reverse-process solver (default ddim): " + "; ".join(f"'{k}': {v.help}" for k, v in SAMPLER_TABLE.items())
+                        + "; see benchmarks/README.md for quality against steps")
+    p.add_argument("--spacing", default="trailing", choices=SPACINGS,
                    help="where the reverse steps go: 'trailing' (default: evenly in t from the noisiest level t = T-1, the last "
                         "at about T/steps - 1) or 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0)")
     p.add_argument("--eta", type=float, default=DEFAULT_ETA,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 steps)")
     p.add_argument("--noise-scale", type=float, default=None,
-                   help=f"scale of the noise injected at each reverse step: 1 samples the model's own distribution, "
+                   help=f"scale of the noise injected at each reverse step (stochastic samplers only: refused for dpm++2m, "
+                        f"dpm++3m and ddim at --eta 0, which inject none): 1 samples the model's own distribution, "
                         f"lower is a lower temperature: more stable and valid molecules, fewer novel ones "
                         f"(default: the model's own choice from its quality table, {DEFAULT_NOISE_SCALE:g} unless its card "
                         f"says otherwise; see benchmarks/README.md)")
@@ -94,14 +95,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-#: valid molecules the drug-like summary checks with PoseBusters (its fast molecule checks, ~0.1 s each)
+#: molecules the drug-like summary checks with PoseBusters (its fast molecule checks, ~0.1 s each)
 PB_SAMPLE = 100
 
 
-def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None) -> str:
-    """One line for drug-like models: novelty of the distinct valid molecules against the model's training
-    molecules (when its file carries their hashes, ``training_hashes``), their QED and SA means, and the
-    share of a sample of valid ones passing PoseBusters' molecule checks (when the optional package is there)."""
+def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, valid_smiles: list | None = None) -> str:
+    """Lines for drug-like models: novelty of the distinct valid molecules against the model's training
+    molecules (when its file carries their hashes, ``training_hashes``), their QED and SA means; the ring
+    systems of the valid molecules (``valid_smiles``, duplicates kept) beside the MOSES test set's; and
+    the share of the first written molecules (``kept_3d``: ``None`` for one that is not valid) passing
+    PoseBusters' molecule checks, of all and of the valid ones (when the optional package is there)."""
     from rdkit import Chem, rdBase
 
     from molediff.chem.druglike import (MetricUnavailable, canonical_smiles, druglike_properties, hashed_novelty,
@@ -118,19 +121,90 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None) -> 
         line += f"QED {np.mean(props['qed']):.3f}  SA {np.mean(props['sa']):.2f}  MolWt {np.mean(props['mol_wt']):.0f}"
     else:
         line += "no valid molecule"
+    lines = [line]
+    if valid_smiles:
+        from molediff.metrics.rings import ring_statistics
+
+        rings = ring_statistics([Chem.MolFromSmiles(s) for s in valid_smiles])
+        ref = _moses_rings()
+        pct = lambda r, k: f"{100 * r[k]:.0f}%" if r and r.get(k) is not None else "n/a"  # noqa: E731
+        per = lambda r: f"{r['aromatic_rings_per_molecule']:.2f}" if r and r.get("aromatic_rings_per_molecule") is not None else "n/a"  # noqa: E731
+        lines.append(f"ring systems (valid molecules; MOSES test set in brackets): aromatic rings per molecule {per(rings)} "
+                     f"({per(ref)}), none aromatic {pct(rings, 'without_aromatic_ring')} ({pct(ref, 'without_aromatic_ring')}), "
+                     f"non-aromatic ring with a double bond {pct(rings, 'odd_ring')} ({pct(ref, 'odd_ring')}), "
+                     f"3- or 4-membered ring {pct(rings, 'small_ring')} ({pct(ref, 'small_ring')})")
     built = []
-    for symbols, pos, bonds, charges in kept_3d:
+    for record in kept_3d:
+        if record is None:
+            built.append(None)
+            continue
+        symbols, pos, bonds, charges = record
         mol = written_molecule(symbols, *bonds, charges, pos)
         with rdBase.BlockLogs():
             Chem.SanitizeMol(mol)
         built.append(mol)
-    if built:
+    present = sum(m is not None for m in built)
+    if present:
         try:
             pb = posebusters_checks(built, config="mol_fast")
-            line += f"  PoseBusters-valid {100 * pb['all_pass']:.1f}% (of {len(built)} valid molecules)"
+            lines.append(f"PoseBusters-valid (first {len(built)} molecules): {100 * pb['all_pass']:.1f}% of all, "
+                         f"{100 * pb['all_pass_of_present']:.1f}% of the {present} valid ones; strain against RDKit's "
+                         "ETKDG: molediff evaluate FILE --druglike")
         except MetricUnavailable:
-            line += "  (PoseBusters-valid: pip install 'molediff[posebusters]')"
-    return line
+            lines.append("(PoseBusters-valid: pip install 'molediff[posebusters]')")
+    return "\n".join(lines)
+
+
+def _moses_rings() -> dict | None:
+    """The MOSES test set's ring-system figures, or None without the molsets data files."""
+    from molediff.chem.druglike import MetricUnavailable
+    from molediff.data.reference import moses_ring_reference
+
+    try:
+        return moses_ring_reference()
+    except (MetricUnavailable, OSError):
+        return None
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM while sampling: the first one is noted and sampling stops at the next
+    reverse step or record (:meth:`check` raises KeyboardInterrupt there, inside the loop that handles
+    it), so a signal that lands in the middle of other work (the first network call's torch.compile,
+    hydrogen placement, a file write) cannot escape it; a second one stops at once. Signals the process
+    was started ignoring (``nohup``, a background job) stay ignored."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.requested = False
+        self.verbose = verbose
+        self._old: dict = {}
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                self._old[s] = signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.verbose:
+            print("\nstopping after this step (interrupt again to stop at once)", file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
 
 
 def _resolve_output(out: str, fmt: str | None) -> tuple[Path, str]:
@@ -207,22 +281,16 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     default = FRAGMENT_MODEL if args.fragment is not None else DEFAULT_MODEL
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or default)
     gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
-    T = gen.config.diffusion.timesteps
+    # the API's checks, before any output is created (the API runs the same ones again)
+    args.steps = gen.check_sampling(args.n, args.steps, args.seed, args.eta, args.noise_scale, args.sampler, args.spacing,
+                                    args.fragment, args.resample if args.fragment is not None else None, flags=True)
     if args.noise_scale is None:
         args.noise_scale = gen.default_noise_scale
-    if args.steps is None:
-        args.steps = min(DEFAULT_STEPS, T)
-    steps = None if args.steps == T and args.sampler == "ddim" else args.steps
-    # the API's checks, before any output is created (the API runs the same ones again)
-    gen.check_sampling(args.n, steps, args.seed, args.eta, args.noise_scale, args.sampler, args.spacing, args.fragment,
-                       args.resample if args.fragment is not None else None, flags=True)
     if args.fragment is not None:  # the rounds the sampler runs (the default depends on the model)
         args.resample = gen.resample_rounds(args.fragment, args.resample)
     if args.compile:
         gen.compile()
-    solver = f"ddim{args.steps}_eta{args.eta:g}" if args.sampler == "ddim" else f"{args.sampler}{args.steps}"
-    solver += "" if args.spacing == "trailing" else f"_{args.spacing}"
-    sampler = ("ddpm" if steps is None else solver) + f"_noise{args.noise_scale:g}" + (
+    sampler = gen.sampler_tag(args.sampler, args.steps, args.eta, args.noise_scale, args.spacing) + (
         (("_fragment" if gen.config.diffusion.fragments else "_inpaint") + f"_resample{args.resample}")
         if args.fragment is not None else "") + (
         f"_guidance{args.guidance:g}" if args.conditions else "")
@@ -237,7 +305,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     stats = SampleStats()
     valid = stable = model_valid = model_stable = 0
     smiles: set[str] = set()
-    kept_3d: list = []  # a few valid records for the drug-like summary's PoseBusters check
+    kept_3d: list = []  # the first records (None: not valid) for the drug-like summary's PoseBusters check
+    valid_smiles: list[str] = []  # of every valid record (duplicates kept): the drug-like summary's ring systems
     # the bar counts molecules and moves with every reverse step of a batch (a step of a batch of k
     # molecules sampled in S steps is k / S molecules' worth of work)
     bar = tqdm(total=quota, unit="mol", disable=args.no_progress or not ctx.is_main, dynamic_ncols=True, desc="sampling",
@@ -247,14 +316,18 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
 
     steps_done = [0]  # reverse steps of the batch in flight
 
+    stop = _StopRequest(ctx.is_main)
+
     def on_step(i: int, num_steps: int, size: int) -> None:  # noqa: ARG001
+        stop.check()  # a Ctrl-C since the last step ends sampling here, at a safe point
         steps_done[0] += 1
         # written molecules plus the share of the batch in flight: the bar ends where the work ends
         bar.n = min(quota, stats.delivered + min(size, quota - stats.delivered) * min(steps_done[0] / num_steps, 1.0))
         bar.refresh()
 
     try:
-        for symbols, pos, info in gen.sample_arrays(quota, steps=steps, seed=args.seed, batch_size=args.batch_size,
+        stop.install()
+        for symbols, pos, info in gen.sample_arrays(quota, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                                                     n_atoms=args.n_atoms, eta=args.eta, noise_scale=args.noise_scale, stats=stats,
                                                     fragment=args.fragment,
                                                     resample=args.resample if args.fragment is not None else None,
@@ -273,18 +346,23 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
                 model_stable += bool(props.get("molediff_model_stable"))
                 if props.get("SMILES") and (props.get("molediff_model_valid") or "molediff_model_valid" not in props):
                     smiles.add(props["SMILES"])
-                    if props.get("molediff_model_valid") and len(kept_3d) < PB_SAMPLE:
-                        kept_3d.append((list(symbols), pos, info.get("bonds"), info.get("charges")))
+                    if props.get("molediff_model_valid"):
+                        valid_smiles.append(props["SMILES"])
+                if len(kept_3d) < PB_SAMPLE and "molediff_model_valid" in props:
+                    kept_3d.append((list(symbols), pos, info.get("bonds"), info.get("charges"))
+                                   if props.get("molediff_model_valid") else None)
             else:
                 writer.write(list(symbols), pos)
             bar.n = stats.delivered
             bar.set_postfix(written=stats.delivered, mol_s=f"{stats.delivered * w / max(time.time() - t0, 1e-9):.2f}")
+            stop.check()
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
         writer.abort()  # a crash publishes nothing
         raise
     finally:
+        stop.restore()
         bar.close()
     if writer.count == 0 and interrupted:
         writer.abort()  # nothing to publish: an existing file at --out stays as it was
@@ -322,7 +400,7 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         print(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
         if tuple(gen.diffusion.vocab.elements) != QM9_ELEMENTS:
-            print(_druglike_summary(smiles, kept_3d, gen.meta.get("training_smiles_hashes")))
+            print(_druglike_summary(smiles, kept_3d, gen.meta.get("training_smiles_hashes"), valid_smiles))
     elif fmt == "sdf" and done:
         print(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
               f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, NamedTuple
 
 from molediff._version import __version__
-from molediff.atomic import OutputLock, atomic_write
+from molediff.atomic import OutputLock, atomic_write, lock_owner
 from molediff.config import TRAINING_MAX_ATOMS
 from molediff.errors import UserError
 
@@ -531,22 +531,6 @@ def _pool(workers: int):
                                initializer=worker_init, initargs=(os.getpid(),))
 
 
-def _lock_owner(lock: Path) -> int:
-    try:
-        pid = int(lock.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-    if pid <= 0 or pid == os.getpid():
-        return 0
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return 0
-    except PermissionError:
-        return pid
-    return pid
-
-
 def _acquire_lock(out: Path, shard: tuple[int, int]) -> OutputLock:
     i, n = shard
     for other in out.glob(".build*.lock"):
@@ -554,17 +538,17 @@ def _acquire_lock(out: Path, shard: tuple[int, int]) -> OutputLock:
         if not m:
             continue
         oi, on = (int(m.group(1)), int(m.group(2))) if m.group(1) else (0, 1)
-        pid = _lock_owner(other)
+        pid = lock_owner(other)
         if pid and (on != n or n == 1 or oi == i):
             what = f"shard {oi}/{on}" if on > 1 else "all chunks"
-            raise UserError(f"{out}: another 'molediff data' build (pid {pid}, {what}) is writing this folder; wait for it "
+            raise UserError(f"{out}: another 'molediff data' build ({f"pid {pid}, " if pid > 0 else ""}{what}) is writing this folder; wait for it "
                             f"to finish or use another --out (if that process is gone, delete {other})")
     lock = OutputLock(out / ("build" if n == 1 else f"build-shard-{i}-of-{n}"))
     try:
         return lock.acquire()
     except UserError:
-        pid = _lock_owner(lock.lock)
-        raise UserError(f"{out}: another 'molediff data' build (pid {pid or '?'}) is writing this folder; wait for it "
+        pid = lock_owner(lock.lock)
+        raise UserError(f"{out}: another 'molediff data' build (pid {pid if pid > 0 else '?'}) is writing this folder; wait for it "
                         f"to finish or use another --out (if that process is gone, delete {lock.lock})") from None
 
 

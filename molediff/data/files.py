@@ -218,6 +218,7 @@ def read_molecule_files(
     bonds: bool = False,
     implicit_hydrogens: str = "ignore",
     overlapping: str = "keep",
+    aromatic: bool = False,
 ) -> tuple[MoleculeSet, FileReadReport]:
     """Read molecules from SDF (``.sdf``/``.sd``/``.mol``) and XYZ files or folders (searched recursively).
 
@@ -240,6 +241,9 @@ def read_molecule_files(
             file; the molecule is read as written, with ``has_bonds`` False when ``bonds``, so that
             bond-based scores count it unstable and invalid, and counted in the report's
             ``overlapping``) or "refuse" (skipped under "overlapping atoms": training data).
+        aromatic: with ``bonds``, an SDF record's aromatic bonds (RDKit's aromaticity model) carry the
+            code :data:`~molediff.elements.AROMATIC` instead of a Kekulé order: the data of a model with
+            an aromatic bond type (XYZ frames' perceived bonds too).
 
     Returns:
         ``(molecules, report)``: a :class:`MoleculeSet` (pos [N, 3] float32 Å, atom_type [N] into
@@ -306,7 +310,7 @@ def read_molecule_files(
         if bonds:
             if close is not None:  # bonds of a broken geometry are not used (and perceiving them can crash RDKit)
                 own = (*own[:4], False) if own is not None else _no_bonds(len(symbols))
-            bond_parts.append(own if own is not None else _perceive(symbols, pos))
+            bond_parts.append(own if own is not None else _perceive(symbols, pos, aromatic))
 
     for file in files:
         if limit is not None and report.num_read >= limit:
@@ -331,7 +335,7 @@ def read_molecule_files(
             else:
                 from molediff.chem.io import read_sdf  # RDKit only when SDFs are read
 
-                contents = read_sdf(file, require_3d=True)
+                contents = read_sdf(file, require_3d=True, aromatic=aromatic)
                 if not contents.records and [e.detail for e in contents.errors] == [NOT_SDF]:
                     report.add_skip(UNREADABLE_FILE, file.name, NOT_SDF)  # a whole file, not a record
                     continue
@@ -380,11 +384,12 @@ def _no_bonds(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, b
     return empty, empty, empty, np.zeros(n, dtype=np.int64), False
 
 
-def _perceive(symbols: Sequence[str], pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-    """Bonds and charges of a bare geometry (an XYZ frame) by RDKit perception, in Kekulé form."""
+def _perceive(symbols: Sequence[str], pos: np.ndarray, aromatic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Bonds and charges of a bare geometry (an XYZ frame) by RDKit perception, in Kekulé form (aromatic
+    bonds coded as such with ``aromatic``)."""
     from molediff.chem.io import kekule_bonds
     from molediff.chem.rdkit_mol import bond_perception_status, build_molecule
 
     mol = build_molecule(symbols, np.asarray(pos, dtype=np.float64), bonds="rdkit")
-    (src, dst, order), charges, kekulized = kekule_bonds(mol)
+    (src, dst, order), charges, kekulized = kekule_bonds(mol, aromatic=aromatic)
     return src, dst, order, charges, kekulized and bond_perception_status(mol) == "rdkit"

@@ -247,3 +247,24 @@ def moses_test_reference(progress: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     ref.save(path)
     return ref
+
+
+#: molecules of the MOSES test set whose rings stand for the data's in the ring-system table
+RING_REFERENCE_SIZE = 2000
+
+
+def moses_ring_reference(size: int = RING_REFERENCE_SIZE, seed: int = 0) -> dict:
+    """:func:`molediff.metrics.rings.ring_statistics` of ``size`` random MOSES test molecules (seed
+    ``seed``; about a second): the data's side of the ring-system table."""
+    import numpy as np
+    from rdkit import Chem
+
+    from molediff.chem.druglike import moses_reference
+    from molediff.metrics.rings import ring_statistics
+
+    smiles = moses_reference("test")
+    pick = np.random.default_rng(seed).choice(len(smiles), size=min(size, len(smiles)), replace=False)
+    out = ring_statistics([Chem.MolFromSmiles(smiles[i]) for i in sorted(pick.tolist())])
+    out.pop("per_molecule")
+    out["source"] = f"{len(pick)} random MOSES test molecules (seed {seed})"
+    return out

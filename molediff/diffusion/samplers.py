@@ -24,6 +24,7 @@ import torch
 
 from molediff.diffusion.noise import noise_like
 from molediff.diffusion.schedule import NoiseSchedule
+from molediff.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler  # noqa: F401 - re-exported
 
 Model = Callable[..., Any]
 Callback = Callable[[int, int, Any], None]
@@ -139,42 +140,66 @@ def dpm_solver_sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps
     return x
 
 
-SAMPLERS = ("ddim", "ddpm", "dpm++2m", "dpm++2m-sde", "dpm++3m")
-_DPM = {"dpm++2m": (2, False), "dpm++2m-sde": (2, True), "dpm++3m": (3, False)}
+def _run_ddpm(model, x_T, schedule, num_steps, eta, generator, spacing, callback, noise_scale, model_kwargs, replace, resample):  # noqa: ARG001
+    return ddpm_sample(model, x_T, schedule, generator=generator, callback=callback, noise_scale=noise_scale,
+                       model_kwargs=model_kwargs, replace=replace, resample=resample)
+
+
+def _run_ddim(model, x_T, schedule, num_steps, eta, generator, spacing, callback, noise_scale, model_kwargs, replace, resample):
+    return ddim_sample(model, x_T, schedule, num_steps, eta=eta, generator=generator, spacing=spacing, callback=callback,
+                       noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample)
+
+
+def _dpm(order: int, stochastic: bool) -> Callable[..., Any]:
+    def run(model, x_T, schedule, num_steps, eta, generator, spacing, callback, noise_scale, model_kwargs, replace, resample):  # noqa: ARG001
+        return dpm_solver_sample(model, x_T, schedule, num_steps, order=order, stochastic=stochastic, generator=generator,
+                                 spacing=spacing, callback=callback, noise_scale=noise_scale, model_kwargs=model_kwargs,
+                                 replace=replace)
+    return run
+
+
+#: each row of :data:`molediff.sampler_table.SAMPLER_TABLE` names one of these loops (its ``run``)
+RUNNERS: dict[str, Callable[..., Any]] = {"ddim": _run_ddim, "ddpm": _run_ddpm, "dpm++2m": _dpm(2, False),
+                                         "dpm++2m-sde": _dpm(2, True), "dpm++3m": _dpm(3, False)}
+
+
+def check_sampler(sampler: str, num_steps: int | None, T: int, eta: float = 0.0, resample: int = 1,
+                  spacing: str = "trailing") -> Sampler:
+    """The table row of ``sampler`` after checking that it can run this request; raises ``ValueError``
+    saying what is wrong (callers with users turn it into their own message)."""
+    spec = SAMPLER_TABLE.get(sampler)
+    if spec is None:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if resample < 1:
+        raise ValueError(f"resample must be ≥ 1, got {resample}")
+    if resample != 1 and not spec.resample:
+        raise ValueError(f"resample (RePaint rounds) works with the {', '.join(n for n, s in SAMPLER_TABLE.items() if s.resample)} "
+                         f"samplers, not {sampler}")
+    if spec.all_steps and num_steps not in (None, T):
+        raise ValueError(f"the {sampler} sampler runs all {T} steps; give no step count (or a strided sampler)")
+    if not spec.all_steps and (num_steps is None or not 1 <= num_steps <= T):
+        raise ValueError(f"the {sampler} sampler needs a step count between 1 and {T}, got {num_steps}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be between 0 and 1, got {eta:g}")
+    return spec
 
 
 def sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int | None = None, eta: float = 0.0,
            generator: torch.Generator | None = None, callback: Callback | None = None, noise_scale: float = 1.0,
            model_kwargs: dict | None = None, replace: Replace | None = None, resample: int = 1,
            sampler: str = "ddim", spacing: str = "trailing") -> Any:
-    """Run one of :data:`SAMPLERS` from ``x_T``.
+    """Run one of :data:`SAMPLERS` from ``x_T`` (see :data:`SAMPLER_TABLE`).
 
-    "ddim" (default): ancestral DDPM when ``num_steps`` is None or T, else DDIM with ``num_steps`` steps
-    and ``eta``. "ddpm": ancestral DDPM over all T steps (``num_steps`` None or T). "dpm++2m",
-    "dpm++3m": deterministic DPM-Solver++ with ``num_steps`` steps; "dpm++2m-sde": its stochastic
-    variant (see :func:`dpm_solver_sample`; ``eta`` is DDIM's and not used by them, and
-    ``resample`` must be 1). ``spacing`` ("trailing", "logsnr"; "leading" too) picks the strided
-    timesteps of DDIM and of the solvers.
+    "ddim" (default): DDIM with ``num_steps`` steps (up to T) and ``eta``; with ``num_steps`` None it
+    runs ancestral DDPM over all T steps (as "ddpm"). "dpm++2m", "dpm++3m": deterministic DPM-Solver++;
+    "dpm++2m-sde": its stochastic variant (:func:`dpm_solver_sample`). ``spacing`` (:data:`SPACINGS`)
+    picks the strided timesteps. A request a sampler cannot run raises ``ValueError``.
     """
-    if resample < 1:
-        raise ValueError(f"resample must be ≥ 1, got {resample}")
-    T = schedule.num_train_timesteps
-    if sampler == "ddim" or sampler == "ddpm":
-        if num_steps is None or num_steps == T:
-            return ddpm_sample(model, x_T, schedule, generator=generator, callback=callback, noise_scale=noise_scale,
-                               model_kwargs=model_kwargs, replace=replace, resample=resample)
-        if sampler == "ddpm":
-            raise ValueError(f"the ddpm sampler runs all {T} steps; give num_steps=None (or a DDIM/DPM sampler)")
-        return ddim_sample(model, x_T, schedule, num_steps, eta=eta, generator=generator, spacing=spacing,
-                           callback=callback, noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace,
-                           resample=resample)
-    if sampler not in _DPM:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if num_steps is None:
-        raise ValueError(f"the {sampler} sampler needs num_steps")
-    if resample != 1:
-        raise ValueError(f"resample (RePaint) is for the ddpm and ddim samplers, not {sampler}")
-    order, stochastic = _DPM[sampler]
-    return dpm_solver_sample(model, x_T, schedule, num_steps, order=order, stochastic=stochastic, generator=generator,
-                             spacing=spacing, callback=callback, noise_scale=noise_scale, model_kwargs=model_kwargs,
-                             replace=replace)
+    if sampler == "ddim" and num_steps is None:
+        sampler = "ddpm"
+    spec = check_sampler(sampler, num_steps, schedule.num_train_timesteps, eta, resample, spacing)
+    _check(noise_scale)
+    return RUNNERS[spec.run](model, x_T, schedule, num_steps, eta, generator, spacing, callback, noise_scale, model_kwargs,
+                             replace, resample)

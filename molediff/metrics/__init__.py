@@ -84,7 +84,7 @@ PUBLISHED_EDM_PERCENT: dict[str, float] = {
 MIN_COUNT_FOR_W1 = 5
 
 _BOND_SYMBOL = {1: "-", 2: "=", 3: "#"}
-_ORDERS = len(BOND_ORDERS)  # bond orders 0..3 key the bond-type names
+_ORDERS = len(BOND_ORDERS)  # bond types key the bond-type names (the bonds scored here are Kekulé: 1..3)
 # element order inside type names: C, N, O, F, then H ("C-H", "N-H", "C=O", "H-C-H")
 _PRIORITY = np.array([ELEMENTS.index(e) if e != "H" else len(ELEMENTS) for e in ELEMENTS])
 
@@ -338,7 +338,8 @@ class EvaluationDetails:
 
     ``smiles`` [M] (None when invalid), ``valid`` / ``strict_valid`` / ``stable`` / ``connected`` [M]
     bool, ``atom_stable`` [N] bool, ``atom_type`` [N], ``ptr`` [M + 1], ``bond_lengths`` (Å) /
-    ``bond_angles`` (degrees) by type, ``ring_sizes`` (size -> count), ``properties`` (name -> [V]),
+    ``bond_angles`` (degrees) by type, ``ring_sizes`` (size -> count), ``properties`` (name -> [V]; empty
+    when not computed),
     ``reference`` (the reference statistics dict, when one was given)."""
 
     smiles: list[str | None]
@@ -371,10 +372,16 @@ def evaluate_molecules_detailed(
     reference: Mapping[str, Any] | None = None,
     novelty: Collection[str] | None = None,
     progress: bool = True,
+    properties: bool | None = None,
 ) -> tuple[dict[str, Any], EvaluationDetails]:
-    """Like :func:`evaluate_molecules`, also returning the :class:`EvaluationDetails`."""
+    """Like :func:`evaluate_molecules`, also returning the :class:`EvaluationDetails`.
+
+    The details always hold the samples' own bond lengths and angles (lookup bonds; cheap) and ring
+    sizes; their QED / logP / MolWt (the slow RDKit descriptors) when ``properties`` is True, or, by
+    default (None), when a ``reference`` is given: a report without a reference still plots the samples."""
     check_bond_mode(bonds)
     reference, novelty = _check_reference_args(reference, novelty)
+    properties = reference is not None if properties is None else bool(properties)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     atom_type, pos, ptr = stack_molecules(molecules)
@@ -384,7 +391,7 @@ def evaluate_molecules_detailed(
     timings["lookup_and_stability"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    rd = rdkit_pass(atom_type, pos, ptr, lookup, bonds, reference is not None, progress, f"evaluating ({bonds} bonds)")
+    rd = rdkit_pass(atom_type, pos, ptr, lookup, bonds, properties, progress, f"evaluating ({bonds} bonds)")
     timings["rdkit"] = time.perf_counter() - t
 
     valid_smiles = [s for s in rd.smiles if s is not None]
@@ -424,14 +431,15 @@ def evaluate_molecules_detailed(
         atom_type=atom_type,
         ptr=ptr,
         ring_sizes=rd.ring_sizes,
-        properties=rd.properties,
+        properties=rd.properties if properties else {},  # {}: not computed (an empty array: no valid molecule)
+        # the samples' own geometry, with or without a reference (a report plots it either way)
+        bond_lengths=bond_length_samples(atom_type, pos, lookup),
+        bond_angles=bond_angle_samples(atom_type, pos, lookup),
     )
     if reference is not None:
         t = time.perf_counter()
         ref = reference
         details.reference = dict(ref)
-        details.bond_lengths = bond_length_samples(atom_type, pos, lookup)
-        details.bond_angles = bond_angle_samples(atom_type, pos, lookup)
         result["distributions"] = _distribution_metrics(atom_type, ptr, details, ref, n_valid)
         timings["distributions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
