@@ -21,7 +21,7 @@ from molediff.data.files import read_molecule_files
 from molediff.elements import QM9_ELEMENTS, SYMBOL_TO_INDEX, Vocabulary
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion, MolState, remove_mean
-from tests.equivariance import assert_e3_equivariant
+from molediff.testing import assert_e3_equivariant
 
 #: marketed drugs (and a zwitterion) written with correct bonds: each must be a stable molecule by the
 #: honest rule (S(VI) sulfonamides, P(V) phosphoramide, a sulfoxide, iodines, charged N and O)

@@ -6,7 +6,7 @@ import torch
 
 from molediff.data.molecules import PAIRS
 from molediff.models.egnn import EGNN, FullyConnectedEdges
-from tests.equivariance import assert_e3_equivariant
+from molediff.testing import assert_e3_equivariant
 
 EDGES = FullyConnectedEdges()
 

@@ -8,7 +8,7 @@ import torch
 from molediff.config import DiffusionConfig, ModelConfig
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion, MolGraph, MolState, _per_molecule_mean, random_fragments
-from tests.equivariance import assert_e3_equivariant
+from molediff.testing import assert_e3_equivariant
 from tests.test_molecular import _set
 
 TINY = ModelConfig(hidden=16, layers=2, pair_hidden=8)

@@ -10,7 +10,7 @@ from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.diffusion import NoiseSchedule
 from molediff.models import build_network
 from molediff.molecular import MolecularDiffusion, MolGraph, MolState, finite_molecules, remove_mean, sizes_from_histogram
-from tests.equivariance import assert_e3_equivariant
+from molediff.testing import assert_e3_equivariant
 
 TINY = ModelConfig(hidden=16, layers=2, pair_hidden=8)
 JOINT = DiffusionConfig(charges=True, bonds=True)

@@ -7,7 +7,7 @@ import torch
 from molediff.conditioning import PROPERTY_NAMES
 from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.property_predictor import Predictor, PropertyPredictor, mean_absolute_errors, train_predictor
-from tests.equivariance import assert_e3_equivariant
+from molediff.testing import assert_e3_equivariant
 
 
 def _mols(sizes, seed=0):

@@ -9,7 +9,7 @@ from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
 from molediff.molecular import MolecularDiffusion, MolState, remove_mean
-from tests.equivariance import assert_e3_equivariant
+from molediff.testing import assert_e3_equivariant
 from tests.test_molecular import _set
 
 TINY = ModelConfig(hidden=16, layers=2, pair_hidden=8)

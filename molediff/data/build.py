@@ -541,7 +541,8 @@ def _acquire_lock(out: Path, shard: tuple[int, int]) -> OutputLock:
         pid = lock_owner(other)
         if pid and (on != n or n == 1 or oi == i):
             what = f"shard {oi}/{on}" if on > 1 else "all chunks"
-            raise UserError(f"{out}: another 'molediff data' build ({f"pid {pid}, " if pid > 0 else ""}{what}) is writing this folder; wait for it "
+            who = f"pid {pid}, " if pid > 0 else ""
+            raise UserError(f"{out}: another 'molediff data' build ({who}{what}) is writing this folder; wait for it "
                             f"to finish or use another --out (if that process is gone, delete {other})")
     lock = OutputLock(out / ("build" if n == 1 else f"build-shard-{i}-of-{n}"))
     try:
