@@ -300,7 +300,6 @@ def test_hydrogens_are_placed_when_rdkit_cannot(monkeypatch, relax):
             np.testing.assert_allclose(lengths, 1.0, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="the fallback's direction is 0/0 when the neighbours' mean is the atom itself")
 def test_hydrogens_fallback_on_a_collinear_atom_is_finite(monkeypatch):
     """A degenerate geometry (the case the fallback exists for): the middle carbon of a straight C-C-C."""
     place_hydrogens = _break_addhs_with_coords(monkeypatch)

@@ -69,6 +69,8 @@ def _hydrogens_by_rule(mol: Chem.Mol) -> Chem.Mol:
         hs = [n.GetIdx() for n in full.GetAtomWithIdx(i).GetNeighbors() if n.GetAtomicNum() == 1 and n.GetIdx() >= mol.GetNumAtoms()]
         heavy = [n.GetIdx() for n in atom.GetNeighbors()]
         away = x[i] - x[heavy].mean(0) if heavy else rng.normal(size=3)
+        if np.linalg.norm(away) < 1e-3 and heavy:  # the atom sits between its neighbours (a straight chain)
+            away = np.cross(x[heavy[0]] - x[i], rng.normal(size=3))
         away = away / (np.linalg.norm(away) or 1.0)
         side = np.cross(away, rng.normal(size=3))
         side = side / (np.linalg.norm(side) or 1.0)

@@ -284,13 +284,13 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     # the API's checks, before any output is created (the API runs the same ones again)
     args.steps = gen.check_sampling(args.n, args.steps, args.seed, args.eta, args.noise_scale, args.sampler, args.spacing,
                                     args.fragment, args.resample if args.fragment is not None else None, flags=True)
-    if args.noise_scale is None:
-        args.noise_scale = gen.default_noise_scale
+    # what the tag records; sampling gets the user's value (None: the model's default), which the API checks
+    noise_scale = gen.default_noise_scale if args.noise_scale is None else args.noise_scale
     if args.fragment is not None:  # the rounds the sampler runs (the default depends on the model)
         args.resample = gen.resample_rounds(args.fragment, args.resample)
     if args.compile:
         gen.compile()
-    sampler = gen.sampler_tag(args.sampler, args.steps, args.eta, args.noise_scale, args.spacing) + (
+    sampler = gen.sampler_tag(args.sampler, args.steps, args.eta, noise_scale, args.spacing) + (
         (("_fragment" if gen.config.diffusion.fragments else "_inpaint") + f"_resample{args.resample}")
         if args.fragment is not None else "") + (
         f"_guidance{args.guidance:g}" if args.conditions else "")
@@ -301,7 +301,14 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     r, w = ctx.rank, ctx.world_size
     quota = args.n // w + (1 if r < args.n % w else 0)
     target = path.with_name(f".{path.name}.rank{r}.part") if ctx.enabled else path
-    writer = SDFWriter(target, metadata=meta) if fmt == "sdf" else XYZWriter(target)
+    # a signal from here on stops sampling cleanly (the writer's temporary file exists from the next line)
+    stop = _StopRequest(ctx.is_main)
+    stop.install()
+    try:
+        writer = SDFWriter(target, metadata=meta) if fmt == "sdf" else XYZWriter(target)
+    except BaseException:
+        stop.restore()
+        raise
     stats = SampleStats()
     valid = stable = model_valid = model_stable = 0
     smiles: set[str] = set()
@@ -316,8 +323,6 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
 
     steps_done = [0]  # reverse steps of the batch in flight
 
-    stop = _StopRequest(ctx.is_main)
-
     def on_step(i: int, num_steps: int, size: int) -> None:  # noqa: ARG001
         stop.check()  # a Ctrl-C since the last step ends sampling here, at a safe point
         steps_done[0] += 1
@@ -326,7 +331,6 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         bar.refresh()
 
     try:
-        stop.install()
         for symbols, pos, info in gen.sample_arrays(quota, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                                                     n_atoms=args.n_atoms, eta=args.eta, noise_scale=args.noise_scale, stats=stats,
                                                     fragment=args.fragment,
