@@ -41,7 +41,7 @@ def _training_smiles(folder: str) -> tuple[set[str], Counter, int]:
     of molecules holding each element, and the molecule count."""
     from rdkit import Chem
 
-    from molediff.chem.druglike import canonical_smiles
+    from molediff.chem.rdkit_mol import canonical_smiles
 
     smiles, holding, count = set(), Counter(), 0
     for path in sorted(Path(folder).rglob("*.sdf")):
@@ -61,11 +61,13 @@ def _training_smiles(folder: str) -> tuple[set[str], Counter, int]:
 def _score(mols: list, seconds: float | None, args, train: set[str], train_holding: Counter, train_count: int) -> dict:
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import (Reference, build_reference, canonical_smiles, evaluate_druglike, load_moses_filters,
-                                        moses_fcd_statistics, moses_reference)
-    from molediff.chem.io import kekule_bonds
+    from molediff.chem.rdkit_mol import kekule_bonds
     from molediff.chem.model_bonds import model_bond_scores
+    from molediff.chem.rdkit_mol import canonical_smiles
     from molediff.elements import SYMBOL_TO_INDEX
+    from molediff.metrics.druglike import evaluate_druglike
+    from molediff.metrics.moses_data import load_moses_filters, moses_fcd_statistics, moses_reference
+    from molediff.metrics.reference import Reference, build_reference
 
     from molediff.data.reference import moses_ring_reference
 

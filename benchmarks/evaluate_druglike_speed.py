@@ -1,5 +1,6 @@
-"""How long the drug-discovery metrics (``molediff.chem.druglike``) take: N drug-like molecules (MOSES
-train SMILES, fixed seed) against the 176k-molecule MOSES test set, every metric, 2 worker processes.
+"""How long the drug-discovery metrics (``molediff.metrics.druglike`` and its parts) take: N drug-like
+molecules (MOSES train SMILES, fixed seed) against the 176k-molecule MOSES test set, every metric, 2
+worker processes.
 
 Steps, each timed: read the MOSES files; build the test-set reference once (fingerprints, BRICS
 fragments, scaffolds, drug-likeness properties; ChemNet statistics are the ones MOSES ships, as its
@@ -53,16 +54,22 @@ def main() -> None:
 
     import torch
 
-    from molediff.chem import druglike as dl
+    from molediff.metrics.druglike import evaluate_druglike
+    from molediff.metrics.errors import MetricUnavailable
+    from molediff.metrics.moses_data import load_moses_filters, moses_fcd_statistics, moses_reference
+    from molediff.metrics.posebusters import posebusters_checks
+    from molediff.metrics.reference import Reference, build_reference
+    from molediff.metrics.relaxation import relaxation_metrics
+    from molediff.metrics.report import format_druglike_table
 
     torch.set_num_threads(args.jobs)
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    test = dl.moses_reference("test")
-    train = dl.moses_reference("train")
-    fcd_stats = dl.moses_fcd_statistics("test")
-    filters = dl.load_moses_filters()
+    test = moses_reference("test")
+    train = moses_reference("train")
+    fcd_stats = moses_fcd_statistics("test")
+    filters = load_moses_filters()
     seconds["read MOSES files"] = time.perf_counter() - t
     t = time.perf_counter()
     train_set = frozenset(train)
@@ -71,10 +78,10 @@ def main() -> None:
     cache = Path(args.reference_cache) if args.reference_cache else None
     t = time.perf_counter()
     if cache is not None and cache.is_file():
-        reference = dl.Reference.load(cache)
+        reference = Reference.load(cache)
         reference_source = f"loaded from {cache}"
     else:
-        reference = dl.build_reference(test, name="test", fcd_stats=fcd_stats, n_jobs=args.jobs)
+        reference = build_reference(test, name="test", fcd_stats=fcd_stats, n_jobs=args.jobs)
         reference_source = "built"
         if cache is not None:
             reference.save(cache)
@@ -86,7 +93,7 @@ def main() -> None:
     gen = [train[i] for i in index]
 
     t = time.perf_counter()
-    result = dl.evaluate_druglike(gen, reference, train=train_set, filters=filters, n_jobs=args.jobs)
+    result = evaluate_druglike(gen, reference, train=train_set, filters=filters, n_jobs=args.jobs)
     seconds["evaluate_druglike (2D, all metrics)"] = time.perf_counter() - t
     per_metric = dict(result["seconds"])
 
@@ -95,18 +102,18 @@ def main() -> None:
     mols3d = _embed(sub)
     seconds[f"ETKDG embedding ({len(sub)})"] = time.perf_counter() - t
     t = time.perf_counter()
-    result["relaxation"] = dl.relaxation_metrics(mols3d)
+    result["relaxation"] = relaxation_metrics(mols3d)
     per_metric[f"relaxation MMFF94 ({len(sub)})"] = time.perf_counter() - t
     pb_fast = pb_full = None
     pb_note = None
     try:
         t = time.perf_counter()
-        pb_fast = dl.posebusters_checks(mols3d, config="mol_fast")
+        pb_fast = posebusters_checks(mols3d, config="mol_fast")
         per_metric[f"posebusters mol_fast ({len(sub)})"] = time.perf_counter() - t
         t = time.perf_counter()
-        pb_full = dl.posebusters_checks(mols3d[: args.n_posebusters], config="mol")
+        pb_full = posebusters_checks(mols3d[: args.n_posebusters], config="mol")
         per_metric[f"posebusters mol ({min(len(mols3d), args.n_posebusters)})"] = time.perf_counter() - t
-    except dl.MetricUnavailable as exc:
+    except MetricUnavailable as exc:
         pb_note = str(exc)
     result["posebusters"] = pb_full
     result["posebusters_fast"] = pb_fast
@@ -117,7 +124,7 @@ def main() -> None:
     result["notes"].pop("relaxation", None)
 
     print()
-    print(dl.format_druglike_table(result))
+    print(format_druglike_table(result))
     if pb_fast:
         print(f"PoseBusters mol_fast on {pb_fast['num_molecules']}: all checks pass {100 * pb_fast['all_pass']:.1f}%")
     print()

@@ -55,7 +55,7 @@ MODEL_COLUMNS = ("model_atom_stability", "model_molecule_stability", "model_conn
 
 
 #: the samplers of :func:`molediff.diffusion.sample` that ``MoleculeGenerator.sample_arrays`` offers
-from molediff.sampler_table import SAMPLERS  # noqa: E402 - the one list
+from molediff.diffusion.sampler_table import SAMPLERS  # noqa: E402 - the one list
 #: deterministic solvers: η and the noise scale do not enter them
 DETERMINISTIC = ("dpm++2m", "dpm++3m")
 SPACINGS = ("trailing", "logsnr")

@@ -37,7 +37,7 @@ from molediff.sampling import DEFAULT_MODEL
 from molediff.config import DEFAULT_STEPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-from molediff.sampler_table import SAMPLERS  # noqa: E402 - the one list
+from molediff.diffusion.sampler_table import SAMPLERS  # noqa: E402 - the one list
 
 
 def parse_run(spec: str) -> tuple[str, int]:

@@ -35,6 +35,8 @@ PROPERTIES: tuple[Property, ...] = (
     Property("mu", "Dipole_debye", "Debye", "dipole moment μ"),
     Property("cv", "Heatcapacity_Cv_cal_mol_K", "cal/(mol K)", "heat capacity Cv at 298 K"),
 )
+#: names of the QM9 conditioning properties above (the drug-likeness properties of the metrics are
+#: molediff.metrics.properties.DRUGLIKE_PROPERTY_NAMES, QED/logP/MolWt molediff.chem.analysis.DESCRIPTOR_NAMES)
 PROPERTY_NAMES = tuple(p.name for p in PROPERTIES)
 BY_NAME = {p.name: p for p in PROPERTIES}
 #: Hartree → meV, for reporting energy errors as the literature does

@@ -366,8 +366,11 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
     """The drug-discovery tables of the SDF records in ``args.paths`` (printed; returned for --json)."""
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import (MetricUnavailable, canonical_smiles, evaluate_druglike, format_druglike_table,
-                                        load_moses_filters)
+    from molediff.chem.rdkit_mol import canonical_smiles
+    from molediff.metrics.druglike import evaluate_druglike
+    from molediff.metrics.errors import MetricUnavailable
+    from molediff.metrics.moses_data import load_moses_filters
+    from molediff.metrics.report import format_druglike_table
     from molediff.data.files import _expand
     from molediff.data.reference import moses_ring_reference, moses_test_reference
 

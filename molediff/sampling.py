@@ -118,7 +118,7 @@ class MoleculeGenerator:
         a noise scale given for a sampler that injects no noise (a deterministic solver, DDIM at η = 0)
         is refused rather than silently ignored."""
         from molediff.diffusion.samplers import check_sampler
-        from molediff.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
+        from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 
         name = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: k)  # noqa: E731
         T = self.diffusion.schedule.num_train_timesteps
@@ -164,7 +164,7 @@ class MoleculeGenerator:
 
     def sampler_tag(self, sampler: str, steps: int, eta: float, noise_scale: float, spacing: str = "trailing") -> str:
         """How a sample file names the sampler settings (the table's :meth:`~molediff.diffusion.samplers.Sampler.tag`)."""
-        from molediff.sampler_table import SAMPLER_TABLE
+        from molediff.diffusion.sampler_table import SAMPLER_TABLE
 
         return SAMPLER_TABLE[sampler].tag(steps, eta, noise_scale, spacing)
 
@@ -286,7 +286,7 @@ class MoleculeGenerator:
             if self.diffusion.vocab.aromatic:  # the model reads aromatic bonds as such, as it was trained
                 from dataclasses import replace
 
-                from molediff.chem.io import aromatic_bond_codes
+                from molediff.chem.rdkit_mol import aromatic_bond_codes
 
                 codes = aromatic_bond_codes(fragment.symbols, fragment.bonds, fragment.charges, fragment.hydrogens)
                 fragment = replace(fragment, bonds=(*fragment.bonds[:2], codes))

@@ -30,13 +30,14 @@ MODEL_PERCENT = ("model_atom_stability", "model_molecule_stability", "model_conn
 
 
 def training_smiles_hashes(data: str):
-    """:func:`molediff.chem.druglike.smiles_hashes` of the canonical SMILES of every molecule in a file
+    """:func:`molediff.metrics.moses.smiles_hashes` of the canonical SMILES of every molecule in a file
     data set (training and validation molecules alike: novelty against all it could have seen), as an
     int64 tensor [k]."""
     import torch
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import canonical_smiles, smiles_hashes
+    from molediff.chem.rdkit_mol import canonical_smiles
+    from molediff.metrics.moses import smiles_hashes
 
     root = Path(data)
     files = sorted(root.rglob("*.sdf")) if root.is_dir() else [root]

@@ -14,7 +14,8 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molediff.chem.hydrogens import place_hydrogens
-from molediff.chem.io import SDFWriter, kekule_bonds
+from molediff.chem.io import SDFWriter
+from molediff.chem.rdkit_mol import kekule_bonds
 from molediff.chem.model_bonds import model_bond_scores
 from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.files import read_molecule_files

@@ -153,7 +153,7 @@ def test_qm9_files_still_default_to_qm9(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bonds", ["model", "lookup"])  # the drug-like novelty reads the reference's bonds either way
 def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molecules(files, monkeypatch, capsys, tmp_path, bonds):
-    from molediff.chem.druglike import build_reference
+    from molediff.metrics.reference import build_reference
 
     small = build_reference(list(OTHERS) + list(DRUGLIKE), "small", compute_fcd=False)
     monkeypatch.setattr(reference_data, "moses_test_reference", lambda progress=True: small)
@@ -171,7 +171,7 @@ def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molec
 def test_druglike_novelty_ignores_the_stereo_that_3d_coordinates_imply(tmp_path):
     """A chiral molecule read from a 3D file and the same graph from a model's bonds (no stereo) are one
     molecule for novelty and FCD (MOSES's sets carry no stereo)."""
-    from molediff.chem.druglike import canonical_smiles
+    from molediff.chem.rdkit_mol import canonical_smiles
 
     path = _write(tmp_path / "chiral.sdf", ("C[C@H](N)C(=O)O",))
     mol = next(iter(Chem.SDMolSupplier(str(path), removeHs=False)))

@@ -8,7 +8,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molediff.chem.io import aromatic_bond_codes, kekule_bonds
+from molediff.chem.rdkit_mol import aromatic_bond_codes, kekule_bonds
 from molediff.chem.kekule import kekulize
 from molediff.chem.model_bonds import model_bond_stability
 from molediff.elements import AROMATIC, SYMBOL_TO_INDEX

@@ -8,7 +8,8 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molediff.chem.io import SDFWriter, kekule_bonds, read_sdf
+from molediff.chem.io import SDFWriter, read_sdf
+from molediff.chem.rdkit_mol import kekule_bonds
 from molediff.chem.model_bonds import model_bond_scores
 from molediff.cli import main
 from molediff.data.files import read_molecule_files

@@ -84,10 +84,13 @@ def test_fixed_atom_count_and_xyz_format(tiny_model, tmp_path):
     assert lines.count("4") == 3 and len(lines) == 3 * (4 + 2)
 
 
-def test_full_ancestral_sampling_when_steps_equal_T(tiny_model, tmp_path):
+def test_full_ancestral_sampling_with_the_ddpm_sampler(tiny_model, tmp_path):
     out = tmp_path / "s.sdf"
+    assert run_cli("--checkpoint", str(tiny_model), "-n", "2", "--sampler", "ddpm", "--out", str(out)) == 0
+    assert "ddpm_noise0.8" in out.read_text()  # the sampler is recorded per record
+    # DDIM asked for all T steps stays DDIM (with its eta), and says so
     assert run_cli("--checkpoint", str(tiny_model), "-n", "2", "--steps", "50", "--out", str(out)) == 0
-    assert "ddpm" in out.read_text()  # the sampler is recorded per record
+    assert "ddim50_eta1_noise0.8" in out.read_text()
 
 
 @pytest.mark.parametrize(

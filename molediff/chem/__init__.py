@@ -2,7 +2,8 @@
 
 * :mod:`molediff.chem.bonds` — lookup (EDM) bond perception, numpy only; importing it (or this
   package) does not import RDKit.
-* :mod:`molediff.chem.rdkit_mol` — RDKit molecules from 3D coordinates, validity, SMILES.
+* :mod:`molediff.chem.rdkit_mol` — RDKit molecules from 3D coordinates, validity, the one canonical
+  SMILES and the one largest-fragment rule.
 * :mod:`molediff.chem.io` — SDF / XYZ writing (streaming, atomic) and SDF reading.
 * :mod:`molediff.chem.analysis` — per-molecule validity / rings / QED-logP-MolWt, depiction grids.
 
@@ -20,15 +21,17 @@ _LAZY = {
     "ValidityResult": "molediff.chem.rdkit_mol",
     "bond_perception_status": "molediff.chem.rdkit_mol",
     "build_molecule": "molediff.chem.rdkit_mol",
+    "canonical_smiles": "molediff.chem.rdkit_mol",
     "check_validity": "molediff.chem.rdkit_mol",
+    "largest_fragment": "molediff.chem.rdkit_mol",
     "mol_from_bonds": "molediff.chem.rdkit_mol",
     "mol_to_smiles_largest_fragment": "molediff.chem.rdkit_mol",
     "sanitize": "molediff.chem.rdkit_mol",
+    "DESCRIPTOR_NAMES": "molediff.chem.analysis",
     "MoleculeAnalysis": "molediff.chem.analysis",
-    "PROPERTY_NAMES": "molediff.chem.analysis",
     "analyse_molecule": "molediff.chem.analysis",
+    "descriptor_values": "molediff.chem.analysis",
     "draw_grid": "molediff.chem.analysis",
-    "largest_fragment": "molediff.chem.analysis",
     "molecule_properties": "molediff.chem.analysis",
     "RecordError": "molediff.chem.io",
     "SDFContents": "molediff.chem.io",

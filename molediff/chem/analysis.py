@@ -1,31 +1,36 @@
 """Per-molecule RDKit analysis used by :mod:`molediff.metrics`: validity, SMILES, fragments, ring sizes,
-and descriptor properties (QED, Crippen logP, molecular weight), plus 2D depiction grids."""
+and descriptor properties (QED, Crippen logP, molecular weight: :func:`descriptor_values`, the one
+place they are computed), plus 2D depiction grids."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from molediff.atomic import atomic_write_binary
 from rdkit import Chem, rdBase
 from rdkit.Chem import QED, Crippen, Descriptors
 
-from molediff.chem.rdkit_mol import build_molecule, check_validity, mol_from_bonds
+from molediff.chem.rdkit_mol import build_molecule, check_validity, largest_fragment, mol_from_bonds
 
-__all__ = ["PROPERTY_NAMES", "MoleculeAnalysis", "analyse_molecule", "draw_grid", "largest_fragment", "molecule_properties"]
+__all__ = ["DESCRIPTORS", "DESCRIPTOR_NAMES", "MoleculeAnalysis", "analyse_molecule", "descriptor_values", "draw_grid",
+           "molecule_properties"]
 
+#: RDKit descriptors by name: QED, Crippen logP, molecular weight (g/mol).
+DESCRIPTORS: dict[str, Callable[[Chem.Mol], float]] = {"qed": QED.qed, "logp": Crippen.MolLogP, "mol_wt": Descriptors.MolWt}
 #: Descriptors computed by :func:`molecule_properties` (keys of its result).
-PROPERTY_NAMES: tuple[str, ...] = ("qed", "logp", "mol_wt")
+DESCRIPTOR_NAMES: tuple[str, ...] = tuple(DESCRIPTORS)
 
 
 @dataclass
 class MoleculeAnalysis:
     """RDKit view of one molecule. ``valid``/``strict_valid``/``smiles``/``num_fragments`` as in
     :class:`molediff.chem.rdkit_mol.ValidityResult`; ``ring_sizes``: sizes of the SSSR rings of the
-    sanitized molecule (valid only); ``properties``: :data:`PROPERTY_NAMES` of the largest fragment
+    sanitized molecule (valid only); ``properties``: :data:`DESCRIPTOR_NAMES` of the largest fragment
     (valid only, when requested and computable)."""
 
     valid: bool
@@ -36,21 +41,28 @@ class MoleculeAnalysis:
     properties: dict[str, float] | None = field(default=None)
 
 
-def largest_fragment(mol: Chem.Mol) -> Chem.Mol:
-    """The fragment of ``mol`` with most atoms (the first such, as EDM); ``mol`` itself if connected."""
-    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
-    return mol if len(frags) <= 1 else max(frags, key=lambda m: m.GetNumAtoms())
+def descriptor_values(mol: Chem.Mol, functions: Mapping[str, Callable[[Chem.Mol], float]] = DESCRIPTORS) -> dict[str, float]:
+    """``{name: function(molecule without its hydrogens)}`` for a sanitized molecule, NaN for each
+    function RDKit fails on (all NaN when the hydrogens cannot be removed)."""
+    values = dict.fromkeys(functions, float("nan"))
+    with rdBase.BlockLogs():
+        try:
+            heavy = Chem.RemoveHs(mol) if any(a.GetAtomicNum() == 1 for a in mol.GetAtoms()) else mol
+        except Exception:  # noqa: BLE001
+            return values
+        for name, fn in functions.items():
+            try:
+                values[name] = float(fn(heavy))
+            except Exception:  # noqa: BLE001 - descriptor code raises assorted errors on odd molecules
+                pass
+    return values
 
 
 def molecule_properties(mol: Chem.Mol) -> dict[str, float] | None:
-    """QED, Crippen logP and molecular weight (g/mol) of a sanitized molecule (hydrogens removed first),
-    or ``None`` when RDKit cannot compute them."""
-    with rdBase.BlockLogs():
-        try:
-            heavy = Chem.RemoveHs(mol)
-            return {"qed": float(QED.qed(heavy)), "logp": float(Crippen.MolLogP(heavy)), "mol_wt": float(Descriptors.MolWt(heavy))}
-        except Exception:  # noqa: BLE001 - descriptor code raises assorted errors on odd molecules
-            return None
+    """QED, Crippen logP and molecular weight (g/mol) of a sanitized molecule (:func:`descriptor_values`),
+    or ``None`` when RDKit cannot compute them all."""
+    values = descriptor_values(mol)
+    return None if any(math.isnan(v) for v in values.values()) else values
 
 
 def analyse_molecule(

@@ -5,8 +5,10 @@ processes). Each step either succeeds or returns a :class:`Failure` with a short
 category to count) and a ``detail`` (what exactly); nothing here raises for bad input.
 
 1. parse (RDKit, sanitised); refuse dummy / R-group / ``*`` atoms and query features;
-2. standardise: strip isotope labels, keep the largest fragment (salts, hydrates; organic fragments
-   preferred; a mixture without carbon, an inorganic salt, is refused), refuse elements outside :data:`molediff.elements.ELEMENTS`, neutralise charges where
+2. standardise: strip isotope labels, keep the largest of the fragments holding carbon (salts,
+   hydrates; the package's one rule, :func:`molediff.chem.rdkit_mol.largest_fragment`, on the molecule
+   without explicit hydrogens: the most heavy atoms; a mixture without carbon, an inorganic salt, is
+   refused), refuse elements outside :data:`molediff.elements.ELEMENTS`, neutralise charges where
    RDKit's ``rdMolStandardize.Uncharger`` can (a nitro group or a quaternary ammonium keeps its
    charges); what was done is written as the ``molediff_standardisation`` property;
 3. add hydrogens, refuse more than ``max_atoms`` atoms, embed ``conformers`` conformers with ETKDGv3
@@ -34,6 +36,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
+from molediff.chem.io import _prop_text
+from molediff.chem.rdkit_mol import fragment_size
 from molediff.elements import ELEMENTS
 
 __all__ = [
@@ -187,15 +191,14 @@ def standardise(mol: Chem.Mol) -> tuple[Chem.Mol, list[str]] | Failure:
     with rdBase.BlockLogs():
         try:
             mol = Chem.RemoveHs(mol.GetMol(), sanitize=True)
-            frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+            frags = Chem.GetMolFrags(mol, asMols=True)
             if len(frags) > 1:
-                kept = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
-                kept_smiles = Chem.MolToSmiles(kept)
                 removed = [Chem.MolToSmiles(f) for f in frags]
-                if not any(a.GetAtomicNum() == 6 for a in kept.GetAtoms()):  # an inorganic salt: no molecule to keep
+                organic = [f for f in frags if any(a.GetAtomicNum() == 6 for a in f.GetAtoms())]
+                if not organic:  # an inorganic salt: no molecule to keep
                     return Failure(NO_ORGANIC_FRAGMENT, f"none of the fragments {'.'.join(removed)} holds carbon")
-                if kept_smiles in removed:
-                    removed.remove(kept_smiles)
+                kept = max(organic, key=fragment_size)  # the package's largest-fragment rule, among those with carbon
+                removed.remove(Chem.MolToSmiles(kept))
                 notes.append(f"{LARGEST_FRAGMENT} (removed {'.'.join(removed)})")
                 mol = kept
         except Exception as exc:  # noqa: BLE001
@@ -234,10 +237,6 @@ def _embed(molh: Chem.Mol, seed: int, conformers: int) -> list[int]:
         params.useRandomCoords = True
         cids = list(rdDistGeom.EmbedMultipleConfs(molh, conformers, params))
     return cids
-
-
-def _prop_text(value: object) -> str:
-    return " ".join(str(value).splitlines()).strip() or " "
 
 
 def _record(molh: Chem.Mol, conf_id: int, title: str, props: Sequence[tuple[str, object]]) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem
 
-from molediff.chem.io import kekule_bonds
+from molediff.chem.rdkit_mol import kekule_bonds
 from molediff.chem.model_bonds import written_molecule
 from molediff.chem.rdkit_mol import symbols_of
 

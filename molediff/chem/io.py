@@ -30,9 +30,8 @@ from rdkit import Chem, rdBase
 
 from molediff.atomic import AtomicFile
 from molediff.chem.bonds import LOOKUP_VALENCE_MASK, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_allowed, valence_sums
-from molediff.elements import AROMATIC
 from molediff.errors import UserError
-from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, symbols_of
+from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, kekule_bonds, symbols_of
 
 __all__ = [
     "OneMolecule",
@@ -301,75 +300,6 @@ class SDFRecord(NamedTuple):
     props: dict[str, str]
     bonds: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     charges: np.ndarray | None = None
-
-
-def kekule_bonds(mol: Chem.Mol, aromatic: bool = False) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, bool]:
-    """``((src, dst, order), charges, kekulized)`` of a molecule as written: aromatic bonds are
-    kekulized (orders 1–3, src < dst); an aromatic system that cannot be kekulized keeps its aromatic
-    bonds out of the list (``kekulized`` False), so its atoms fail the model-bond valence check, as
-    they should. Dative and other unusual bond types count as single.
-
-    ``aromatic``: bonds that RDKit's aromaticity model calls aromatic (perceived on the kekulized
-    molecule as written, hydrogens as given) get the code :data:`~molediff.elements.AROMATIC` instead of
-    their Kekulé order: the training data of a model with an aromatic bond type. A molecule that does not
-    sanitize keeps its Kekulé orders."""
-    work = Chem.RWMol(mol)
-    for atom in work.GetAtoms():  # hydrogens are atoms here: kekulize what is written, nothing implied
-        atom.SetNoImplicit(True)
-    kekulized = True
-    with rdBase.BlockLogs():
-        work.UpdatePropertyCache(strict=False)
-        try:
-            Chem.Kekulize(work, clearAromaticFlags=True)
-        except Exception:  # noqa: BLE001 - RDKit's KekulizeException
-            kekulized = False
-    flags = _aromatic_flags(work) if aromatic and kekulized else None
-    src, dst, order = [], [], []
-    for b in work.GetBonds():
-        if b.GetBondType() == Chem.BondType.AROMATIC:
-            continue
-        i, j = sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
-        src.append(i)
-        dst.append(j)
-        order.append(AROMATIC if flags is not None and flags[b.GetIdx()] else
-                     {Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(b.GetBondType(), 1))
-    charges = np.array([a.GetFormalCharge() for a in work.GetAtoms()], dtype=np.int64)
-    as_array = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
-    return (as_array(src), as_array(dst), as_array(order)), charges, kekulized
-
-
-def aromatic_bond_codes(symbols: Sequence[str], bonds: tuple[np.ndarray, np.ndarray, np.ndarray], charges: np.ndarray,
-                        hydrogens: np.ndarray | None = None) -> np.ndarray:
-    """``[NB]`` the Kekulé ``bonds`` ``(src, dst, order)`` of one molecule with those RDKit calls
-    aromatic coded :data:`~molediff.elements.AROMATIC` (what a model with an aromatic bond type reads);
-    ``hydrogens`` [n]: attached-hydrogen counts of heavy atoms (None: hydrogens are atoms, or none).
-    Unchanged when the molecule does not sanitize."""
-    from molediff.chem.rdkit_mol import mol_from_bonds
-
-    src, dst, order = (np.asarray(x, dtype=np.int64) for x in bonds)
-    mol = Chem.RWMol(mol_from_bonds(symbols, src, dst, order))
-    for k, atom in enumerate(mol.GetAtoms()):
-        atom.SetFormalCharge(int(charges[k]))
-        atom.SetNoImplicit(True)
-        atom.SetNumExplicitHs(int(hydrogens[k]) if hydrogens is not None else 0)
-    flags = _aromatic_flags(mol)
-    if flags is None:
-        return order.copy()
-    index = {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))): b.GetIdx() for b in mol.GetBonds()}
-    return np.array([AROMATIC if flags[index[tuple(sorted((i, j)))]] else o for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist())],
-                    dtype=np.int64)
-
-
-def _aromatic_flags(kekulized: Chem.Mol) -> list[bool] | None:
-    """Per bond (by index) whether RDKit's aromaticity model calls it aromatic; None when the molecule
-    does not sanitize (its Kekulé form is kept)."""
-    work = Chem.Mol(kekulized)
-    with rdBase.BlockLogs():
-        try:
-            Chem.SanitizeMol(work)
-        except Exception:  # noqa: BLE001 - RDKit's sanitization errors
-            return None
-    return [b.GetIsAromatic() for b in work.GetBonds()]
 
 
 class RecordError(NamedTuple):

@@ -6,6 +6,10 @@
 * :func:`check_validity` — the published validity (``SanitizeMol`` passes; the canonical SMILES of the
   largest fragment is kept, as EDM's ``compute_validity``) and a strict validity (no implicit
   hydrogens or radicals added by sanitization, a single fragment).
+* :func:`largest_fragment` — the one rule for "the largest fragment" (most atoms, the first of equals:
+  EDM's), used by validity, the analysis, the drug-like metrics and the data builder.
+* :func:`canonical_smiles` — the one canonical SMILES of a molecule or SMILES string (written, read
+  back, written: hydrogens implicit, no stereo by default), as the MOSES metrics compare them.
 """
 
 from __future__ import annotations
@@ -21,14 +25,20 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdDetermineBonds
 
 from molediff.chem.bonds import check_bond_mode, closest_pair, lookup_bond_orders
-from molediff.elements import Z_TO_SYMBOL
+from molediff.elements import AROMATIC, Z_TO_SYMBOL
 
 __all__ = [
     "ValidityResult",
+    "aromatic_bond_codes",
     "bond_perception_status",
     "build_molecule",
+    "canonical_smiles",
     "check_validity",
+    "fragment_size",
+    "kekule_bonds",
+    "largest_fragment",
     "mol_from_bonds",
+    "mol_from_smiles",
     "mol_to_smiles_largest_fragment",
     "sanitize",
 ]
@@ -177,19 +187,79 @@ def sanitize(mol: Chem.Mol) -> Chem.Mol | None:
 
 
 def mol_to_smiles_largest_fragment(mol: Chem.Mol, sanitized: bool = False) -> str | None:
-    """Canonical SMILES of the largest fragment of ``mol`` (EDM convention: sanitize the whole
-    molecule, take the fragment with most atoms, sanitize it, ``MolToSmiles``); ``None`` if a
-    sanitization fails. Pass ``sanitized=True`` when ``mol`` already is (skips one copy)."""
+    """Canonical SMILES of the largest fragment of ``mol`` (EDM's convention: sanitize the whole
+    molecule, take the largest fragment (:func:`largest_fragment`), sanitize it, ``MolToSmiles``,
+    hydrogens as the molecule has them); ``None`` if a sanitization fails. Pass ``sanitized=True``
+    when ``mol`` already is (skips one copy)."""
     if not sanitized:
         mol = sanitize(mol)
         if mol is None:
             return None
-    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
-    if len(frags) <= 1:
+    largest = largest_fragment(mol)
+    if largest is mol:
         return Chem.MolToSmiles(mol)
-    largest = max(frags, key=lambda m: m.GetNumAtoms())
     largest = sanitize(largest)
     return None if largest is None else Chem.MolToSmiles(largest)
+
+
+def fragment_size(mol: Chem.Mol) -> int:
+    """The size :func:`largest_fragment` ranks fragments by: the atoms of the graph, hydrogens counted
+    when they are atoms (EDM's ``GetNumAtoms``). With hydrogens implicit (a molecule read from SMILES,
+    as :func:`canonical_smiles` makes them) this is the number of heavy atoms (MOSES)."""
+    return mol.GetNumAtoms()
+
+
+def largest_fragment(mol: Chem.Mol, sanitize_fragments: bool = False) -> Chem.Mol:
+    """The largest fragment of ``mol`` — the most atoms (:func:`fragment_size`), the first of equals in
+    atom order (EDM's ``compute_validity``) — as a new molecule (sanitized when ``sanitize_fragments``);
+    ``mol`` itself when it is one fragment (or has no atoms). The one rule of the package: validity
+    (:func:`check_validity`), the analysis, the MOSES metrics' ``largest_fragment`` option and the data
+    builder all keep this fragment."""
+    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=sanitize_fragments)
+    if len(frags) <= 1:
+        return mol
+    return max(frags, key=fragment_size)
+
+
+def mol_from_smiles(smiles: str | None) -> Chem.Mol | None:
+    """The sanitized RDKit molecule of ``smiles``, ``None`` when empty or invalid (RDKit's messages
+    silenced)."""
+    if not smiles:
+        return None
+    with rdBase.BlockLogs():
+        return Chem.MolFromSmiles(smiles)
+
+
+def canonical_smiles(molecule: str | Chem.Mol | None, largest_fragment: bool = False, isomeric: bool = False) -> str | None:
+    """Canonical SMILES (RDKit) of a SMILES string or RDKit molecule, ``None`` when invalid
+    (unparsable, fails sanitization, no atoms). A molecule is written to SMILES and read back, so a 3D
+    molecule with explicit hydrogens and the SMILES of the same graph give the same string.
+    ``largest_fragment``: keep the largest fragment (:func:`largest_fragment` of the molecule read back,
+    hydrogens implicit: the most heavy atoms; MOSES keeps the whole input). ``isomeric``: keep
+    stereochemistry. Off by default: MOSES's sets carry none, while a molecule read from a 3D file
+    carries the stereo its coordinates imply and a model's bond graph none, so with stereo the same
+    molecule would count as novel or shift FCD depending on where it came from."""
+    if molecule is None:
+        return None
+    with rdBase.BlockLogs():
+        if isinstance(molecule, str):
+            mol = mol_from_smiles(molecule)
+        else:
+            mol = Chem.Mol(molecule)
+            try:
+                Chem.SanitizeMol(mol)
+                mol = Chem.MolFromSmiles(Chem.MolToSmiles(mol))
+            except Exception:  # noqa: BLE001 - MolSanitizeException and friends
+                return None
+        if mol is None or mol.GetNumAtoms() == 0:
+            return None
+        if largest_fragment:
+            mol = _largest_fragment(mol, sanitize_fragments=True)
+        smiles = Chem.MolToSmiles(mol, isomericSmiles=isomeric)
+    return smiles or None
+
+
+_largest_fragment = largest_fragment  # canonical_smiles's flag of that name hides the function
 
 
 @dataclass
@@ -238,3 +308,70 @@ def check_validity(mol: Chem.Mol) -> ValidityResult:
 def symbols_of(mol: Chem.Mol) -> list[str]:
     """Element symbols ``[n]`` of ``mol``'s atoms."""
     return [Z_TO_SYMBOL.get(a.GetAtomicNum(), a.GetSymbol()) for a in mol.GetAtoms()]
+
+
+def kekule_bonds(mol: Chem.Mol, aromatic: bool = False) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, bool]:
+    """``((src, dst, order), charges, kekulized)`` of a molecule as written: aromatic bonds are
+    kekulized (orders 1–3, src < dst); an aromatic system that cannot be kekulized keeps its aromatic
+    bonds out of the list (``kekulized`` False), so its atoms fail the model-bond valence check, as
+    they should. Dative and other unusual bond types count as single.
+
+    ``aromatic``: bonds that RDKit's aromaticity model calls aromatic (perceived on the kekulized
+    molecule as written, hydrogens as given) get the code :data:`~molediff.elements.AROMATIC` instead of
+    their Kekulé order: the training data of a model with an aromatic bond type. A molecule that does not
+    sanitize keeps its Kekulé orders."""
+    work = Chem.RWMol(mol)
+    for atom in work.GetAtoms():  # hydrogens are atoms here: kekulize what is written, nothing implied
+        atom.SetNoImplicit(True)
+    kekulized = True
+    with rdBase.BlockLogs():
+        work.UpdatePropertyCache(strict=False)
+        try:
+            Chem.Kekulize(work, clearAromaticFlags=True)
+        except Exception:  # noqa: BLE001 - RDKit's KekulizeException
+            kekulized = False
+    flags = _aromatic_flags(work) if aromatic and kekulized else None
+    src, dst, order = [], [], []
+    for b in work.GetBonds():
+        if b.GetBondType() == Chem.BondType.AROMATIC:
+            continue
+        i, j = sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
+        src.append(i)
+        dst.append(j)
+        order.append(AROMATIC if flags is not None and flags[b.GetIdx()] else
+                     {Chem.BondType.DOUBLE: 2, Chem.BondType.TRIPLE: 3}.get(b.GetBondType(), 1))
+    charges = np.array([a.GetFormalCharge() for a in work.GetAtoms()], dtype=np.int64)
+    as_array = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+    return (as_array(src), as_array(dst), as_array(order)), charges, kekulized
+
+
+def aromatic_bond_codes(symbols: Sequence[str], bonds: tuple[np.ndarray, np.ndarray, np.ndarray], charges: np.ndarray,
+                        hydrogens: np.ndarray | None = None) -> np.ndarray:
+    """``[NB]`` the Kekulé ``bonds`` ``(src, dst, order)`` of one molecule with those RDKit calls
+    aromatic coded :data:`~molediff.elements.AROMATIC` (what a model with an aromatic bond type reads);
+    ``hydrogens`` [n]: attached-hydrogen counts of heavy atoms (None: hydrogens are atoms, or none).
+    Unchanged when the molecule does not sanitize."""
+    src, dst, order = (np.asarray(x, dtype=np.int64) for x in bonds)
+    mol = Chem.RWMol(mol_from_bonds(symbols, src, dst, order))
+    for k, atom in enumerate(mol.GetAtoms()):
+        atom.SetFormalCharge(int(charges[k]))
+        atom.SetNoImplicit(True)
+        atom.SetNumExplicitHs(int(hydrogens[k]) if hydrogens is not None else 0)
+    flags = _aromatic_flags(mol)
+    if flags is None:
+        return order.copy()
+    index = {tuple(sorted((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))): b.GetIdx() for b in mol.GetBonds()}
+    return np.array([AROMATIC if flags[index[tuple(sorted((i, j)))]] else o for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist())],
+                    dtype=np.int64)
+
+
+def _aromatic_flags(kekulized: Chem.Mol) -> list[bool] | None:
+    """Per bond (by index) whether RDKit's aromaticity model calls it aromatic; None when the molecule
+    does not sanitize (its Kekulé form is kept)."""
+    work = Chem.Mol(kekulized)
+    with rdBase.BlockLogs():
+        try:
+            Chem.SanitizeMol(work)
+        except Exception:  # noqa: BLE001 - RDKit's sanitization errors
+            return None
+    return [b.GetIsAromatic() for b in work.GetBonds()]

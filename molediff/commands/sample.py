@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock
-from molediff.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
+from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
 from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
@@ -107,9 +107,12 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, val
     PoseBusters' molecule checks, of all and of the valid ones (when the optional package is there)."""
     from rdkit import Chem, rdBase
 
-    from molediff.chem.druglike import (MetricUnavailable, canonical_smiles, druglike_properties, hashed_novelty,
-                                        posebusters_checks)
     from molediff.chem.model_bonds import written_molecule
+    from molediff.chem.rdkit_mol import canonical_smiles
+    from molediff.metrics.errors import MetricUnavailable
+    from molediff.metrics.moses import hashed_novelty
+    from molediff.metrics.posebusters import posebusters_checks
+    from molediff.metrics.properties import druglike_properties
 
     mols = [m for m in (Chem.MolFromSmiles(s) for s in sorted(smiles)) if m is not None]
     line = "drug-likeness (distinct valid molecules): "
@@ -157,8 +160,8 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, val
 
 def _moses_rings() -> dict | None:
     """The MOSES test set's ring-system figures, or None without the molsets data files."""
-    from molediff.chem.druglike import MetricUnavailable
     from molediff.data.reference import moses_ring_reference
+    from molediff.metrics.errors import MetricUnavailable
 
     try:
         return moses_ring_reference()

@@ -187,7 +187,8 @@ def _sdf_items(f: IO[str]) -> Iterator[SourceItem]:
 
 def moses_folder() -> Path:
     """The MOSES data files of the installed ``molsets`` package (found without importing it)."""
-    from molediff.chem.druglike import MetricUnavailable, moses_data_dir
+    from molediff.metrics.errors import MetricUnavailable
+    from molediff.metrics.moses_data import moses_data_dir
 
     try:
         return moses_data_dir() / "dataset" / "data"

@@ -387,7 +387,7 @@ def _no_bonds(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, b
 def _perceive(symbols: Sequence[str], pos: np.ndarray, aromatic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Bonds and charges of a bare geometry (an XYZ frame) by RDKit perception, in Kekulé form (aromatic
     bonds coded as such with ``aromatic``)."""
-    from molediff.chem.io import kekule_bonds
+    from molediff.chem.rdkit_mol import kekule_bonds
     from molediff.chem.rdkit_mol import bond_perception_status, build_molecule
 
     mol = build_molecule(symbols, np.asarray(pos, dtype=np.float64), bonds="rdkit")

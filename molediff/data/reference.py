@@ -228,11 +228,13 @@ def file_reference(paths: str | os.PathLike | Iterable[str | os.PathLike], with_
 
 def moses_test_reference(progress: bool = True):
     """The MOSES test set (176k SMILES shipped in molsets) as a drug-like metrics reference
-    (:class:`molediff.chem.druglike.Reference`: fingerprints, fragments, scaffolds, properties, MOSES's
-    own ChemNet statistics), built once into the data folder's ``cache/moses_test_reference.npz`` (about
-    7 minutes on an idle 2-core machine) and loaded from there afterwards (under a second)."""
-    from molediff.chem.druglike import Reference, build_reference, moses_fcd_statistics, moses_reference
+    (:class:`molediff.metrics.reference.Reference`: fingerprints, fragments, scaffolds, properties,
+    MOSES's own ChemNet statistics), built once into the data folder's
+    ``cache/moses_test_reference.npz`` (about 7 minutes on an idle 2-core machine) and loaded from there
+    afterwards (under a second)."""
     from molediff.data.qm9 import data_dir
+    from molediff.metrics.moses_data import moses_fcd_statistics, moses_reference
+    from molediff.metrics.reference import Reference, build_reference
 
     path = data_dir() / "cache" / "moses_test_reference.npz"
     if path.exists():
@@ -259,7 +261,7 @@ def moses_ring_reference(size: int = RING_REFERENCE_SIZE, seed: int = 0) -> dict
     import numpy as np
     from rdkit import Chem
 
-    from molediff.chem.druglike import moses_reference
+    from molediff.metrics.moses_data import moses_reference
     from molediff.metrics.rings import ring_statistics
 
     smiles = moses_reference("test")

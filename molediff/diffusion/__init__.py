@@ -1,8 +1,34 @@
-"""The domain-agnostic DDPM core shared by the molecule and image backends."""
+"""The domain-agnostic DDPM core shared by the molecule and image backends.
 
-from molediff.diffusion.losses import epsilon_loss
-from molediff.diffusion.samplers import SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler, check_sampler, ddim_sample, ddpm_sample, dpm_solver_sample, sample
-from molediff.diffusion.schedule import NoiseSchedule
+Names are imported on first use (PEP 562), so that the torch-free sampler table
+(:mod:`molediff.diffusion.sampler_table`, the CLI's choices) can be read without importing torch.
+"""
 
-__all__ = ["NoiseSchedule", "ddpm_sample", "ddim_sample", "dpm_solver_sample", "sample", "SAMPLERS", "SAMPLER_TABLE", "SPACINGS",
-           "Sampler", "check_sampler", "epsilon_loss"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "epsilon_loss": "molediff.diffusion.losses",
+    "NoiseSchedule": "molediff.diffusion.schedule",
+    "ddpm_sample": "molediff.diffusion.samplers",
+    "ddim_sample": "molediff.diffusion.samplers",
+    "dpm_solver_sample": "molediff.diffusion.samplers",
+    "sample": "molediff.diffusion.samplers",
+    "check_sampler": "molediff.diffusion.samplers",
+    "SAMPLERS": "molediff.diffusion.sampler_table",
+    "SAMPLER_TABLE": "molediff.diffusion.sampler_table",
+    "SPACINGS": "molediff.diffusion.sampler_table",
+    "Sampler": "molediff.diffusion.sampler_table",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'molediff.diffusion' has no attribute {name!r}")

@@ -24,7 +24,7 @@ import torch
 
 from molediff.diffusion.noise import noise_like
 from molediff.diffusion.schedule import NoiseSchedule
-from molediff.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler  # noqa: F401 - re-exported
+from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler  # noqa: F401 - re-exported
 
 Model = Callable[..., Any]
 Callback = Callable[[int, int, Any], None]
@@ -158,7 +158,7 @@ def _dpm(order: int, stochastic: bool) -> Callable[..., Any]:
     return run
 
 
-#: each row of :data:`molediff.sampler_table.SAMPLER_TABLE` names one of these loops (its ``run``)
+#: each row of :data:`molediff.diffusion.sampler_table.SAMPLER_TABLE` names one of these loops (its ``run``)
 RUNNERS: dict[str, Callable[..., Any]] = {"ddim": _run_ddim, "ddpm": _run_ddpm, "dpm++2m": _dpm(2, False),
                                          "dpm++2m-sde": _dpm(2, True), "dpm++3m": _dpm(3, False)}
 

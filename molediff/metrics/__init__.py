@@ -25,6 +25,10 @@ The functions here are pure: their reference data (the novelty SMILES, the distr
 comes in as arguments; this module imports :mod:`molediff.chem` and :mod:`molediff.elements` only,
 never :mod:`molediff.data`. RDKit is only reached through :mod:`molediff.chem`, imported lazily: the
 stability and distribution helpers work without it.
+
+The drug-discovery metrics are submodules, one per family (importing this package imports none):
+``moses``, ``fingerprints``, ``fcd``, ``sascore``, ``properties``, ``rings``, ``relaxation``,
+``posebusters``, ``reference``, ``moses_data``, ``report``, and ``druglike`` (all of them at once).
 """
 
 from __future__ import annotations
@@ -255,7 +259,7 @@ def rdkit_pass(
     molecules (:func:`molediff.chem.bonds.lookup_bonds_stacked`), used when ``bonds`` is ``"lookup"``."""
     from tqdm import tqdm
 
-    from molediff.chem.analysis import PROPERTY_NAMES, analyse_molecule
+    from molediff.chem.analysis import DESCRIPTOR_NAMES, analyse_molecule
 
     m = len(ptr) - 1
     symbols_all = np.array(ELEMENTS)[atom_type]
@@ -265,7 +269,7 @@ def rdkit_pass(
     frags = np.zeros(m, dtype=np.int64)
     smiles: list[str | None] = [None] * m
     rings: Counter = Counter()
-    props: dict[str, list[float]] = {k: [] for k in PROPERTY_NAMES}
+    props: dict[str, list[float]] = {k: [] for k in DESCRIPTOR_NAMES}
     for k in tqdm(range(m), desc=desc, disable=not progress, unit="mol", mininterval=0.5):
         a, b = int(ptr[k]), int(ptr[k + 1])
         ea, eb = int(edge_ptr[k]), int(edge_ptr[k + 1])
@@ -274,7 +278,7 @@ def rdkit_pass(
         valid[k], strict[k], frags[k], smiles[k] = result.valid, result.strict_valid, result.num_fragments, result.smiles
         rings.update(result.ring_sizes)
         if result.properties:
-            for name in PROPERTY_NAMES:
+            for name in DESCRIPTOR_NAMES:
                 props[name].append(result.properties[name])
     return RDKitPass(valid, strict, frags, smiles, rings, {k: np.asarray(v) for k, v in props.items()})
 
