@@ -228,6 +228,34 @@ def druglike_table(q: dict) -> list[str]:
             pct(pb.get("all_pass")), num(rx.get("energy_drop_median_kcal_mol"), ".2f"),
             f"{pct(r['share_holding_S_Cl_Br'])} ({pct(r.get('share_holding_S_Cl_Br_data'))})",
             num(r.get("sampling_seconds"), ".0f")]) + " |")
+    out += ["", *realism_table(q)]
+    return out
+
+
+def realism_table(q: dict) -> list[str]:
+    """Markdown rows of the realism figures of a druglike_quality.json (issue 37): ring systems of the
+    valid molecules (the MOSES test set's in the last row), PoseBusters of all and of the valid molecules,
+    and the MMFF94 relaxation drop as written beside an ETKDGv3 conformer of the same graph."""
+    head = ("row", "aromatic rings / mol", "no aromatic ring", "non-aromatic ring with C=C etc.", "3/4-ring", "PB-valid (all)",
+            "PB-valid (valid)", "MMFF drop median, as written", "same graphs, ETKDGv3", "angle / torsion part (as written)")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    num = lambda v, f=".1f": "-" if v is None else format(v, f)  # noqa: E731
+    ref = None
+    for r in q["rows"]:
+        dl = r["druglike"]
+        rings, pb, st = dl.get("rings") or {}, dl.get("posebusters") or {}, dl.get("strain") or {}
+        ref = dl.get("rings_reference") or ref
+        terms = st.get("model_term_drop_median_kcal_mol") or {}
+        out.append("| " + " | ".join([
+            r["row"], num(rings.get("aromatic_rings_per_molecule"), ".2f"), pct(rings.get("without_aromatic_ring")),
+            pct(rings.get("odd_ring")), pct(rings.get("small_ring")), pct(pb.get("all_pass")), pct(pb.get("all_pass_of_present")),
+            num(st.get("model_drop_median_kcal_mol")), num(st.get("etkdg_drop_median_kcal_mol")),
+            f"{num(terms.get('Angle'))} / {num(terms.get('Torsion'))}"]) + " |")
+    if ref:
+        out.append("| " + " | ".join([ref.get("source", "MOSES test"), num(ref.get("aromatic_rings_per_molecule"), ".2f"),
+                                      pct(ref.get("without_aromatic_ring")), pct(ref.get("odd_ring")), pct(ref.get("small_ring")),
+                                      "-", "-", "-", "-", "-"]) + " |")
     return out
 
 

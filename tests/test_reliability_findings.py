@@ -237,7 +237,11 @@ def test_fragment_without_explicit_hydrogens_keeps_them(tmp_path, smiles):
     (tmp_path / "full.sdf").write_text(Chem.MolToMolBlock(full) + "$$$$\n")
     explicit = read_one_molecule(tmp_path / "full.sdf")
     expected = Fragment(*explicit).heavy().hydrogens
-    for one in (read_one_molecule(tmp_path / "heavy.sdf"), molecule_from_mol(heavy)):
+    with pytest.warns(UserWarning, match="without hydrogen atoms"):
+        from_file = read_one_molecule(tmp_path / "heavy.sdf")
+    with pytest.warns(UserWarning, match="without hydrogen atoms"):
+        from_mol = molecule_from_mol(heavy)
+    for one in (from_file, from_mol):
         assert one.symbols.count("H") == implicit
         assert len(one.symbols) == full.GetNumAtoms()
         np.testing.assert_array_equal(Fragment(*one).heavy().hydrogens, expected)
@@ -248,6 +252,20 @@ def test_fragment_without_explicit_hydrogens_keeps_them(tmp_path, smiles):
         assert len(h_bonds) == implicit
         lengths = [np.linalg.norm(one.pos[s] - one.pos[d]) for s, d in h_bonds]
         assert 0.9 < min(lengths) and max(lengths) < 1.2
+
+
+def test_fragment_with_hydrogens_keeps_the_sites_the_user_opened(tmp_path):
+    """Written with hydrogens, a fragment is taken as written: a removed hydrogen is a site to grow from."""
+    from molediff.chem.io import read_one_molecule
+    from molediff.inpainting import Fragment
+
+    full = _embedded("CC(=O)O")
+    rw = Chem.RWMol(full)
+    rw.RemoveAtom(next(a.GetIdx() for a in rw.GetAtoms() if a.GetSymbol() == "H" and a.GetNeighbors()[0].GetSymbol() == "O"))
+    (tmp_path / "open.sdf").write_text(Chem.MolToMolBlock(rw.GetMol()) + "$$$$\n")
+    one = read_one_molecule(tmp_path / "open.sdf")
+    assert one.symbols.count("H") == 3
+    assert Fragment(*one).heavy().hydrogens.tolist() == [3, 0, 0, 0]
 
 
 # ------------------------------------------------------------------ 6. the hydrogen-placement fallback

@@ -414,8 +414,8 @@ class OneMolecule(NamedTuple):
     """One molecule as plain data: ``symbols`` [n], ``pos`` [n, 3] float64 Å, formal ``charges`` [n],
     its own ``bonds`` ``(src [k], dst [k], order [k])`` (Kekulé orders 1–3, src < dst) and ``name``
     (how messages about it name it). Field order is that of :class:`molediff.inpainting.Fragment`.
-    Hydrogens are atoms: where a file leaves them implicit, :func:`read_one_molecule` and
-    :func:`molecule_from_mol` add them."""
+    Hydrogens are atoms: where a molecule has no hydrogen atoms at all, :func:`read_one_molecule` and
+    :func:`molecule_from_mol` add its implicit ones (see :func:`_explicit_hydrogens`)."""
 
     symbols: list[str]
     pos: np.ndarray
@@ -441,11 +441,18 @@ def molecule_from_mol(mol: Chem.Mol, name: str = "fragment", what: str = "fragme
 
 
 def _explicit_hydrogens(one: OneMolecule, implicit: np.ndarray) -> OneMolecule:
-    """``one`` with the hydrogens its file left implicit added as atoms (placed from the geometry), so
-    that implicit and explicit hydrogens mean the same thing: an atom's hydrogens are kept either way,
-    and new atoms attach only where the molecule has none to spare."""
-    if not np.asarray(implicit).any():
+    """``one`` as the user meant it. Written with hydrogen atoms, it is taken as written: an atom with
+    fewer hydrogens than its valence allows is where new atoms may attach (remove a hydrogen to open a
+    site). Written without any hydrogen atom, its hydrogens are RDKit's implicit ones, added as atoms
+    (placed from the geometry), so that implicit and explicit hydrogens mean the same thing; a warning
+    says so, since such a fragment then has no open site unless an atom's valence is left open."""
+    if not np.asarray(implicit).any() or "H" in one.symbols:
         return one
+    import warnings
+
+    warnings.warn(f"{one.name}: written without hydrogen atoms; its {int(np.sum(implicit))} implicit hydrogens are kept "
+                  "as hydrogens (new atoms attach only at open valences): to choose where new atoms attach, write the "
+                  "hydrogens and remove those at the attachment points", UserWarning, stacklevel=3)
     from molediff.chem.hydrogens import place_hydrogens
 
     full = place_hydrogens(one.symbols, one.pos, *one.bonds, one.charges, np.asarray(implicit, dtype=np.int64), relax=False)

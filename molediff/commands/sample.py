@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "in each output record at the file's coordinates, with its elements, charges and (joint models) bonds; "
                         "the rest is generated, by default with the fragment-conditioned model 'qm9-frag' (other models "
                         "inpaint, see --resample). Hydrogens are kept as given (a heavy-atom model, e.g. druglike, keeps their "
-                        "count per atom and places them anew): remove those where new atoms should attach")
+                        "count per atom and places them anew): remove those where new atoms should attach. A file without "
+                        "any hydrogen atom gets RDKit's implicit hydrogens (with a warning): write them to choose the sites")
     p.add_argument("--resample", type=int, default=None,
                    help=f"RePaint rounds per reverse step with --fragment and a model not trained on fragments, so fragment "
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
