@@ -236,7 +236,7 @@ def realism_table(q: dict) -> list[str]:
     """Markdown rows of the realism figures of a druglike_quality.json (issue 37): ring systems of the
     valid molecules (the MOSES test set's in the last row), PoseBusters of all and of the valid molecules,
     and the MMFF94 relaxation drop as written beside an ETKDGv3 conformer of the same graph."""
-    head = ("row", "aromatic rings / mol", "no aromatic ring", "non-aromatic ring with C=C etc.", "3/4-ring", "PB-valid (all)",
+    head = ("row", "aromatic rings / mol", "no aromatic ring", "non-aromatic ring with a double bond", "3/4-ring", "PB-valid (all)",
             "PB-valid (valid)", "MMFF drop median, as written", "same graphs, ETKDGv3", "angle / torsion part (as written)")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731

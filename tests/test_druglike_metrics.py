@@ -301,3 +301,45 @@ def test_hashed_novelty_equals_novelty_and_the_sample_summary_reports_it():
     line = _druglike_summary({"[H]OC([H])([H])C([H])([H])[H]", "BrC([H])([H])C([H])([H])[H]"}, [], hashes)
     assert "novel 50.0% (of its 4 training molecules)" in line and "QED" in line
     assert "novel" not in _druglike_summary({"CCO"}, [])
+
+
+def _relaxed(smiles: str, seed: int = 0) -> Chem.Mol:
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    AllChem.EmbedMolecule(mol, randomSeed=seed)
+    AllChem.MMFFOptimizeMolecule(mol)
+    return mol
+
+
+def test_strain_against_etkdg_pairs_molecules_and_counts_the_rest(monkeypatch):
+    relaxed = _relaxed("CC(=O)Nc1ccc(O)cc1")
+    stretched = Chem.Mol(relaxed)
+    conf = stretched.GetConformer()
+    rdMolTransforms.SetBondLength(conf, 0, 1, 2.2)  # a strained input
+    r = rx.strain_against_etkdg([relaxed, stretched, None])
+    assert r["num_paired"] == 2 and r["num_invalid"] == 1 and r["index"] == [0, 1]
+    assert r["model_drops"][0] < 0.5 < r["etkdg_drops"][0]  # MMFF's own minimum beats a raw ETKDG conformer
+    assert r["model_drops"][1] > r["model_drops"][0] + 5
+    assert sum(r["model_term_drop_median_kcal_mol"].values()) == pytest.approx(np.median(r["model_drops"]), abs=30)
+    assert 0.0 < r["share_below_etkdg"] <= 1.0
+    # an embedding that raises (RDKit's KekulizeException on some generated graphs) is counted, not fatal
+    def boom(*args, **kwargs):
+        raise RuntimeError("Can't kekulize mol")
+    from rdkit.Chem import rdDistGeom
+
+    monkeypatch.setattr(rdDistGeom, "EmbedMolecule", boom)
+    r = rx.strain_against_etkdg([relaxed])
+    assert r["num_not_embedded"] == 1 and r["num_paired"] == 0 and r["model_drop_median_kcal_mol"] is None
+
+
+def test_ring_statistics_count_what_a_chemist_looks_at():
+    from molediff.metrics.rings import format_ring_table, ring_statistics
+
+    mols = [Chem.MolFromSmiles(s) for s in ("c1ccccc1", "C1=CCCC=C1", "O=C1NCCC1", "C1CC1c1ccncc1", "CC")] + [None]
+    r = ring_statistics(mols)
+    assert r["num_molecules"] == 6 and r["num_scored"] == 5
+    assert r["aromatic_rings_per_molecule"] == pytest.approx(2 / 5)
+    assert r["without_aromatic_ring"] == pytest.approx(3 / 5)
+    assert r["odd_ring"] == pytest.approx(1 / 5)  # the cyclohexadiene; the lactam's C=O is outside its ring
+    assert r["small_ring"] == pytest.approx(1 / 5)
+    assert r["ring_sizes"]["6"] == pytest.approx(3 / 5) and r["ring_sizes"]["3"] == pytest.approx(1 / 5)
+    assert "aromatic rings per molecule" in "\n".join(format_ring_table(r, r))

@@ -232,7 +232,11 @@ def strain_against_etkdg(mols: Sequence[Chem.Mol | None], seed: int = 0, max_ite
                 continue
             e = Chem.Mol(m)
             e.RemoveAllConformers()
-            if rdDistGeom.EmbedMolecule(e, params) < 0:
+            try:
+                embedded = rdDistGeom.EmbedMolecule(e, params) >= 0
+            except Exception:  # noqa: BLE001 - RDKit raises (e.g. KekulizeException) on some generated graphs
+                embedded = False
+            if not embedded:
                 counts["num_not_embedded"] += 1
                 continue
             base = _minimise(e, props, max_iters)
