@@ -96,7 +96,8 @@ def generator(tmp_path_factory) -> MoleculeGenerator:
     (dict(n=0), "must be ≥ 1"),
     (dict(resample=3), "applies to growing a fragment"),
     (dict(sampler="euler"), "unknown sampler"),
-    (dict(sampler="dpm++2m", steps=None), "needs a step count"),
+    (dict(sampler="ddpm", steps=10), "runs all 50 steps"),
+    (dict(sampler="dpm++2m", noise_scale=0.8), "has no effect with dpm"),
 ])
 def test_the_sampling_api_refuses_what_the_cli_refuses(generator, kwargs, message):
     args = dict(n=2, steps=10, seed=0)
