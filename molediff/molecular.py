@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from molediff.conditioning import PROPERTY_NAMES, normalise
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_STEPS, DiffusionConfig
-from molediff.data.molecules import PAIRS, ptr_from_counts
+from molediff.graph import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
 from molediff.diffusion.noise import randint, randn
 from molediff.elements import SUPPORTED_CHARGES
@@ -97,7 +97,7 @@ def _columns(parts: tuple[Part, ...], level: str) -> dict[str, slice]:
 @dataclass(frozen=True, eq=False)
 class MolGraph:
     """Which rows belong to which molecule: ``batch`` [|V|], ``ptr`` [B + 1], ``pair_index`` [2, |P|]
-    (global atom indices, i < j, molecule by molecule in :class:`~molediff.data.molecules.AtomPairs`
+    (global atom indices, i < j, molecule by molecule in :class:`~molediff.graph.AtomPairs`
     order), ``pair_batch`` [|P|], ``pair_ptr`` [B + 1], and ``fixed`` [|V|] bool: the atoms of a given
     fragment (fragment-conditioned models), None without one.
 
