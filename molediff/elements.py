@@ -38,8 +38,6 @@ BOND_NAMES: tuple[str, ...] = ("none", "single", "double", "triple", "aromatic")
 AROMATIC: int = 4
 #: the bond types of a Kekulé model (every model before aromatic types existed)
 KEKULE_BOND_ORDERS: tuple[int, ...] = BOND_ORDERS[:4]
-#: Attached hydrogens a heavy-atom model generates per atom by default (0 .. this; NH4+ and CH4 have 4).
-MAX_HYDROGENS: int = 4
 
 #: Valences (Kekulé bond-order sum, attached hydrogens included, no implicit ones) an atom may have, by
 #: element and formal charge: the honest model-bond stability rule. Anything else (a neutral carbon

@@ -49,7 +49,7 @@ def _check(noise_scale: float) -> None:
 
 @torch.no_grad()
 def ddpm_sample(model: Model, x_T: Any, schedule: NoiseSchedule, generator: torch.Generator | None = None,
-                variance: str = "fixed_small", callback: Callback | None = None, noise_scale: float = 1.0,
+                callback: Callback | None = None, noise_scale: float = 1.0,
                 model_kwargs: dict | None = None, replace: Replace | None = None, resample: int = 1) -> Any:
     """Ancestral sampling over all T steps (Ho et al. 2020, Algorithm 2)."""
     _check(noise_scale)
@@ -60,7 +60,7 @@ def ddpm_sample(model: Model, x_T: Any, schedule: NoiseSchedule, generator: torc
                 x = schedule.renoise(x, t - 1, t, noise_like(x, generator))
             out = model(x, _t_vector(t, x), **(model_kwargs or {}))
             noise = _fresh_noise(x, generator, noise_scale) if t > 0 else None
-            x = schedule.step(out, t, x, noise=noise, variance=variance)
+            x = schedule.step(out, t, x, noise=noise)
             if replace is not None:
                 x = replace(i, t - 1, x)
         if callback is not None:

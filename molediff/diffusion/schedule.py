@@ -204,12 +204,6 @@ class NoiseSchedule:
             return model_output
         return self.predict_eps_from_x0(x_t, t, model_output)
 
-    def to_x0(self, model_output: Any, x_t: Any, t: torch.Tensor | int) -> Any:
-        """x̂_0 from a network output of this schedule's ``prediction_type``."""
-        if self.prediction_type == "sample":
-            return model_output
-        return self.predict_x0_from_eps(x_t, t, model_output)
-
     # ------------------------------------------------------------------ reverse process
     def step(
         self,
