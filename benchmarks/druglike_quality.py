@@ -4,9 +4,11 @@ Samples ``--n`` molecules (complete: hydrogens placed for heavy-atom models) and
 same code as the data: honest model-bond molecule stability and connected validity (Kekulé valences
 with formal charges, no implicit H, one fragment), uniqueness and novelty (against the model's own
 training molecules), the MOSES suite against the MOSES test set (FCD/Test with MOSES's shipped ChemNet
-statistics, SNN, Frag, Scaf, IntDiv, Filters), QED / SA / logP / MW against it, PoseBusters' fast
-molecule checks and the MMFF94 relaxation test on the connected-valid molecules, and each element's
-share of molecules against the training data's. Sampling seconds are wall time on this machine.
+statistics, SNN, Frag, Scaf, IntDiv, Filters), QED / SA / logP / MW against it, ring-system realism
+beside 2,000 MOSES test molecules, PoseBusters' fast molecule checks, the MMFF94 relaxation test and
+the strain against RDKit's ETKDGv3 on every molecule (one that is not connected-valid counts as failing;
+PoseBusters is also given among the valid ones), and each element's share of molecules against the
+training data's. Sampling seconds are wall time on this machine.
 
     python benchmarks/druglike_quality.py --checkpoint RUN/ema_model.pt --train DATA_DIR --n 1000
     python benchmarks/druglike_quality.py --data HELD_OUT.sdf --train DATA_DIR      # the data row
