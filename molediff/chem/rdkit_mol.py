@@ -368,10 +368,5 @@ def aromatic_bond_codes(symbols: Sequence[str], bonds: tuple[np.ndarray, np.ndar
 def _aromatic_flags(kekulized: Chem.Mol) -> list[bool] | None:
     """Per bond (by index) whether RDKit's aromaticity model calls it aromatic; None when the molecule
     does not sanitize (its Kekulé form is kept)."""
-    work = Chem.Mol(kekulized)
-    with rdBase.BlockLogs():
-        try:
-            Chem.SanitizeMol(work)
-        except Exception:  # noqa: BLE001 - RDKit's sanitization errors
-            return None
-    return [b.GetIsAromatic() for b in work.GetBonds()]
+    work = sanitize(kekulized)
+    return None if work is None else [b.GetIsAromatic() for b in work.GetBonds()]

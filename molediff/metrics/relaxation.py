@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from rdkit import Chem, rdBase
 
+from molediff.chem.rdkit_mol import sanitize
+
 __all__ = ["MMFF_TERMS", "relaxation_metrics", "strain_against_etkdg"]
 
 #: MMFF94's energy terms, in the order of RDKit's ``MMFFMolProperties.SetMMFF<Term>Term`` switches
@@ -38,10 +40,8 @@ def _prepared(mol: Chem.Mol | None, variant: str) -> tuple[Chem.Mol | None, Any,
 
     if mol is None or mol.GetNumAtoms() == 0 or not _conformer_ok(mol):
         return None, None, "num_invalid"
-    m = Chem.Mol(mol)
-    try:
-        Chem.SanitizeMol(m)
-    except Exception:  # noqa: BLE001 - RDKit's sanitization errors
+    m = sanitize(mol)
+    if m is None:
         return None, None, "num_invalid"
     if any(a.GetNumImplicitHs() > 0 for a in m.GetAtoms()):
         return None, None, "num_missing_hydrogens"

@@ -21,7 +21,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from rdkit import Chem, rdBase
+from rdkit import Chem
+
+from molediff.chem.rdkit_mol import sanitize
 
 __all__ = ["RING_KEYS", "format_ring_table", "molecule_rings", "ring_statistics"]
 
@@ -39,12 +41,9 @@ _SIZES = ("3", "4", "5", "6", "7", "8+")
 def molecule_rings(mol: Chem.Mol) -> dict[str, Any] | None:
     """The ring figures of one molecule (a sanitized copy is scored), None when it does not sanitize:
     ``aromatic`` (count), ``odd`` (bool), ``small`` (bool), ``sizes`` (list of ring sizes)."""
-    m = Chem.Mol(mol)
-    with rdBase.BlockLogs():
-        try:
-            Chem.SanitizeMol(m)
-        except Exception:  # noqa: BLE001 - RDKit's sanitization errors
-            return None
+    m = sanitize(mol)
+    if m is None:
+        return None
     info = m.GetRingInfo()
     aromatic, odd, sizes = 0, False, []
     for ring in info.BondRings():
