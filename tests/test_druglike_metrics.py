@@ -343,3 +343,11 @@ def test_ring_statistics_count_what_a_chemist_looks_at():
     assert r["small_ring"] == pytest.approx(1 / 5)
     assert r["ring_sizes"]["6"] == pytest.approx(3 / 5) and r["ring_sizes"]["3"] == pytest.approx(1 / 5)
     assert "aromatic rings per molecule" in "\n".join(format_ring_table(r, r))
+    # the yield counts what is missing: 4 of the 5 scored have no odd ring, the unreadable one counts against
+    assert r["clean_of_generated"] == pytest.approx(4 / 6)
+    # of 10 generated molecules, only these 6 were valid: the odd-ring share is unchanged, the yield falls
+    r10 = ring_statistics(mols, generated=10)
+    assert r10["odd_ring"] == r["odd_ring"] and r10["clean_of_generated"] == pytest.approx(4 / 10)
+    assert "of 10 generated" in format_ring_table(r10)[0]
+    with pytest.raises(ValueError, match="at least"):
+        ring_statistics(mols, generated=3)

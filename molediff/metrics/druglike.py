@@ -101,7 +101,7 @@ def evaluate_druglike(
         result["plots"] = [str(p) for p in plot_property_histograms(gen_props, reference.properties, plots_dir, reference_label=reference.name)]
     t = time.perf_counter()
     valid_mols = [m for m in (mol_from_smiles(s) for s in keep.get("valid_smiles", [])) if m is not None]
-    result["rings"] = ring_statistics(valid_mols)
+    result["rings"] = ring_statistics(valid_mols, generated=moses["num_molecules"])
     result["rings"].pop("per_molecule")
     result["rings_reference"] = dict(rings_reference) if rings_reference is not None else None
     seconds["rings"] = round(time.perf_counter() - t, 3)
