@@ -98,7 +98,7 @@ class DiffusionConfig:
     condition_dropout: float = 0.5
     condition_stats: dict[str, list[float]] = field(default_factory=dict)
     # fragment conditioning (molediff.inpainting): above 0, the network reads a per-atom "fixed" flag and
-    # this fraction of training molecules has a random piece held clean (molecular.random_fragments),
+    # this fraction of training molecules has a random piece held clean (draws.random_fragments),
     # so the model learns to grow a given fragment; the rest train it as an unconditional model
     fragments: float = 0.0
     # the model's vocabulary (molediff.elements.Vocabulary): the elements of its atom-type one-hot, the

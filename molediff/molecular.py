@@ -1,30 +1,21 @@
 """Molecular diffusion: the DDPM core applied to a molecule made of parts.
 
-A batch of molecules is a :class:`MolState`: per-atom parts stacked in ``node`` ``[|V|, Dn]`` —
-positions (Å, 3 columns, zero centre of mass per molecule), atom types (one-hot × scale) and, for
-joint models, formal charges (one-hot × scale) — and per-pair parts stacked in ``pair`` ``[|P|, Dp]``
-over the unordered atom pairs (i < j) of each molecule — bond types (one-hot × scale). A
-:class:`MolGraph` (``batch``, ``ptr``, pairs, a fragment's ``fixed`` mask) says which rows belong to which molecule.
-States support ``+ − × ÷`` and ``noise_like``, so the schedule's math and the samplers apply to every
-part unchanged; adding a part is a change of :func:`layout` only.
-
 :class:`MolecularDiffusion` is a plain object (not a module): it owns the schedule and the
-parametrisation, turns a batch into a state, asks the network (passed in) for x̂_0 or ε̂, computes
-the training loss and samples. This layer owns the zero-centre-of-mass subspace and the per-atom /
+parametrisation, turns a batch into a state (:class:`~molediff.state.MolState`, laid out by
+:func:`~molediff.state.layout`) and back, asks the network (passed in) for x̂_0 or ε̂, computes the
+training loss and samples. This layer owns the zero-centre-of-mass subspace and the per-atom /
 per-pair timestep look-up ``t[batch]``; the network only sees noisy invariant features, noisy
 positions, a time feature and the graph, through one interface (:class:`molediff.models.Denoiser`).
+The network's inputs are assembled by one helper per input group (:meth:`MolecularDiffusion.network_inputs`).
 
-Beside that core, each concern has one home: the network's inputs are assembled by one helper per
-input group (:meth:`MolecularDiffusion.network_inputs`); classifier-free guidance wraps the denoiser
-call (:func:`guided`); a fragment is the graph's ``fixed`` mask (:meth:`MolGraph.with_fixed`), its
-frame (:func:`fixed_centroid`, :func:`centre`, :func:`project`) and, in sampling, the hook that holds
-its rows (:meth:`MolState.hold`).
+Each neighbouring concern has its own home: the graph (:mod:`molediff.graph`), the state, its parts
+and frames (:mod:`molediff.state`), guidance, self-conditioning feedback and the fragment hold in
+sampling (:mod:`molediff.guidance`), training fragments and size draws (:mod:`molediff.draws`). Their
+names stay importable from here.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -34,291 +25,19 @@ from torch.nn import functional as F
 
 from molediff.conditioning import PROPERTY_NAMES, normalise
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_STEPS, DiffusionConfig
-from molediff.graph import PAIRS, ptr_from_counts
 from molediff.diffusion import NoiseSchedule, sample as core_sample
-from molediff.diffusion.noise import randint, randn
+from molediff.draws import NEIGHBOUR_DISTANCE, draw_sizes, random_fragments, sizes_from_histogram
 from molediff.elements import SUPPORTED_CHARGES
 from molediff.errors import UserError
+from molediff.graph import MolGraph, ptr_from_counts
+from molediff.guidance import SELF_CONDITION_FEEDBACK, guided, hold_fragment, sampling_denoiser
 from molediff.models.denoiser import Denoiser, DenoiserInputs
+from molediff.state import (MolState, Molecules, Part, centre, finite_molecules, fixed_centroid, in_frame, layout, part_columns,
+                            project, remove_mean)
 
 _MIN_CHARGE = SUPPORTED_CHARGES[0]
 
 
-def remove_mean(pos: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
-    """Subtract each molecule's centroid: ``pos`` [|V|, 3], ``batch`` [|V|] → [|V|, 3] with zero mean per molecule."""
-    sums = torch.zeros(num_graphs, pos.shape[1], dtype=pos.dtype, device=pos.device).index_add_(0, batch, pos)
-    counts = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(pos.dtype)
-    return pos - (sums / counts[:, None])[batch]
-
-
-# ---------------------------------------------------------------------------- parts
-@dataclass(frozen=True)
-class Part:
-    """One part of the state: ``level`` "atom" (a row per atom) or "pair" (a row per unordered pair),
-    ``width`` columns, one-hot × ``scale`` (positions: Å, scale 1), trained by ``loss`` "mse" (ε-MSE
-    through the parametrisation) or "ce" (cross-entropy of logits) with ``weight``."""
-
-    name: str
-    level: str
-    width: int
-    scale: float
-    loss: str
-    weight: float = 1.0
-    labels: tuple[str, ...] = ()
-
-
-def layout(cfg: DiffusionConfig) -> tuple[Part, ...]:
-    """The parts of a model's state, in column order (positions first); widths and labels from the
-    model's vocabulary (``cfg.vocabulary``)."""
-    vocab = cfg.vocabulary
-    parts = [Part("pos", "atom", 3, 1.0, "mse", labels=("x", "y", "z")),
-             Part("atom", "atom", len(vocab.elements), cfg.feature_scale, cfg.atom_loss, cfg.atom_weight, vocab.elements)]
-    if cfg.charges:
-        parts.append(Part("charge", "atom", len(vocab.charges), cfg.charge_scale, "ce", cfg.charge_weight,
-                          tuple(f"{c:+d}" for c in vocab.charges)))
-    if vocab.heavy_atom:
-        parts.append(Part("hydrogens", "atom", vocab.max_hydrogens + 1, cfg.hydrogen_scale, "ce", cfg.hydrogen_weight,
-                          tuple(f"{k}H" for k in range(vocab.max_hydrogens + 1))))
-    if cfg.bonds:
-        parts.append(Part("bond", "pair", len(vocab.bond_orders), cfg.bond_scale, "ce", cfg.bond_weight, vocab.bond_names))
-    return tuple(parts)
-
-
-def _columns(parts: tuple[Part, ...], level: str) -> dict[str, slice]:
-    out, start = {}, 0
-    for p in parts:
-        if p.level == level:
-            out[p.name] = slice(start, start + p.width)
-            start += p.width
-    return out
-
-
-# ---------------------------------------------------------------------------- graph and state
-@dataclass(frozen=True, eq=False)
-class MolGraph:
-    """Which rows belong to which molecule: ``batch`` [|V|], ``ptr`` [B + 1], ``pair_index`` [2, |P|]
-    (global atom indices, i < j, molecule by molecule in :class:`~molediff.graph.AtomPairs`
-    order), ``pair_batch`` [|P|], ``pair_ptr`` [B + 1], and ``fixed`` [|V|] bool: the atoms of a given
-    fragment (fragment-conditioned models), None without one.
-
-    A graph is built with its fragment (:meth:`from_ptr`, :meth:`with_fixed`) and never changed after
-    (frozen), so what is derived from it (masks, a network's edges) stays valid. It holds no edges: a
-    network builds the ones it needs from ``ptr`` and ``pair_index`` (:mod:`molediff.models`)."""
-
-    batch: torch.Tensor
-    ptr: torch.Tensor
-    pair_index: torch.Tensor
-    pair_batch: torch.Tensor
-    pair_ptr: torch.Tensor
-    fixed: torch.Tensor | None = None
-
-    @classmethod
-    def from_ptr(cls, ptr: torch.Tensor, fixed: torch.Tensor | None = None,
-                 pair_index: torch.Tensor | None = None) -> "MolGraph":
-        """The graph of molecules with atom offsets ``ptr`` [B + 1]; ``fixed`` [|V|] bool marks the atoms
-        of a given fragment (fragment-conditioned models), None = none. ``pair_index`` [2, |P|]: the
-        batch's pairs where already built (a collated batch carries them, equal by construction), else
-        they are built here."""
-        device = ptr.device
-        ptr = ptr.cpu()
-        counts = ptr[1:] - ptr[:-1]
-        batch = torch.repeat_interleave(torch.arange(len(counts)), counts)
-        pair_counts = counts * (counts - 1) // 2
-        if pair_index is None:
-            pair_index = PAIRS(ptr)
-        elif pair_index.shape != (2, int(pair_counts.sum())):
-            raise ValueError(f"pair_index {tuple(pair_index.shape)} does not fit molecules of {counts.tolist()} atoms")
-        return cls(batch.to(device), ptr.to(device), pair_index.to(device),
-                   torch.repeat_interleave(torch.arange(len(counts)), pair_counts).to(device),
-                   ptr_from_counts(pair_counts).to(device),
-                   None if fixed is None else fixed.to(device=device, dtype=torch.bool))
-
-    def with_fixed(self, fixed: torch.Tensor | None) -> "MolGraph":
-        """This graph (the same molecules, rows and pairs) with the fragment ``fixed`` [|V|] bool marked
-        (None: without a fragment), as a new graph."""
-        return replace(self, fixed=None if fixed is None else fixed.to(device=self.ptr.device, dtype=torch.bool))
-
-    def to(self, device: Any) -> "MolGraph":
-        """The same graph on ``device``."""
-        return MolGraph(*(None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)))
-
-    @property
-    def num_graphs(self) -> int:
-        return self.ptr.numel() - 1
-
-    @property
-    def fixed_pairs(self) -> torch.Tensor | None:
-        """[|P|] bool: pairs of two fixed atoms (their bond is given), None without a fragment."""
-        return None if self.fixed is None else self.fixed[self.pair_index[0]] & self.fixed[self.pair_index[1]]
-
-    def anchored(self) -> torch.Tensor | None:
-        """[B] bool: molecules with fixed atoms (their frame is the fragment's), None without a fragment."""
-        if self.fixed is None:
-            return None
-        return torch.zeros(self.num_graphs, dtype=torch.bool, device=self.fixed.device).index_fill_(0, self.batch[self.fixed], True)
-
-    def slice(self, lo: int, hi: int) -> "MolGraph":
-        """Molecules ``lo .. hi−1`` as a graph of their own (their pairs are a block of this graph's)."""
-        a0, a1, p0, p1 = int(self.ptr[lo]), int(self.ptr[hi]), int(self.pair_ptr[lo]), int(self.pair_ptr[hi])
-        fixed = None if self.fixed is None else self.fixed[a0:a1]
-        return MolGraph.from_ptr(self.ptr[lo : hi + 1] - a0, fixed, self.pair_index[:, p0:p1] - a0)
-
-
-def fixed_centroid(pos: torch.Tensor, graph: MolGraph, fixed: torch.Tensor | None = None) -> torch.Tensor:
-    """Centroid [B, 3] (Å) of each molecule's atoms marked by ``fixed`` [|V|] bool (default: the graph's
-    fragment); zeros for a molecule with none. The one home of the fragment's origin: training's frame
-    (:func:`centre`), inpainting's placement and its output frame."""
-    fixed = graph.fixed if fixed is None else fixed
-    sums = torch.zeros(graph.num_graphs, 3, dtype=pos.dtype, device=pos.device).index_add_(0, graph.batch[fixed], pos[fixed])
-    counts = torch.bincount(graph.batch[fixed], minlength=graph.num_graphs).clamp(min=1).to(pos.dtype)
-    return sums / counts[:, None]
-
-
-def centre(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
-    """Positions [|V|, 3] in each molecule's frame: centred on its fixed atoms' centroid where it has a
-    fragment (the fragment fixes the frame, so nothing else is projected), else zero centre of mass."""
-    centred = remove_mean(pos, graph.batch, graph.num_graphs)
-    if graph.fixed is None:
-        return centred
-    return torch.where(graph.anchored()[graph.batch, None], pos - fixed_centroid(pos, graph)[graph.batch], centred)
-
-
-def in_frame(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
-    """Positions or a displacement [|V|, 3] in the state's frame: zero mean per molecule without a
-    fragment; unchanged in a molecule with one (the fragment's centroid is its origin, nothing to project)."""
-    projected = remove_mean(pos, graph.batch, graph.num_graphs)
-    if graph.fixed is None:
-        return projected
-    return torch.where(graph.anchored()[graph.batch, None], pos, projected)
-
-
-def project(pos: torch.Tensor, graph: MolGraph) -> torch.Tensor:
-    """A displacement or noise [|V|, 3] in the state's subspace: zero mean per molecule without a
-    fragment; with one, unchanged for free atoms and zero for fixed ones."""
-    out = in_frame(pos, graph)
-    return out if graph.fixed is None else out.masked_fill(graph.fixed[:, None], 0.0)
-
-
-class MolState:
-    """A batch of molecules in diffusion space: ``node`` [|V|, Dn], ``pair`` [|P|, Dp] on ``graph``.
-
-    Arithmetic acts on both tensors (with scalars, 0-d tensors or another state on the same graph),
-    so DDPM formulas written for tensors apply to every part unchanged.
-    """
-
-    __slots__ = ("node", "pair", "graph", "parts")
-
-    def __init__(self, node: torch.Tensor, pair: torch.Tensor, graph: MolGraph, parts: tuple[Part, ...]) -> None:
-        self.node, self.pair, self.graph, self.parts = node, pair, graph, parts
-
-    # -- arithmetic
-    def _zip(self, other: Any, op: Callable) -> "MolState":
-        if isinstance(other, MolState):
-            return MolState(op(self.node, other.node), op(self.pair, other.pair), self.graph, self.parts)
-        return MolState(op(self.node, other), op(self.pair, other), self.graph, self.parts)
-
-    def __add__(self, o): return self._zip(o, lambda a, b: a + b)  # noqa: E704
-    def __radd__(self, o): return self._zip(o, lambda a, b: b + a)  # noqa: E704
-    def __sub__(self, o): return self._zip(o, lambda a, b: a - b)  # noqa: E704
-    def __rsub__(self, o): return self._zip(o, lambda a, b: b - a)  # noqa: E704
-    def __mul__(self, o): return self._zip(o, lambda a, b: a * b)  # noqa: E704
-    def __rmul__(self, o): return self._zip(o, lambda a, b: b * a)  # noqa: E704
-    def __truediv__(self, o): return self._zip(o, lambda a, b: a / b)  # noqa: E704
-    def __neg__(self): return MolState(-self.node, -self.pair, self.graph, self.parts)  # noqa: E704
-
-    @property
-    def device(self) -> torch.device:
-        return self.node.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.node.dtype
-
-    @property
-    def num_graphs(self) -> int:
-        return self.graph.num_graphs
-
-    def part(self, name: str) -> torch.Tensor:
-        """The columns of part ``name`` (a view)."""
-        for level, tensor in (("atom", self.node), ("pair", self.pair)):
-            cols = _columns(self.parts, level)
-            if name in cols:
-                return tensor[:, cols[name]]
-        raise KeyError(name)
-
-    def noise_like(self, generator: torch.Generator | None = None) -> "MolState":
-        """Standard normal noise in the state's subspace: positions with zero centre of mass per
-        molecule (see :func:`project`; a fragment's fixed atoms and the pairs among them get none);
-        pairs one draw per unordered pair (symmetric by construction). The per-atom draw comes first,
-        as one ``[|V|, Dn]`` block, then the pairs'."""
-        g = self.graph
-        node = randn(self.node.shape, generator=generator, device=self.device, dtype=self.dtype)
-        node = torch.cat([project(node[:, :3], g), node[:, 3:]], dim=1)
-        pair = randn(self.pair.shape, generator=generator, device=self.device, dtype=self.dtype) if self.pair.numel() else self.pair
-        if g.fixed is not None:
-            node = node.masked_fill(g.fixed[:, None], 0.0)
-            pair = pair.masked_fill(g.fixed_pairs[:, None], 0.0) if pair.numel() else pair
-        return MolState(node, pair, g, self.parts)
-
-    def hold(self, known: "MolState") -> "MolState":
-        """This state with the fixed atoms' rows and the fixed pairs' rows taken from ``known`` (same graph)."""
-        g = self.graph
-        if g.fixed is None:
-            return self
-        node = torch.where(g.fixed[:, None], known.node, self.node)
-        pair = torch.where(g.fixed_pairs[:, None], known.pair, self.pair) if self.pair.numel() else self.pair
-        return MolState(node, pair, g, self.parts)
-
-    def slice(self, lo: int, hi: int) -> "MolState":
-        """Molecules ``lo .. hi−1`` (their rows, on a graph of their own)."""
-        g = self.graph
-        a0, a1, p0, p1 = int(g.ptr[lo]), int(g.ptr[hi]), int(g.pair_ptr[lo]), int(g.pair_ptr[hi])
-        return MolState(self.node[a0:a1], self.pair[p0:p1], g.slice(lo, hi), self.parts)
-
-
-@dataclass
-class Molecules:
-    """Decoded molecules: ``pos`` [|V|, 3] Å, ``atom_type`` [|V|] (:data:`~molediff.elements.ELEMENTS` indices), ``charge`` [|V|] (formal charges; zeros
-    for atoms-only models), ``ptr`` [B + 1]; for joint models ``pair_index`` [2, |P|] and ``bond_order``
-    [|P|] (0 none, 1–3), else None."""
-
-    pos: torch.Tensor
-    atom_type: torch.Tensor
-    charge: torch.Tensor
-    ptr: torch.Tensor
-    pair_index: torch.Tensor | None = None
-    bond_order: torch.Tensor | None = None
-    pair_ptr: torch.Tensor | None = None
-    hydrogens: torch.Tensor | None = None  # [|V|] attached hydrogens of a heavy-atom model's atoms, else None
-
-    def cpu(self) -> "Molecules":
-        return Molecules(*(v.cpu() if isinstance(v, torch.Tensor) else v for v in
-                           (self.pos, self.atom_type, self.charge, self.ptr, self.pair_index, self.bond_order, self.pair_ptr,
-                            self.hydrogens)))
-
-
-# ---------------------------------------------------------------------------- guidance
-#: what a self-conditioning model reads as its previous estimate when sampling under guidance w ∉ {0, 1}:
-#: "guided" the guided combination u + w (c − u) (a state training never shows the network),
-#: "conditional" the conditional branch's own estimate c, "per-branch" each branch its own previous
-#: estimate (the conditional pass reads c, the unconditional one u: what training shows each)
-SELF_CONDITION_FEEDBACK = ("guided", "conditional", "per-branch")
-
-def guided(denoise: Callable[[torch.Tensor | None], MolState], cond: torch.Tensor | None, w: float) -> MolState:
-    """Classifier-free guidance (Ho & Salimans 2022) around a denoiser call ``denoise(cond)``:
-    u + w (c − u) of the unconditional (u = ``denoise(None)``) and conditional (c = ``denoise(cond)``)
-    predictions. w = 0 is u itself and w = 1 is c itself (one pass each); otherwise two passes.
-    Without ``cond``, the plain prediction."""
-    if cond is None or w == 0.0:
-        return denoise(None)
-    c = denoise(cond)
-    if w == 1.0:
-        return c
-    u = denoise(None)
-    return u + w * (c - u)
-
-
-# ---------------------------------------------------------------------------- the diffusion
 def _kekulized(mols: Molecules) -> torch.Tensor:
     """[|P|] Kekulé orders (0–3) of decoded molecules whose bond types may be aromatic
     (:func:`molediff.chem.kekule.kekulize`: the double bonds of each aromatic system placed from the
@@ -362,8 +81,8 @@ class MolecularDiffusion:
         for col, c in enumerate(self.vocab.charges):
             charge_cols[c - _MIN_CHARGE] = col
         self._charge_columns = torch.as_tensor(charge_cols)
-        self.node_cols = _columns(self.parts, "atom")
-        self.pair_cols = _columns(self.parts, "pair")
+        self.node_cols = part_columns(self.parts, "atom")
+        self.pair_cols = part_columns(self.parts, "pair")
         self.node_width = sum(p.width for p in self.parts if p.level == "atom")
         self.pair_width = sum(p.width for p in self.parts if p.level == "pair")
 
@@ -657,63 +376,12 @@ class MolecularDiffusion:
 
         if cond is not None and not self.cfg.conditions:
             raise ValueError("this model has no conditions")
-        x_T, replace = self._fragment_hook(known, x_T, replace)
-        model = self._sampling_denoiser(net, cond, guidance, known, self_condition_feedback)
+        x_T, replace = hold_fragment(known, x_T, replace, bool(self.cfg.fragments))
+        model = sampling_denoiser(self, net, cond, guidance, known, self_condition_feedback)
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
                         noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
                         sampler=sampler, spacing=spacing)
         return self.decode(x)
-
-    def _fragment_hook(self, known: MolState | None, x_T: MolState, replace: Callable | None
-                       ) -> tuple[MolState, Callable | None]:
-        """A fragment-conditioned model's fragment held in the sampler: ``x_T`` with the fragment's clean
-        rows (:meth:`MolState.hold`, by the graph's ``fixed`` mask), and the ``replace`` hook that holds them
-        after every step. Without ``known``: ``x_T`` and ``replace`` unchanged."""
-        if known is None:
-            return x_T, replace
-        if replace is not None:
-            raise ValueError("give known (a fragment-conditioned model's fragment) or replace (inpainting), not both")
-        if not self.cfg.fragments:
-            raise ValueError("known is for fragment-conditioned models (trained with --diffusion-fragments)")
-        if known.graph.fixed is None or x_T.graph.fixed is None or not torch.equal(known.graph.fixed, x_T.graph.fixed):
-            raise ValueError("known and x_T must be on one graph whose fixed mask marks the fragment")
-
-        def hold(i: int, t: int, x: MolState) -> MolState:  # noqa: ARG001
-            return x.hold(known)
-
-        return x_T.hold(known), hold
-
-    def _sampling_denoiser(self, net: Denoiser, cond: torch.Tensor | None, guidance: float,
-                           known: MolState | None, feedback: str = "guided") -> Callable[..., MolState]:
-        """The sampler's ``model(x_t, t, **kw)``: the network's prediction under guidance, on a state that
-        shows the network the clean fragment (RePaint rounds included), fed the previous step's estimate
-        (self-conditioning models; ``feedback``: which one under guidance, :data:`SELF_CONDITION_FEEDBACK`)."""
-        if feedback not in SELF_CONDITION_FEEDBACK:
-            raise ValueError(f"self-conditioning feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, got {feedback!r}")
-        # self-conditioning: the previous step's x̂_0 per branch ("u" unconditional, "c" conditional;
-        # "fed" is what every branch reads unless the feedback is per branch)
-        estimate: dict[str, MolState] = {}
-
-        def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
-            if known is not None:
-                x = x.hold(known)
-            branches: dict[str, MolState] = {}
-
-            def branch(c: torch.Tensor | None) -> MolState:
-                key = "u" if c is None else "c"
-                sc = estimate.get(key if feedback == "per-branch" else "fed")
-                branches[key] = self.predict(net, x, t, self_cond=sc, cond=c, **kw)[0]
-                return branches[key]
-
-            out = guided(branch, cond, guidance)
-            if self.cfg.self_condition:
-                if feedback == "per-branch":
-                    estimate.update(branches)
-                else:  # w = 0 has no conditional branch: its estimate is the unconditional one (= out)
-                    estimate["fed"] = branches.get("c", out) if feedback == "conditional" else out
-            return out
-
-        return model
 
 
 def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: int, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -727,91 +395,7 @@ def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: in
     return (sums[has] / counts[has]).mean() if bool(has.any()) else values.sum() * 0.0
 
 
-#: atoms closer than this (Å) count as neighbours when a batch carries no bonds (fragment choice only)
-NEIGHBOUR_DISTANCE = 1.8
-
-
-def random_fragments(batch: Any, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fragments to hold fixed in training a fragment-conditioned model: [|V|] bool.
-
-    A ``fraction`` of the molecules (each independently) gets one: a piece of its bond graph grown
-    breadth-first, in random order, from a random atom (from two atoms in a quarter of cases, so that
-    pieces to be linked occur too), cut at a size drawn uniformly from 1 .. n − 1. A cut leaves open
-    valences where a growing molecule continues, as a user's fragment with hydrogens removed does.
-    ``batch``: ``ptr`` [B + 1], ``batch`` [|V|], ``pos`` [|V|, 3], ``pair_index`` [2, |P|], ``bond_type`` [|P|]
-    and ``has_bonds`` [B] (in molecules without bonds, atoms within :data:`NEIGHBOUR_DISTANCE` are neighbours). One draw from ``generator`` seeds the rest.
-    """
-    ptr = batch.ptr.cpu().numpy()
-    pairs = batch.pair_index.cpu()
-    linked = batch.bond_type.cpu() > 0
-    has_bonds = getattr(batch, "has_bonds", None)
-    if has_bonds is not None and not bool(has_bonds.all()):
-        pos = batch.pos.cpu()
-        near = (pos[pairs[0]] - pos[pairs[1]]).norm(dim=1) < NEIGHBOUR_DISTANCE
-        linked = torch.where(has_bonds.cpu()[batch.batch.cpu()[pairs[0]]], linked, near)
-    neighbours: list[list[int]] = [[] for _ in range(int(ptr[-1]))]
-    for a, b in pairs[:, linked].T.tolist():
-        neighbours[a].append(b)
-        neighbours[b].append(a)
-    rng = np.random.default_rng(int(randint(2**62, (1,), generator=generator)))
-    fixed = np.zeros(int(ptr[-1]), dtype=bool)
-    for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist()):
-        n = hi - lo
-        if n < 2 or rng.random() >= fraction:
-            continue
-        size = int(rng.integers(1, n))
-        queue = [int(a) for a in rng.choice(np.arange(lo, hi), size=2 if size >= 2 and rng.random() < 0.25 else 1, replace=False)]
-        chosen = set(queue)
-        order: list[int] = []
-        while len(order) < size:
-            if not queue:  # a disconnected molecule: continue from an atom not reached yet
-                queue = [int(rng.choice([a for a in range(lo, hi) if a not in chosen]))]
-                chosen.add(queue[0])
-            atom = queue.pop(0)
-            order.append(atom)
-            for b in rng.permutation(neighbours[atom]).tolist():
-                if b not in chosen:
-                    chosen.add(b)
-                    queue.append(b)
-        fixed[order] = True
-    return torch.from_numpy(fixed)
-
-
-def finite_molecules(pos: torch.Tensor, ptr: torch.Tensor, min_distance: float = 0.1) -> torch.Tensor:
-    """Boolean [B]: molecules whose coordinates are finite and whose atoms are not collapsed (< ``min_distance`` Å)."""
-    ok = []
-    for i in range(ptr.numel() - 1):
-        p = pos[ptr[i] : ptr[i + 1]]
-        good = bool(torch.isfinite(p).all())
-        if good and p.shape[0] > 1:
-            d = torch.cdist(p.double(), p.double())
-            d.fill_diagonal_(math.inf)
-            good = bool(d.min() >= min_distance) and bool(d.min() < 1e3)
-        ok.append(good)
-    return torch.tensor(ok, dtype=torch.bool)
-
-
-def sizes_from_histogram(histogram: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw ``n`` molecule sizes from a histogram (entry k = count of molecules with k atoms)."""
-    probs = histogram.double() / histogram.sum()
-    return torch.multinomial(probs, n, replacement=True, generator=generator)
-
-
-def draw_sizes(histogram: torch.Tensor, n: int, n_atoms: tuple[int, int] | None = None, larger_than: int = 0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` molecule sizes: ``n_atoms`` (lo, hi) fixed (lo = hi) or uniform over the range; else drawn
-    from the histogram, restricted to sizes above ``larger_than`` (a fragment's size)."""
-    if n_atoms is not None:
-        lo, hi = n_atoms
-        return torch.full((n,), lo) if lo == hi else torch.randint(lo, hi + 1, (n,), generator=generator)
-    if larger_than:
-        histogram = histogram.clone()
-        histogram[: larger_than + 1] = 0
-        if int(histogram.sum()) == 0:
-            raise UserError(f"the training data has no molecule larger than the fragment ({larger_than} atoms); give --n-atoms")
-    return sizes_from_histogram(histogram, n, generator=generator)
-
-
-__all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "MolGraph", "MolState", "Molecules", "MolecularDiffusion", "Part", "layout",
-           "remove_mean", "centre", "in_frame", "project", "fixed_centroid", "guided", "random_fragments", "finite_molecules",
-           "sizes_from_histogram", "draw_sizes"]
+# names of the neighbouring modules, importable from here as before the split
+__all__ = ["DEFAULT_ETA", "DEFAULT_NOISE_SCALE", "NEIGHBOUR_DISTANCE", "SELF_CONDITION_FEEDBACK", "MolGraph", "MolState", "Molecules",
+           "MolecularDiffusion", "Part", "centre", "draw_sizes", "finite_molecules", "fixed_centroid", "guided", "in_frame", "layout",
+           "project", "random_fragments", "remove_mean", "sizes_from_histogram"]

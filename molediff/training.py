@@ -32,7 +32,9 @@ from molediff.elements import CHARGES, ELEMENTS, QM9_ELEMENTS
 from molediff.ema import EMA
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
-from molediff.molecular import MolecularDiffusion, MolState, random_fragments, sizes_from_histogram
+from molediff.draws import random_fragments, sizes_from_histogram
+from molediff.molecular import MolecularDiffusion
+from molediff.state import MolState
 
 __all__ = ["CHECKPOINT", "EMA_MODEL", "LOG", "Trainer", "train", "validation_loss", "sample_check", "load_training_data"]
 

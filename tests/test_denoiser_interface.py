@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 from molediff.config import DiffusionConfig, ModelConfig
+from molediff.draws import random_fragments
+from molediff.graph import MolGraph
 from molediff.models import DenoiserInputs, EGNNDenoiser, build_network
 from molediff.models.egnn import fully_connected_edges
-from molediff.molecular import MolecularDiffusion, MolGraph, random_fragments
+from molediff.molecular import MolecularDiffusion
 from tests.test_molecular import _set
 
 

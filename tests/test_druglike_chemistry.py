@@ -21,7 +21,8 @@ from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.data.files import read_molecule_files
 from molediff.elements import QM9_ELEMENTS, SYMBOL_TO_INDEX, Vocabulary
 from molediff.models import build_network
-from molediff.molecular import MolecularDiffusion, MolState, remove_mean
+from molediff.molecular import MolecularDiffusion
+from molediff.state import MolState, remove_mean
 from molediff.testing import assert_e3_equivariant
 
 #: marketed drugs (and a zwitterion) written with correct bonds: each must be a stable molecule by the

@@ -9,8 +9,9 @@ import torch
 
 from molediff.config import DiffusionConfig
 from molediff.data.molecules import PAIRS, AtomPairs, ptr_from_counts
+from molediff.graph import MolGraph
 from molediff.models.egnn import fully_connected_edges
-from molediff.molecular import MolecularDiffusion, MolGraph
+from molediff.molecular import MolecularDiffusion
 from tests.test_molecular import _set
 
 

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from molediff.config import DiffusionConfig, ModelConfig
+from molediff.draws import random_fragments
+from molediff.graph import MolGraph
 from molediff.models import build_network
-from molediff.molecular import MolecularDiffusion, MolGraph, MolState, _per_molecule_mean, random_fragments
+from molediff.molecular import MolecularDiffusion, _per_molecule_mean
+from molediff.state import MolState
 from molediff.testing import assert_e3_equivariant
 from tests.test_molecular import _set
 
@@ -132,7 +135,7 @@ def test_denoiser_with_a_fragment_is_e3_equivariant(t):
     tt = torch.full((4,), t)
 
     def fn(p):
-        from molediff.molecular import centre
+        from molediff.state import centre
 
         state = MolState(torch.cat([centre(p, x.graph), node_h], dim=1), pair, x.graph, x.parts)
         out, _ = d.predict(net, state, tt)

@@ -25,6 +25,15 @@ CHEM_ALLOWED = ("molediff.chem", "molediff.elements", "molediff.errors", "moledi
 METRICS_FORBIDDEN = ("molediff.data", "molediff.sampling", "molediff.training", "molediff.commands", "molediff.evaluate")
 #: the DDPM core is domain-agnostic: nothing molecular (or anything else of molediff) below it.
 DIFFUSION_ALLOWED = ("molediff.diffusion", "molediff.errors")
+#: the graph and the state of a batch sit below the molecular diffusion and the networks (issue 39)
+STATE = ("molediff.graph", "molediff.state")
+STATE_ALLOWED = STATE + ("molediff.config", "molediff.diffusion", "molediff.elements", "molediff.errors")
+#: the molecular diffusion and its neighbours read no data layer (PyG, the QM9 loader) and nothing that runs them
+MOLECULAR = STATE + ("molediff.molecular", "molediff.guidance", "molediff.draws")
+MOLECULAR_FORBIDDEN = ("molediff.data", "molediff.sampling", "molediff.training", "molediff.commands", "molediff.evaluate",
+                       "molediff.inpainting")
+#: a network sees its inputs and the graph, never the diffusion that calls it
+MODELS_FORBIDDEN = MOLECULAR_FORBIDDEN + ("molediff.molecular", "molediff.state", "molediff.guidance", "molediff.draws")
 
 #: Edges allowed to break the rules for now, each with the reason; remove an entry once its caller is
 #: moved (the test fails when an exception is no longer needed, so the list cannot go stale).
@@ -185,6 +194,12 @@ def _violations() -> list[tuple[str, str, int, str]]:
                 out.append((name, target, line, "metrics takes its references as arguments; it imports no data or runner"))
             if _in(name, ("molediff.diffusion",)) and not _in(target, DIFFUSION_ALLOWED):
                 out.append((name, target, line, "the diffusion core is domain-agnostic"))
+            if _in(name, STATE) and not _in(target, STATE_ALLOWED):
+                out.append((name, target, line, f"the graph and state types may import only {', '.join(STATE_ALLOWED)}"))
+            if _in(name, MOLECULAR) and _in(target, MOLECULAR_FORBIDDEN):
+                out.append((name, target, line, "the molecular diffusion reads no data layer and nothing that runs it"))
+            if _in(name, ("molediff.models",)) and _in(target, MODELS_FORBIDDEN):
+                out.append((name, target, line, "a network sees its inputs and the graph, not the diffusion or the data"))
     return out
 
 

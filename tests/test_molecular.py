@@ -8,8 +8,11 @@ from torch import nn
 from molediff.config import DiffusionConfig, ModelConfig
 from molediff.data.molecules import MoleculeSet, ptr_from_counts
 from molediff.diffusion import NoiseSchedule
+from molediff.draws import sizes_from_histogram
+from molediff.graph import MolGraph
 from molediff.models import build_network
-from molediff.molecular import MolecularDiffusion, MolGraph, MolState, finite_molecules, remove_mean, sizes_from_histogram
+from molediff.molecular import MolecularDiffusion
+from molediff.state import MolState, finite_molecules, remove_mean
 from molediff.testing import assert_e3_equivariant
 
 TINY = ModelConfig(hidden=16, layers=2, pair_hidden=8)

@@ -8,7 +8,8 @@ import torch
 from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
 from molediff.errors import UserError
 from molediff.models import build_network, transfer_weights
-from molediff.molecular import MolecularDiffusion, MolState, remove_mean
+from molediff.molecular import MolecularDiffusion
+from molediff.state import MolState, remove_mean
 from molediff.testing import assert_e3_equivariant
 from tests.test_molecular import _set
 

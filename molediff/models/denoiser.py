@@ -11,7 +11,7 @@ Inputs (assembled by :meth:`molediff.molecular.MolecularDiffusion.network_inputs
   :meth:`~molediff.molecular.MolecularDiffusion.input_labels` (noisy features, time, and the
   self-conditioning, property and fragment columns of models that have them);
 - ``pos`` [|V|, 3] Å: the noisy positions;
-- ``graph``: the :class:`~molediff.molecular.MolGraph` (``batch`` [|V|], ``ptr`` [B + 1], ``pair_index``
+- ``graph``: the :class:`~molediff.graph.MolGraph` (``batch`` [|V|], ``ptr`` [B + 1], ``pair_index``
   [2, |P|], ``pair_batch``, ``pair_ptr``, ``fixed``). The network builds whatever edges it needs from it
   (the EGNN: fully connected edges, see :class:`~molediff.models.egnn.EGNNDenoiser`);
 - ``pair`` [|P|, Fp]: invariant per-pair inputs (noisy bond one-hots, time, ...), None for atoms-only models;
@@ -28,12 +28,11 @@ other outputs must not; the diffusion layer projects the result into the state's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from molediff.molecular import MolGraph
+from molediff.graph import MolGraph
 
 DenoiserOutput = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
@@ -41,7 +40,7 @@ DenoiserOutput = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 class Denoiser(Protocol):
     """``net(h, pos, graph, pair=None, **extra) -> (pos_out, h_out, pair_out)``; see the module docstring."""
 
-    def __call__(self, h: torch.Tensor, pos: torch.Tensor, graph: "MolGraph", pair: torch.Tensor | None = None,
+    def __call__(self, h: torch.Tensor, pos: torch.Tensor, graph: MolGraph, pair: torch.Tensor | None = None,
                  **extra: Any) -> DenoiserOutput: ...
 
 
@@ -52,7 +51,7 @@ class DenoiserInputs:
 
     h: torch.Tensor
     pos: torch.Tensor
-    graph: "MolGraph"
+    graph: MolGraph
     pair: torch.Tensor | None = None
     x_cond: torch.Tensor | None = None
 
