@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from molediff.elements import CHARGES, KEKULE_BOND_ORDERS, QM9_ELEMENTS, Vocabulary
 from molediff.errors import UserError
@@ -44,16 +44,31 @@ DEFAULT_RESAMPLE = 5
 MAX_NOISE_SCALE = 2.0
 
 
+# ---------------------------------------------------------------------------- networks
 @dataclass
-class ModelConfig:
-    """The denoiser network (see :class:`molediff.models.egnn.EGNN`); ``arch`` picks it in :mod:`molediff.models`."""
+class EGNNConfig:
+    """The parameter block of the "egnn" architecture (:class:`molediff.models.egnn.EGNN`), saved as a
+    config's ``model`` with ``"arch": "egnn"``."""
 
-    arch: str = "egnn"
+    arch: ClassVar[str] = "egnn"
     hidden: int = 64
     layers: int = 4
     norm: float = 1.0
     coord_range: float = 15.0
     pair_hidden: int = 32  # width of the per-pair state, used when the model generates bonds
+
+    def checks(self, diffusion: "DiffusionConfig") -> list[tuple[bool, str]]:
+        """``(ok, message)`` per rule of this block (:meth:`TrainConfig.validate` raises the first failing one)."""
+        return [(self.hidden >= 1 and self.layers >= 1, "--model-hidden and --model-layers must be ≥ 1"),
+                (self.pair_hidden >= 1 or not diffusion.bonds, "--model-pair-hidden must be ≥ 1 for a model with bonds")]
+
+
+#: every architecture's parameter block by name (its network: :data:`molediff.models.ARCHITECTURES`). A
+#: saved config names it as ``model.arch``; one saved before that field existed holds an EGNN's
+MODEL_CONFIGS: dict[str, type] = {"egnn": EGNNConfig}
+#: the model block of a new config: the default architecture's (the EGNN's; the one architecture, so
+#: there is no --model-arch option)
+ModelConfig = EGNNConfig
 
 
 @dataclass
@@ -133,7 +148,6 @@ _RETIRED = {
 
 #: one line per option of ``molediff train --help`` ("model." / "diffusion." for the nested configs)
 HELP: dict[str, str] = {
-    "model.arch": "denoiser network: 'egnn' (E(3)-equivariant graph network, with a pair state when bonds are generated)",
     "model.hidden": "EGNN width H (features and messages)",
     "model.layers": "number of EGNN layers",
     "model.norm": "constant Z dividing summed messages and position updates",
@@ -197,7 +211,7 @@ HELP: dict[str, str] = {
 class TrainConfig:
     """A training run on QM9 (or the user's molecules). Saved with every checkpoint."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network's parameter block (its architecture's)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: str = "qm9"  # "qm9" or a path to SDF/XYZ file(s) / folder
     batch_size: int = 64
@@ -223,14 +237,22 @@ class TrainConfig:
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["model"] = {"arch": self.model.arch, **d["model"]}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         parts = {}
+        arch = (d.get("model") or {}).get("arch", "egnn")  # configs saved before "arch" hold an EGNN's
+        model_config = MODEL_CONFIGS.get(arch)
+        if model_config is None:
+            raise UserError(f"config: model.arch {arch!r} is not a network this molediff has; it has {', '.join(MODEL_CONFIGS)}")
         for part in ("model", "diffusion"):
             sub = dict(d.pop(part, {}))
+            if part == "model":
+                sub.pop("arch", None)
             for name, neutral in _RETIRED[part].items():
                 if name in sub:
                     value = sub.pop(name)
@@ -238,7 +260,7 @@ class TrainConfig:
                         raise UserError(f"config: {part}.{name} = {value!r} names a recipe this molediff no longer has "
                                         f"(only {neutral[0]!r} is supported)")
             parts[part] = sub
-        unknown = [f"{prefix}{k}" for prefix, given, kind in (("model.", parts["model"], ModelConfig),
+        unknown = [f"{prefix}{k}" for prefix, given, kind in (("model.", parts["model"], model_config),
                                                               ("diffusion.", parts["diffusion"], DiffusionConfig), ("", d, cls))
                    for k in given if k not in {f.name for f in dataclasses.fields(kind)}]
         if unknown:
@@ -247,17 +269,14 @@ class TrainConfig:
             raise UserError(f"the config has unknown fields: {', '.join(unknown)} (a typo, or a file written by a newer "
                             f"molediff than this {__version__}: upgrade molediff to use it)")
         try:
-            return cls(model=ModelConfig(**parts["model"]), diffusion=DiffusionConfig(**parts["diffusion"]), **d)
+            return cls(model=model_config(**parts["model"]), diffusion=DiffusionConfig(**parts["diffusion"]), **d)
         except TypeError as exc:
             raise UserError(f"config has an unknown or missing field: {exc}") from None
 
     def validate(self) -> "TrainConfig":
         """Check every value (the one place that does); raises :class:`UserError` naming the option."""
         m, dcfg = self.model, self.diffusion
-        checks = [
-            (m.arch == "egnn", f"--model-arch must be 'egnn', got {m.arch!r}"),
-            (m.hidden >= 1 and m.layers >= 1, "--model-hidden and --model-layers must be ≥ 1"),
-            (m.pair_hidden >= 1 or not dcfg.bonds, "--model-pair-hidden must be ≥ 1 for a model with bonds"),
+        checks = m.checks(dcfg) + [
             (dcfg.parametrization in ("eps", "x0"), f"--diffusion-parametrization must be 'eps' or 'x0', got {dcfg.parametrization!r}"),
             (dcfg.atom_loss in ("mse", "ce"), f"--diffusion-atom-loss must be 'mse' or 'ce', got {dcfg.atom_loss!r}"),
             (dcfg.parametrization == "x0" or (dcfg.atom_loss == "mse" and not dcfg.charges and not dcfg.bonds),

@@ -116,3 +116,28 @@ def test_the_graph_holds_no_edges_and_the_egnn_builds_and_keeps_its_own():
     widths = d.network_widths()
     plain = EGNN(hidden=16, layers=2, pair_hidden=8, **widths)
     assert list(plain.state_dict()) == list(net.state_dict())
+
+
+def test_networks_come_from_the_registry_with_their_own_parameter_block_and_transfer(tmp_path):
+    """An architecture is a row of ARCHITECTURES (parameter block, network, build, transfer); a config
+    names it as model.arch, and one saved before that field existed (the bundled qm9 model's) is an EGNN."""
+    import json
+
+    from molediff.config import MODEL_CONFIGS, EGNNConfig, TrainConfig
+    from molediff.errors import UserError
+    from molediff.models import ARCHITECTURES, transfer_weights
+
+    assert set(ARCHITECTURES) == set(MODEL_CONFIGS) == {"egnn"} and ARCHITECTURES["egnn"].params is EGNNConfig
+    d = MolecularDiffusion(DiffusionConfig(charges=True, bonds=True))
+    net = build_network(EGNNConfig(hidden=8, layers=1, pair_hidden=4), d)
+    assert isinstance(net, ARCHITECTURES["egnn"].network)
+    labels = (d.input_labels(), d.output_labels())
+    assert transfer_weights(net, net.state_dict(), labels, labels, (d.pair_labels(), d.pair_labels())) == []
+    saved = TrainConfig().to_dict()
+    assert saved["model"]["arch"] == "egnn" and TrainConfig.from_dict(saved).to_dict() == saved
+    old = {**saved, "model": {k: v for k, v in saved["model"].items() if k != "arch"}}
+    assert isinstance(TrainConfig.from_dict(old).model, EGNNConfig)  # written before "arch" existed
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**saved, "model": {**saved["model"], "arch": "transformer"}}))
+    with pytest.raises(UserError, match="model.arch 'transformer'.*egnn"):
+        TrainConfig.load_json(path)

@@ -25,11 +25,14 @@ F input features per atom, H hidden width, Hp pair width.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
-
+from molediff.config import EGNNConfig
+from molediff.errors import UserError
+from molediff.models.transfer import appended_columns, input_columns, output_rows, relabel
 
 def fully_connected_edges(ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Directed edges (i ≠ j) within each molecule of a batch and each edge's unordered pair, built
@@ -259,3 +262,62 @@ class EGNNDenoiser(EGNN):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------- the "egnn" architecture
+def build(params: EGNNConfig, widths: dict[str, Any]) -> EGNNDenoiser:
+    """The EGNN of ``params`` (:class:`~molediff.config.EGNNConfig`) with the diffusion's input/output
+    ``widths`` (:meth:`~molediff.molecular.MolecularDiffusion.network_widths`): a pair state only where
+    there are pair inputs."""
+    pair_hidden = params.pair_hidden if "pair_in" in widths else 0
+    return EGNNDenoiser(hidden=params.hidden, layers=params.layers, norm=params.norm, coord_range=params.coord_range,
+                        pair_hidden=pair_hidden, **widths)
+
+
+def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels: tuple[list[str], list[str]],
+                     old_labels: tuple[list[str], list[str]],
+                     pair_labels: tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]] | None = None) -> list[str]:
+    """Load ``state`` (an EGNN's weights for another state layout) into the EGNN ``net``, by label
+    (:mod:`molediff.models.transfer`; see :func:`molediff.models.transfer_weights` for the arguments).
+
+    Tensors of equal shape are copied; the input embedding's columns (``embed``) and the output layer's
+    rows (``out``) by label; the pair read-in's columns (``pair_embed``) and the pair head's rows
+    (``pair_head.2``) by pair label where the pair layouts differ (a Kekulé model's bonds carry over to
+    one with an aromatic type); inputs appended to the pair read-in and the edge layers
+    (self-conditioning) start at zero. Returns the names of parameters left at their initialisation.
+    """
+    own = net.state_dict()
+    (new_in, new_out), (old_in, old_out) = new_labels, old_labels
+    fresh = [k for k in own if k not in state]
+    for key, value in state.items():
+        if key not in own:
+            raise UserError(f"the source weights have {key}, which this network does not")
+        target = own[key]
+        if pair_labels is not None and pair_labels[0] != pair_labels[1]:
+            (new_pin, new_pout), (old_pin, old_pout) = pair_labels
+            if key == "pair_embed.weight" and value.shape[1] == len(old_pin) and target.shape[1] == len(new_pin):
+                relabel(target, value, new_pin, old_pin, 1, "reads pair input")
+                fresh.append(key + " (new pair input columns)")
+                continue
+            if key.startswith("pair_head.2.") and value.shape[0] == len(old_pout) and target.shape[0] == len(new_pout):
+                relabel(target, value, new_pout, old_pout, 0, "writes pair output")
+                fresh.append(key + " (new pair output rows)")
+                continue
+        relabelled_in = key == "embed.weight" and value.shape[1] == len(old_in) and new_in != old_in
+        relabelled_out = key.startswith("out.") and value.shape[0] == len(old_out) and new_out != old_out
+        if target.shape == value.shape and not relabelled_in and not relabelled_out:
+            target.copy_(value)
+        elif key == "embed.weight" and value.shape[1] == len(old_in) and target.shape[0] == value.shape[0]:
+            input_columns(target, value, new_in, old_in)
+        elif (key == "pair_embed.weight" or key.endswith(".edge.weight")) and target.shape[0] == value.shape[0] \
+                and target.shape[1] > value.shape[1]:
+            appended_columns(target, value)
+            fresh.append(key + " (new input columns)")
+        elif key.startswith("out.") and value.shape[0] == len(old_out) and target.shape[1:] == value.shape[1:]:
+            output_rows(target, value, new_out, old_out)
+            fresh.append(key + " (new rows)")
+        else:
+            raise UserError(f"{key}: shape {tuple(value.shape)} in the source, {tuple(target.shape)} here; "
+                            "the architectures differ (width, layers)")
+    net.load_state_dict(own)
+    return fresh
