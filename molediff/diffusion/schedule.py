@@ -19,14 +19,12 @@ applied to each part unchanged.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 
-from molediff.diffusion.noise import noise_like, randint, randn
-
-Projection = Callable[[torch.Tensor], torch.Tensor]
+from molediff.diffusion.noise import randint, randn
 
 
 def _clip_alphas_cumprod(alphas2: np.ndarray, clip: float = 0.001) -> np.ndarray:
@@ -152,26 +150,13 @@ class NoiseSchedule:
             self.sqrt_one_minus_alphas_cumprod, t, x0
         ) * noise
 
-    def q_sample(
-        self,
-        x0: torch.Tensor,
-        t: torch.Tensor | int,
-        noise: torch.Tensor | None = None,
-        project: Projection | None = None,
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw x_t ~ q(x_t | x_0); returns ``(x_t, noise)``.
-
-        ``project`` maps fresh noise into the subspace the data lives in (e.g. zero centre of mass per
-        molecule); ``mask`` (broadcastable to x0, 1 = real entry) zeroes noise on padded entries.
-        """
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw x_t ~ q(x_t | x_0) for a tensor ``x0``; returns ``(x_t, noise)`` (``noise``: given, or
+        drawn from ``generator``). A state with its own subspace draws its noise itself (``noise_like``)
+        and calls :meth:`add_noise`."""
         if noise is None:
             noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            if project is not None:
-                noise = project(noise)
-        if mask is not None:
-            noise = noise * mask
         return self.add_noise(x0, noise, t), noise
 
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,12 +197,12 @@ class NoiseSchedule:
         x_t: Any,
         noise: Any = None,
         variance: Literal["fixed_small", "fixed_large"] = "fixed_small",
-        generator: torch.Generator | None = None,
     ) -> Any:
         """One ancestral step x_t → x_{t−1} from a network output (ε or x_0, see ``prediction_type``).
 
         x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε) + σ_t z, σ_t² = β̃_t ("fixed_small") or β_t
-        ("fixed_large"); no noise is added at t = 0. ``noise`` (already scaled/projected) or a fresh draw.
+        ("fixed_large"); no noise is added at t = 0. ``noise`` z: the caller's draw (already
+        scaled/projected; the samplers draw it from their generator), needed for t > 0.
         """
         if variance not in ("fixed_small", "fixed_large"):
             raise ValueError(f"variance must be 'fixed_small' or 'fixed_large', got {variance!r}")
@@ -227,7 +212,7 @@ class NoiseSchedule:
         if t == 0:
             return mean
         if noise is None:
-            noise = noise_like(x_t, generator)
+            raise ValueError("a reverse step with t > 0 needs its noise")
         var = self.posterior_variance[t] if variance == "fixed_small" else self.betas[t]
         return mean + torch.sqrt(var) * noise
 
@@ -237,14 +222,12 @@ class NoiseSchedule:
         ratio = (self.alphas_cumprod[int(t)].double() / self.alphas_cumprod[int(prev_t)].double())
         return torch.sqrt(ratio).to(x_prev.dtype) * x_prev + torch.sqrt(1 - ratio).to(x_prev.dtype) * noise
 
-    def set_timesteps(self, num_inference_steps: int,
-                      spacing: Literal["trailing", "leading", "logsnr"] = "trailing") -> torch.Tensor:
+    def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "logsnr"] = "trailing") -> torch.Tensor:
         """Exactly ``num_inference_steps`` distinct, decreasing timesteps in ``[0, T−1]`` for strided sampling.
 
         "trailing" starts at T−1 (recommended: the first step sees pure noise): round(T − i·T/n) − 1 for
         i = 0 .. n−1, the grid of diffusers' ``timestep_spacing="trailing"`` (whose ``np.arange`` can yield
-        one extra point, −1, for some n; that point is not part of the grid). "leading" is
-        ``range(0, T, T//n)`` reversed, diffusers' DDIMScheduler default. "logsnr" starts at T−1 and ends
+        one extra point, −1, for some n; that point is not part of the grid). "logsnr" starts at T−1 and ends
         at 0, uniform in log-SNR λ_t = log(α_t/σ_t) between them (as Lu et al.'s DPM-Solver), each point
         rounded to the nearest timestep; where rounding makes two points meet (many steps, fast-changing
         λ near t = 0), the later one moves down to the next free timestep, so there are always n.
@@ -257,12 +240,10 @@ class NoiseSchedule:
             # np.arange's length is ceil(T / (T/n)) in floating point: n, or n + 1 when T/n rounds down;
             # the first n points are the grid (the n-th is T/n ≥ 1, so every timestep is ≥ 0)
             ts = np.round(np.arange(T, 0, -T / n)[:n]).astype(np.int64) - 1
-        elif spacing == "leading":
-            ts = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64)
         elif spacing == "logsnr":
             ts = self._logsnr_timesteps(n)
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; choose trailing, leading or logsnr")
+            raise ValueError(f"unknown spacing {spacing!r}; choose trailing or logsnr")
         self.timesteps = torch.from_numpy(ts.copy())
         return self.timesteps
 
@@ -287,11 +268,11 @@ class NoiseSchedule:
         x_t: Any,
         eta: float = 0.0,
         noise: Any = None,
-        generator: torch.Generator | None = None,
     ) -> Any:
         """One DDIM step x_t → x_{prev_t} (Song et al. 2021); ``prev_t < 0`` means ᾱ = 1 (the clean sample).
 
-        σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); η = 0 is deterministic, η = 1 matches DDPM's variance.
+        σ = η √((1−ᾱ_prev)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); η = 0 is deterministic, η = 1 matches DDPM's
+        variance; ``noise`` (the caller's draw) is needed where σ > 0 (η > 0 and ``prev_t`` ≥ 0).
         """
         eps = self.to_eps(model_output, x_t, int(t))
         a_t = self.alphas_cumprod[int(t)].double()
@@ -302,7 +283,7 @@ class NoiseSchedule:
         x_prev = torch.sqrt(a_prev).to(x_t.dtype) * x0 + direction
         if eta > 0 and prev_t >= 0:
             if noise is None:
-                noise = noise_like(x_t, generator)
+                raise ValueError("a stochastic DDIM step (eta > 0) needs its noise")
             x_prev = x_prev + sigma.to(x_t.dtype) * noise
         return x_prev
 
@@ -315,8 +296,8 @@ class NoiseSchedule:
         return math.sqrt(ac), math.sqrt(1.0 - ac)
 
     def data_prediction(self, model_output: Any, x_t: Any, t: int) -> Any:
-        """x̂_0 with float64 scalar coefficients, x̂_0 = (x_t − σ_t ε̂)/α_t for ε-prediction (the
-        solver's conversion; :meth:`to_x0` is the table-based one the other samplers use)."""
+        """x̂_0 with float64 scalar coefficients, x̂_0 = (x_t − σ_t ε̂)/α_t for ε-prediction: the one
+        x̂_0 conversion of the solvers (:meth:`to_eps` is the other direction)."""
         if self.prediction_type == "sample":
             return model_output
         alpha, sigma = self.alpha_sigma(int(t))
