@@ -212,32 +212,16 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ctx = ctx or distributed.Context()
         self.progress = progress and self.ctx.is_main
-        self._lr_before: float | None = None
         self.device = torch.device(device)
         start = open_run(config, self.run_dir, resume, check_log=self.ctx.is_main)
         config, state, init = start.config, start.checkpoint, start.init
         if state is None and self.ctx.is_main:
             mark_started(config, self.run_dir)
-        self._lr_before = start.lr_before
+        self._lr_before: float | None = start.lr_before
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        # the data first: a new run takes its vocabulary (elements, charges) from it, and a heavy-atom
-        # model its hydrogen counts; rank 0 reads (and on a fresh machine builds) the data caches, the
-        # others wait for it rather than all building the same cache at once
-        if self.ctx.enabled and not self.ctx.is_main:
-            distributed.barrier(self.ctx)
-        self.train_set, self.valid_set = load_training_data(config, progress=progress and self.ctx.is_main)
-        if self.ctx.enabled and self.ctx.is_main:
-            distributed.barrier(self.ctx)
-        if config.diffusion.bonds:
-            self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
-        if config.diffusion.max_hydrogens:
-            self.train_set, self.valid_set = self._heavy(self.train_set, "training"), self._heavy(self.valid_set, "validation")
-        if state is None:
-            set_vocabulary(config.diffusion, (self.train_set, self.valid_set), config.data)
-        check_vocabulary(config.diffusion, self.train_set, config.data)
-        check_vocabulary(config.diffusion, self.valid_set, config.data)
+        self._load_data(fresh_run=state is None, progress=progress)
         torch.manual_seed(config.seed)
         self.diffusion = MolecularDiffusion(config.diffusion)
         self.net = build_network(config.model, self.diffusion).to(self.device)
@@ -248,34 +232,11 @@ class Trainer:
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.molecules_seen = 0
         self.fresh_parameters: list[str] = []
-        if state is not None:
-            try:
-                self.net.load_state_dict(state["model"])
-                self.ema.model.load_state_dict(state["ema"])
-            except RuntimeError as exc:
-                raise UserError(f"{self.run_dir / CHECKPOINT}: its weights do not fit the network its config describes "
-                                f"(another architecture or a damaged file): {str(exc).splitlines()[0]}") from None
-            self.opt.load_state_dict(state["optimizer"])
-            for group in self.opt.param_groups:  # the optimiser state keeps the old rate; the config decides
-                group["lr"] = config.lr
-            self.generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            self.step, self.elapsed, self.molecules_seen = state["step"], state["elapsed"], state["molecules_seen"]
         self._inherited_curve: list[dict[str, Any]] = []
+        if state is not None:
+            self._restore(state)
         if init is not None:
-            weights, src, meta = init
-            self._inherited_curve = list(meta.get("learning_curve") or [])
-            src_diffusion = MolecularDiffusion(src.diffusion)
-            self.fresh_parameters = transfer_weights(
-                self.net, weights, (self.diffusion.input_labels(), self.diffusion.output_labels()),
-                (src_diffusion.input_labels(), src_diffusion.output_labels()),
-                (self.diffusion.pair_labels(), src_diffusion.pair_labels()))
-            self.ema.model.load_state_dict(self.net.state_dict())
-            # the run continues the source's step count and clock, so learning curves line up across
-            # machines; the data order and RNG follow from (seed, step) as in any run
-            self.step = int(meta.get("step") or 0)
-            self.elapsed = float(meta.get("train_seconds") or 0.0)
-            self.molecules_seen = int(meta.get("molecules_seen") or 0)
+            self._warm_start(*init)
         self.ema.num_updates = self.step
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
@@ -287,8 +248,65 @@ class Trainer:
         self.condition_table: dict[str, Any] | None = None
         if config.diffusion.conditions:
             self._condition_statistics()
-        # one global batch of batch_size × world molecules per step, the same on every rank; each rank
-        # trains on its contiguous share and DDP averages the gradients (= the global-batch gradient)
+        self._batches()
+        self._stop = False
+
+    def _load_data(self, fresh_run: bool, progress: bool) -> None:
+        """The training and validation sets, as this model reads them (with bonds, heavy atoms), and a
+        new run's vocabulary from them. The data comes first: a new run takes its vocabulary (elements,
+        charges) from it, and a heavy-atom model its hydrogen counts; rank 0 reads (and on a fresh
+        machine builds) the data caches, the others wait for it rather than all building the same cache at once."""
+        config = self.config
+        if self.ctx.enabled and not self.ctx.is_main:
+            distributed.barrier(self.ctx)
+        self.train_set, self.valid_set = load_training_data(config, progress=progress and self.ctx.is_main)
+        if self.ctx.enabled and self.ctx.is_main:
+            distributed.barrier(self.ctx)
+        if config.diffusion.bonds:
+            self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
+        if config.diffusion.max_hydrogens:
+            self.train_set, self.valid_set = self._heavy(self.train_set, "training"), self._heavy(self.valid_set, "validation")
+        if fresh_run:
+            set_vocabulary(config.diffusion, (self.train_set, self.valid_set), config.data)
+        check_vocabulary(config.diffusion, self.train_set, config.data)
+        check_vocabulary(config.diffusion, self.valid_set, config.data)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue a run from its checkpoint ``state``: weights, EMA, optimiser, random streams, progress."""
+        try:
+            self.net.load_state_dict(state["model"])
+            self.ema.model.load_state_dict(state["ema"])
+        except RuntimeError as exc:
+            raise UserError(f"{self.run_dir / CHECKPOINT}: its weights do not fit the network its config describes "
+                            f"(another architecture or a damaged file): {str(exc).splitlines()[0]}") from None
+        self.opt.load_state_dict(state["optimizer"])
+        for group in self.opt.param_groups:  # the optimiser state keeps the old rate; the config decides
+            group["lr"] = self.config.lr
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.elapsed, self.molecules_seen = state["step"], state["elapsed"], state["molecules_seen"]
+
+    def _warm_start(self, weights: dict[str, torch.Tensor], src: TrainConfig, meta: dict[str, Any]) -> None:
+        """Start from a model file (``--init-from``): its weights carried over by label into this layout
+        (:func:`~molediff.models.transfer_weights`), its step count, clock and learning curve continued,
+        so learning curves line up across machines; the data order and RNG follow from (seed, step) as in
+        any run."""
+        self._inherited_curve = list(meta.get("learning_curve") or [])
+        src_diffusion = MolecularDiffusion(src.diffusion)
+        self.fresh_parameters = transfer_weights(
+            self.net, weights, (self.diffusion.input_labels(), self.diffusion.output_labels()),
+            (src_diffusion.input_labels(), src_diffusion.output_labels()),
+            (self.diffusion.pair_labels(), src_diffusion.pair_labels()))
+        self.ema.model.load_state_dict(self.net.state_dict())
+        self.step = int(meta.get("step") or 0)
+        self.elapsed = float(meta.get("train_seconds") or 0.0)
+        self.molecules_seen = int(meta.get("molecules_seen") or 0)
+
+    def _batches(self) -> None:
+        """The batch order and, across ranks, DDP: one global batch of batch_size × world molecules per
+        step, the same on every rank; each rank trains on its contiguous share and DDP averages the
+        gradients (= the global-batch gradient)."""
+        config = self.config
         self.global_batch = config.batch_size * self.ctx.world_size
         self.sampler = EpochSampler(len(self.train_set), self.global_batch, config.seed, self.train_set.num_atoms.numpy(),
                                     config.batch_pairs * self.ctx.world_size)
@@ -298,7 +316,6 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.net, device_ids=ids)
-        self._stop = False
 
     def _with_bonds(self, data: MoleculeSet, what: str) -> MoleculeSet:
         """A model that generates bonds learns only from molecules whose bonds are known; say how many are not."""
@@ -441,18 +458,7 @@ class Trainer:
         if c.clock not in ("wall", "cpu"):
             raise UserError(f"clock must be 'wall' or 'cpu', got {c.clock!r}")
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            c.save_json(self.run_dir / "config.json")
-            if self._inherited_curve and not (self.run_dir / LOG).exists():
-                # the source model's learning curve opens this run's log, so the curve reads as one
-                for rec in self._inherited_curve:
-                    self.log({"event": "eval", **rec, "inherited_from": c.init_from})
-            if self._lr_before is not None and self._lr_before != c.lr:
-                self.log({"event": "lr", "step": self.step, "from": self._lr_before, "to": c.lr})
-                print(f"learning rate {self._lr_before:g} -> {c.lr:g} from step {self.step}")
-            if self.ctx.enabled:
-                print(f"distributed: {self.ctx.world_size} ranks × batch {c.batch_size} = effective batch {self.global_batch}, "
-                      f"lr {c.lr:g} (not rescaled: pass --lr to change it)")
+            self._open_log()
         old_handlers = self._install_stop_handlers()
         # "cpu" divides process CPU time by the thread count: a budget that contention from other
         # processes does not eat into (used by the recipe study for equal-budget comparisons)
@@ -502,9 +508,31 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
+        return self._finish(last)
+
+    def _open_log(self) -> None:
+        """Rank 0 at the start of a session: the run folder, its config, the inherited learning curve of a
+        warm start, a changed learning rate, the distributed batch."""
+        c = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        c.save_json(self.run_dir / "config.json")
+        if self._inherited_curve and not (self.run_dir / LOG).exists():
+            # the source model's learning curve opens this run's log, so the curve reads as one
+            for rec in self._inherited_curve:
+                self.log({"event": "eval", **rec, "inherited_from": c.init_from})
+        if self._lr_before is not None and self._lr_before != c.lr:
+            self.log({"event": "lr", "step": self.step, "from": self._lr_before, "to": c.lr})
+            print(f"learning rate {self._lr_before:g} -> {c.lr:g} from step {self.step}")
+        if self.ctx.enabled:
+            print(f"distributed: {self.ctx.world_size} ranks × batch {c.batch_size} = effective batch {self.global_batch}, "
+                  f"lr {c.lr:g} (not rescaled: pass --lr to change it)")
+
+    def _finish(self, last: dict[str, Any] | None) -> dict[str, Any]:
+        """The end of a session on every rank: the checkpoint, a final evaluation unless stopped by a
+        signal; returns the last evaluation record with ``interrupted``."""
         stopped = distributed.any_true(self._stop, self.ctx, self.device)
         self._check_ranks_in_sync()
-        if main:
+        if self.ctx.is_main:
             self.save()
             if not stopped and (last is None or last["step"] != self.step):
                 last = self.evaluate()
