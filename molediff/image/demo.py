@@ -95,15 +95,7 @@ def train_unet(
     """
     if max_steps is None and max_seconds is None:
         max_seconds = 90.0
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-    if max_seconds is not None and max_seconds <= 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
-    if data.ndim != 4 or len(data) == 0:
-        raise ValueError(f"data must be a non-empty [N, C, H, W] tensor, got shape {tuple(data.shape)}")
-
-    from tqdm.auto import tqdm
-
+    _check_budget(data, max_steps, max_seconds)
     gen = torch.Generator().manual_seed(seed)
     if model is None:
         torch.manual_seed(seed)
@@ -113,18 +105,7 @@ def train_unet(
     ema = EMA(model, ema_decay)
     n = len(data)
     batch_size = min(batch_size, n) if batch_size > 0 else n
-
-    def lr_at(step: int, frac: float) -> float:
-        """Warm-up over ``warmup_steps``, then constant, cosine decay to 10 % over the last 30 % of training."""
-        w = min(1.0, (step + 1) / max(1, warmup_steps))
-        decay = 1.0 if frac < 0.7 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (frac - 0.7) / 0.3))
-        return lr * w * decay
-
-    if max_steps is not None:
-        bar = tqdm(total=max_steps, desc="training", unit="step", disable=not progress, file=sys.stderr)
-    else:
-        bar = tqdm(total=round(max_seconds), desc="training", unit="s", disable=not progress, file=sys.stderr,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}")
+    bar = _progress_bar(max_steps, max_seconds, progress)
     start = time.perf_counter()
     step = 0
     ema_loss = None
@@ -135,19 +116,9 @@ def train_unet(
         if frac >= 1.0:
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, frac)
-        idx = torch.randint(0, n, (batch_size,), generator=gen)
-        x0 = data[idx]
-        t = schedule.sample_timesteps(batch_size, generator=gen)
-        x_t, noise = schedule.q_sample(x0, t, generator=gen)
-        loss = epsilon_loss(model(x_t, t), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model)
+            g["lr"] = _lr_at(lr, warmup_steps, step, frac)
+        value = _train_step(model, opt, ema, schedule, data[torch.randint(0, n, (batch_size,), generator=gen)], gen)
         step += 1
-        value = loss.item()
         ema_loss = value if ema_loss is None else 0.98 * ema_loss + 0.02 * value
         if log is not None:
             log.append((step, value))
@@ -162,6 +133,48 @@ def train_unet(
     ema.model.train_steps = step  # for reporting
     ema.model.train_seconds = time.perf_counter() - start
     return ema.model
+
+
+def _check_budget(data: torch.Tensor, max_steps: int | None, max_seconds: float | None) -> None:
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    if data.ndim != 4 or len(data) == 0:
+        raise ValueError(f"data must be a non-empty [N, C, H, W] tensor, got shape {tuple(data.shape)}")
+
+
+def _lr_at(lr: float, warmup_steps: int, step: int, frac: float) -> float:
+    """Warm-up over ``warmup_steps``, then constant, cosine decay to 10 % over the last 30 % of training
+    (``frac``: the share of the budget used)."""
+    w = min(1.0, (step + 1) / max(1, warmup_steps))
+    decay = 1.0 if frac < 0.7 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (frac - 0.7) / 0.3))
+    return lr * w * decay
+
+
+def _progress_bar(max_steps: int | None, max_seconds: float | None, progress: bool):
+    """A bar over the steps, or over the seconds of a time budget."""
+    from tqdm.auto import tqdm
+
+    if max_steps is not None:
+        return tqdm(total=max_steps, desc="training", unit="step", disable=not progress, file=sys.stderr)
+    return tqdm(total=round(max_seconds), desc="training", unit="s", disable=not progress, file=sys.stderr,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}")
+
+
+def _train_step(model: UNet, opt: torch.optim.Optimizer, ema: EMA, schedule: NoiseSchedule, x0: torch.Tensor,
+                gen: torch.Generator) -> float:
+    """One optimiser step on the batch ``x0``: a uniform timestep per image and fresh noise from ``gen``,
+    ε-MSE, gradient clipping, EMA update; returns the loss."""
+    t = schedule.sample_timesteps(len(x0), generator=gen)
+    x_t, noise = schedule.q_sample(x0, t, generator=gen)
+    loss = epsilon_loss(model(x_t, t), noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    ema.update(model)
+    return loss.item()
 
 
 # ---------------------------------------------------------------------------------------- sampling
