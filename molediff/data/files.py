@@ -253,129 +253,158 @@ def read_molecule_files(
         UserError: a path does not exist, or no usable molecule was found (the message carries the
         report's summary).
     """
+    if implicit_hydrogens not in ("ignore", "refuse", "count"):
+        raise ValueError(f"implicit_hydrogens must be 'ignore', 'refuse' or 'count', got {implicit_hydrogens!r}")
+    if overlapping not in ("keep", "refuse"):
+        raise ValueError(f"overlapping must be 'keep' or 'refuse', got {overlapping!r}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = _expand(paths)
     if not files:
         raise UserError("no input files given")
     report = FileReadReport(files=[str(f) for f in files])
-    types_parts: list[np.ndarray] = []
-    pos_parts: list[np.ndarray] = []
-    names: list[str] = []
-    bond_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]] = []
-    hydrogen_parts: list[np.ndarray] = []
-    if implicit_hydrogens not in ("ignore", "refuse", "count"):
-        raise ValueError(f"implicit_hydrogens must be 'ignore', 'refuse' or 'count', got {implicit_hydrogens!r}")
-    if overlapping not in ("keep", "refuse"):
-        raise ValueError(f"overlapping must be 'keep' or 'refuse', got {overlapping!r}")
-
-    def accept(symbols: Sequence[str], pos: np.ndarray, where: str, own: tuple | None = None, implicit: str | None = None) -> None:
-        report.num_records += 1
-        if len(symbols) == 0:
-            report.add_skip(NO_ATOMS, where)
-            return
-        if implicit is not None and implicit_hydrogens == "refuse":
-            report.add_skip(IMPLICIT_H, where, f"{sum(map(int, implicit.split()))} hydrogens not written")
-            return
-        unknown = sorted({s for s in symbols if s not in SYMBOL_TO_INDEX})
-        if unknown:
-            for el in unknown:
-                report.unknown_elements[el] += 1
-            report.add_skip(BAD_ELEMENT, where, ", ".join(unknown))
-            return
-        if max_atoms is not None and len(symbols) > max_atoms:
-            report.add_skip(TOO_MANY, where, f"{len(symbols)} atoms > {max_atoms}")
-            return
-        if not np.isfinite(pos).all():
-            report.add_skip(NON_FINITE, where)
-            return
-        if len(symbols) >= 3 and np.all(pos[:, 2] == 0.0):
-            report.add_skip(NO_3D, where, "all z = 0")
-            return
-        close = closest_pair(pos)
-        if close is not None:
-            i, j, d = close
-            detail = f"atoms {i} and {j} ({symbols[i]}, {symbols[j]}) {d:.3f} Å apart"
-            if overlapping == "refuse":
-                report.add_skip(OVERLAP, where, detail)
-                return
-            report.overlapping += 1
-            if len(report.overlapping_examples) < _MAX_EXAMPLES:
-                report.overlapping_examples.append(f"{where}: {detail}")
-        types_parts.append(np.fromiter((SYMBOL_TO_INDEX[s] for s in symbols), dtype=np.int64, count=len(symbols)))
-        hydrogen_parts.append(np.array(implicit.split(), dtype=np.int64) if implicit else np.zeros(len(symbols), dtype=np.int64))
-        pos_parts.append(np.asarray(pos, dtype=np.float32).reshape(-1, 3))
-        names.append(where)
-        report.num_read += 1
-        if bonds:
-            if close is not None:  # bonds of a broken geometry are not used (and perceiving them can crash RDKit)
-                own = (*own[:4], False) if own is not None else _no_bonds(len(symbols))
-            bond_parts.append(own if own is not None else _perceive(symbols, pos, aromatic))
-
+    reader = _Reader(report, max_atoms, bonds, implicit_hydrogens, overlapping, aromatic)
     for file in files:
         if limit is not None and report.num_read >= limit:
             break
-        suffix = file.suffix.lower()
-        if suffix not in SDF_SUFFIXES + XYZ_SUFFIXES:
-            report.add_skip(UNSUPPORTED_TYPE, file.name, f"'{file.suffix or '(none)'}'; use .sdf or .xyz")
+        contents = _file_records(file, report, aromatic)
+        if contents is None:
             continue
-        try:
-            is_empty = file.stat().st_size == 0
-        except OSError as exc:
-            report.add_skip(UNREADABLE_FILE, file.name, exc.strerror or str(exc))
-            continue
-        if is_empty:
-            report.add_skip(EMPTY_FILE, file.name, "0 bytes")
-            continue
-        try:
-            if suffix in XYZ_SUFFIXES:
-                frames, errors = read_xyz(file)
-                items = [(sym, pos, f"{file.name}:{idx}", None, None) for idx, sym, pos, _comment in frames]
-                bad = [(f"{file.name}:{idx}", reason, detail) for idx, reason, detail in errors]
-            else:
-                from molediff.chem.io import read_sdf  # RDKit only when SDFs are read
-
-                contents = read_sdf(file, require_3d=True, aromatic=aromatic)
-                if not contents.records and [e.detail for e in contents.errors] == [NOT_SDF]:
-                    report.add_skip(UNREADABLE_FILE, file.name, NOT_SDF)  # a whole file, not a record
-                    continue
-                items = [(r.symbols, r.pos, f"{file.name}:{r.props['_index']}",
-                          (*r.bonds, r.charges, "_molediff_unkekulizable" not in r.props), r.props.get("_molediff_implicit_h"))
-                         for r in contents.records]
-                bad = [(f"{file.name}:{e.index}", e.reason, e.detail) for e in contents.errors]
-        except (UnicodeDecodeError, ValueError) as exc:
-            report.add_skip(UNREADABLE_FILE, file.name, f"not a text {suffix} file ({type(exc).__name__})")
-            continue
-        except OSError as exc:
-            report.add_skip(UNREADABLE_FILE, file.name, exc.strerror or str(exc))
-            continue
-        if not items and not bad:
-            report.add_skip(EMPTY_FILE, file.name, "only whitespace")
-            continue
+        items, bad = contents
         for where, reason, detail in bad:
             report.num_records += 1
             report.add_skip(reason, where, detail)
         for symbols, pos, where, own, implicit in items:
             if limit is not None and report.num_read >= limit:
                 break
-            accept(list(symbols), pos, where, own, implicit)
-
+            reader.record(list(symbols), pos, where, own, implicit)
     if report.num_read == 0:
         raise UserError("no usable molecules in " + ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "") + "\n" + report.summary())
-    counts = torch.tensor([len(t) for t in types_parts], dtype=torch.long)
-    extra = {}
-    if bonds:
-        cat = lambda xs: torch.from_numpy(np.concatenate(xs).astype(np.int64))  # noqa: E731
-        extra = dict(charge=cat([b[3] for b in bond_parts]),
-                     bond_index=torch.stack([cat([b[0] for b in bond_parts]), cat([b[1] for b in bond_parts])]),
-                     bond_order=cat([b[2] for b in bond_parts]),
-                     bond_ptr=ptr_from_counts(torch.tensor([len(b[2]) for b in bond_parts], dtype=torch.long)),
-                     has_bonds=torch.tensor([b[4] for b in bond_parts], dtype=torch.bool))
-    if implicit_hydrogens == "count" and any(h.any() for h in hydrogen_parts):
-        extra["hydrogens"] = torch.from_numpy(np.concatenate(hydrogen_parts))
-    molecules = MoleculeSet(torch.from_numpy(np.concatenate(pos_parts)), torch.from_numpy(np.concatenate(types_parts)),
-                            ptr_from_counts(counts), names, **extra)
-    return molecules, report
+    return reader.molecule_set(), report
+
+
+def _file_records(file: Path, report: FileReadReport, aromatic: bool) -> tuple[list[tuple], list[tuple[str, str, str]]] | None:
+    """One file's records ``(symbols, pos, "file:record", own bonds or None, implicit hydrogens or None)``
+    and its unreadable records ``("file:record", reason, detail)``; None for a file skipped whole (its
+    reason counted in ``report``)."""
+    suffix = file.suffix.lower()
+    if suffix not in SDF_SUFFIXES + XYZ_SUFFIXES:
+        report.add_skip(UNSUPPORTED_TYPE, file.name, f"'{file.suffix or '(none)'}'; use .sdf or .xyz")
+        return None
+    try:
+        is_empty = file.stat().st_size == 0
+    except OSError as exc:
+        report.add_skip(UNREADABLE_FILE, file.name, exc.strerror or str(exc))
+        return None
+    if is_empty:
+        report.add_skip(EMPTY_FILE, file.name, "0 bytes")
+        return None
+    try:
+        if suffix in XYZ_SUFFIXES:
+            frames, errors = read_xyz(file)
+            items = [(sym, pos, f"{file.name}:{idx}", None, None) for idx, sym, pos, _comment in frames]
+            bad = [(f"{file.name}:{idx}", reason, detail) for idx, reason, detail in errors]
+        else:
+            from molediff.chem.io import read_sdf  # RDKit only when SDFs are read
+
+            contents = read_sdf(file, require_3d=True, aromatic=aromatic)
+            if not contents.records and [e.detail for e in contents.errors] == [NOT_SDF]:
+                report.add_skip(UNREADABLE_FILE, file.name, NOT_SDF)  # a whole file, not a record
+                return None
+            items = [(r.symbols, r.pos, f"{file.name}:{r.props['_index']}",
+                      (*r.bonds, r.charges, "_molediff_unkekulizable" not in r.props), r.props.get("_molediff_implicit_h"))
+                     for r in contents.records]
+            bad = [(f"{file.name}:{e.index}", e.reason, e.detail) for e in contents.errors]
+    except (UnicodeDecodeError, ValueError) as exc:
+        report.add_skip(UNREADABLE_FILE, file.name, f"not a text {suffix} file ({type(exc).__name__})")
+        return None
+    except OSError as exc:
+        report.add_skip(UNREADABLE_FILE, file.name, exc.strerror or str(exc))
+        return None
+    if not items and not bad:
+        report.add_skip(EMPTY_FILE, file.name, "only whitespace")
+        return None
+    return items, bad
+
+
+class _Reader:
+    """The molecules :func:`read_molecule_files` keeps (each record checked, kept or counted under its
+    reason in ``report``), and the :class:`MoleculeSet` they make."""
+
+    def __init__(self, report: FileReadReport, max_atoms: int | None, bonds: bool, implicit_hydrogens: str, overlapping: str,
+                 aromatic: bool) -> None:
+        self.report, self.max_atoms, self.bonds = report, max_atoms, bonds
+        self.implicit_hydrogens, self.overlapping, self.aromatic = implicit_hydrogens, overlapping, aromatic
+        self.types: list[np.ndarray] = []
+        self.pos: list[np.ndarray] = []
+        self.names: list[str] = []
+        self.bond_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]] = []
+        self.hydrogens: list[np.ndarray] = []
+
+    def _refusal(self, symbols: Sequence[str], pos: np.ndarray, implicit: str | None) -> tuple[str, str] | None:
+        """Why a record is not used, ``(reason, detail)``, or None (overlapping atoms are judged apart)."""
+        if len(symbols) == 0:
+            return NO_ATOMS, ""
+        if implicit is not None and self.implicit_hydrogens == "refuse":
+            return IMPLICIT_H, f"{sum(map(int, implicit.split()))} hydrogens not written"
+        unknown = sorted({s for s in symbols if s not in SYMBOL_TO_INDEX})
+        if unknown:
+            for el in unknown:
+                self.report.unknown_elements[el] += 1
+            return BAD_ELEMENT, ", ".join(unknown)
+        if self.max_atoms is not None and len(symbols) > self.max_atoms:
+            return TOO_MANY, f"{len(symbols)} atoms > {self.max_atoms}"
+        if not np.isfinite(pos).all():
+            return NON_FINITE, ""
+        if len(symbols) >= 3 and np.all(pos[:, 2] == 0.0):
+            return NO_3D, "all z = 0"
+        return None
+
+    def record(self, symbols: Sequence[str], pos: np.ndarray, where: str, own: tuple | None = None,
+               implicit: str | None = None) -> None:
+        """Check one record and keep it, or count it under its reason."""
+        report = self.report
+        report.num_records += 1
+        refused = self._refusal(symbols, pos, implicit)
+        if refused is not None:
+            report.add_skip(refused[0], where, refused[1])
+            return
+        close = closest_pair(pos)
+        if close is not None:
+            i, j, d = close
+            detail = f"atoms {i} and {j} ({symbols[i]}, {symbols[j]}) {d:.3f} Å apart"
+            if self.overlapping == "refuse":
+                report.add_skip(OVERLAP, where, detail)
+                return
+            report.overlapping += 1
+            if len(report.overlapping_examples) < _MAX_EXAMPLES:
+                report.overlapping_examples.append(f"{where}: {detail}")
+        self.types.append(np.fromiter((SYMBOL_TO_INDEX[s] for s in symbols), dtype=np.int64, count=len(symbols)))
+        self.hydrogens.append(np.array(implicit.split(), dtype=np.int64) if implicit else np.zeros(len(symbols), dtype=np.int64))
+        self.pos.append(np.asarray(pos, dtype=np.float32).reshape(-1, 3))
+        self.names.append(where)
+        report.num_read += 1
+        if self.bonds:
+            if close is not None:  # bonds of a broken geometry are not used (and perceiving them can crash RDKit)
+                own = (*own[:4], False) if own is not None else _no_bonds(len(symbols))
+            self.bond_parts.append(own if own is not None else _perceive(symbols, pos, self.aromatic))
+
+    def molecule_set(self) -> MoleculeSet:
+        """The kept molecules (with bonds and charges, and hydrogen counts, where asked)."""
+        counts = torch.tensor([len(t) for t in self.types], dtype=torch.long)
+        extra = {}
+        if self.bonds:
+            parts = self.bond_parts
+            cat = lambda xs: torch.from_numpy(np.concatenate(xs).astype(np.int64))  # noqa: E731
+            extra = dict(charge=cat([b[3] for b in parts]),
+                         bond_index=torch.stack([cat([b[0] for b in parts]), cat([b[1] for b in parts])]),
+                         bond_order=cat([b[2] for b in parts]),
+                         bond_ptr=ptr_from_counts(torch.tensor([len(b[2]) for b in parts], dtype=torch.long)),
+                         has_bonds=torch.tensor([b[4] for b in parts], dtype=torch.bool))
+        if self.implicit_hydrogens == "count" and any(h.any() for h in self.hydrogens):
+            extra["hydrogens"] = torch.from_numpy(np.concatenate(self.hydrogens))
+        return MoleculeSet(torch.from_numpy(np.concatenate(self.pos)), torch.from_numpy(np.concatenate(self.types)),
+                           ptr_from_counts(counts), self.names, **extra)
 
 
 def _no_bonds(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
