@@ -21,6 +21,9 @@ ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F", "B", "Si", "P", "S", "Cl",
 ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9, 5, 14, 15, 16, 17, 35, 53)
 SYMBOL_TO_INDEX: dict[str, int] = {s: i for i, s in enumerate(ELEMENTS)}
 Z_TO_SYMBOL: dict[int, str] = dict(zip(ATOMIC_NUMBERS, ELEMENTS))
+#: how an attachment point reads (a dummy atom of atomic number 0: ``*`` in SMILES, ``R``/``R#``/``*`` in a
+#: MOL/SDF block): in a fragment it marks where generated atoms attach (molediff.chem.io)
+ATTACHMENT_POINT = "*"
 
 #: QM9's elements: the vocabulary of every model whose config predates per-model vocabularies.
 QM9_ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")

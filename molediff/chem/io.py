@@ -30,6 +30,7 @@ from rdkit import Chem, rdBase
 
 from molediff.atomic import AtomicFile
 from molediff.chem.bonds import LOOKUP_VALENCE_MASK, check_bond_mode, lookup_bonds_stacked, symbols_to_types, valence_allowed, valence_sums
+from molediff.elements import ATTACHMENT_POINT
 from molediff.errors import UserError
 from molediff.chem.rdkit_mol import bond_perception_status, build_molecule, check_validity, kekule_bonds, symbols_of
 
@@ -437,22 +438,54 @@ def molecule_from_mol(mol: Chem.Mol, name: str = "fragment", what: str = "fragme
     if not kekulized:
         raise UserError(f"{name}: the {what}'s aromatic bonds cannot be kekulized; write it in Kekulé form")
     one = OneMolecule(symbols_of(mol), np.array(mol.GetConformer().GetPositions(), dtype=np.float64), charges, bonds, name)
-    return _explicit_hydrogens(one, implicit_hydrogens(mol))
+    return _explicit_hydrogens(*_without_attachment_points(one, implicit_hydrogens(mol)))
 
 
-def _explicit_hydrogens(one: OneMolecule, implicit: np.ndarray) -> OneMolecule:
+def _without_attachment_points(one: OneMolecule, implicit: np.ndarray) -> tuple[OneMolecule, np.ndarray, bool]:
+    """``one`` without its attachment points (:data:`~molediff.elements.ATTACHMENT_POINT` atoms), the
+    implicit hydrogens ``[n]`` of the atoms kept, and whether there were any. The atom an attachment
+    point was bonded to keeps the hydrogen count it had with it (RDKit counted the point as a
+    neighbour), so it is left with an open valence there: where new atoms attach. A point must hang on
+    exactly one atom by a single bond."""
+    sym = np.asarray(one.symbols, dtype=object)
+    points = sym == ATTACHMENT_POINT
+    if not points.any():
+        return one, np.asarray(implicit), False
+    if points.all():
+        raise UserError(f"{one.name}: the fragment has no atoms besides its attachment points")
+    src, dst, order = (np.asarray(b, dtype=np.int64) for b in one.bonds)
+    touches = points[src] | points[dst]
+    for k in np.flatnonzero(points):
+        mine = (src == k) | (dst == k)
+        partners = np.where(src[mine] == k, dst[mine], src[mine])
+        if len(partners) != 1 or points[partners[0]] or order[mine][0] != 1:
+            raise UserError(f"{one.name}: attachment point {k + 1} ({ATTACHMENT_POINT}) must be bonded to exactly one "
+                            "atom by a single bond")
+    new_index = np.cumsum(~points) - 1
+    keep = ~touches
+    bonds = (new_index[src[keep]], new_index[dst[keep]], order[keep])
+    kept = OneMolecule([s for s, p in zip(one.symbols, points) if not p], np.asarray(one.pos)[~points],
+                       np.asarray(one.charges)[~points], bonds, one.name)
+    return kept, np.asarray(implicit)[~points], True
+
+
+def _explicit_hydrogens(one: OneMolecule, implicit: np.ndarray, sites_marked: bool = False) -> OneMolecule:
     """``one`` as the user meant it. Written with hydrogen atoms, it is taken as written: an atom with
     fewer hydrogens than its valence allows is where new atoms may attach (remove a hydrogen to open a
-    site). Written without any hydrogen atom, its hydrogens are RDKit's implicit ones, added as atoms
-    (placed from the geometry), so that implicit and explicit hydrogens mean the same thing; a warning
-    says so, since such a fragment then has no open site unless an atom's valence is left open."""
+    site, or write an attachment point ``*``/``R`` there). Written without any hydrogen atom, its
+    hydrogens are RDKit's implicit ones, added as atoms (placed from the geometry), so that implicit and
+    explicit hydrogens mean the same thing; unless the file marks attachment points
+    (``sites_marked``), a warning says so, since such a fragment then has no open site unless an atom's
+    valence is left open."""
     if not np.asarray(implicit).any() or "H" in one.symbols:
         return one
     import warnings
 
-    warnings.warn(f"{one.name}: written without hydrogen atoms; its {int(np.sum(implicit))} implicit hydrogens are kept "
-                  "as hydrogens (new atoms attach only at open valences): to choose where new atoms attach, write the "
-                  "hydrogens and remove those at the attachment points", UserWarning, stacklevel=3)
+    if not sites_marked:
+        warnings.warn(f"{one.name}: written without hydrogen atoms; its {int(np.sum(implicit))} implicit hydrogens are kept "
+                      "as hydrogens (new atoms attach only at open valences): to choose where new atoms attach, write the "
+                      "hydrogens and remove those at the attachment points, or mark them with * (R) atoms", UserWarning,
+                      stacklevel=3)
     from molediff.chem.hydrogens import place_hydrogens
 
     full = place_hydrogens(one.symbols, one.pos, *one.bonds, one.charges, np.asarray(implicit, dtype=np.int64), relax=False)
@@ -484,4 +517,5 @@ def read_one_molecule(path: str | os.PathLike, what: str = "fragment") -> OneMol
     rec = contents.records[0]
     one = OneMolecule(rec.symbols, rec.pos, rec.charges, rec.bonds, label)
     implicit = rec.props.get("_molediff_implicit_h")
-    return _explicit_hydrogens(one, np.array(implicit.split(), dtype=np.int64)) if implicit else one
+    implicit = np.array(implicit.split(), dtype=np.int64) if implicit else np.zeros(len(rec.symbols), dtype=np.int64)
+    return _explicit_hydrogens(*_without_attachment_points(one, implicit))

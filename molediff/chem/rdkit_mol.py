@@ -25,7 +25,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdDetermineBonds
 
 from molediff.chem.bonds import check_bond_mode, closest_pair, lookup_bond_orders
-from molediff.elements import AROMATIC, Z_TO_SYMBOL
+from molediff.elements import AROMATIC, ATTACHMENT_POINT, Z_TO_SYMBOL
 
 __all__ = [
     "ValidityResult",
@@ -306,8 +306,10 @@ def check_validity(mol: Chem.Mol) -> ValidityResult:
 
 
 def symbols_of(mol: Chem.Mol) -> list[str]:
-    """Element symbols ``[n]`` of ``mol``'s atoms."""
-    return [Z_TO_SYMBOL.get(a.GetAtomicNum(), a.GetSymbol()) for a in mol.GetAtoms()]
+    """Element symbols ``[n]`` of ``mol``'s atoms (a dummy atom, atomic number 0, reads
+    :data:`~molediff.elements.ATTACHMENT_POINT` however the file spelled it)."""
+    return [Z_TO_SYMBOL.get(a.GetAtomicNum(), ATTACHMENT_POINT if a.GetAtomicNum() == 0 else a.GetSymbol())
+            for a in mol.GetAtoms()]
 
 
 def kekule_bonds(mol: Chem.Mol, aromatic: bool = False) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, bool]:
