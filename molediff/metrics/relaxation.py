@@ -152,14 +152,16 @@ def relaxation_metrics(
     Returns the energy drop ``E(input) − E(relaxed)`` in kcal/mol (median, mean), heavy-atom RMSD
     after superposition (Å; median, mean) and the mean absolute change of every bond length (Å), bond
     angle (°) and torsion (°, periodic) pooled over the relaxed molecules (hydrogens included, as the
-    paper). Counted apart, not in the statistics: ``num_invalid`` (``None``, fails sanitization or no 3D
+    paper); per molecule, in input order, ``energy_drops_kcal_mol`` (``None`` where not relaxed). Counted
+    apart, not in the statistics: ``num_invalid`` (``None``, fails sanitization or no 3D
     conformer), ``num_missing_hydrogens`` (implicit H: the force field would see a different molecule),
     ``num_unparametrised`` (MMFF has no parameters) and ``num_not_converged`` (no convergence within
     ``max_iters``; the paper drops these too)."""
     drops, rmsds, dbond, dangle, dtors = [], [], [], [], []
+    per_molecule: list[float | None] = [None] * len(mols)
     counts = {"num_invalid": 0, "num_missing_hydrogens": 0, "num_unparametrised": 0, "num_not_converged": 0}
     with rdBase.BlockLogs():
-        for mol in mols:
+        for k, mol in enumerate(mols):
             m, props, why = _prepared(mol, variant)
             if m is None:
                 counts[why] += 1
@@ -170,6 +172,7 @@ def relaxation_metrics(
                 continue
             drop, x0, x1 = relaxed
             drops.append(drop)
+            per_molecule[k] = float(drop)
             heavy = np.array([a.GetAtomicNum() > 1 for a in m.GetAtoms()])
             rmsds.append(_kabsch_rmsd(x1[heavy], x0[heavy]) if heavy.sum() > 0 else 0.0)
             bonds = np.array([(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in m.GetBonds()], dtype=np.int64).reshape(-1, 2)
@@ -197,6 +200,7 @@ def relaxation_metrics(
         "bond_length_change_angstrom": _stat(dbond, np.mean),
         "bond_angle_change_degree": _stat(dangle, np.mean),
         "torsion_change_degree": _stat(dtors, np.mean),
+        "energy_drops_kcal_mol": per_molecule,
     }
 
 
