@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -113,6 +114,22 @@ class AtomicFile:
     def __del__(self) -> None:  # an uncommitted file never appears
         with contextlib.suppress(Exception):
             self.abort()
+
+
+def output_folder(path: str | os.PathLike, option: str) -> Path:
+    """The folder that command-line ``option`` names for output, created (parents too) and checked
+    writable now, before any long work; a :class:`UserError` saying why otherwise."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".molediff_write_test_{os.getpid()}_{time.time_ns()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to {option} {out}: {exc.strerror or exc}") from None
+    return out
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
