@@ -28,7 +28,8 @@ stability and distribution helpers work without it.
 
 The drug-discovery metrics are submodules, one per family (importing this package imports none):
 ``moses``, ``fingerprints``, ``fcd``, ``sascore``, ``properties``, ``rings``, ``relaxation``,
-``posebusters``, ``reference``, ``moses_data``, ``report``, and ``druglike`` (all of them at once).
+``posebusters``, ``reference``, ``moses_data``, ``report``, and ``druglike`` (all of them at once);
+``molecule_table`` (every per-molecule score as a DataFrame) and ``html_report`` (the report page).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "evaluate_molecules",
     "evaluate_molecules_detailed",
     "model_bond_metrics",
+    "model_bond_scores_of",
     "rdkit_pass",
     "sample_metrics",
     "smiles_set",
@@ -515,21 +517,13 @@ def evaluate_molecules(
 
 
 
-def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, progress: bool = True, desc: str = "model bonds"
-                       ) -> tuple[dict[str, Any], list[str | None]]:
-    """The honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that carries bonds
-    and formal charges (a file's own, a model's, QM9's stored ones); see :mod:`molediff.chem.model_bonds`.
+def model_bond_scores_of(molecules: Any, progress: bool = True, desc: str = "model bonds") -> Any:
+    """Per molecule, the honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that
+    carries bonds and formal charges: a :class:`~molediff.chem.model_bonds.ModelBondScores` (``atom_stable``
+    [N], ``molecule_stable``, ``valid``, ``smiles``, ``fragments`` [M]) in which a molecule without usable
+    bonds (``has_bonds`` False) is unstable and invalid. :func:`model_bond_metrics` sums it up."""
+    from molediff.chem.model_bonds import ModelBondScores, model_bond_scores
 
-    Returns ``(metrics, smiles [M])``: ``model_atom_stability``, ``model_molecule_stability``,
-    ``model_connected_validity``, ``model_uniqueness`` (among connected-valid), ``model_valid_x_unique``,
-    ``model_novelty`` (against ``novelty``, reference SMILES from stored bonds: :func:`smiles_set` with
-    ``bonds="model"``, or :func:`molediff.data.reference.training_smiles` ``("model")`` for QM9; ``None``
-    when it is ``None``) and ``model_valid_unique_novel``; ``num_without_bonds`` molecules had no usable bonds (an aromatic
-    system that could not be kekulized, failed perception): they count as unstable and invalid.
-    """
-    from molediff.chem.model_bonds import model_bond_scores
-
-    _, novelty = _check_reference_args(None, novelty)
     atom_type, pos, ptr = stack_molecules(molecules)
     m = len(ptr) - 1
     charge = np.asarray(molecules.charge)
@@ -542,20 +536,39 @@ def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, p
     has = np.asarray(molecules.has_bonds)
     cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
     scores = model_bond_scores(atom_type, charge, ptr, cat(src_all), cat(dst_all), cat(order_all), progress=progress, desc=desc)
-    atom_ok = scores.atom_stable & np.repeat(has, np.diff(ptr))
-    mol_ok = scores.molecule_stable & has
     valid = scores.valid & has
-    smiles = [s if v else None for s, v in zip(scores.smiles, valid)]
+    return ModelBondScores(scores.atom_stable & np.repeat(has, np.diff(ptr)), scores.molecule_stable & has, valid,
+                           [s if v else None for s, v in zip(scores.smiles, valid)], scores.fragments)
+
+
+def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, progress: bool = True, desc: str = "model bonds",
+                       scores: Any = None) -> tuple[dict[str, Any], list[str | None]]:
+    """The honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that carries bonds
+    and formal charges (a file's own, a model's, QM9's stored ones); see :mod:`molediff.chem.model_bonds`.
+
+    Returns ``(metrics, smiles [M])``: ``model_atom_stability``, ``model_molecule_stability``,
+    ``model_connected_validity``, ``model_uniqueness`` (among connected-valid), ``model_valid_x_unique``,
+    ``model_novelty`` (against ``novelty``, reference SMILES from stored bonds: :func:`smiles_set` with
+    ``bonds="model"``, or :func:`molediff.data.reference.training_smiles` ``("model")`` for QM9; ``None``
+    when it is ``None``) and ``model_valid_unique_novel``; ``num_without_bonds`` molecules had no usable bonds (an aromatic
+    system that could not be kekulized, failed perception): they count as unstable and invalid.
+    ``scores``: the molecules' :func:`model_bond_scores_of`, when already computed.
+    """
+    _, novelty = _check_reference_args(None, novelty)
+    if scores is None:
+        scores = model_bond_scores_of(molecules, progress=progress, desc=desc)
+    m = len(scores.valid)
+    smiles = list(scores.smiles)
     unique = {s for s in smiles if s}
     out: dict[str, Any] = {
-        "model_atom_stability": _frac(atom_ok.sum(), len(atom_ok)),
-        "model_molecule_stability": _frac(mol_ok.sum(), m),
-        "model_connected_validity": _frac(valid.sum(), m),
-        "model_uniqueness": _frac(len(unique), valid.sum()),
+        "model_atom_stability": _frac(scores.atom_stable.sum(), len(scores.atom_stable)),
+        "model_molecule_stability": _frac(scores.molecule_stable.sum(), m),
+        "model_connected_validity": _frac(scores.valid.sum(), m),
+        "model_uniqueness": _frac(len(unique), scores.valid.sum()),
         "model_valid_x_unique": _frac(len(unique), m),
         "model_novelty": None,
         "model_valid_unique_novel": None,
-        "num_without_bonds": int((~has).sum()),
+        "num_without_bonds": int((~np.asarray(molecules.has_bonds)).sum()),
     }
     if novelty is not None:
         novel = unique - frozenset(novelty)
