@@ -6,9 +6,11 @@ split (``qm9``; the default when every molecule has only QM9's elements H C N O 
 from an SDF/XYZ file or folder, or ``none`` (the default for any other molecules; the table says so).
 
 Prints a table (metric, value in %, and the published QM9-data row for lookup bonds and QM9-element
-molecules), optionally writes the metrics as JSON (``--json``) and a report folder (``--report``: a
-PNG grid of molecules and plots of bond-length / angle / atom-type / ring / property distributions
-against the reference).
+molecules), optionally writes the metrics as JSON (``--json``) and a report folder (``--report``:
+``index.html``, one self-contained page with the printed tables, the distribution plots and a gallery of
+the molecules in 2D and 3D, filterable and sortable; ``molecules.csv``, every per-molecule score; and
+``distributions.png``, the bond-length / angle / atom-type / ring / property distributions against the
+reference). :func:`write_report` writes it, for ``molediff sample --report`` too.
 
 This module is the wiring: :mod:`molediff.data.files` reads, :mod:`molediff.data.reference` builds the
 reference, :mod:`molediff.metrics` scores with it (passed in).
@@ -19,11 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from molediff.atomic import atomic_write, atomic_write_binary
+from molediff.atomic import atomic_write, atomic_write_binary, output_folder
 from molediff.chem.bonds import BOND_MODES
 from molediff.errors import UserError
 
@@ -57,6 +61,15 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: What ``--report DIR`` writes (``molediff evaluate`` and ``molediff sample``).
+REPORT_HELP = ("write a report into folder DIR: DIR/index.html, one page that works offline (open it in a browser, e.g. "
+               "xdg-open DIR/index.html or file:///path/to/DIR/index.html) with the printed tables, the distribution plots "
+               "beside the reference's and a gallery of every molecule: 2D depictions with their flags and scores (valid, "
+               "stable, connected, novel, QED, SA, logP, MW; PoseBusters and MMFF94 relaxation drop with the drug-like "
+               "checks), sortable, filterable (e.g. 'qed > 0.7 and not valid'), paged, and a rotatable 3D view with the "
+               "bonds as scored; DIR/molecules.csv, every per-molecule score and the SMILES; DIR/distributions.png")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -80,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "charges, no implicit H, one fragment), printed beside the lookup view of the same geometries",
     )
     parser.add_argument("--json", metavar="FILE", help="write all metrics to this JSON file")
-    parser.add_argument("--report", metavar="DIR", help="write a PNG grid of molecules and distribution plots into DIR")
+    parser.add_argument("--report", metavar="DIR", help=REPORT_HELP)
     parser.add_argument(
         "--reference",
         metavar="qm9|FILE|FOLDER|none",
@@ -210,33 +223,51 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def write_report(directory: Path, molecules: Any, result: dict[str, Any], details: Any, bonds: str, max_grid: int = 24) -> list[Path]:
-    """Write ``molecules.png`` (2D depictions of up to ``max_grid`` molecules, valid first) and
-    ``distributions.png`` (the samples' distributions, beside the reference's when there is one) into
-    ``directory``; returns the paths. A panel with nothing to show says so in its title (e.g. "(none)",
-    or "(not computed)" for properties the details lack: :func:`~molediff.metrics.evaluate_molecules_detailed`
-    computes them with a reference or ``properties=True``)."""
+def write_report(directory: str | os.PathLike, molecules: Any, result: dict[str, Any], details: Any, bonds: str, *,
+                 model_scores: Any = None, novelty: Any = None, three_d: bool = False, title: str = "molediff report",
+                 sections: Sequence[tuple[str, str]] = (), images: Sequence[tuple[str, str | os.PathLike]] = (),
+                 notes: Sequence[str] = (), progress: bool = False) -> list[Path]:
+    """Write the report of ``molecules`` (scored by :func:`~molediff.metrics.evaluate_molecules_detailed`:
+    ``result``, ``details``) into ``directory``; returns the paths written:
+
+    * ``index.html``: one self-contained page (:func:`~molediff.metrics.html_report.write_html_report`): the
+      molecule gallery (2D and 3D, every per-molecule score, filterable and sortable), the text ``sections``
+      (title, what the terminal printed), ``distributions.png`` and ``images`` (title, PNG file), ``notes``;
+    * ``molecules.csv``: :func:`~molediff.metrics.molecule_table.molecule_table` of the molecules with
+      ``bonds`` (``"model"``: the written bonds, ``model_scores`` when computed; else the perception of
+      ``details``), ``novelty`` (the reference SMILES, or a model's training hashes) and the 3D checks with
+      ``three_d``;
+    * ``distributions.png``: the samples' distributions (lookup bonds for ``"model"``), beside the
+      reference's when there is one. A panel with nothing to show says so in its title (e.g. "(none)", or
+      "(not computed)" for properties the details lack: :func:`~molediff.metrics.evaluate_molecules_detailed`
+      computes them with a reference or ``properties=True``)."""
+    from molediff.metrics.html_report import write_html_report
+    from molediff.metrics.molecule_table import molecule_table
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create report folder {directory}: {exc.strerror or exc}") from None
+    geometry = "lookup" if bonds == "model" else bonds
+    plots = _plot_distributions(directory / "distributions.png", result, details, geometry)
+    table = molecule_table(molecules, bonds=bonds, details=details, model_scores=model_scores, novelty=novelty,
+                           three_d=three_d, progress=progress)
+    csv = atomic_write(directory / "molecules.csv", table.to_csv(index=False))
+    page = write_html_report(directory / "index.html", table, molecules, bonds, title, sections,
+                             [(f"distributions ({geometry} bonds)", plots), *images], notes, progress=progress)
+    return [page, csv, plots]
+
+
+def _plot_distributions(path: Path, result: dict[str, Any], details: Any, bonds: str) -> Path:
+    """``path``: the distribution panels of :func:`write_report` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from molediff.chem.analysis import draw_grid
     from molediff.elements import ELEMENTS
-
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create report folder {directory}: {exc.strerror or exc}") from None
-    written = []
-
-    order = [i for i in range(len(details.valid)) if details.valid[i]] + [i for i in range(len(details.valid)) if not details.valid[i]]
-    chosen = order[:max_grid]
-    mols = [molecules.molecule(i) for i in chosen]
-    names = molecules.names or [str(i) for i in range(len(details.valid))]
-    legends = [f"{names[i]}{'' if details.valid[i] else ' (invalid)'}"[:40] for i in chosen]
-    written.append(draw_grid(mols, directory / "molecules.png", bonds=bonds, legends=legends))
 
     ref = details.reference
     ref_label = (ref or {}).get("label", "reference")
@@ -296,11 +327,9 @@ def write_report(directory: Path, molecules: Any, result: dict[str, Any], detail
         _hist_pair(ax, values, reference, name + ("" if len(values) else " (no valid samples)"), ref_label)
     fig.suptitle(f"{result['num_molecules']} molecules, {bonds} bonds")
     fig.tight_layout()
-    path = directory / "distributions.png"
     atomic_write_binary(path, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)
-    written.append(path)
-    return written
+    return path
 
 
 def _hist_pair(ax: Any, samples: Any, reference: Any, title: str, ref_label: str = "reference") -> None:
@@ -363,14 +392,13 @@ def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool,
 
 
 def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str, Any]:
-    """The drug-discovery tables of the SDF records in ``args.paths`` (printed; returned for --json)."""
+    """The drug-discovery metrics of the SDF records in ``args.paths`` (for the printed tables and --json)."""
     from rdkit import Chem, rdBase
 
     from molediff.chem.rdkit_mol import canonical_smiles
     from molediff.metrics.druglike import evaluate_druglike
     from molediff.metrics.errors import MetricUnavailable
     from molediff.metrics.moses_data import load_moses_filters
-    from molediff.metrics.report import format_druglike_table
     from molediff.data.files import _expand
     from molediff.data.reference import moses_ring_reference, moses_test_reference
 
@@ -402,14 +430,38 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
                                    rings_reference=moses_ring_reference())
     except MetricUnavailable as exc:
         raise UserError(f"--druglike: {exc}") from None
-    print()
-    print(format_druglike_table(result))
     return result
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class Scored:
+    """The molecules of ``molediff evaluate``'s files and their scores, before the drug-like suite."""
+
+    molecules: Any  # the MoleculeSet read
+    read_report: Any  # its FileReadReport
+    result: dict[str, Any]  # the metrics (model-bond ones merged in with --bonds model)
+    details: Any  # EvaluationDetails of the geometry's bonds
+    bonds: str  # the bonds of the view: "model" (written) or the perception of the geometry
+    refset: Any  # the ReferenceSet, or None
+    qm9_like: bool  # every element one of QM9's
+    text: str  # the tables the command prints
+    model_scores: Any = None  # per-molecule model-bond scores ("model")
+    novelty: Any = None  # the novelty reference SMILES of the view (None: no novelty)
+
+
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """``molediff evaluate``'s options from a command line (its defaults, for callers such as
+    ``molediff sample --report``)."""
+    parser = argparse.ArgumentParser(prog="molediff evaluate")
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def score(args: argparse.Namespace) -> Scored:
+    """Read and score the files ``args`` name (:func:`parse_arguments`): everything ``molediff evaluate``
+    prints but the drug-like tables (the read summary goes to stderr)."""
     from molediff.data.files import SDF_SUFFIXES, read_molecule_files
-    from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules_detailed
+    from molediff.metrics import evaluate_molecules_detailed
 
     progress = not args.quiet
     model_mode = args.bonds == "model"
@@ -429,35 +481,57 @@ def run(args: argparse.Namespace) -> int:
         result["reference_note"] = ref_note
     if "distributions" in result:
         result["distributions"]["reference_label"] = refset.label
-    if model_mode:
-        from molediff.metrics import model_bond_metrics
-
-        model_novelty = refset.smiles("model", progress=progress) if refset is not None and not args.no_novelty else None
-        model, _ = model_bond_metrics(molecules, novelty=model_novelty, progress=progress)
-        print(f"molediff evaluate: {result['num_molecules']} molecules, model bonds (written) beside lookup bonds (geometry)")
-        print(format_model_table(model, result))
-        print()
-        result = {**result, **model, "bonds": "model", "geometry_bonds": "lookup"}
-        print("geometry, lookup bonds (published convention):")
-        print(format_table({**result, "bonds": "lookup"}))
-    else:
-        print(f"molediff evaluate: {result['num_molecules']} molecules, {args.bonds} bonds")
-        print(format_table(result))
+    if not model_mode:
+        lines = [f"molediff evaluate: {result['num_molecules']} molecules, {args.bonds} bonds", format_table(result)]
         if any(str(f).lower().endswith(SDF_SUFFIXES) for f in report.files):
-            print(LOOKUP_NOTE)
+            lines.append(LOOKUP_NOTE)
+        return Scored(molecules, report, result, details, args.bonds, refset, qm9_like, "\n".join(lines), novelty=novelty)
+    from molediff.metrics import model_bond_metrics, model_bond_scores_of
+
+    model_novelty = refset.smiles("model", progress=progress) if refset is not None and not args.no_novelty else None
+    model_scores = model_bond_scores_of(molecules, progress=progress)
+    model, _ = model_bond_metrics(molecules, novelty=model_novelty, scores=model_scores)
+    lines = [f"molediff evaluate: {result['num_molecules']} molecules, model bonds (written) beside lookup bonds (geometry)",
+             format_model_table(model, result), "", "geometry, lookup bonds (published convention):",
+             format_table({**result, "bonds": "lookup"})]
+    result = {**result, **model, "bonds": "model", "geometry_bonds": "lookup"}
+    return Scored(molecules, report, result, details, "model", refset, qm9_like, "\n".join(lines), model_scores, model_novelty)
+
+
+def run(args: argparse.Namespace) -> int:
+    from molediff.metrics import PUBLISHED_QM9_DATA_PERCENT
+
+    report_dir = output_folder(args.report, "--report") if args.report else None  # a bad folder is refused before the work
+    progress = not args.quiet
+    scored = score(args)
+    result = scored.result
+    print(scored.text)
+    sections = [("molecules read", scored.read_report.summary()), ("scores", scored.text)]
+    images = []
     if args.druglike:
-        result["druglike"] = _druglike(args, refset, progress)
+        from molediff.metrics.report import format_druglike_table
+
+        result["druglike"] = _druglike(args, scored.refset, progress)
+        text = format_druglike_table(result["druglike"])
+        print()
+        print(text)
+        sections.append(("drug-like metrics", text))
+        images = [("drug-like properties", p) for p in result["druglike"].get("plots", []) if p.endswith("druglike_distributions.png")]
     if args.json:
         payload = {
             "inputs": [str(p) for p in args.paths],
-            "read_report": report.to_dict(),
+            "read_report": scored.read_report.to_dict(),
             "metrics": result,
-            "published_qm9_data_percent": PUBLISHED_QM9_DATA_PERCENT if args.bonds == "lookup" and qm9_like else None,
+            "published_qm9_data_percent": PUBLISHED_QM9_DATA_PERCENT if args.bonds == "lookup" and scored.qm9_like else None,
         }
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")
-    if args.report:
-        paths = write_report(Path(args.report), molecules, result, details, "lookup" if model_mode else args.bonds)
+    if report_dir is not None:
+        notes = [] if args.druglike else ["PoseBusters and MMFF94 relaxation per molecule: molediff evaluate FILE --druglike "
+                                          "(about 0.2 s per drug-sized molecule)"]
+        paths = write_report(report_dir, scored.molecules, result, scored.details, scored.bonds, model_scores=scored.model_scores,
+                             novelty=scored.novelty, three_d=args.druglike, title="molediff evaluate " + " ".join(map(str, args.paths)),
+                             sections=sections, images=images, notes=notes, progress=progress)
         for p in paths:
             print(f"wrote {p}")
     return 0

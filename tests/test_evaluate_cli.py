@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from rdkit import Chem
 
@@ -71,11 +72,16 @@ def test_report_files(capsys, monkeypatch, tmp_path: Path):
     out_json = tmp_path / "m.json"
     code, out, err = _run(capsys, str(sdf), "--report", str(report), "--json", str(out_json), "--quiet")
     assert code == 0, err
-    for name in ("molecules.png", "distributions.png"):
-        data = (report / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    data = (report / "distributions.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    page = (report / "index.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page  # the plots travel inside the page
+    table = pd.read_csv(report / "molecules.csv")
+    assert len(table) == 61 and table["novel"].sum() == table["valid"].sum()  # the empty novelty reference: every valid one novel
+    assert not table["valid"].iloc[-1]  # the three-bonded O
     m = json.loads(out_json.read_text())["metrics"]
     assert m["novelty"] == 1.0
+    assert table["valid"].mean() == pytest.approx(m["validity"]) and table["stable"].mean() == pytest.approx(m["molecule_stability"])
     assert m["distributions"]["reference"] == "fake"
     assert "bond lengths" in out and "distributions vs fake" in out
 
@@ -128,6 +134,12 @@ def test_bad_arguments(capsys, hand_sdf: Path, tmp_path: Path):
     capsys.readouterr()
     code, _out, err = _run(capsys, str(hand_sdf), "--no-reference", "--quiet", "--json", str(tmp_path))
     assert code == 2 and "is a folder" in err
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    code, _out, err = _run(capsys, str(hand_sdf), "--no-reference", "--quiet", "--report", str(a_file))
+    assert code == 2 and "exists and is not a folder" in err and "Traceback" not in err
+    code, _out, err = _run(capsys, str(hand_sdf), "--no-reference", "--quiet", "--report", str(a_file / "below"))
+    assert code == 2 and "cannot write to --report" in err
 
 
 @pytest.mark.slow

@@ -16,12 +16,13 @@ import numpy as np
 import time
 from pathlib import Path
 
-from molediff.atomic import AtomicFile, OutputLock
+from molediff.atomic import AtomicFile, OutputLock, output_folder
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
 from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
+from molediff.evaluate import REPORT_HELP
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,6 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the network: 133 s -> 104 s for --n 1000 at the default steps (warm-up included; "
                         "100 molecules do not repay it). Needs a C++ compiler on CPU; if compiling fails, sampling goes on "
                         "without it and says so")
+    p.add_argument("--report", metavar="DIR", default=None, help=REPORT_HELP.replace("write a report", "after sampling, write a report of the molecules written", 1)
+                   + "; for drug-like models also PoseBusters and the MMFF94 relaxation drop of every molecule (about 0.2 s each) "
+                   "and novelty against the model's training molecules")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -254,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         # is known (a heavy-atom model counts the fragment's heavy atoms only)
         args.fragment = Fragment(*read_one_molecule(args.fragment, what="--fragment"))
     args.conditions = parse_conditions(args.condition)  # checked against the model once it is loaded
+    if args.report is not None:
+        output_folder(args.report, "--report")  # a bad folder is refused before sampling
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     path, fmt = _resolve_output(args.out, args.format)
@@ -394,26 +400,72 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     smiles = set().union(*(p["smiles"] for p in parts))
     elapsed = time.time() - t0
     where = path if not (ctx.enabled and interrupted) else f"{w} per-rank files {path.parent}/.{path.name}.rank*.part"
-    print(f"wrote {done} molecules to {where} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s"
-          + (f", {w} ranks)" if ctx.enabled else ")"), file=sys.stderr if interrupted else sys.stdout)
+    summary: list[str] = []  # the summary printed, also the report's
+
+    def say(line: str) -> None:
+        print(line)
+        summary.append(line)
+
+    wrote = (f"wrote {done} molecules to {where} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s"
+             + (f", {w} ranks)" if ctx.enabled else ")"))
+    if interrupted:
+        print(wrote, file=sys.stderr)
+    else:
+        say(wrote)
     if diverged:
-        print(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
+        say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.conditions:
         targets = ", ".join(f"{k}={v:g} {BY_NAME[k].unit}" for k, v in args.conditions.items())
-        print(f"conditioned on {targets} (guidance {args.guidance:g}; SD properties molediff_target_*)")
+        say(f"conditioned on {targets} (guidance {args.guidance:g}; SD properties molediff_target_*)")
     if fmt == "sdf" and done and gen.writes_bonds and args.bonds == "model":
-        print(f"model bonds (written): connected valid {100 * model_valid / done:.1f}%  unique among them "
-              f"{100 * len(smiles) / max(model_valid, 1):.1f}%  molecule stability {100 * model_stable / done:.1f}%  "
-              f"(Kekulé valences with formal charges, no implicit H)")
-        print(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
-              f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
-        if tuple(gen.diffusion.vocab.elements) != QM9_ELEMENTS:
-            print(_druglike_summary(smiles, kept_3d, gen.meta.get("training_smiles_hashes"), valid_smiles))
+        say(f"model bonds (written): connected valid {100 * model_valid / done:.1f}%  unique among them "
+            f"{100 * len(smiles) / max(model_valid, 1):.1f}%  molecule stability {100 * model_stable / done:.1f}%  "
+            f"(Kekulé valences with formal charges, no implicit H)")
+        say(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
+            f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
+        if _druglike_model(gen):
+            say(_druglike_summary(smiles, kept_3d, gen.meta.get("training_smiles_hashes"), valid_smiles))
     elif fmt == "sdf" and done:
-        print(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
-              f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")
+        say(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
+            f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")
     if interrupted:
         kept = "" if done else f"; nothing written, {path} left as it was"
-        print(f"interrupted after {done} of {args.n} molecules{kept}", file=sys.stderr)
+        print(f"interrupted after {done} of {args.n} molecules{kept}" + ("; no report written" if args.report else ""),
+              file=sys.stderr)
         return 130
+    if args.report:
+        _write_report(args, gen, path, fmt, sampler, summary)
     return 0
+
+
+def _druglike_model(gen) -> bool:
+    """A model of elements beyond QM9's (the drug-like summary and report checks apply)."""
+    return tuple(gen.diffusion.vocab.elements) != QM9_ELEMENTS
+
+
+def _write_report(args: argparse.Namespace, gen, path: Path, fmt: str, sampler: str, summary: list[str]) -> None:
+    """``--report``: the report of ``molediff evaluate`` on the file just written (its bonds as written when
+    the model writes them), with the sampling summary; for a drug-like model also PoseBusters and the MMFF94
+    relaxation drop of every molecule and novelty against the model's training molecules."""
+    from molediff import evaluate
+
+    bonds = "model" if fmt == "sdf" and gen.writes_bonds and args.bonds == "model" else "lookup"
+    argv = [str(path), "--bonds", bonds, "--report", args.report] + (["--quiet"] if args.no_progress else [])
+    scored = evaluate.score(evaluate.parse_arguments(argv))
+    druglike = bonds == "model" and _druglike_model(gen)
+    novelty = scored.novelty
+    hashes = gen.meta.get("training_smiles_hashes")
+    if novelty is None and druglike and hashes is not None:
+        novelty = np.asarray(hashes, dtype=np.int64)  # novel against the model's own training molecules
+    notes = [] if druglike else ["PoseBusters and MMFF94 relaxation per molecule: drug-like models, or "
+                                 f"molediff evaluate {path} --druglike"]
+    if druglike:
+        print(f"report: PoseBusters and MMFF94 relaxation of {len(scored.molecules)} molecules (about 0.2 s each)", file=sys.stderr)
+    paths = evaluate.write_report(args.report, scored.molecules, scored.result, scored.details, scored.bonds,
+                                  model_scores=scored.model_scores, novelty=novelty, three_d=druglike,
+                                  title=f"molediff sample: {Path(gen.source).name}, {sampler}, seed {args.seed}",
+                                  sections=[("sampling", "\n".join(summary)),
+                                            (f"scores of {path} (as molediff evaluate {path} --bonds {bonds} prints them)", scored.text)],
+                                  notes=notes, progress=not args.no_progress)
+    for p in paths:
+        print(f"wrote {p}")
