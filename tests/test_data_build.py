@@ -19,6 +19,7 @@ import pytest
 from molediff import cli
 from molediff.chem.io import read_sdf
 from molediff.data import build as build_mod
+from molediff.data import chunks as chunks_mod
 from molediff.data.build import BuildOptions, built_files
 from molediff.errors import UserError
 from tests.children import child
@@ -186,7 +187,7 @@ def test_corrupt_or_missing_chunks_are_rebuilt_identically(tmp_path, capsys):
 def test_write_error_keeps_earlier_chunks_and_says_so(tmp_path, monkeypatch):
     src = _write_smi(tmp_path / "in.smi", ["CCO", "CCN", "CCC", "CC=O"])
     out = tmp_path / "out"
-    real = build_mod.atomic_write
+    real = chunks_mod.atomic_write
     calls = []
 
     def full_disk(path, data):
@@ -195,11 +196,11 @@ def test_write_error_keeps_earlier_chunks_and_says_so(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(build_mod, "atomic_write", full_disk)
+    monkeypatch.setattr(chunks_mod, "atomic_write", full_disk)
     opts = BuildOptions(out=out, source=str(src), chunk_size=2, workers=1, progress=False)
     with pytest.raises(UserError, match="No space left on device.*1 chunk.*intact"):
         build_mod.build(opts)
-    monkeypatch.setattr(build_mod, "atomic_write", real)
+    monkeypatch.setattr(chunks_mod, "atomic_write", real)
     report = build_mod.check(BuildOptions(out=out, source=str(src), chunk_size=2))
     assert report.missing == {1: "missing"} and report.chunks_skipped == 1
     assert not (out / ".build.lock").exists()
