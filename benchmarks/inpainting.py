@@ -124,6 +124,72 @@ def piece_query(data, k: int, fixed: np.ndarray) -> Chem.Mol:
     return Chem.MolFromSmarts(Chem.MolToSmarts(sub))
 
 
+def _heavy_with_hydrogens(data, k: int, heavy: np.ndarray) -> np.ndarray:
+    """[n] bool: the heavy atoms ``heavy`` (indices) of molecule ``k`` and every hydrogen bonded to them."""
+    sym = np.array(data.molecule(k)[0])
+    src, dst, _, _ = data.bonds(k)
+    keep = np.zeros(len(sym), dtype=bool)
+    keep[np.asarray(heavy, dtype=np.int64)] = True
+    for a, b in ((src, dst), (dst, src)):
+        keep[b[(sym[b] == "H") & keep[a] & (sym[a] != "H")]] = True
+    return keep
+
+
+def scaffold_cut(data, k: int) -> tuple[Fragment, int, Chem.Mol] | None:
+    """Murcko-scaffold decoration: the ring systems and linkers of molecule ``k`` (Bemis–Murcko
+    scaffold) with their hydrogens, in place; the side chains are regrown. Each scaffold atom keeps
+    its hydrogen count, so it is open exactly where the source had a side chain. None when the
+    molecule has no ring or is all scaffold."""
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    source = qm9_mol(data, k)
+    Chem.SanitizeMol(source)
+    heavy = Chem.RemoveHs(source)  # RemoveHs keeps heavy-atom order: indices carry over to `source`
+    core = MurckoScaffold.GetScaffoldForMol(heavy)
+    match = heavy.GetSubstructMatch(core) if core.GetNumAtoms() else ()
+    n_heavy = heavy.GetNumAtoms()
+    if not match or len(match) >= n_heavy:
+        return None
+    heavy_index = [a.GetIdx() for a in source.GetAtoms() if a.GetAtomicNum() > 1]
+    fixed = _heavy_with_hydrogens(data, k, [heavy_index[i] for i in match])
+    return piece(data, k, np.flatnonzero(fixed)), source.GetNumAtoms(), piece_query(data, k, fixed)
+
+
+def linker_cut(data, k: int, rng: np.random.Generator, max_linker: int = 6, min_end: int = 3
+               ) -> tuple[Fragment, int, Chem.Mol] | None:
+    """Two-fragment linking: molecule ``k`` cut at two acyclic bonds into three pieces; the two ends
+    (each ≥ ``min_end`` heavy atoms, with their hydrogens) are kept in place as one two-piece fragment
+    and the middle (1 to ``max_linker`` heavy atoms) is regrown. A random pair of cut bonds among
+    those that qualify; None when there is none."""
+    source = qm9_mol(data, k)
+    Chem.SanitizeMol(source)
+    heavy = Chem.RemoveHs(source)
+    heavy_index = [a.GetIdx() for a in source.GetAtoms() if a.GetAtomicNum() > 1]
+    acyclic = [b.GetIdx() for b in heavy.GetBonds() if not b.IsInRing()]
+    options = []
+    for x in range(len(acyclic)):
+        for y in range(x + 1, len(acyclic)):
+            cut = Chem.FragmentOnBonds(heavy, [acyclic[x], acyclic[y]], addDummies=False)
+            pieces = Chem.GetMolFrags(cut)
+            if len(pieces) != 3:
+                continue
+            ends = [set(pc) for pc in pieces]
+            bx, by = heavy.GetBondWithIdx(acyclic[x]), heavy.GetBondWithIdx(acyclic[y])
+            touch = [sum(len({b.GetBeginAtomIdx(), b.GetEndAtomIdx()} & pc) for b in (bx, by)) for pc in ends]
+            middle = int(np.argmax(touch))  # the middle piece holds an atom of both cut bonds
+            if touch[middle] != 2 or len(ends[middle]) > max_linker:
+                continue
+            kept = [pc for i, pc in enumerate(ends) if i != middle]
+            if min(len(pc) for pc in kept) < min_end:
+                continue
+            options.append(sorted(kept[0] | kept[1]))
+    if not options:
+        return None
+    keep = options[int(rng.integers(len(options)))]
+    fixed = _heavy_with_hydrogens(data, k, [heavy_index[i] for i in keep])
+    return piece(data, k, np.flatnonzero(fixed)), source.GetNumAtoms(), piece_query(data, k, fixed)
+
+
 def score_one(s, p, info, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
     """One molecule's scores: kept exactly, lookup validity and stability, model-bond connected validity
     and stability (joint models), contains the fragment, and its SMILES (valid molecules, else None).
@@ -166,6 +232,47 @@ def score(records, frag: Fragment, query: Chem.Mol, joint: bool) -> dict:
     return summarise([score_one(s, p, info, frag, query, joint) for s, p, info in records], joint)
 
 
+def pick_cuts(test, kind: str, count: int, heavy_model: bool) -> tuple[list[int], list]:
+    """``count`` test molecules and their fragments of one kind ("random cuts", "scaffolds", "linkers").
+    Each kind has its own seed, so adding one leaves the others' rows unchanged; the random cuts are
+    drawn as they always were (their rows stay comparable with earlier ones); scaffolds and linkers
+    take molecules in a random order, skipping those without such a cut."""
+    if kind == "random cuts":
+        rng = np.random.default_rng(0)
+        picks = [int(k) for k in rng.choice(len(test), size=min(count, len(test)), replace=False)]
+        return picks, [random_cut(test, k, rng, whole_hydrogens=heavy_model) for k in picks]
+    rng = np.random.default_rng({"scaffolds": 1, "linkers": 2}[kind])
+    picks, cuts = [], []
+    for k in rng.permutation(len(test)).tolist():
+        if len(cuts) == count:
+            break
+        made = scaffold_cut(test, k) if kind == "scaffolds" else linker_cut(test, k, rng)
+        if made is not None:
+            picks.append(k)
+            cuts.append(made)
+    return picks, cuts
+
+
+def regrow(gen, test, kind: str, picks: list[int], cuts: list, args, heavy_model: bool, noise: dict) -> list[dict]:
+    """One row per RePaint setting: each cut regrown once (seed = its index) to its source's size."""
+    rows = []
+    for r in (int(x) for x in args.resample.split(",")):
+        t0, scores, atoms = time.time(), [], []
+        for k, (frag, size, query) in enumerate(cuts):
+            # a heavy-atom model's size counts heavy atoms: the source's
+            grow_to = sum(x != "H" for x in test.molecule(picks[k])[0]) if heavy_model else size
+            (s, p, info), = gen.sample_arrays(1, steps=args.steps, seed=k, fragment=frag, n_atoms=grow_to, resample=r, **noise)
+            scores.append(score_one(s, p, info, frag, query, gen.writes_bonds))
+            atoms.append((len(frag), size))
+        row = {"fragment": f"{kind} of {len(cuts)} test molecules", "source": args.data or "QM9 test", "resample": r,
+               "fragment_atoms": round(float(np.mean([a for a, _ in atoms])), 1),
+               "size": round(float(np.mean([b for _, b in atoms])), 1), "steps": args.steps, "n": len(cuts),
+               "seconds": round(time.time() - t0, 1), **summarise(scores, gen.writes_bonds)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-frag)")
@@ -174,6 +281,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--resample", default="1,5", help="RePaint rounds to compare")
     ap.add_argument("--random-cuts", type=int, default=0, help="also regrow random pieces of this many QM9 test molecules (one each)")
+    ap.add_argument("--scaffolds", type=int, default=0, help="also decorate the Murcko scaffolds of this many test molecules "
+                    "(scaffold kept in place with its hydrogens, side chains regrown to the source's size; one each)")
+    ap.add_argument("--linkers", type=int, default=0, help="also link the two ends of this many test molecules cut at two "
+                    "acyclic bonds (ends of >= 3 heavy atoms kept in place as one two-piece fragment, a middle of 1-6 "
+                    "heavy atoms regrown; connected validity then says they were joined; one each)")
     ap.add_argument("--data", default=None, help="take the random cuts from the molecules of this SDF file or folder instead "
                     "of QM9's test split (e.g. held-out MOSES-3D molecules for a drug-like model); the QM9 named fragments "
                     "are then skipped")
@@ -205,24 +317,10 @@ def main() -> int:
             print(json.dumps(row), flush=True)
             if r == max(int(x) for x in args.resample.split(",")):
                 examples += [((list(s), p), name.split(":")[0]) for s, p, _ in recs[:4]]
-    if args.random_cuts:
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(test), size=min(args.random_cuts, len(test)), replace=False)
-        cuts = [random_cut(test, int(k), rng, whole_hydrogens=heavy_model) for k in picks]
-        for r in (int(x) for x in args.resample.split(",")):
-            t0, scores, atoms = time.time(), [], []
-            for k, (frag, size, query) in enumerate(cuts):
-                # a heavy-atom model's size counts heavy atoms: the source's
-                grow_to = sum(x != "H" for x in test.molecule(picks[k])[0]) if heavy_model else size
-                (s, p, info), = gen.sample_arrays(1, steps=args.steps, seed=k, fragment=frag, n_atoms=grow_to, resample=r, **noise)
-                scores.append(score_one(s, p, info, frag, query, gen.writes_bonds))
-                atoms.append((len(frag), size))
-            row = {"fragment": f"random cuts of {len(cuts)} test molecules", "source": args.data or "QM9 test", "resample": r,
-                   "fragment_atoms": round(float(np.mean([a for a, _ in atoms])), 1),
-                   "size": round(float(np.mean([b for _, b in atoms])), 1), "steps": args.steps, "n": len(cuts),
-                   "seconds": round(time.time() - t0, 1), **summarise(scores, gen.writes_bonds)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    for kind, count in (("random cuts", args.random_cuts), ("scaffolds", args.scaffolds), ("linkers", args.linkers)):
+        if count:
+            picks, cuts = pick_cuts(test, kind, count, heavy_model)
+            rows += regrow(gen, test, kind, picks, cuts, args, heavy_model, noise)
     meta = {"date": time.strftime("%Y-%m-%d"), "model": gen.source, "step": gen.meta.get("step"),
             "noise_scale": args.noise_scale or "sampler default"}
     atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
