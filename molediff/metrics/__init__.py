@@ -19,7 +19,8 @@ Metrics (fractions in [0, 1]):
 Distribution checks against reference statistics (:func:`distribution_statistics`; the QM9 training
 split's are built and cached by :mod:`molediff.data.reference`): atom-type and molecule-size total
 variation, Wasserstein-1 of bond lengths per bond type (Å) and of bond angles per angle type
-(degrees), ring sizes per molecule, QED / logP / MolWt mean and std.
+(degrees), ring sizes per molecule, QED / logP / MolWt mean and std; the geometry samples and the
+comparison live in :mod:`molediff.metrics.distributions`.
 
 The functions here are pure: their reference data (the novelty SMILES, the distribution statistics)
 comes in as arguments; this module imports :mod:`molediff.chem` and :mod:`molediff.elements` only,
@@ -43,7 +44,8 @@ import numpy as np
 
 from molediff.chem.distances import total_variation, wasserstein1  # noqa: F401 - part of this module's API
 from molediff.chem.bonds import BOND_MODES, LOOKUP_VALENCE_MASK, BondList, check_bond_mode, valence_allowed, lookup_bonds_stacked, symbols_to_types, valence_sums
-from molediff.elements import BOND_ORDERS, ELEMENTS
+from molediff.elements import ELEMENTS
+from molediff.metrics.distributions import bond_angle_samples, bond_length_samples, distribution_metrics, fraction
 
 __all__ = [
     "PUBLISHED_EDM_PERCENT",
@@ -85,15 +87,6 @@ PUBLISHED_EDM_PERCENT: dict[str, float] = {
     "valid_x_unique": 90.7,
     "novelty": 58.0,
 }
-
-#: Bond/angle types with fewer samples than this (in generated or reference) get no W1 entry.
-MIN_COUNT_FOR_W1 = 5
-
-_BOND_SYMBOL = {1: "-", 2: "=", 3: "#"}
-_ORDERS = len(BOND_ORDERS)  # bond types key the bond-type names (the bonds scored here are Kekulé: 1..3)
-# element order inside type names: C, N, O, F, then H ("C-H", "N-H", "C=O", "H-C-H")
-_PRIORITY = np.array([ELEMENTS.index(e) if e != "H" else len(ELEMENTS) for e in ELEMENTS])
-
 
 # ----------------------------------------------------------------------------- stacking / stability
 
@@ -143,91 +136,6 @@ def stability(atom_type: np.ndarray, ptr: np.ndarray, bonds: BondList) -> tuple[
     atom_stable = valence_allowed(LOOKUP_VALENCE_MASK[atom_type], valence_sums(len(atom_type), bonds))
     unstable_per_mol = np.bincount(_molecule_index(ptr), weights=~atom_stable, minlength=len(ptr) - 1)
     return atom_stable, (unstable_per_mol == 0) & (np.diff(ptr) > 0)
-
-
-# ----------------------------------------------------------------------------- geometry samples
-
-
-def _pair_name(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order two type arrays by element priority (C, N, O, F, H)."""
-    swap = _PRIORITY[t1] > _PRIORITY[t2]
-    return np.where(swap, t2, t1), np.where(swap, t1, t2)
-
-
-def bond_length_samples(atom_type: np.ndarray, pos: np.ndarray, bonds: BondList) -> dict[str, np.ndarray]:
-    """Bond lengths (Å, float64) grouped by bond type name (``"C-H"``, ``"C=O"``, ``"C#N"``, ...)."""
-    if len(bonds.src) == 0:
-        return {}
-    lengths = np.linalg.norm(pos[bonds.src] - pos[bonds.dst], axis=1)
-    a, b = _pair_name(atom_type[bonds.src], atom_type[bonds.dst])
-    key = (a * len(ELEMENTS) + b) * _ORDERS + bonds.order
-    out: dict[str, np.ndarray] = {}
-    for k in np.unique(key):
-        ta, tb, o = k // _ORDERS // len(ELEMENTS), k // _ORDERS % len(ELEMENTS), k % _ORDERS
-        out[f"{ELEMENTS[ta]}{_BOND_SYMBOL[int(o)]}{ELEMENTS[tb]}"] = lengths[key == k]
-    return out
-
-
-def bond_angle_samples(atom_type: np.ndarray, pos: np.ndarray, bonds: BondList) -> dict[str, np.ndarray]:
-    """Bond angles (degrees, float64) at every atom with two or more bonded neighbours, grouped by
-    ``"X-Y-Z"`` (Y the central atom, X/Z ordered C, N, O, F, H); vectorised over all atoms."""
-    n = len(atom_type)
-    if len(bonds.src) == 0:
-        return {}
-    center = np.concatenate([bonds.src, bonds.dst])
-    nbr = np.concatenate([bonds.dst, bonds.src])
-    order = np.argsort(center, kind="stable")
-    center, nbr = center[order], nbr[order]
-    degree = np.bincount(center, minlength=n)
-    start = np.cumsum(degree) - degree
-    rank = np.arange(len(center)) - start[center]
-    table = np.full((n, int(degree.max())), -1, dtype=np.int64)
-    table[center, rank] = nbr
-    centers, ends_a, ends_b = [], [], []
-    for i in range(table.shape[1]):
-        for j in range(i + 1, table.shape[1]):
-            c = np.nonzero(table[:, j] >= 0)[0]
-            centers.append(c)
-            ends_a.append(table[c, i])
-            ends_b.append(table[c, j])
-    if not centers:
-        return {}
-    c = np.concatenate(centers)
-    a = np.concatenate(ends_a)
-    b = np.concatenate(ends_b)
-    u = pos[a] - pos[c]
-    v = pos[b] - pos[c]
-    cos = (u * v).sum(1) / np.maximum(np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1), 1e-12)
-    angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-    ta, tb = _pair_name(atom_type[a], atom_type[b])
-    e = len(ELEMENTS)
-    key = (ta * e + atom_type[c]) * e + tb
-    out: dict[str, np.ndarray] = {}
-    for k in np.unique(key):
-        out[f"{ELEMENTS[k // (e * e)]}-{ELEMENTS[k // e % e]}-{ELEMENTS[k % e]}"] = angles[key == k]
-    return out
-
-
-def _w1_by_type(samples: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per-type W1 for types with >= MIN_COUNT_FOR_W1 values on both sides, their sample-count-weighted
-    ``mean``, and the ``unmatched`` types (present in samples only) with counts."""
-    out: dict[str, Any] = {}
-    weights, values = [], []
-    unmatched = {}
-    for name in sorted(samples, key=lambda k: -len(samples[k])):
-        x = samples[name]
-        ref = reference.get(name)
-        if ref is None or len(ref) < MIN_COUNT_FOR_W1:
-            unmatched[name] = int(len(x))
-            continue
-        if len(x) < MIN_COUNT_FOR_W1:
-            continue
-        out[name] = wasserstein1(x, ref)
-        weights.append(len(x))
-        values.append(out[name])
-    out["mean"] = float(np.average(values, weights=weights)) if values else float("nan")
-    out["unmatched"] = unmatched
-    return out
 
 
 # ----------------------------------------------------------------------------- RDKit analysis loop
@@ -363,15 +271,6 @@ class EvaluationDetails:
     reference: dict[str, Any] | None = None
 
 
-def _frac(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
-
-
-def _summary(x: np.ndarray) -> dict[str, float]:
-    x = np.asarray(x, dtype=np.float64)
-    return {"mean": float(x.mean()) if x.size else float("nan"), "std": float(x.std()) if x.size else float("nan"), "n": int(x.size)}
-
-
 def evaluate_molecules_detailed(
     molecules: Any,
     bonds: str = "lookup",
@@ -407,15 +306,15 @@ def evaluate_molecules_detailed(
         "num_molecules": m,
         "num_atoms": int(len(atom_type)),
         "bonds": bonds,
-        "atom_stability": _frac(atom_stable.sum(), len(atom_stable)),
-        "molecule_stability": _frac(mol_stable.sum(), m),
-        "validity": _frac(n_valid, m),
-        "strict_validity": _frac(rd.strict_valid.sum(), m),
-        "uniqueness": _frac(len(unique), n_valid),
-        "valid_x_unique": _frac(len(unique), m),
+        "atom_stability": fraction(atom_stable.sum(), len(atom_stable)),
+        "molecule_stability": fraction(mol_stable.sum(), m),
+        "validity": fraction(n_valid, m),
+        "strict_validity": fraction(rd.strict_valid.sum(), m),
+        "uniqueness": fraction(len(unique), n_valid),
+        "valid_x_unique": fraction(len(unique), m),
         "novelty": None,
         "valid_unique_novel": None,
-        "connected": _frac((rd.num_fragments == 1).sum(), m),
+        "connected": fraction((rd.num_fragments == 1).sum(), m),
         "num_valid": n_valid,
         "num_unique": len(unique),
         "num_novel": None,
@@ -424,7 +323,7 @@ def evaluate_molecules_detailed(
     if novelty is not None:
         t = time.perf_counter()
         novel = unique - frozenset(novelty)
-        result.update(novelty=_frac(len(novel), len(unique)), valid_unique_novel=_frac(len(novel), m), num_novel=len(novel))
+        result.update(novelty=fraction(len(novel), len(unique)), valid_unique_novel=fraction(len(novel), m), num_novel=len(novel))
         timings["novelty"] = time.perf_counter() - t
 
     details = EvaluationDetails(
@@ -446,50 +345,17 @@ def evaluate_molecules_detailed(
         t = time.perf_counter()
         ref = reference
         details.reference = dict(ref)
-        result["distributions"] = _distribution_metrics(atom_type, ptr, details, ref, n_valid)
+        result["distributions"] = distribution_metrics(atom_type, ptr, details, ref, n_valid)
         timings["distributions"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     result["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     return result, details
 
 
-def _distribution_metrics(
-    atom_type: np.ndarray, ptr: np.ndarray, details: EvaluationDetails, ref: dict[str, Any], n_valid: int
-) -> dict[str, Any]:
-    counts = np.bincount(atom_type, minlength=len(ELEMENTS))
-    ref_counts = ref["atom_type_counts"]
-    sizes = np.bincount(np.diff(ptr))
-    ring = {int(s): c / max(1, n_valid) for s, c in sorted(details.ring_sizes.items())}
-    all_sizes = sorted(set(ring) | set(ref["ring_sizes"]))
-    props = {}
-    for name, values in details.properties.items():
-        s, r = _summary(values), _summary(ref["properties"].get(name, np.zeros(0)))
-        props[name] = {"mean": s["mean"], "std": s["std"], "n": s["n"], "reference_mean": r["mean"], "reference_std": r["std"]}
-    return {
-        "reference": ref["description"],
-        "atom_type_tv": total_variation(counts, ref_counts),
-        "atom_type_fraction": {e: _frac(c, counts.sum()) for e, c in zip(ELEMENTS, counts.tolist())},
-        "atom_type_fraction_reference": {e: _frac(c, ref_counts.sum()) for e, c in zip(ELEMENTS, ref_counts.tolist())},
-        "num_atoms_tv": total_variation(sizes, ref["num_atoms_hist"]),
-        "bond_length_w1_angstrom": _w1_by_type(details.bond_lengths, ref["bond_lengths"]),
-        "bond_angle_w1_degree": _w1_by_type(details.bond_angles, ref["bond_angles"]),
-        "ring_sizes_per_valid_molecule": {str(s): ring.get(s, 0.0) for s in all_sizes},
-        "ring_sizes_per_valid_molecule_reference": {str(s): ref["ring_sizes"].get(s, 0.0) for s in all_sizes},
-        "ring_size_tv": total_variation([ring.get(s, 0.0) for s in all_sizes], [ref["ring_sizes"].get(s, 0.0) for s in all_sizes])
-        if all_sizes
-        else float("nan"),
-        "properties": props,
-    }
-
-
-def evaluate_molecules(
-    molecules: Any,
-    bonds: str = "lookup",
-    reference: Mapping[str, Any] | None = None,
-    novelty: Collection[str] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score generated 3D molecules; the one entry point for the CLI and the sampler.
+def evaluate_molecules(molecules: Any, bonds: str = "lookup", reference: Mapping[str, Any] | None = None,
+                       novelty: Collection[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score generated 3D molecules; the one entry point for the CLI and the sampler (the metrics of
+    :func:`evaluate_molecules_detailed`, which takes the same arguments, without the details).
 
     Args:
         molecules: a :class:`~molediff.data.molecules.MoleculeSet` or a sequence of ``(symbols [n],
@@ -514,7 +380,6 @@ def evaluate_molecules(
         ``reference``); ``seconds`` (timings).
     """
     return evaluate_molecules_detailed(molecules, bonds=bonds, reference=reference, novelty=novelty, progress=progress)[0]
-
 
 
 def model_bond_scores_of(molecules: Any, progress: bool = True, desc: str = "model bonds") -> Any:
@@ -561,18 +426,18 @@ def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, p
     smiles = list(scores.smiles)
     unique = {s for s in smiles if s}
     out: dict[str, Any] = {
-        "model_atom_stability": _frac(scores.atom_stable.sum(), len(scores.atom_stable)),
-        "model_molecule_stability": _frac(scores.molecule_stable.sum(), m),
-        "model_connected_validity": _frac(scores.valid.sum(), m),
-        "model_uniqueness": _frac(len(unique), scores.valid.sum()),
-        "model_valid_x_unique": _frac(len(unique), m),
+        "model_atom_stability": fraction(scores.atom_stable.sum(), len(scores.atom_stable)),
+        "model_molecule_stability": fraction(scores.molecule_stable.sum(), m),
+        "model_connected_validity": fraction(scores.valid.sum(), m),
+        "model_uniqueness": fraction(len(unique), scores.valid.sum()),
+        "model_valid_x_unique": fraction(len(unique), m),
         "model_novelty": None,
         "model_valid_unique_novel": None,
         "num_without_bonds": int((~np.asarray(molecules.has_bonds)).sum()),
     }
     if novelty is not None:
         novel = unique - frozenset(novelty)
-        out.update(model_novelty=_frac(len(novel), len(unique)), model_valid_unique_novel=_frac(len(novel), m))
+        out.update(model_novelty=fraction(len(novel), len(unique)), model_valid_unique_novel=fraction(len(novel), m))
     return out, smiles
 
 
