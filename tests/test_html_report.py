@@ -182,3 +182,17 @@ def test_report_folder_errors_come_before_sampling(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "exists and is not a folder" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_page_files_are_package_data():
+    """A non-editable install carries the page's template, style and scripts."""
+    import fnmatch
+    import tomllib
+
+    from molediff.metrics.html_report import ASSETS
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["molediff"]
+    for name in (ASSETS["template"], ASSETS["style"], *ASSETS["scripts"]):
+        assert (Path(__file__).parents[1] / "molediff" / "metrics" / "report_page" / name).is_file()
+        assert any(fnmatch.fnmatch(f"metrics/report_page/{name}", g) for g in globs), name
