@@ -1,5 +1,6 @@
-"""Property conditioning: the QM9 properties a model can be conditioned on, their units, how values
-are normalised for the network, checked, dropped in training, and how molecule sizes follow them.
+"""Property conditioning: the properties a model can be conditioned on (QM9's quantum-chemical ones,
+or the drug-like ones chemists filter by, computed with RDKit from each molecule), their units, how
+values are normalised for the network, checked, dropped in training, and how molecule sizes follow them.
 
 One home for these facts; no RDKit, no network. A conditional model's config names its properties
 (``DiffusionConfig.conditions``) and carries their statistics on its training data
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so the CLI's --help (wh
 @dataclass(frozen=True)
 class Property:
     name: str  # as on the command line: --condition gap=0.25
-    column: str  # qm9pack CSV column
+    column: str  # qm9pack CSV column (QM9) or molediff.chem.analysis.CONDITION_DESCRIPTORS key (drug-like)
     unit: str  # the dataset's unit, the unit of --condition values
     description: str
 
@@ -35,10 +36,45 @@ PROPERTIES: tuple[Property, ...] = (
     Property("mu", "Dipole_debye", "Debye", "dipole moment μ"),
     Property("cv", "Heatcapacity_Cv_cal_mol_K", "cal/(mol K)", "heat capacity Cv at 298 K"),
 )
-#: names of the QM9 conditioning properties above (the drug-likeness properties of the metrics are
-#: molediff.metrics.properties.DRUGLIKE_PROPERTY_NAMES, QED/logP/MolWt molediff.chem.analysis.DESCRIPTOR_NAMES)
+#: names of the QM9 conditioning properties above, the columns of a QM9 set's ``props`` (the
+#: drug-likeness properties of the metrics are molediff.metrics.properties.DRUGLIKE_PROPERTY_NAMES)
 PROPERTY_NAMES = tuple(p.name for p in PROPERTIES)
-BY_NAME = {p.name: p for p in PROPERTIES}
+#: the properties a drug-like model can be conditioned on: what chemists filter by, computed with RDKit
+#: from each training molecule (molediff.chem.analysis.CONDITION_DESCRIPTORS); the columns, in this
+#: order, of a molecule-file set's ``props`` when a model asks for them
+DRUGLIKE_PROPERTIES: tuple[Property, ...] = (
+    Property("qed", "qed", "score 0-1", "quantitative estimate of drug-likeness (QED)"),
+    Property("logp", "logp", "log units", "Crippen logP"),
+    Property("mw", "mw", "g/mol", "molecular weight"),
+    Property("tpsa", "tpsa", "Å^2", "topological polar surface area"),
+    Property("hbd", "hbd", "count", "hydrogen-bond donors (Lipinski)"),
+    Property("hba", "hba", "count", "hydrogen-bond acceptors (Lipinski)"),
+    Property("rotb", "rotb", "count", "rotatable bonds"),
+    Property("arom", "arom", "count", "aromatic rings"),
+)
+DRUGLIKE_CONDITION_NAMES = tuple(p.name for p in DRUGLIKE_PROPERTIES)
+BY_NAME = {p.name: p for p in PROPERTIES + DRUGLIKE_PROPERTIES}
+ALL_CONDITION_NAMES = PROPERTY_NAMES + DRUGLIKE_CONDITION_NAMES
+
+
+def condition_family(names: list[str] | tuple[str, ...]) -> str | None:
+    """``"qm9"`` or ``"druglike"``: which table ``names`` come from (None when empty); a mixture, or a
+    name in neither, is refused."""
+    check_names(names)
+    if not names:
+        return None
+    families = {"qm9" if n in PROPERTY_NAMES else "druglike" for n in names}
+    if len(families) > 1:
+        raise UserError(f"conditions {', '.join(names)} mix QM9 properties ({', '.join(PROPERTY_NAMES)}) with drug-like "
+                        f"ones ({', '.join(DRUGLIKE_CONDITION_NAMES)}): a model reads one kind")
+    return families.pop()
+
+
+def property_columns(names: list[str] | tuple[str, ...]) -> list[int]:
+    """Columns of ``names`` in a molecule set's ``props``: a QM9 set holds :data:`PROPERTY_NAMES`, a
+    molecule-file set :data:`DRUGLIKE_CONDITION_NAMES`."""
+    table = DRUGLIKE_CONDITION_NAMES if condition_family(names) == "druglike" else PROPERTY_NAMES
+    return [table.index(n) for n in names]
 #: Hartree → meV, for reporting energy errors as the literature does
 HARTREE_MEV = 27211.386
 
@@ -47,7 +83,7 @@ def check_names(names: list[str] | tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         raise UserError(f"unknown propert{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
-                        f"choose from {', '.join(PROPERTY_NAMES)}")
+                        f"choose from {', '.join(PROPERTY_NAMES)} (QM9) or {', '.join(DRUGLIKE_CONDITION_NAMES)} (drug-like)")
     if len(set(names)) != len(names):
         raise UserError(f"a property is named twice in {list(names)}")
 
@@ -87,21 +123,33 @@ def drop_conditions(values: torch.Tensor, p: float, generator: torch.Generator |
     return torch.where(keep, values, torch.full_like(values, float("nan")))
 
 
-def parse_conditions(items: list[str]) -> dict[str, float]:
-    """``["gap=0.25", "alpha=70"]`` (the CLI's ``--condition``) → ``{"gap": 0.25, "alpha": 70.0}``."""
-    out: dict[str, float] = {}
+class Range(tuple):
+    """A target range ``(lo, hi)`` of one property: each molecule gets a target drawn uniformly in it
+    (:func:`condition_table`)."""
+
+    def __new__(cls, lo: float, hi: float) -> "Range":
+        return super().__new__(cls, (float(lo), float(hi)))
+
+
+def parse_conditions(items: list[str]) -> dict[str, float | Range]:
+    """``["gap=0.25", "logp=2:3"]`` (the CLI's ``--condition``) → ``{"gap": 0.25, "logp": Range(2.0, 3.0)}``:
+    a value, or a range LO:HI (each molecule's target drawn uniformly in it)."""
+    out: dict[str, float | Range] = {}
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name or not text.strip():
-            raise UserError(f"--condition {item!r}: expected NAME=VALUE, e.g. gap=0.25")
+            raise UserError(f"--condition {item!r}: expected NAME=VALUE or NAME=LO:HI, e.g. gap=0.25 or logp=2:3")
+        parts = text.split(":")
         try:
-            value = float(text)
+            numbers = [float(x) for x in parts]
         except ValueError:
-            raise UserError(f"--condition {item!r}: {text.strip()!r} is not a number") from None
+            raise UserError(f"--condition {item!r}: {text.strip()!r} is not a number or a range LO:HI") from None
+        if len(numbers) > 2 or (len(numbers) == 2 and not numbers[0] < numbers[1]):
+            raise UserError(f"--condition {item!r}: a range is LO:HI with LO < HI")
         if name in out:
             raise UserError(f"--condition: {name} given twice")
-        out[name] = value
+        out[name] = Range(*numbers) if len(numbers) == 2 else numbers[0]
     return out
 
 
@@ -112,9 +160,16 @@ def check_conditions(values: dict[str, Any], names: list[str], stats: dict[str, 
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name not in BY_NAME:
-            raise UserError(f"condition {name!r}: unknown property; choose from {', '.join(PROPERTY_NAMES)}")
+            raise UserError(f"condition {name!r}: unknown property; choose from {', '.join(ALL_CONDITION_NAMES)}")
         if name not in names:
             raise UserError(f"condition {name!r}: this model is conditioned on {', '.join(names) or 'nothing'}")
+        if isinstance(value, Range):  # a range must lie inside the training range, like a value
+            lo, hi = stats[name][2], stats[name][3]
+            if not (lo <= value[0] and value[1] <= hi):
+                raise UserError(f"condition {name}={value[0]:g}:{value[1]:g}: outside the training range of {name}, "
+                                f"[{lo:.6g}, {hi:.6g}] {BY_NAME[name].unit}")
+            out[name] = value
+            continue
         many = isinstance(value, (list, tuple)) or (hasattr(value, "shape") and len(getattr(value, "shape")) > 0)
         try:
             items = [float(v) for v in value] if many else [float(value)]
@@ -131,14 +186,18 @@ def check_conditions(values: dict[str, Any], names: list[str], stats: dict[str, 
     return out
 
 
-def condition_table(values: dict[str, Any], names: list[str], n: int) -> torch.Tensor:
+def condition_table(values: dict[str, Any], names: list[str], n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """``[n, K]`` float64 targets, molecule by molecule: a number is every molecule's target, a sequence
-    of n numbers one per molecule; NaN for the model's properties not given."""
+    of n numbers one per molecule, a :class:`Range` a target drawn uniformly in it for each molecule
+    (from ``generator``); NaN for the model's properties not given."""
     import torch
 
     out = torch.full((n, len(names)), float("nan"), dtype=torch.float64)
     for name, value in values.items():
-        if isinstance(value, list):
+        if isinstance(value, Range):
+            lo, hi = value
+            out[:, names.index(name)] = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+        elif isinstance(value, list):
             if len(value) != n:
                 raise UserError(f"condition {name}: {len(value)} targets for {n} molecules")
             out[:, names.index(name)] = torch.tensor(value, dtype=torch.float64)

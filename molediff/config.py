@@ -284,8 +284,9 @@ class TrainConfig:
             (dcfg.parametrization == "x0" or not dcfg.self_condition, "--diffusion-self-condition needs --diffusion-parametrization x0"),
             (0 <= dcfg.fragments <= 1, f"--diffusion-fragments must be in [0, 1], got {dcfg.fragments}"),
             (0 <= dcfg.condition_dropout <= 1, f"--diffusion-condition-dropout must be in [0, 1], got {dcfg.condition_dropout}"),
-            (not dcfg.conditions or self.data.split(":")[0] == "qm9",
-             "--diffusion-conditions needs QM9 data (--data qm9 or qm9:train-b): files carry no properties"),
+            (not dcfg.conditions or (self.data.split(":")[0] == "qm9") == (_condition_family(dcfg.conditions) == "qm9"),
+             "--diffusion-conditions: QM9 properties need QM9 data (--data qm9 or qm9:train-b), drug-like properties "
+             "(computed with RDKit from each molecule) need molecule files"),
             (self.data.split(":")[0] != "qm9" or self.data in ("qm9", "qm9:train-a", "qm9:train-b"),
              f"--data {self.data!r}: QM9 data is 'qm9', 'qm9:train-a' or 'qm9:train-b'"),
             (dcfg.timesteps >= 1, "--diffusion-timesteps must be ≥ 1"),
@@ -347,3 +348,10 @@ BUNDLED_MODELS: dict[str, str] = {
     # sampling); it passed the drug-like shipping floor on 2026-12-02 (its card; until then "druglike-preview")
     "druglike": "druglike_ema.pt",
 }
+
+
+def _condition_family(names: list[str]) -> str | None:
+    """Which property table a model's conditions come from (molediff.conditioning.condition_family)."""
+    from molediff.conditioning import condition_family
+
+    return condition_family(names)

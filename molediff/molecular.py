@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from molediff.conditioning import PROPERTY_NAMES, normalise
+from molediff.conditioning import normalise, property_columns
 from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_STEPS, DiffusionConfig
 from molediff.diffusion import NoiseSchedule, sample as core_sample
 from molediff.draws import NEIGHBOUR_DISTANCE, draw_sizes, random_fragments, sizes_from_histogram
@@ -161,8 +161,8 @@ class MolecularDiffusion:
         if not self.cfg.conditions:
             return None
         if getattr(batch, "props", None) is None:
-            raise UserError("a conditional model needs molecules with properties (QM9)")
-        return batch.props[:, [PROPERTY_NAMES.index(n) for n in self.cfg.conditions]]
+            raise UserError("a conditional model needs molecules with properties (QM9's, or drug-like ones computed from files)")
+        return batch.props[:, property_columns(self.cfg.conditions)]
 
     def decode(self, x: MolState) -> Molecules:
         """Molecules from a (clean) state: positions centred, each categorical part's arg-max, atom types

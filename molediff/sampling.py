@@ -297,7 +297,9 @@ class MoleculeGenerator:
         table = self.meta.get("condition_table") if conditions else None
         if conditions and n_atoms is None and table is None:
             raise UserError("this model file has no table of sizes against properties; pass --n-atoms")
-        targets = condition_table(conditions, dcfg.conditions, n) if conditions else None
+        # a range draws each molecule its target, from the run's own stream (same seed, same targets)
+        targets = (condition_table(conditions, dcfg.conditions, n, generator=torch.Generator().manual_seed(seed + 7919))
+                   if conditions else None)
         # molecule k gets target row k; a diverged molecule's row is retried in the next batch
         retry: list[int] = []
         next_row = 0

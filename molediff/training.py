@@ -24,7 +24,7 @@ import torch
 
 from molediff import distributed
 from molediff.checkpoint import atomic_torch_save, save_model_file, state_dict_digest
-from molediff.conditioning import drop_conditions
+from molediff.conditioning import condition_family, drop_conditions
 from molediff.runstate import CHECKPOINT, EMA_MODEL, LOG, mark_started, open_run, snapshot_path
 from molediff.config import DEFAULT_ETA, TrainConfig
 from molediff.data.molecules import MoleculeSet
@@ -262,6 +262,11 @@ class Trainer:
         self.train_set, self.valid_set = load_training_data(config, progress=progress and self.ctx.is_main)
         if self.ctx.enabled and self.ctx.is_main:
             distributed.barrier(self.ctx)
+        if condition_family(config.diffusion.conditions) == "druglike":  # computed from each molecule, every rank alike
+            from molediff.data.files import with_condition_properties
+
+            self.train_set, self.valid_set = (with_condition_properties(s, config.diffusion.conditions, progress and self.ctx.is_main)
+                                              for s in (self.train_set, self.valid_set))
         if config.diffusion.bonds:
             self.train_set, self.valid_set = self._with_bonds(self.train_set, "training"), self._with_bonds(self.valid_set, "validation")
         if config.diffusion.max_hydrogens:
@@ -338,10 +343,10 @@ class Trainer:
         """Statistics of the conditions on the training data (kept from the source model when it has them;
         the network reads values standardised by them), and a table of (size, values) of up to
         ``table_rows`` training molecules from which sampling draws sizes p(n | c)."""
-        from molediff.conditioning import PROPERTY_NAMES, property_stats
+        from molediff.conditioning import property_columns, property_stats
 
         dcfg = self.config.diffusion
-        cols = [PROPERTY_NAMES.index(n) for n in dcfg.conditions]
+        cols = property_columns(dcfg.conditions)
         values = self.train_set.props[:, cols]
         missing = [n for n in dcfg.conditions if n not in dcfg.condition_stats]
         if missing:

@@ -186,7 +186,7 @@ def test_cli_samples_with_conditions_and_refuses_bad_ones(tiny_conditional_model
 def test_conditions_need_qm9_data():
     from molediff.config import TrainConfig
 
-    with pytest.raises(UserError, match="needs QM9 data"):
+    with pytest.raises(UserError, match="QM9 properties need QM9 data"):
         TrainConfig(data="mols.sdf", diffusion=DiffusionConfig(conditions=["gap"])).validate()
     with pytest.raises(UserError, match="unknown property"):
         TrainConfig(diffusion=DiffusionConfig(conditions=["energy"])).validate()

@@ -13,17 +13,24 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from molediff.atomic import atomic_write_binary
 from rdkit import Chem, rdBase
-from rdkit.Chem import QED, Crippen, Descriptors
+from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 
 from molediff.chem.rdkit_mol import build_molecule, check_validity, largest_fragment, mol_from_bonds
 
-__all__ = ["DESCRIPTORS", "DESCRIPTOR_NAMES", "MoleculeAnalysis", "analyse_molecule", "descriptor_values", "draw_grid",
-           "molecule_properties"]
+__all__ = ["CONDITION_DESCRIPTORS", "DESCRIPTORS", "DESCRIPTOR_NAMES", "MoleculeAnalysis", "analyse_molecule",
+           "condition_values", "descriptor_values", "draw_grid", "molecule_properties"]
 
 #: RDKit descriptors by name: QED, Crippen logP, molecular weight (g/mol).
 DESCRIPTORS: dict[str, Callable[[Chem.Mol], float]] = {"qed": QED.qed, "logp": Crippen.MolLogP, "mol_wt": Descriptors.MolWt}
 #: Descriptors computed by :func:`molecule_properties` (keys of its result).
 DESCRIPTOR_NAMES: tuple[str, ...] = tuple(DESCRIPTORS)
+#: The drug-like conditioning properties (:data:`molediff.conditioning.DRUGLIKE_PROPERTIES`, by their
+#: ``column``): the RDKit function behind each.
+CONDITION_DESCRIPTORS: dict[str, Callable[[Chem.Mol], float]] = {
+    "qed": QED.qed, "logp": Crippen.MolLogP, "mw": Descriptors.MolWt, "tpsa": rdMolDescriptors.CalcTPSA,
+    "hbd": Lipinski.NumHDonors, "hba": Lipinski.NumHAcceptors, "rotb": rdMolDescriptors.CalcNumRotatableBonds,
+    "arom": rdMolDescriptors.CalcNumAromaticRings,
+}
 
 
 @dataclass
@@ -56,6 +63,22 @@ def descriptor_values(mol: Chem.Mol, functions: Mapping[str, Callable[[Chem.Mol]
             except Exception:  # noqa: BLE001 - descriptor code raises assorted errors on odd molecules
                 pass
     return values
+
+
+def condition_values(symbols: Sequence[str], src: np.ndarray, dst: np.ndarray, order: np.ndarray, charges: np.ndarray,
+                     hydrogens: np.ndarray | None = None, columns: Sequence[str] = tuple(CONDITION_DESCRIPTORS)) -> np.ndarray:
+    """``[len(columns)]`` float64: the drug-like conditioning properties (:data:`CONDITION_DESCRIPTORS`
+    keys ``columns``) of one molecule given as arrays (its own Kekulé bonds and charges; ``hydrogens``
+    [n]: attached hydrogen counts of a heavy-atom molecule, else its hydrogens are atoms); NaN
+    everywhere when it does not sanitize, NaN for a descriptor RDKit fails on."""
+    from molediff.chem.model_bonds import written_molecule
+    from molediff.chem.rdkit_mol import sanitize
+
+    mol = sanitize(written_molecule(list(symbols), src, dst, order, charges, None, hydrogens))
+    if mol is None:
+        return np.full(len(columns), np.nan)
+    values = descriptor_values(mol, {c: CONDITION_DESCRIPTORS[c] for c in columns})
+    return np.array([values[c] for c in columns], dtype=np.float64)
 
 
 def molecule_properties(mol: Chem.Mol) -> dict[str, float] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from molediff.atomic import AtomicFile, OutputLock, output_folder
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
-from molediff.conditioning import BY_NAME, PROPERTIES, parse_conditions
+from molediff.conditioning import BY_NAME, DRUGLIKE_PROPERTIES, PROPERTIES, Range, parse_conditions
 from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
@@ -61,10 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "gives better molecules at twice the time); model cards in "
                         "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
-    p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
-                   help=f"a property target for a conditional model, repeatable; values in QM9's own units: {units}. "
-                        "Properties not given are left free; values outside the model's training range are refused. "
-                        "Sizes are drawn from the training molecules with properties nearest the targets unless --n-atoms")
+    drug_units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in DRUGLIKE_PROPERTIES)
+    p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE|NAME=LO:HI",
+                   help=f"a property target for a conditional model, repeatable: a value, or a range LO:HI in which each "
+                        f"molecule's target is drawn uniformly (e.g. --condition logp=2:3 --condition mw=300:400). QM9 "
+                        f"models, in QM9's own units: {units}. Drug-like models, computed with RDKit as for their training "
+                        f"molecules: {drug_units}. Properties not given are left free; values outside the model's training "
+                        "range are refused. Sizes are drawn from the training molecules with properties nearest the targets "
+                        "unless --n-atoms")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance weight w with --condition: ε = ε_uncond + w (ε_cond − ε_uncond); 1 (default) "
                         "the conditional model as trained, 0 unconditional, above 1 pushes harder towards the targets "
@@ -415,7 +419,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     if diverged:
         say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.conditions:
-        targets = ", ".join(f"{k}={v:g} {BY_NAME[k].unit}" for k, v in args.conditions.items())
+        targets = ", ".join((f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f"{k}={v:g}") + f" {BY_NAME[k].unit}"
+                            for k, v in args.conditions.items())
         say(f"conditioned on {targets} (guidance {args.guidance:g}; SD properties molediff_target_*)")
     if fmt == "sdf" and done and gen.writes_bonds and args.bonds == "model":
         say(f"model bonds (written): connected valid {100 * model_valid / done:.1f}%  unique among them "
