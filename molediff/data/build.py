@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from molediff._version import __version__
+from molediff.atomic import output_folder
 from molediff.config import TRAINING_MAX_ATOMS
 from molediff.data.build_runtime import StopRequest, acquire_lock, pool
 from molediff.data.chunks import (FORMAT, MANIFEST, built_files, chunk_path, existing_chunk_indices, is_build, read_json, tally,
@@ -204,18 +205,6 @@ class BuildReport:
 # ----------------------------------------------------------------------------------------------- build
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".molediff_write_test_{os.getpid()}_{time.time_ns()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-
-
 def _count(source: Source, limit: int | None) -> tuple[int, int | None]:
     n = 0
     for _ in source.items():
@@ -260,7 +249,7 @@ def build(opts: BuildOptions) -> BuildReport:
     out = Path(opts.out).expanduser()
     source = resolve_source(opts.source, opts.split)
     settings = _settings(source, opts)
-    _prepare_out(out)
+    output_folder(out, "--out")
     lock = acquire_lock(out, opts.shard)
     try:
         return _build_locked(opts, out, source, settings, prepare_batch)
