@@ -213,8 +213,8 @@ def test_finite_molecules_and_size_draws():
 def test_noise_is_drawn_on_the_generators_device(monkeypatch):
     """A CPU generator with tensors elsewhere: CUDA refuses ``torch.randn(..., generator=cpu, device=cuda)``.
     Emulated without a GPU: a strict randn that refuses a device other than the generator's, with
-    tensors on the 'meta' device. Every draw of the core (training timesteps, q_sample, ancestral and
-    DDIM steps with η > 0) must go through the device-safe helper."""
+    tensors on the 'meta' device. Every draw of the core (training timesteps, q_sample, the samplers'
+    fresh noise for ancestral and DDIM steps with η > 0) must go through the device-safe helper."""
     real_randn, real_randint = torch.randn, torch.randint
 
     def strict(real):
@@ -231,8 +231,12 @@ def test_noise_is_drawn_on_the_generators_device(monkeypatch):
     x = torch.zeros(4, 6, device="meta")
     assert s.sample_timesteps(3, generator=g, device="meta").device.type == "meta"
     assert s.q_sample(x, 10, generator=g)[0].device.type == "meta"
-    assert s.step(x, 10, x, generator=g).device.type == "meta"
-    assert s.ddim_step(x, 10, 5, x, eta=1.0, generator=g).device.type == "meta"
+    from molediff.diffusion.noise import noise_like
+
+    z = noise_like(x, g)
+    assert z.device.type == "meta"
+    assert s.step(x, 10, x, noise=z).device.type == "meta"
+    assert s.ddim_step(x, 10, 5, x, eta=1.0, noise=z).device.type == "meta"
     # and a molecular state's own noise
     graph = MolGraph.from_ptr(torch.tensor([0, 2]))
     state = MolState(torch.zeros(2, 8), torch.zeros(1, 0), graph, MolecularDiffusion(DiffusionConfig()).parts)
