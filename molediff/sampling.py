@@ -46,6 +46,34 @@ def batch_generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """What a user asked of a model, checked and resolved once (:meth:`MoleculeGenerator.request`):
+    ``steps`` and ``noise_scale`` with the model's defaults filled in, ``n_atoms`` a size range or None
+    (the training histogram), ``fragment`` as the model reads it, ``resample`` the RePaint rounds it
+    runs, ``conditions`` checked (values, per-molecule sequences or :class:`~molediff.conditioning.Range`).
+    ``first_batch``/``batch_stride`` shard the batches across processes. :meth:`MoleculeGenerator.run`
+    samples it; the CLI and the API build it the same way."""
+
+    n: int
+    steps: int
+    seed: int
+    batch_size: int
+    n_atoms: tuple[int, int] | None
+    eta: float
+    noise_scale: float
+    sampler: str
+    spacing: str
+    fragment: Any
+    resample: int
+    conditions: dict[str, Any]
+    guidance: float
+    self_condition_feedback: str
+    relax_hydrogens: bool
+    first_batch: int = 0
+    batch_stride: int = 1
+
+
 @dataclass
 class SampleStats:
     requested: int = 0
@@ -198,7 +226,7 @@ class MoleculeGenerator:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def sample_arrays(
+    def request(
         self,
         n: int,
         steps: int | None = None,
@@ -207,10 +235,6 @@ class MoleculeGenerator:
         n_atoms: int | str | tuple[int, int] | None = None,
         eta: float = DEFAULT_ETA,
         noise_scale: float | None = None,
-        stats: SampleStats | None = None,
-        first_batch: int = 0,
-        batch_stride: int = 1,
-        on_step: Callable[[int, int, int], None] | None = None,
         fragment: Any = None,
         resample: int | None = None,
         conditions: dict[str, Any] | None = None,
@@ -219,18 +243,87 @@ class MoleculeGenerator:
         sampler: str = "ddim",
         spacing: str = "trailing",
         self_condition_feedback: str = "guided",
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+        first_batch: int = 0,
+        batch_stride: int = 1,
+        flags: bool = False,
+    ) -> SampleRequest:
+        """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
+        arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
+        CLI's options when ``flags``."""
+        steps = self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
+                                    flags=flags, self_condition_feedback=self_condition_feedback)
+        if batch_size < 1:
+            raise UserError(f"{'--batch-size' if flags else 'batch_size'} must be ≥ 1, got {batch_size}")
+        n_atoms = self._size_range(n_atoms)
+        resample = self.resample_rounds(fragment, resample)
+        fragment = self._prepared_fragment(fragment)
+        if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
+            raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
+        conditions = self.check_conditions(conditions, guidance, fragment)
+        if conditions and n_atoms is None and self.meta.get("condition_table") is None:
+            raise UserError("this model has no table of sizes against properties; pass --n-atoms")
+        return SampleRequest(n, steps, seed, batch_size, n_atoms, eta,
+                             self.default_noise_scale if noise_scale is None else noise_scale, sampler, spacing, fragment,
+                             resample, conditions, guidance, self_condition_feedback, relax_hydrogens, first_batch, batch_stride)
+
+    def _size_range(self, n_atoms: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
+        """``n_atoms`` (a size, ``(lo, hi)`` or ``"lo-hi"``) as a checked range, None for the histogram."""
+        if n_atoms is None:
+            return None
+        from molediff.inpainting import parse_size_range
+
+        max_atoms = len(self.histogram) - 1
+        lo, hi = parse_size_range(n_atoms) if isinstance(n_atoms, str) else (
+            tuple(n_atoms) if isinstance(n_atoms, (tuple, list)) else (int(n_atoms), int(n_atoms)))
+        if not 1 <= lo <= hi <= max(max_atoms, 1) * 2:
+            raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
+        return lo, hi
+
+    def _prepared_fragment(self, fragment: Any) -> Any:
+        """A fragment (an RDKit molecule with a 3D conformer, or a :class:`~molediff.inpainting.Fragment`)
+        as this model reads it: checked against its vocabulary; a heavy-atom model's hydrogens become
+        counts; an aromatic model's bonds aromatic where RDKit perceives them, as it was trained."""
+        if fragment is None:
+            return None
+        from molediff.inpainting import Fragment
+
+        if not isinstance(fragment, Fragment):
+            from molediff.chem.io import molecule_from_mol
+
+            fragment = Fragment(*molecule_from_mol(fragment))
+        fragment.check_vocabulary(self.diffusion.vocab, self.config.diffusion.charges)
+        if self.diffusion.vocab.heavy_atom:  # its hydrogens become its atoms' counts; they are placed anew
+            fragment = fragment.heavy()
+        if self.diffusion.vocab.aromatic:
+            from dataclasses import replace
+
+            from molediff.chem.rdkit_mol import aromatic_bond_codes
+
+            codes = aromatic_bond_codes(fragment.symbols, fragment.bonds, fragment.charges, fragment.hydrogens)
+            fragment = replace(fragment, bonds=(*fragment.bonds[:2], codes))
+        return fragment
+
+    def request_tag(self, req: SampleRequest) -> str:
+        """How a sample file names the request's sampler settings (SD property ``molediff_sampler``)."""
+        tag = self.sampler_tag(req.sampler, req.steps, req.eta, req.noise_scale, req.spacing)
+        if req.fragment is not None:
+            tag += ("_fragment" if self.config.diffusion.fragments else "_inpaint") + f"_resample{req.resample}"
+        return tag + (f"_guidance{req.guidance:g}" if req.conditions else "")
+
+    def sample_arrays(self, n: int, stats: SampleStats | None = None,
+                      on_step: Callable[[int, int, int], None] | None = None, **kwargs: Any
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
         """Yield ``n`` molecules as ``(symbols [k] str, positions [k, 3] Å, info)``; for models that write
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
-        ``info["charges"]`` [k].
+        ``info["charges"]`` [k]. The request (``kwargs``) is checked first (:meth:`request`), then run
+        (:meth:`run`); ``stats`` counts it, ``on_step(i, num_steps, batch_size)`` is called after every
+        reverse step (progress that moves while a batch is sampled).
 
-        ``first_batch``/``batch_stride`` select every stride-th batch index (for sharding across
-        processes); the default is all batches. ``noise_scale`` multiplies the noise injected at each
-        reverse step: 1 samples the model's own distribution, 0.8 a lower-temperature one (more stable and
-        valid molecules, somewhat fewer novel ones; see benchmarks/README.md); None: the model's
-        :attr:`default_noise_scale` (0.8 unless its file names another).
-        ``on_step(i, num_steps, batch_size)`` is called after every reverse step (progress that moves
-        while a batch is sampled).
+        ``steps`` (None: the default), ``seed``, ``batch_size``; ``first_batch``/``batch_stride`` select every
+        stride-th batch index (for sharding across processes); the default is all batches. ``noise_scale``
+        multiplies the noise injected at each reverse step: 1 samples the model's own distribution, 0.8 a
+        lower-temperature one (more stable and valid molecules, somewhat fewer novel ones; see
+        benchmarks/README.md); None: the model's :attr:`default_noise_scale` (0.8 unless its file names another).
 
         ``n_atoms``: a fixed size, or a range ``(lo, hi)`` / ``"lo-hi"`` drawn per molecule (default: the
         training histogram). ``fragment`` (a :class:`molediff.inpainting.Fragment` or an RDKit molecule
@@ -241,132 +334,113 @@ class MoleculeGenerator:
         1); ``info["fixed_atoms"]`` lists the fragment's indices.
 
         ``conditions`` (conditional models, e.g. ``{"gap": 0.25, "alpha": 70}`` in the dataset's units,
-        see :data:`molediff.conditioning.PROPERTIES`): every molecule is generated for these targets,
-        its size drawn from p(n | targets) of the training data unless ``n_atoms``; properties not
-        named are left free; a property may also take a sequence of ``n`` targets, one per molecule.
-        ``guidance`` w: classifier-free guidance, u + w (c − u) (1: the
-        conditional model as trained, 0: unconditional, > 1 stronger; two network passes per step).
-        ``info["conditions"]`` holds each molecule's targets. ``self_condition_feedback``: which estimate a
-        self-conditioning model reads back under guidance (:data:`molediff.molecular.SELF_CONDITION_FEEDBACK`).
+        see :data:`molediff.conditioning.PROPERTIES`, or ``{"logp": Range(2, 3)}``): every molecule is
+        generated for these targets (a range: each molecule's target drawn in it), its size drawn from
+        p(n | targets) of the training data unless ``n_atoms``; properties not named are left free; a
+        property may also take a sequence of ``n`` targets, one per molecule. ``guidance`` w:
+        classifier-free guidance, u + w (c − u) (1: the conditional model as trained, 0: unconditional,
+        > 1 stronger; two network passes per step). ``info["conditions"]`` holds each molecule's targets.
+        ``self_condition_feedback``: which estimate a self-conditioning model reads back under guidance
+        (:data:`molediff.molecular.SELF_CONDITION_FEEDBACK`).
 
         A heavy-atom model (one that generates hydrogen counts) yields complete molecules: its heavy
         atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry
         (:func:`molediff.chem.hydrogens.place_hydrogens`; ``relax_hydrogens``: then MMFF94 on the
         hydrogens alone); ``info["hydrogens"]`` holds the generated counts of the heavy atoms.
 
-        ``sampler`` ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m") and ``spacing`` ("trailing", "logsnr"):
-        the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
+        ``sampler`` ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m", "ddpm") and ``spacing`` ("trailing",
+        "logsnr"): the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
         """
-        steps = self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
-                                    self_condition_feedback=self_condition_feedback)
-        noise_scale = self.default_noise_scale if noise_scale is None else noise_scale
+        yield from self.run(self.request(n, **kwargs), stats, on_step)
+
+    def run(self, req: SampleRequest, stats: SampleStats | None = None,
+            on_step: Callable[[int, int, int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+        """Sample a checked request (:meth:`request`) batch by batch: batch ``i`` from its own random stream
+        (:func:`batch_generator`); a diverged molecule's target row is retried in the next batch, until
+        ``req.n`` are delivered. Yields as :meth:`sample_arrays`."""
         if stats is None:
             stats = SampleStats()
         else:  # a reused one counts this request afresh (its delivered count decides when to stop)
             stats.__init__()
-        stats.requested = n
-        from molediff.inpainting import Fragment, inpaint, parse_size_range
-
-        max_atoms = len(self.histogram) - 1
-        if n_atoms is not None:
-            lo, hi = parse_size_range(n_atoms) if isinstance(n_atoms, str) else (
-                tuple(n_atoms) if isinstance(n_atoms, (tuple, list)) else (int(n_atoms), int(n_atoms)))
-            if not 1 <= lo <= hi <= max(max_atoms, 1) * 2:
-                raise UserError(f"--n-atoms must be between 1 and {max(max_atoms, 1) * 2} for this model, got {n_atoms}")
-            n_atoms = (lo, hi)
-        resample = self.resample_rounds(fragment, resample)
-        if fragment is not None and not isinstance(fragment, Fragment):
-            from molediff.chem.io import molecule_from_mol
-
-            fragment = Fragment(*molecule_from_mol(fragment))
-        if fragment is not None:
-            fragment.check_vocabulary(self.diffusion.vocab, self.config.diffusion.charges)
-            if self.diffusion.vocab.heavy_atom:  # its hydrogens become its atoms' counts; they are placed anew
-                fragment = fragment.heavy()
-            if self.diffusion.vocab.aromatic:  # the model reads aromatic bonds as such, as it was trained
-                from dataclasses import replace
-
-                from molediff.chem.rdkit_mol import aromatic_bond_codes
-
-                codes = aromatic_bond_codes(fragment.symbols, fragment.bonds, fragment.charges, fragment.hydrogens)
-                fragment = replace(fragment, bonds=(*fragment.bonds[:2], codes))
-        if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
-            raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
+        stats.requested = req.n
         dcfg = self.config.diffusion
-        conditions = self.check_conditions(conditions, guidance, fragment)
-        table = self.meta.get("condition_table") if conditions else None
-        if conditions and n_atoms is None and table is None:
-            raise UserError("this model file has no table of sizes against properties; pass --n-atoms")
         # a range draws each molecule its target, from the run's own stream (same seed, same targets)
-        targets = (condition_table(conditions, dcfg.conditions, n, generator=torch.Generator().manual_seed(seed + 7919))
-                   if conditions else None)
-        # molecule k gets target row k; a diverged molecule's row is retried in the next batch
-        retry: list[int] = []
+        targets = (condition_table(req.conditions, dcfg.conditions, req.n, generator=torch.Generator().manual_seed(req.seed + 7919))
+                   if req.conditions else None)
+        table = self.meta.get("condition_table") if req.conditions else None
+        retry: list[int] = []  # molecule k gets target row k; a diverged molecule's row is retried in the next batch
         next_row = 0
-        symbols_table = np.array(ELEMENTS)
-        index = first_batch
+        index = req.first_batch
         t0 = time.time()
-        while stats.delivered < n:
+        while stats.delivered < req.n:
             if stats.batches > 20 and stats.diverged > 10 * max(stats.delivered, 1):
                 raise RuntimeError(f"sampling diverges: {stats.diverged} of {stats.diverged + stats.delivered} molecules failed")
-            g = batch_generator(seed, index)
-            size = min(batch_size, n - stats.delivered)
+            g = batch_generator(req.seed, index)
+            size = min(req.batch_size, req.n - stats.delivered)
             rows, retry = retry[:size], retry[size:]
             fresh = size - len(rows)
             rows += range(next_row, next_row + fresh)
             next_row += fresh
             cond = targets[rows] if targets is not None else None
-            if cond is not None and n_atoms is None:
+            if cond is not None and req.n_atoms is None:
                 sizes = sizes_for_conditions(cond, torch.as_tensor(table["sizes"]), torch.as_tensor(table["values"]),
                                              dcfg.conditions, dcfg.condition_stats, generator=g)
             else:
-                sizes = draw_sizes(self.histogram, size, n_atoms, len(fragment) if fragment is not None else 0, generator=g)
-            total_steps = steps or self.diffusion.schedule.num_train_timesteps
-            callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
-            if fragment is None:
-                mols = self.diffusion.sample(self.net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale,
-                                             callback=callback, resample=resample,
-                                             cond=cond.to(self.device) if cond is not None else None, guidance=guidance,
-                                             sampler=sampler, spacing=spacing,
-                                             self_condition_feedback=self_condition_feedback).cpu()
-            else:
-                mols = inpaint(self.diffusion, self.net, fragment, sizes, steps, g, eta, noise_scale, resample, callback,
-                               sampler=sampler, spacing=spacing).cpu()
-            pos, types, ptr = mols.pos, mols.atom_type, mols.ptr
-            ok = finite_molecules(pos, ptr)
+                sizes = draw_sizes(self.histogram, size, req.n_atoms, len(req.fragment) if req.fragment is not None else 0, generator=g)
+            mols = self._generate(req, sizes, cond, g, on_step)
+            ok = finite_molecules(mols.pos, mols.ptr)
             stats.diverged += int((~ok).sum())
             stats.batches += 1
             delivered = set()
-            for i in range(len(sizes)):
-                if not ok[i]:
-                    continue
+            for i in np.flatnonzero(ok.numpy()).tolist():
                 delivered.add(rows[i])
-                a, b = int(ptr[i]), int(ptr[i + 1])
                 stats.delivered += 1
                 info = {"batch": index, "index_in_batch": i}
-                if fragment is not None:
-                    info["fixed_atoms"] = list(range(len(fragment)))
+                if req.fragment is not None:
+                    info["fixed_atoms"] = list(range(len(req.fragment)))
                 if targets is not None:
                     info["conditions"] = {name: float(targets[rows[i], k]) for k, name in enumerate(dcfg.conditions)
-                                          if name in conditions}
-                symbols, xyz = symbols_table[types[a:b].numpy()], pos[a:b].double().numpy()
-                if mols.bond_order is not None:
-                    p0, p1 = int(mols.pair_ptr[i]), int(mols.pair_ptr[i + 1])
-                    order = mols.bond_order[p0:p1]
-                    keep = order > 0
-                    src, dst = (mols.pair_index[:, p0:p1][:, keep] - a).numpy()
-                    info["bonds"] = (src, dst, order[keep].numpy())
-                    info["charges"] = mols.charge[a:b].numpy()
-                if mols.hydrogens is not None:
-                    from molediff.chem.hydrogens import place_hydrogens
-
-                    info["hydrogens"] = mols.hydrogens[a:b].numpy()
-                    full = place_hydrogens(symbols, xyz, *info["bonds"], info["charges"], info["hydrogens"], relax=relax_hydrogens)
-                    symbols, xyz, info["bonds"], info["charges"] = np.array(full.symbols), full.pos, full.bonds, full.charges
-                yield symbols, xyz, info
+                                          if name in req.conditions}
+                yield self._record(mols, i, info, req.relax_hydrogens)
             retry = [r for r in rows if r not in delivered] + retry
-            index += batch_stride
+            index += req.batch_stride
             stats.seconds = time.time() - t0
+
+    def _generate(self, req: SampleRequest, sizes: torch.Tensor, cond: torch.Tensor | None, g: torch.Generator,
+                  on_step: Callable[[int, int, int], None] | None) -> Any:
+        """One batch of molecules of ``sizes`` [B] (``cond`` [B, K]: their targets), on the CPU."""
+        total_steps = req.steps or self.diffusion.schedule.num_train_timesteps
+        callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
+        if req.fragment is None:
+            return self.diffusion.sample(self.net, sizes, num_steps=req.steps, generator=g, eta=req.eta,
+                                         noise_scale=req.noise_scale, callback=callback, resample=req.resample,
+                                         cond=cond.to(self.device) if cond is not None else None, guidance=req.guidance,
+                                         sampler=req.sampler, spacing=req.spacing,
+                                         self_condition_feedback=req.self_condition_feedback).cpu()
+        from molediff.inpainting import inpaint
+
+        return inpaint(self.diffusion, self.net, req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
+                       callback, sampler=req.sampler, spacing=req.spacing).cpu()
+
+    def _record(self, mols: Any, i: int, info: dict, relax_hydrogens: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Molecule ``i`` of a decoded batch as ``(symbols, positions, info)``: its own bonds and charges for
+        a model that writes them, and a heavy-atom model's hydrogens placed (:meth:`sample_arrays`)."""
+        a, b = int(mols.ptr[i]), int(mols.ptr[i + 1])
+        symbols, xyz = np.array(ELEMENTS)[mols.atom_type[a:b].numpy()], mols.pos[a:b].double().numpy()
+        if mols.bond_order is not None:
+            p0, p1 = int(mols.pair_ptr[i]), int(mols.pair_ptr[i + 1])
+            order = mols.bond_order[p0:p1]
+            keep = order > 0
+            src, dst = (mols.pair_index[:, p0:p1][:, keep] - a).numpy()
+            info["bonds"] = (src, dst, order[keep].numpy())
+            info["charges"] = mols.charge[a:b].numpy()
+        if mols.hydrogens is not None:
+            from molediff.chem.hydrogens import place_hydrogens
+
+            info["hydrogens"] = mols.hydrogens[a:b].numpy()
+            full = place_hydrogens(symbols, xyz, *info["bonds"], info["charges"], info["hydrogens"], relax=relax_hydrogens)
+            symbols, xyz, info["bonds"], info["charges"] = np.array(full.symbols), full.pos, full.bonds, full.charges
+        return symbols, xyz, info
 
     def sample(self, n: int, **kwargs) -> list:
         """``n`` molecules as RDKit ``Mol`` objects with 3D conformers: the model's own bonds and formal

@@ -149,15 +149,15 @@ def test_output_that_is_not_writable_as_a_file_is_reported(tiny_model, tmp_path,
 
 
 def test_interrupted_run_keeps_only_complete_records(tiny_model, tmp_path, monkeypatch, capsys):
-    real = sampling.MoleculeGenerator.sample_arrays
+    real = sampling.MoleculeGenerator.run  # what the CLI runs, once its request is checked
 
-    def interrupted(self, n, **kwargs):
-        for i, item in enumerate(real(self, n, **kwargs)):
+    def interrupted(self, req, *args, **kwargs):
+        for i, item in enumerate(real(self, req, *args, **kwargs)):
             if i == 3:
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(sampling.MoleculeGenerator, "sample_arrays", interrupted)
+    monkeypatch.setattr(sampling.MoleculeGenerator, "run", interrupted)
     out = tmp_path / "s.sdf"
     assert run_cli("--checkpoint", str(tiny_model), "-n", "10", "--steps", "5", "--out", str(out)) == 130
     assert "interrupted after 3 of 10" in capsys.readouterr().err
@@ -168,11 +168,11 @@ def test_interrupted_run_keeps_only_complete_records(tiny_model, tmp_path, monke
 
 
 def test_crash_publishes_no_file(tiny_model, tmp_path, monkeypatch):
-    def broken(self, n, **kwargs):
+    def broken(self, req, *args, **kwargs):
         yield from ()
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sampling.MoleculeGenerator, "sample_arrays", broken)
+    monkeypatch.setattr(sampling.MoleculeGenerator, "run", broken)
     out = tmp_path / "s.sdf"
     with pytest.raises(RuntimeError, match="boom"):
         run_cli("--checkpoint", str(tiny_model), "-n", "4", "--out", str(out))

@@ -10,6 +10,7 @@ hidden temporary file, which the next run writing the same output removes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
@@ -286,35 +287,92 @@ def run(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     """Sample into ``path`` (this rank's shard under torchrun) and print the summary."""
-    from tqdm import tqdm
-
     from molediff import distributed
-    from molediff.chem.io import SDFWriter, XYZWriter
-    from molediff.sampling import DEFAULT_MODEL, FRAGMENT_MODEL, SampleStats, load_pretrained
+    from molediff.sampling import DEFAULT_MODEL, FRAGMENT_MODEL, load_pretrained
 
     default = FRAGMENT_MODEL if args.fragment is not None else DEFAULT_MODEL
     gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or default)
-    gen.check_conditions(args.conditions, args.guidance, args.fragment)  # before any output is created
-    # the API's checks, before any output is created (the API runs the same ones again)
-    args.steps = gen.check_sampling(args.n, args.steps, args.seed, args.eta, args.noise_scale, args.sampler, args.spacing,
-                                    args.fragment, args.resample if args.fragment is not None else None, flags=True)
-    # what the tag records; sampling gets the user's value (None: the model's default), which the API checks
-    noise_scale = gen.default_noise_scale if args.noise_scale is None else args.noise_scale
-    if args.fragment is not None:  # the rounds the sampler runs (the default depends on the model)
-        args.resample = gen.resample_rounds(args.fragment, args.resample)
+    # the request, checked once against the model before any output is created
+    req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
+                      noise_scale=args.noise_scale, fragment=args.fragment,
+                      resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
+                      guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True)
+    args.steps = req.steps
     if args.compile:
         gen.compile()
-    sampler = gen.sampler_tag(args.sampler, args.steps, args.eta, noise_scale, args.spacing) + (
-        (("_fragment" if gen.config.diffusion.fragments else "_inpaint") + f"_resample{args.resample}")
-        if args.fragment is not None else "") + (
-        f"_guidance{args.guidance:g}" if args.conditions else "")
-    meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": sampler,
-            "molediff_seed": args.seed}
+    meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": gen.request_tag(req), "molediff_seed": args.seed}
     # under torchrun, rank r samples batches r, r + W, r + 2W, ... (disjoint random streams) into its own
     # shard, with quotas summing to exactly --n; rank 0 merges the shards in rank order
     r, w = ctx.rank, ctx.world_size
-    quota = args.n // w + (1 if r < args.n % w else 0)
+    req = dataclasses.replace(req, n=args.n // w + (1 if r < args.n % w else 0), first_batch=r, batch_stride=w)
     target = path.with_name(f".{path.name}.rank{r}.part") if ctx.enabled else path
+    t0 = time.time()
+    tally, interrupted = _write_records(args, gen, req, target, fmt, meta, ctx)
+    parts = distributed.gather_objects({**tally.counts(), "interrupted": interrupted}, ctx)
+    interrupted = any(p["interrupted"] for p in parts)
+    if ctx.enabled:
+        distributed.barrier(ctx)
+        if ctx.is_main and not interrupted:
+            _merge_shards([path.with_name(f".{path.name}.rank{i}.part") for i in range(w)], path)
+        distributed.barrier(ctx)
+        distributed.finish(ctx)
+    if not ctx.is_main:
+        return 130 if interrupted else 0
+    where = path if not (ctx.enabled and interrupted) else f"{w} per-rank files {path.parent}/.{path.name}.rank*.part"
+    summary, done = _summary(args, gen, path, fmt, parts, tally, time.time() - t0, where, interrupted, w if ctx.enabled else 0)
+    if interrupted:
+        kept = "" if done else f"; nothing written, {path} left as it was"
+        print(f"interrupted after {done} of {args.n} molecules{kept}" + ("; no report written" if args.report else ""),
+              file=sys.stderr)
+        return 130
+    if args.report:
+        _write_report(args, gen, path, fmt, meta["molediff_sampler"], summary)
+    return 0
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What the summary counts of the records one rank wrote (its SD flags), and what the drug-like
+    summary checks further: the first records' 3D data (None: not valid) for PoseBusters, and every
+    valid record's SMILES (duplicates kept) for the ring systems."""
+
+    count: int = 0
+    valid: int = 0
+    stable: int = 0
+    model_valid: int = 0
+    model_stable: int = 0
+    diverged: int = 0
+    smiles: set = dataclasses.field(default_factory=set)
+    kept_3d: list = dataclasses.field(default_factory=list)
+    valid_smiles: list = dataclasses.field(default_factory=list)
+
+    def add(self, props: dict, symbols, pos, info: dict) -> None:
+        self.valid += bool(props.get("molediff_valid"))
+        self.stable += bool(props.get("molediff_stable"))
+        self.model_valid += bool(props.get("molediff_model_valid"))
+        self.model_stable += bool(props.get("molediff_model_stable"))
+        if props.get("SMILES") and (props.get("molediff_model_valid") or "molediff_model_valid" not in props):
+            self.smiles.add(props["SMILES"])
+            if props.get("molediff_model_valid"):
+                self.valid_smiles.append(props["SMILES"])
+        if len(self.kept_3d) < PB_SAMPLE and "molediff_model_valid" in props:
+            self.kept_3d.append((list(symbols), pos, info.get("bonds"), info.get("charges"))
+                                if props.get("molediff_model_valid") else None)
+
+    def counts(self) -> dict:
+        """What every rank sends the main one."""
+        return {k: getattr(self, k) for k in ("count", "valid", "stable", "smiles", "model_valid", "model_stable", "diverged")}
+
+
+def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, meta: dict, ctx) -> tuple[_Tally, bool]:
+    """Run the request into ``target`` with a progress bar that moves with every reverse step; a signal
+    (Ctrl-C, SIGTERM) stops at a safe point and keeps only complete records. Returns the tally and
+    whether it was interrupted."""
+    from tqdm import tqdm
+
+    from molediff.chem.io import SDFWriter, XYZWriter
+    from molediff.sampling import SampleStats
+
     # a signal from here on stops sampling cleanly (the writer's temporary file exists from the next line)
     stop = _StopRequest(ctx.is_main)
     stop.install()
@@ -323,18 +381,13 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     except BaseException:
         stop.restore()
         raise
-    stats = SampleStats()
-    valid = stable = model_valid = model_stable = 0
-    smiles: set[str] = set()
-    kept_3d: list = []  # the first records (None: not valid) for the drug-like summary's PoseBusters check
-    valid_smiles: list[str] = []  # of every valid record (duplicates kept): the drug-like summary's ring systems
+    stats, tally, quota = SampleStats(), _Tally(), req.n
     # the bar counts molecules and moves with every reverse step of a batch (a step of a batch of k
     # molecules sampled in S steps is k / S molecules' worth of work)
     bar = tqdm(total=quota, unit="mol", disable=args.no_progress or not ctx.is_main, dynamic_ncols=True, desc="sampling",
                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     interrupted = False
     t0 = time.time()
-
     steps_done = [0]  # reverse steps of the batch in flight
 
     def on_step(i: int, num_steps: int, size: int) -> None:  # noqa: ARG001
@@ -345,34 +398,18 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         bar.refresh()
 
     try:
-        for symbols, pos, info in gen.sample_arrays(quota, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                                    n_atoms=args.n_atoms, eta=args.eta, noise_scale=args.noise_scale, stats=stats,
-                                                    fragment=args.fragment,
-                                                    resample=args.resample if args.fragment is not None else None,
-                                                    first_batch=r, batch_stride=w, on_step=on_step,
-                                                    conditions=args.conditions, guidance=args.guidance,
-                                                    sampler=args.sampler, spacing=args.spacing):
+        for symbols, pos, info in gen.run(req, stats, on_step):
             steps_done[0] = 0
             if fmt == "sdf":
                 extra = {"molediff_fixed_atoms": " ".join(str(i + 1) for i in info["fixed_atoms"])} if "fixed_atoms" in info else {}
                 extra.update({f"molediff_target_{k}": f"{v:.6g}" for k, v in info.get("conditions", {}).items()})
                 props = writer.write(list(symbols), pos, {"molediff_batch": info["batch"], **extra},
                                      bonds=info.get("bonds") if args.bonds == "model" else None, charges=info.get("charges"))
-                valid += bool(props.get("molediff_valid"))
-                stable += bool(props.get("molediff_stable"))
-                model_valid += bool(props.get("molediff_model_valid"))
-                model_stable += bool(props.get("molediff_model_stable"))
-                if props.get("SMILES") and (props.get("molediff_model_valid") or "molediff_model_valid" not in props):
-                    smiles.add(props["SMILES"])
-                    if props.get("molediff_model_valid"):
-                        valid_smiles.append(props["SMILES"])
-                if len(kept_3d) < PB_SAMPLE and "molediff_model_valid" in props:
-                    kept_3d.append((list(symbols), pos, info.get("bonds"), info.get("charges"))
-                                   if props.get("molediff_model_valid") else None)
+                tally.add(props, symbols, pos, info)
             else:
                 writer.write(list(symbols), pos)
             bar.n = stats.delivered
-            bar.set_postfix(written=stats.delivered, mol_s=f"{stats.delivered * w / max(time.time() - t0, 1e-9):.2f}")
+            bar.set_postfix(written=stats.delivered, mol_s=f"{stats.delivered * req.batch_stride / max(time.time() - t0, 1e-9):.2f}")
             stop.check()
     except KeyboardInterrupt:
         interrupted = True
@@ -386,32 +423,26 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         writer.abort()  # nothing to publish: an existing file at --out stays as it was
     else:
         writer.close()  # only complete records were written; the file appears now
-    parts = distributed.gather_objects({"count": writer.count, "valid": valid, "stable": stable, "smiles": smiles,
-                                        "model_valid": model_valid, "model_stable": model_stable,
-                                        "diverged": stats.diverged, "interrupted": interrupted}, ctx)
-    interrupted = any(p["interrupted"] for p in parts)
-    if ctx.enabled:
-        distributed.barrier(ctx)
-        if ctx.is_main and not interrupted:
-            _merge_shards([path.with_name(f".{path.name}.rank{i}.part") for i in range(w)], path)
-        distributed.barrier(ctx)
-        distributed.finish(ctx)
-    if not ctx.is_main:
-        return 130 if interrupted else 0
+    tally.count, tally.diverged = writer.count, stats.diverged
+    return tally, interrupted
+
+
+def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[dict], tally: _Tally, elapsed: float,
+             where, interrupted: bool, ranks: int) -> tuple[list[str], int]:
+    """Print the summary of all ranks' records (``parts``; the main rank's ``tally`` for the drug-like
+    checks); returns its lines (the report's too) and the number of molecules written."""
     done = sum(p["count"] for p in parts)
     valid, stable, diverged, model_valid, model_stable = (
         sum(p[k] for p in parts) for k in ("valid", "stable", "diverged", "model_valid", "model_stable"))
     smiles = set().union(*(p["smiles"] for p in parts))
-    elapsed = time.time() - t0
-    where = path if not (ctx.enabled and interrupted) else f"{w} per-rank files {path.parent}/.{path.name}.rank*.part"
-    summary: list[str] = []  # the summary printed, also the report's
+    summary: list[str] = []
 
     def say(line: str) -> None:
         print(line)
         summary.append(line)
 
     wrote = (f"wrote {done} molecules to {where} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s"
-             + (f", {w} ranks)" if ctx.enabled else ")"))
+             + (f", {ranks} ranks)" if ranks else ")"))
     if interrupted:
         print(wrote, file=sys.stderr)
     else:
@@ -429,18 +460,11 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
         say(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
             f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
         if _druglike_model(gen):
-            say(_druglike_summary(smiles, kept_3d, gen.meta.get("training_smiles_hashes"), valid_smiles))
+            say(_druglike_summary(smiles, tally.kept_3d, gen.meta.get("training_smiles_hashes"), tally.valid_smiles))
     elif fmt == "sdf" and done:
         say(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
             f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")
-    if interrupted:
-        kept = "" if done else f"; nothing written, {path} left as it was"
-        print(f"interrupted after {done} of {args.n} molecules{kept}" + ("; no report written" if args.report else ""),
-              file=sys.stderr)
-        return 130
-    if args.report:
-        _write_report(args, gen, path, fmt, sampler, summary)
-    return 0
+    return summary, done
 
 
 def _druglike_model(gen) -> bool:
