@@ -22,7 +22,7 @@ import molediff
 #: chem is the bottom of the molecular stack: it may use these and itself, nothing above.
 CHEM_ALLOWED = ("molediff.chem", "molediff.elements", "molediff.errors", "molediff.atomic")
 #: metrics takes its reference data as arguments: it never reaches for data or anything that runs it.
-METRICS_FORBIDDEN = ("molediff.data", "molediff.sampling", "molediff.training", "molediff.commands", "molediff.evaluate")
+METRICS_FORBIDDEN = ("molediff.data", "molediff.sampling", "molediff.training", "molediff.commands", "molediff.commands.evaluate")
 #: the DDPM core is domain-agnostic: nothing molecular (or anything else of molediff) below it.
 DIFFUSION_ALLOWED = ("molediff.diffusion", "molediff.errors")
 #: the graph and the state of a batch sit below the molecular diffusion and the networks (issue 39)
@@ -30,7 +30,7 @@ STATE = ("molediff.graph", "molediff.state")
 STATE_ALLOWED = STATE + ("molediff.config", "molediff.diffusion", "molediff.elements", "molediff.errors")
 #: the molecular diffusion and its neighbours read no data layer (PyG, the QM9 loader) and nothing that runs them
 MOLECULAR = STATE + ("molediff.molecular", "molediff.guidance", "molediff.draws")
-MOLECULAR_FORBIDDEN = ("molediff.data", "molediff.sampling", "molediff.training", "molediff.commands", "molediff.evaluate",
+MOLECULAR_FORBIDDEN = ("molediff.data", "molediff.sampling", "molediff.training", "molediff.commands", "molediff.commands.evaluate",
                        "molediff.inpainting")
 #: a network sees its inputs and the graph, never the diffusion that calls it
 MODELS_FORBIDDEN = MOLECULAR_FORBIDDEN + ("molediff.molecular", "molediff.state", "molediff.guidance", "molediff.draws")
@@ -173,7 +173,7 @@ def _describe(path: list[str], graph: dict[str, dict[str, int]]) -> str:
 
 def test_walk_finds_the_package():
     modules = _modules()
-    for name in ("molediff.chem.io", "molediff.metrics", "molediff.data.reference", "molediff.evaluate", "molediff.diffusion.schedule"):
+    for name in ("molediff.chem.io", "molediff.metrics", "molediff.data.reference", "molediff.commands.evaluate", "molediff.diffusion.schedule"):
         assert name in modules
     assert "molediff.metrics" in _graph()["molediff.data.reference"]  # function-level imports are seen too
 

@@ -471,7 +471,7 @@ def test_report_panels_with_nothing_say_so(tmp_path):
     import matplotlib.pyplot as plt
 
     from molediff.data.files import read_molecule_files
-    from molediff.evaluate import write_report
+    from molediff.commands.evaluate import write_report
     from molediff.metrics import evaluate_molecules_detailed
 
     sdf = tmp_path / "methane.sdf"

@@ -23,7 +23,7 @@ from molediff.conditioning import BY_NAME, DRUGLIKE_PROPERTIES, PROPERTIES, Rang
 from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
-from molediff.evaluate import REPORT_HELP
+from molediff.commands.evaluate import REPORT_HELP
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -476,7 +476,7 @@ def _write_report(args: argparse.Namespace, gen, path: Path, fmt: str, sampler: 
     """``--report``: the report of ``molediff evaluate`` on the file just written (its bonds as written when
     the model writes them), with the sampling summary; for a drug-like model also PoseBusters and the MMFF94
     relaxation drop of every molecule and novelty against the model's training molecules."""
-    from molediff import evaluate
+    from molediff.commands import evaluate
 
     bonds = "model" if fmt == "sdf" and gen.writes_bonds and args.bonds == "model" else "lookup"
     argv = [str(path), "--bonds", bonds, "--report", args.report] + (["--quiet"] if args.no_progress else [])
