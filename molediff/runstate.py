@@ -8,6 +8,8 @@ rule for which settings a continued run may change, and anything else asked for 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,8 @@ MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale",
 #: the data lacks are dropped), unless given
 VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
-    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from") + MODEL_SHAPE + VOCABULARY
+    "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from", "distill_from",
+    "distill_steps") + MODEL_SHAPE + VOCABULARY
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
@@ -145,6 +148,8 @@ def open_run(config: TrainConfig | None, run_dir: str | Path, resume: bool, chec
     if check_log and (run_dir / LOG).exists():
         raise UserError(f"{run_dir} already holds a run's log ({LOG}) but no checkpoint: pass --resume if "
                         "it is the same run, or choose another --out (nothing there is overwritten)")
+    if config.distill_from and not config.init_from:  # a student starts as a copy of its teacher
+        config = dataclasses.replace(config, init_from=config.distill_from)
     if not config.init_from:
         return RunStart(config.validate())
     return _warm_start(config)

@@ -152,7 +152,7 @@ class MoleculeGenerator:
         T = self.diffusion.schedule.num_train_timesteps
         spec = SAMPLER_TABLE.get(sampler)
         if steps is None:
-            steps = T if spec is not None and spec.all_steps else min(DEFAULT_STEPS, T)
+            steps = T if spec is not None and spec.all_steps else min(self.default_steps, T)
         checks = [
             (n >= 1, f"{name('n')} must be ≥ 1, got {n}"),
             (seed >= 0, f"{name('seed')} must be ≥ 0, got {seed}"),
@@ -223,6 +223,18 @@ class MoleculeGenerator:
         return float(self.meta.get("default_noise_scale", DEFAULT_NOISE_SCALE))
 
     @property
+    def default_steps(self) -> int:
+        """The steps this model samples in unless told otherwise: its file's (a distilled student's own
+        count), else :data:`~molediff.config.DEFAULT_STEPS`."""
+        return int(self.meta.get("default_steps", DEFAULT_STEPS))
+
+    @property
+    def default_eta(self) -> float:
+        """DDIM's η unless told otherwise: its file's (0 for a distilled student, which learned the
+        deterministic path), else :data:`~molediff.config.DEFAULT_ETA`."""
+        return float(self.meta.get("default_eta", DEFAULT_ETA))
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
@@ -233,7 +245,7 @@ class MoleculeGenerator:
         seed: int = 0,
         batch_size: int = 250,
         n_atoms: int | str | tuple[int, int] | None = None,
-        eta: float = DEFAULT_ETA,
+        eta: float | None = None,
         noise_scale: float | None = None,
         fragment: Any = None,
         resample: int | None = None,
@@ -249,7 +261,8 @@ class MoleculeGenerator:
     ) -> SampleRequest:
         """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
         arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
-        CLI's options when ``flags``."""
+        CLI's options when ``flags``. ``steps``, ``eta`` and ``noise_scale`` None: the model's defaults."""
+        eta = self.default_eta if eta is None else eta
         steps = self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
                                     flags=flags, self_condition_feedback=self_condition_feedback)
         if batch_size < 1:
@@ -319,7 +332,8 @@ class MoleculeGenerator:
         (:meth:`run`); ``stats`` counts it, ``on_step(i, num_steps, batch_size)`` is called after every
         reverse step (progress that moves while a batch is sampled).
 
-        ``steps`` (None: the default), ``seed``, ``batch_size``; ``first_batch``/``batch_stride`` select every
+        ``steps`` (None: the model's default, :attr:`default_steps`), ``eta`` (DDIM's stochasticity; None: the
+        model's, :attr:`default_eta`), ``seed``, ``batch_size``; ``first_batch``/``batch_stride`` select every
         stride-th batch index (for sharding across processes); the default is all batches. ``noise_scale``
         multiplies the noise injected at each reverse step: 1 samples the model's own distribution, 0.8 a
         lower-temperature one (more stable and valid molecules, somewhat fewer novel ones; see

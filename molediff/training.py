@@ -238,6 +238,7 @@ class Trainer:
         if init is not None:
             self._warm_start(*init)
         self.ema.num_updates = self.step
+        self.teacher = self._teacher() if config.distill_from else None
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
@@ -275,6 +276,25 @@ class Trainer:
             set_vocabulary(config.diffusion, (self.train_set, self.valid_set), config.data)
         check_vocabulary(config.diffusion, self.train_set, config.data)
         check_vocabulary(config.diffusion, self.valid_set, config.data)
+
+    def _teacher(self) -> torch.nn.Module:
+        """The frozen teacher of a distillation run (``--distill-from``): its model file's weights in this
+        run's network, which it must fit (a student keeps its teacher's architecture and layout)."""
+        from molediff.checkpoint import load_model_file
+
+        weights, _, _ = load_model_file(self.config.distill_from)
+        teacher = build_network(self.config.model, self.diffusion)
+        try:
+            teacher.load_state_dict(weights)
+        except RuntimeError:
+            raise UserError(f"--distill-from {self.config.distill_from}: its network is not this run's (a student keeps its "
+                            "teacher's architecture, parts and vocabulary)") from None
+        teacher = teacher.to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if self.config.compile:
+            teacher.compile(dynamic=True)
+        return teacher
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue a run from its checkpoint ``state``: weights, EMA, optimiser, random streams, progress."""
@@ -364,6 +384,8 @@ class Trainer:
                 "size_histogram": self.histogram.tolist(), "data": self.config.data}
         if self.condition_table is not None:
             meta["condition_table"] = self.condition_table
+        if self.teacher is not None:  # a student samples as it was distilled: its steps, DDIM at eta 0
+            meta.update(default_steps=self.config.distill_steps, default_eta=0.0, teacher=self.config.distill_from)
         return meta
 
     def save(self) -> None:
@@ -398,8 +420,11 @@ class Trainer:
         rec["val_loss_raw"] = validation_loss(self.diffusion, self.net, self.valid_set)["total"]
         if self.config.eval_samples > 0:
             t0 = time.time()
+            # a student is checked as it samples: its own steps, deterministic DDIM
+            student = self.teacher is not None
             rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
-                                    self.config.eval_sample_steps))
+                                    self.config.distill_steps if student else self.config.eval_sample_steps,
+                                    **({"eta": 0.0} if student else {})))
             rec["sample_seconds"] = round(time.time() - t0, 1)
         # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
         save_model_file(snapshot_path(self.run_dir, self.step), self.ema.model.state_dict(), self.config,
@@ -426,8 +451,14 @@ class Trainer:
         if cond is not None:  # each condition hidden independently: one model for every subset (CFG)
             cond = drop_conditions(cond, self.config.diffusion.condition_dropout, generator=self.generator)[lo:hi].to(dev)
         self.net.train()
-        loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise, cond=cond,
-                                              generator=self.generator)["total"]
+        if self.teacher is not None:  # a few-step student: the teacher's two steps are its target
+            from molediff.distill import distillation_loss
+
+            loss = distillation_loss(self.diffusion, self.ddp or self.net, self.teacher, x0, self.config.distill_steps,
+                                     generator=self.generator, cond=cond)["total"]
+        else:
+            loss = self.diffusion.training_losses(self.ddp or self.net, x0, t[lo:hi].to(dev), noise, cond=cond,
+                                                  generator=self.generator)["total"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)

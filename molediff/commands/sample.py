@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="molediff_samples.sdf", help="output file (default molediff_samples.sdf); a folder gets samples.sdf inside")
     p.add_argument("--steps", type=int, default=None,
                    help=f"reverse steps of the sampler, up to the model's T (default {DEFAULT_STEPS}, or T if the model has "
-                        f"fewer; the ddpm sampler always runs all T; see benchmarks/README.md for the trade-off)")
+                        f"fewer, or a distilled student's own count; the ddpm sampler always runs all T; see "
+                        f"benchmarks/README.md for the trade-off)")
     p.add_argument("--seed", type=int, default=0, help="random seed, ≥ 0 (default 0)")
     p.add_argument("--batch-size", type=int, default=250, help="molecules sampled at once; bounds memory (default 250)")
     p.add_argument("--n-atoms", default=None,
@@ -83,8 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", default="trailing", choices=SPACINGS,
                    help="where the reverse steps go: 'trailing' (default: evenly in t from the noisiest level t = T-1, the last "
                         "at about T/steps - 1) or 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0)")
-    p.add_argument("--eta", type=float, default=DEFAULT_ETA,
-                   help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 steps)")
+    p.add_argument("--eta", type=float, default=None,
+                   help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 "
+                        "steps; a distilled few-step student's file says 0, the path it learned)")
     p.add_argument("--noise-scale", type=float, default=None,
                    help=f"scale of the noise injected at each reverse step (stochastic samplers only: refused for dpm++2m, "
                         f"dpm++3m and ddim at --eta 0, which inject none): 1 samples the model's own distribution, "

@@ -1,0 +1,86 @@
+"""Progressive distillation (issue 38): the target's algebra, the loss teaching a student the teacher's
+two steps in one, and `molediff train --distill-from` giving a model file that samples in its own steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from molediff.config import DiffusionConfig, ModelConfig, TrainConfig
+from molediff.distill import distillation_loss, distillation_target, teacher_midpoint
+from molediff.errors import UserError
+from molediff.models import build_network
+from molediff.molecular import MolecularDiffusion
+from molediff.state import MolState
+from tests.test_molecular import _set
+
+TINY = ModelConfig(hidden=16, layers=2, pair_hidden=8)
+JOINT_SC = DiffusionConfig(charges=True, bonds=True, self_condition=True)
+
+
+def test_the_target_is_the_x0_whose_one_step_lands_where_the_teachers_two_did():
+    d = MolecularDiffusion(DiffusionConfig(charges=True, bonds=True))
+    x = d.encode(_set([5, 7]).collate([0, 1]))
+    g = torch.Generator().manual_seed(0)
+    x = MolState(x.node.double(), x.pair.double(), x.graph, x.parts)
+    z_t, z_next = x.noise_like(g), x.noise_like(g)
+    for t, t_next in ((800, 400), (120, 37)):
+        target = distillation_target(d.schedule, z_t, t, z_next, t_next)
+        landed = d.schedule.ddim_step(target, t, t_next, z_t, eta=0.0)
+        torch.testing.assert_close(landed.node, z_next.node, atol=1e-5, rtol=0)  # ddim_step reads the float32 table
+        torch.testing.assert_close(landed.pair, z_next.pair, atol=1e-5, rtol=0)  # ddim_step reads the float32 table
+    assert distillation_target(d.schedule, z_t, 10, z_next, -1) is z_next  # the last step returns x̂_0 itself
+    assert teacher_midpoint(999, 499) == 749 and teacher_midpoint(13, -1) == 6
+
+
+def test_the_loss_teaches_the_student_the_teachers_two_steps():
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    teacher = build_network(TINY, d)
+    student = build_network(TINY, d)
+    student.load_state_dict(teacher.state_dict())
+    x0 = d.encode(_set([5, 7, 6, 4]).collate([0, 1, 2, 3]))
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+
+    def loss_at(seed):
+        return distillation_loss(d, student, teacher, x0, steps=4, generator=torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        before = sum(float(loss_at(s)["mse"]) for s in range(8))
+    for step in range(60):
+        loss = loss_at(100 + step)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = sum(float(loss_at(s)["mse"]) for s in range(8))
+    assert after < 0.7 * before
+    for p in teacher.parameters():
+        assert p.grad is None  # the teacher is never trained
+
+
+def test_distill_from_trains_a_student_that_samples_in_its_own_steps(tmp_path):
+    from molediff.checkpoint import load_model_file
+    from molediff.runstate import EMA_MODEL
+    from molediff.sampling import MoleculeGenerator
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    train(tiny(max_steps=4, distill_from=teacher, distill_steps=3, model=TINY), tmp_path / "student", progress=False)
+    _, cfg, meta = load_model_file(tmp_path / "student" / EMA_MODEL)
+    assert cfg.distill_from == teacher and cfg.diffusion.self_condition and cfg.diffusion.bonds  # the teacher's layout
+    assert meta["default_steps"] == 3 and meta["default_eta"] == 0.0 and meta["step"] == 4
+    gen = MoleculeGenerator.from_file(tmp_path / "student" / EMA_MODEL)
+    req = gen.request(2)
+    assert (req.steps, req.eta) == (3, 0.0)  # what it learned, unless asked otherwise
+    assert gen.request(2, steps=6, eta=1.0).steps == 6
+    assert len(list(gen.run(req))) == 2
+
+
+def test_distillation_options_are_checked():
+    with pytest.raises(UserError, match="--distill-steps"):
+        TrainConfig(distill_from="teacher.pt").validate()
+    with pytest.raises(UserError, match="--distill-from"):
+        TrainConfig(distill_steps=4).validate()
