@@ -16,7 +16,7 @@ sanitize, leave hydrogens implicit, lack MMFF parameters or do not converge are 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -80,6 +80,24 @@ def _term_drops(m: Chem.Mol, variant: str, x0: np.ndarray, x1: np.ndarray) -> np
         ff = ffh.MMFFGetMoleculeForceField(m, props)
         out[k] = ff.CalcEnergy(x0.ravel().tolist()) - ff.CalcEnergy(x1.ravel().tolist())
     return out
+
+
+def _each_relaxed(mols: Sequence[Chem.Mol | None], variant: str, max_iters: int, counts: dict[str, int],
+                  conf_id: int = -1) -> Iterator[tuple[int, Chem.Mol, Any, tuple[float, np.ndarray, np.ndarray]]]:
+    """``(index, prepared molecule, force-field properties, (drop, x0, x1))`` of each molecule that is
+    minimised (on a copy: the prepared molecule keeps its input geometry); the others are counted in
+    ``counts`` by why (``num_invalid``, ``num_missing_hydrogens``, ``num_unparametrised``,
+    ``num_not_converged``)."""
+    for k, mol in enumerate(mols):
+        m, props, why = _prepared(mol, variant)
+        if m is None:
+            counts[why] += 1
+            continue
+        relaxed = _minimise(Chem.Mol(m), props, max_iters, conf_id)
+        if relaxed is None:
+            counts["num_not_converged"] += 1
+            continue
+        yield k, m, props, relaxed
 
 
 def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
@@ -161,15 +179,7 @@ def relaxation_metrics(
     per_molecule: list[float | None] = [None] * len(mols)
     counts = {"num_invalid": 0, "num_missing_hydrogens": 0, "num_unparametrised": 0, "num_not_converged": 0}
     with rdBase.BlockLogs():
-        for k, mol in enumerate(mols):
-            m, props, why = _prepared(mol, variant)
-            if m is None:
-                counts[why] += 1
-                continue
-            relaxed = _minimise(m, props, max_iters, conf_id)
-            if relaxed is None:
-                counts["num_not_converged"] += 1
-                continue
+        for k, m, props, relaxed in _each_relaxed(mols, variant, max_iters, counts, conf_id):
             drop, x0, x1 = relaxed
             drops.append(drop)
             per_molecule[k] = float(drop)
@@ -225,15 +235,7 @@ def strain_against_etkdg(mols: Sequence[Chem.Mol | None], seed: int = 0, max_ite
     params = rdDistGeom.ETKDGv3()
     params.randomSeed = seed
     with rdBase.BlockLogs():
-        for k, mol in enumerate(mols):
-            m, props, why = _prepared(mol, variant)
-            if m is None:
-                counts[why] += 1
-                continue
-            own = _minimise(Chem.Mol(m), props, max_iters)
-            if own is None:
-                counts["num_not_converged"] += 1
-                continue
+        for k, m, props, own in _each_relaxed(mols, variant, max_iters, counts):
             e = Chem.Mol(m)
             e.RemoveAllConformers()
             try:
