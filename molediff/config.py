@@ -105,6 +105,11 @@ class DiffusionConfig:
     # training, half of the batches get that estimate from a first no-gradient pass, in sampling the
     # previous step's estimate
     self_condition: bool = False
+    # valence feedback (needs self_condition and bonds): the network also reads, per atom, what the
+    # decoding rules say of its previous estimate: the atom's aromatic system has no Kekulé form, and the
+    # atom's valence is not an allowed one (molediff.chem.kekule.valence_feedback). A global constraint the
+    # per-pair bond head cannot see becomes a local input it can correct at the next step
+    valence_feedback: bool = False
     # property conditioning (molediff.conditioning): the properties the model reads, each dropped
     # ("not given") independently with condition_dropout in training, so one model samples with any
     # subset of them or none (classifier-free guidance); condition_stats {name: [mean, std, min, max]}
@@ -167,6 +172,9 @@ HELP: dict[str, str] = {
     "diffusion.bond_weight": "weight of the bond-type cross-entropy",
     "diffusion.self_condition": "the network also reads its previous estimate of the clean molecule (self-conditioning; "
                                 "needs x0 parametrisation; a warm start may add it: the new inputs start at zero)",
+    "diffusion.valence_feedback": "the network also reads which atoms of its previous estimate break the decoding rules "
+                                  "(aromatic system without a Kekulé form; valence not allowed); needs self-conditioning "
+                                  "and bonds; a warm start may add it: the new inputs start at zero",
     "diffusion.conditions": "comma-separated QM9 properties to condition on (alpha, gap, homo, lumo, mu, cv); empty: unconditional",
     "diffusion.condition_stats": "not an option: mean, std, min and max of each condition on the training data, filled when training starts",
     "diffusion.fragments": "fraction of training molecules that get a random fragment held fixed (0: none); above 0 the "
@@ -290,6 +298,8 @@ class TrainConfig:
             (dcfg.parametrization == "x0" or (dcfg.atom_loss == "mse" and not dcfg.charges and not dcfg.bonds),
              "cross-entropy parts (charges, bonds, --diffusion-atom-loss ce) need --diffusion-parametrization x0"),
             (dcfg.parametrization == "x0" or not dcfg.self_condition, "--diffusion-self-condition needs --diffusion-parametrization x0"),
+            (not dcfg.valence_feedback or (dcfg.self_condition and dcfg.bonds),
+             "--diffusion-valence-feedback needs --diffusion-self-condition and --diffusion-bonds"),
             (0 <= dcfg.fragments <= 1, f"--diffusion-fragments must be in [0, 1], got {dcfg.fragments}"),
             (0 <= dcfg.condition_dropout <= 1, f"--diffusion-condition-dropout must be in [0, 1], got {dcfg.condition_dropout}"),
             (not dcfg.conditions or (self.data.split(":")[0] == "qm9") == (_condition_family(dcfg.conditions) == "qm9"),

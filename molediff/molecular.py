@@ -90,7 +90,8 @@ class MolecularDiffusion:
     def network_widths(self) -> dict[str, int]:
         """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
         sc = self.cfg.self_condition
-        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions) + self._fragment_width,
+        w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions) + self._fragment_width
+             + (2 if self.cfg.valence_feedback else 0),
              "out_features": self.node_width - 3, "self_condition": sc}
         if self.pair_width:
             w.update(pair_in=self.pair_width * (2 if sc else 1) + 1, pair_out=self.pair_width)
@@ -110,6 +111,7 @@ class MolecularDiffusion:
         property condition its standardised value and whether it is given ("cond:gap", "given:gap"), and
         for fragment-conditioned models whether the atom is a fixed one ("fixed")."""
         sc = ["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else []
+        sc += ["check:no_kekule", "check:valence"] if self.cfg.valence_feedback else []
         conds = [f"{kind}:{name}" for kind in ("cond", "given") for name in self.cfg.conditions]
         return self._feature_labels() + ["time"] + sc + conds + ["fixed"] * self._fragment_width
 
@@ -204,7 +206,29 @@ class MolecularDiffusion:
                 raise ValueError("self_cond given to a model without self-conditioning")
             return [], [], None
         sc = self_cond if self_cond is not None else x_t * 0.0
-        return [sc.node[:, 3:]], [sc.pair], sc.node[:, :3]
+        node = [sc.node[:, 3:]]
+        if self.cfg.valence_feedback:
+            node.append(self._valence_feedback(self_cond, x_t))
+        return node, [sc.pair], sc.node[:, :3]
+
+    def _valence_feedback(self, estimate: MolState | None, x_t: MolState) -> torch.Tensor:
+        """[|V|, 2] per atom of the previous estimate (arg-max decoded): aromatic system without a Kekulé
+        form, valence not allowed (:func:`molediff.chem.kekule.valence_feedback`); zeros before the first
+        estimate. Computed on the CPU without gradient (an input, like the estimate itself)."""
+        if estimate is None:
+            return x_t.node.new_zeros(x_t.node.shape[0], 2)
+        from molediff.chem.kekule import valence_feedback
+
+        vocab = self.vocab
+        with torch.no_grad():
+            atom = np.asarray(vocab.table_index)[estimate.part("atom").argmax(1).cpu().numpy()]
+            charge = (np.asarray(vocab.charges)[estimate.part("charge").argmax(1).cpu().numpy()] if self.cfg.charges
+                      else np.zeros(len(atom), dtype=np.int64))
+            hydrogens = estimate.part("hydrogens").argmax(1).cpu().numpy() if vocab.heavy_atom else None
+            order = np.asarray(vocab.bond_orders)[estimate.part("bond").argmax(1).cpu().numpy()]
+            src, dst = estimate.graph.pair_index.cpu().numpy()
+            flags = valence_feedback(atom, charge, src, dst, order, hydrogens)
+        return torch.as_tensor(flags, dtype=x_t.dtype, device=x_t.device)
 
     def _condition_inputs(self, x_t: MolState, cond: torch.Tensor | None) -> list[torch.Tensor]:
         """Property conditions ``cond`` [B, K] (dataset units, NaN = not given; None: none given): per atom

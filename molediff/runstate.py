@@ -45,7 +45,7 @@ MAY_CHANGE = {
 #: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such
 MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
                "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout", "diffusion.fragments",
-               "diffusion.max_hydrogens", "diffusion.hydrogen_scale", "diffusion.bond_orders")
+               "diffusion.max_hydrogens", "diffusion.hydrogen_scale", "diffusion.bond_orders", "diffusion.valence_feedback")
 #: a warm start takes its vocabulary from its own data (new elements' columns start at zero, elements
 #: the data lacks are dropped), unless given
 VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")

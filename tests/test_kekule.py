@@ -104,3 +104,22 @@ def test_decode_kekulizes_and_warm_start_maps_the_bond_columns():
     head_old, head_new = src_net.state_dict()["pair_head.2.weight"], dst_net.state_dict()["pair_head.2.weight"]
     torch.testing.assert_close(head_new[:4], head_old)
     torch.testing.assert_close(head_new[4], (head_old[1] + head_old[2]) / 2)
+
+
+def test_valence_feedback_flags_the_atoms_the_decoder_would_fail():
+    from molediff.chem.kekule import valence_feedback
+
+    C, N = SYMBOL_TO_INDEX["C"], SYMBOL_TO_INDEX["N"]
+    # molecule 0: pyrrole written with an N that has no hydrogen (no Kekulé form: five atoms need a double
+    # bond); molecule 1: pyrrole with its NH (fine); molecule 2: a methane carbon with three hydrogens
+    types = np.array([N, C, C, C, C] * 2 + [C])
+    hyd = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3])
+    ring = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]])
+    src = np.concatenate([ring[:, 0], ring[:, 0] + 5, [0]])
+    dst = np.concatenate([ring[:, 1], ring[:, 1] + 5, [0]])
+    order = np.concatenate([np.full(10, AROMATIC), [0]])  # an order-0 "pair" is not a bond
+    flags = valence_feedback(types, np.zeros(11, dtype=np.int64), src, dst, order, hyd)
+    assert flags.shape == (11, 2) and flags.dtype == bool
+    assert flags[:5, 0].all() and not flags[5:, 0].any()  # the system without a Kekulé form, only it
+    assert flags[:5, 1].any() and not flags[5:10, 1].any()  # its leftover atoms fail the valence rule
+    assert flags[10, 1] and not flags[10, 0]  # CH3 alone: valence 3, not a Kekulé problem

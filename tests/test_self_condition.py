@@ -217,3 +217,32 @@ def test_validation_loss_of_a_self_conditioned_model_is_reproducible_and_resume_
     full, part = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     for k in full["model"]:
         assert torch.equal(full["model"][k], part["model"][k]), k
+
+
+def test_valence_feedback_reads_the_estimates_rule_breakers_and_warm_starts_at_the_source_function():
+    from molediff.elements import AROMATIC
+
+    torch.manual_seed(0)
+    src_d = MolecularDiffusion(JOINT_SC)
+    d = MolecularDiffusion(DiffusionConfig(charges=True, bonds=True, self_condition=True, valence_feedback=True))
+    assert d.input_labels()[-2:] == ["check:no_kekule", "check:valence"] or "check:valence" in d.input_labels()
+    assert len(d.input_labels()) == d.network_widths()["in_features"]
+    src, net = build_network(TINY, src_d).double(), build_network(TINY, d).double()
+    transfer_weights(net, src.state_dict(), (d.input_labels(), d.output_labels()), (src_d.input_labels(), src_d.output_labels()))
+    x, est = _state(d), _state(d, seed=5)
+    t = torch.tensor([300, 700])
+    flags = d._valence_feedback(est, x)
+    assert flags.shape == (x.node.shape[0], 2) and set(flags.unique().tolist()) <= {0.0, 1.0}
+    assert not d._valence_feedback(None, x).any()  # before the first estimate: nothing to report
+    want = src_d.predict(src, x, t, self_cond=est)[0]
+    got = d.predict(net, x, t, self_cond=est)[0]  # the new columns start at zero: the source's function
+    torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
+    # a clean estimate of real molecules breaks no rule
+    clean = d.encode(_set([6, 4]).collate([0, 1]))
+    assert not d._valence_feedback(clean, x)[:, 0].any()
+    assert AROMATIC not in d.vocab.bond_orders  # QM9-style Kekulé vocabulary here: no aromatic systems at all
+
+
+def test_valence_feedback_needs_self_conditioning_and_bonds():
+    with pytest.raises(UserError, match="valence-feedback"):
+        TrainConfig(diffusion=DiffusionConfig(bonds=True, valence_feedback=True)).validate()

@@ -21,7 +21,7 @@ import numpy as np
 from molediff.chem.bonds import valence_allowed
 from molediff.elements import AROMATIC
 
-__all__ = ["kekulize"]
+__all__ = ["kekulize", "valence_feedback"]
 
 #: search steps per aromatic system before giving up (a real system needs a few dozen)
 _MAX_STEPS = 20_000
@@ -137,3 +137,24 @@ def _greedy_matching(atoms: list[int], partners: dict[int, list[tuple[int, int]]
                 chosen.append(bond)
                 break
     return chosen
+
+
+def valence_feedback(atom_type: np.ndarray, charge: np.ndarray, src: np.ndarray, dst: np.ndarray, order: np.ndarray,
+                     hydrogens: np.ndarray | None = None) -> np.ndarray:
+    """What the decoding rules say of each atom of a (estimated) molecule: ``[N, 2]`` bool, column 0
+    "its aromatic system has no Kekulé form" (:func:`kekulize`), column 1 "its valence after
+    kekulization is not an allowed one" (the honest rule of
+    :func:`molediff.chem.model_bonds.model_bond_stability`). Arguments as :func:`kekulize`; bonds of
+    order 0 are ignored."""
+    from molediff.chem.model_bonds import allowed_valences
+
+    order = np.asarray(order, dtype=np.int64)
+    keep = order > 0
+    src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], order[keep]
+    kekule, ok = kekulize(atom_type, charge, src, dst, order, hydrogens)
+    n = len(atom_type)
+    sums = np.bincount(src, weights=kekule, minlength=n) + np.bincount(dst, weights=kekule, minlength=n)
+    if hydrogens is not None:
+        sums = sums + np.asarray(hydrogens)
+    stable = valence_allowed(allowed_valences(np.asarray(atom_type), np.asarray(charge)), np.rint(sums).astype(np.int64))
+    return np.stack([~ok, ~stable], axis=1)
