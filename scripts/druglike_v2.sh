@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# druglike v2 training: aromatic bond type, continued from the bundled model (issue 37).
+# druglike v2 training: aromatic bond type and valence feedback, continued from the bundled model (issue 37).
 #
 #   scripts/druglike_v2.sh data DATA_DIR            # build MOSES-3D (60,000 molecules; ~20 min on 2 cores)
 #   scripts/druglike_v2.sh start DATA_DIR RUN_DIR   # new run from the bundled weights (--init-from), 1 thread
@@ -10,7 +10,7 @@
 # Stop a CPU run with `kill -TERM PID` (it saves a checkpoint); SIGINT is ignored in background jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RECIPE=(--diffusion-bond-orders 0,1,2,3,4 --lr 5e-4 --batch-size 64 --eval-every-steps 1500 --eval-samples 64
+RECIPE=(--diffusion-bond-orders 0,1,2,3,4 --diffusion-valence-feedback --lr 5e-4 --batch-size 64 --eval-every-steps 1500 --eval-samples 64
         --eval-sample-steps 50 --checkpoint-minutes 5)
 case "${1:-}" in
   data)

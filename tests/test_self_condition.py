@@ -246,3 +246,21 @@ def test_valence_feedback_reads_the_estimates_rule_breakers_and_warm_starts_at_t
 def test_valence_feedback_needs_self_conditioning_and_bonds():
     with pytest.raises(UserError, match="valence-feedback"):
         TrainConfig(diffusion=DiffusionConfig(bonds=True, valence_feedback=True)).validate()
+
+
+def test_a_warm_start_adds_valence_feedback_to_a_self_conditioned_joint_model(tmp_path):
+    from molediff.checkpoint import load_model_file
+    from molediff.runstate import EMA_MODEL
+    from molediff.training import Trainer, train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "src", progress=False)
+    src = str(tmp_path / "src" / EMA_MODEL)
+    # only the new option is named: self-conditioning and bonds come from the source model
+    t = Trainer(tiny(max_steps=3, init_from=src, diffusion=DiffusionConfig(valence_feedback=True), model=TINY),
+                tmp_path / "fb", progress=False)
+    d = t.config.diffusion
+    assert d.valence_feedback and d.self_condition and d.bonds
+    t.run()
+    _, cfg, _ = load_model_file(tmp_path / "fb" / EMA_MODEL)
+    assert cfg.diffusion.valence_feedback

@@ -76,7 +76,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    config.validate()  # before loading data
+    if not (args.resume or config.init_from or config.distill_from):
+        # a fresh run is checked at once; a continued or warm-started one once it is merged with the run or
+        # model it continues (the parts it inherits decide, e.g. --diffusion-valence-feedback needs the
+        # source's self-conditioning), which happens before any data is loaded too
+        config.validate()
     import torch
 
     from molediff.training import train
