@@ -113,8 +113,9 @@ def combinations(samplers: list[str], steps: list[int], spacings: list[str], eta
             for spacing in spacings:
                 if sampler in DETERMINISTIC:
                     out.append((sampler, s, spacing, None, None))
-                elif sampler == "ddim":
-                    out += [(sampler, s, spacing, eta, scale) for eta in etas for scale in scales]
+                elif sampler == "ddim":  # at η = 0 DDIM injects no noise: one row, noise scale unused
+                    out += sorted({(sampler, s, spacing, eta, scale if eta > 0 else None) for eta in etas for scale in scales},
+                                  key=lambda r: (r[3], -(r[4] or 0.0)))
                 else:  # the SDE solver: the noise scale counts, η does not
                     out += [(sampler, s, spacing, None, scale) for scale in scales]
     return out
