@@ -24,12 +24,34 @@ import torch
 
 from molediff.state import MolState
 
-__all__ = ["MAX_WEIGHT", "distillation_loss", "distillation_target", "teacher_midpoint"]
+__all__ = ["MAX_WEIGHT", "distillation_loss", "distillation_target", "load_teacher", "teacher_midpoint"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
 #: would hand the whole loss to the last step
 MAX_WEIGHT = 100.0
+
+
+def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cpu", compile: bool = False) -> torch.nn.Module:
+    """The frozen teacher of a distillation run: the model file's weights in the student's network, which
+    they must fit (a student keeps its teacher's architecture, parts and vocabulary)."""
+    from molediff.checkpoint import load_model_file
+    from molediff.errors import UserError
+    from molediff.models import build_network
+
+    weights, _, _ = load_model_file(path)
+    teacher = build_network(model_config, diffusion)
+    try:
+        teacher.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(f"--distill-from {path}: its network is not this run's (a student keeps its teacher's "
+                        "architecture, parts and vocabulary)") from None
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    if compile:
+        teacher.compile(dynamic=True)
+    return teacher
 
 
 def teacher_midpoint(t: int, t_next: int) -> int:

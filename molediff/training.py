@@ -238,7 +238,11 @@ class Trainer:
         if init is not None:
             self._warm_start(*init)
         self.ema.num_updates = self.step
-        self.teacher = self._teacher() if config.distill_from else None
+        self.teacher = None
+        if config.distill_from:  # the frozen teacher of a few-step student
+            from molediff.distill import load_teacher
+
+            self.teacher = load_teacher(config.distill_from, config.model, self.diffusion, self.device, config.compile)
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
@@ -276,25 +280,6 @@ class Trainer:
             set_vocabulary(config.diffusion, (self.train_set, self.valid_set), config.data)
         check_vocabulary(config.diffusion, self.train_set, config.data)
         check_vocabulary(config.diffusion, self.valid_set, config.data)
-
-    def _teacher(self) -> torch.nn.Module:
-        """The frozen teacher of a distillation run (``--distill-from``): its model file's weights in this
-        run's network, which it must fit (a student keeps its teacher's architecture and layout)."""
-        from molediff.checkpoint import load_model_file
-
-        weights, _, _ = load_model_file(self.config.distill_from)
-        teacher = build_network(self.config.model, self.diffusion)
-        try:
-            teacher.load_state_dict(weights)
-        except RuntimeError:
-            raise UserError(f"--distill-from {self.config.distill_from}: its network is not this run's (a student keeps its "
-                            "teacher's architecture, parts and vocabulary)") from None
-        teacher = teacher.to(self.device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        if self.config.compile:
-            teacher.compile(dynamic=True)
-        return teacher
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue a run from its checkpoint ``state``: weights, EMA, optimiser, random streams, progress."""
