@@ -128,7 +128,9 @@ class MoleculeGenerator:
             raise UserError("growing a fragment under property conditions (--condition with --fragment) is not supported; "
                             "use one or the other")
         if conditions and not dcfg.conditions:
-            raise UserError("this model is not conditioned on properties; use a conditional model (--model qm9-cond)")
+            raise UserError("this model is not conditioned on properties; use a conditional model: --model qm9-cond for "
+                            "QM9's properties, or for drug-like ones (qed, logp, mw, ...) one trained with "
+                            "'molediff train --init-from molediff/pretrained/druglike_ema.pt --diffusion-conditions ...'")
         conditions = check_conditions(conditions or {}, dcfg.conditions, dcfg.condition_stats)
         if not guidance >= 0 or guidance == float("inf"):
             raise UserError(f"--guidance must be a finite number ≥ 0, got {guidance}")
