@@ -111,7 +111,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 PB_SAMPLE = 100
 
 
-def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, valid_smiles: list | None = None) -> str:
+def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, valid_smiles: list | None = None,
+                      generated: int | None = None) -> str:
     """Lines for drug-like models: novelty of the distinct valid molecules against the model's training
     molecules (when its file carries their hashes, ``training_hashes``), their QED and SA means; the ring
     systems of the valid molecules (``valid_smiles``, duplicates kept) beside the MOSES test set's; and
@@ -140,14 +141,15 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, val
     if valid_smiles:
         from molediff.metrics.rings import ring_statistics
 
-        rings = ring_statistics([Chem.MolFromSmiles(s) for s in valid_smiles])
+        rings = ring_statistics([Chem.MolFromSmiles(s) for s in valid_smiles], generated=generated)
         ref = _moses_rings()
         pct = lambda r, k: f"{100 * r[k]:.0f}%" if r and r.get(k) is not None else "n/a"  # noqa: E731
         per = lambda r: f"{r['aromatic_rings_per_molecule']:.2f}" if r and r.get("aromatic_rings_per_molecule") is not None else "n/a"  # noqa: E731
         lines.append(f"ring systems (valid molecules; MOSES test set in brackets): aromatic rings per molecule {per(rings)} "
                      f"({per(ref)}), none aromatic {pct(rings, 'without_aromatic_ring')} ({pct(ref, 'without_aromatic_ring')}), "
                      f"non-aromatic ring with a double bond {pct(rings, 'odd_ring')} ({pct(ref, 'odd_ring')}), "
-                     f"3- or 4-membered ring {pct(rings, 'small_ring')} ({pct(ref, 'small_ring')})")
+                     f"3- or 4-membered ring {pct(rings, 'small_ring')} ({pct(ref, 'small_ring')}); valid without an odd "
+                     f"ring {pct(rings, 'clean_of_generated')} of all written ({pct(ref, 'clean_of_generated')})")
     built = []
     for record in kept_3d:
         if record is None:
@@ -462,7 +464,8 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
         say(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
             f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
         if _druglike_model(gen):
-            say(_druglike_summary(smiles, tally.kept_3d, gen.meta.get("training_smiles_hashes"), tally.valid_smiles))
+            say(_druglike_summary(smiles, tally.kept_3d, gen.meta.get("training_smiles_hashes"), tally.valid_smiles,
+                                  generated=tally.count))
     elif fmt == "sdf" and done:
         say(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
             f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")
