@@ -146,15 +146,13 @@ def valence_feedback(atom_type: np.ndarray, charge: np.ndarray, src: np.ndarray,
     kekulization is not an allowed one" (the honest rule of
     :func:`molediff.chem.model_bonds.model_bond_stability`). Arguments as :func:`kekulize`; bonds of
     order 0 are ignored."""
-    from molediff.chem.model_bonds import allowed_valences
+    from molediff.chem.model_bonds import model_bond_stability
 
     order = np.asarray(order, dtype=np.int64)
     keep = order > 0
     src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], order[keep]
     kekule, ok = kekulize(atom_type, charge, src, dst, order, hydrogens)
-    n = len(atom_type)
-    sums = np.bincount(src, weights=kekule, minlength=n) + np.bincount(dst, weights=kekule, minlength=n)
-    if hydrogens is not None:
-        sums = sums + np.asarray(hydrogens)
-    stable = valence_allowed(allowed_valences(np.asarray(atom_type), np.asarray(charge)), np.rint(sums).astype(np.int64))
+    # the honest rule's own per-atom check (molecule boundaries do not matter for it: one span)
+    stable, _ = model_bond_stability(np.asarray(atom_type), np.asarray(charge), np.array([0, len(atom_type)]), src, dst,
+                                     kekule, hydrogens)
     return np.stack([~ok, ~stable], axis=1)
