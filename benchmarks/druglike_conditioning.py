@@ -1,0 +1,215 @@
+"""Drug-like property targets: does a conditional drug-like model give the properties it is asked for?
+
+For each property of the model (``molediff.conditioning.DRUGLIKE_PROPERTIES``: QED, logP, MolWt, TPSA,
+H-bond donors/acceptors, rotatable bonds, aromatic rings) the benchmark asks for
+
+* two **values**, the 15th and 85th percentiles of the model's training molecules (its
+  ``condition_table``; rounded for the counts), and reports the MAE between the asked value and the
+  property of each written molecule, measured with RDKit on the model's own bonds (molecules that
+  sanitize as one fragment; their share is printed beside it);
+* two **ranges**, the 5th-35th and 65th-95th percentiles (for the counts: exactly the low / high value,
+  ``k-0.5:k+0.5`` inside the training range), and reports the share of written molecules whose property lies inside, of the
+  valid ones and of all molecules;
+
+plus one **three-property request** (logP high, MolWt low, TPSA low: each a range as above) scored by
+the share inside all three ranges. Beside every figure stands the naive bound: the same model sampled
+without conditions (``guidance`` 0 is the same thing), scored against the same targets and ranges -- a
+generator that ignores the request. The issue's bar: MAE at least 50% below the naive bound, at least
+80% inside an asked range, stability and connected validity within 2 points of the unconditional row.
+
+Every row also gives honest molecule stability (model bonds, Kekule valences with formal charges, no
+implicit hydrogens) and the ring figures of :mod:`molediff.metrics.rings`. Strain (MMFF) is not
+measured here: ``benchmarks/druglike_quality.py`` on a written file does that.
+
+    python benchmarks/druglike_conditioning.py --checkpoint RUN/ema_model.pt --n 200 --guidance 1,3
+    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties logp,mw --n 1000
+
+Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance and
+request so partial runs add up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molediff.atomic import atomic_write
+from molediff.conditioning import BY_NAME, Range
+
+ROOT = Path(__file__).resolve().parents[1]
+#: properties that are counts: their targets are integers and a "range" is one integer (k-0.5:k+0.5)
+COUNTS = ("hbd", "hba", "rotb", "arom")
+#: the three-property request: (property, "low" | "high") ranges
+TRIPLE = (("logp", "high"), ("mw", "low"), ("tpsa", "low"))
+
+
+def targets_of(values: np.ndarray, name: str) -> dict:
+    """The asked values and ranges of one property from its training values (module docstring)."""
+    q = lambda p: float(np.quantile(values, p))  # noqa: E731
+    if name in COUNTS:
+        lo, hi = round(q(0.15)), round(q(0.85))
+        if lo == hi:
+            hi = lo + 1
+        one = lambda k: (max(k - 0.5, float(values.min())), min(k + 0.5, float(values.max())))  # noqa: E731
+        return {"values": [float(lo), float(hi)], "ranges": {"low": one(lo), "high": one(hi)}}
+    return {"values": [round(q(0.15), 3), round(q(0.85), 3)],
+            "ranges": {"low": (round(q(0.05), 3), round(q(0.35), 3)), "high": (round(q(0.65), 3), round(q(0.95), 3))}}
+
+
+def score_records(records: list, names: list[str]) -> dict:
+    """Per-molecule properties (NaN where a molecule is not a valid single fragment), honest stability
+    and the ring figures of written records ``(symbols, positions, info)``."""
+    from rdkit import Chem
+
+    from molediff.chem.analysis import CONDITION_DESCRIPTORS, descriptor_values
+    from molediff.chem.model_bonds import model_bond_stability, written_molecule
+    from molediff.chem.rdkit_mol import sanitize
+    from molediff.elements import SYMBOL_TO_INDEX
+    from molediff.metrics.rings import ring_statistics
+
+    props = np.full((len(records), len(names)), np.nan)
+    stable, mols = [], []
+    for i, (symbols, _, info) in enumerate(records):
+        src, dst, order = info["bonds"]
+        types = np.array([SYMBOL_TO_INDEX[s] for s in symbols])
+        _, mol_stable = model_bond_stability(types, info["charges"], np.array([0, len(types)]), src, dst, order)
+        stable.append(bool(mol_stable[0]))
+        mol = sanitize(written_molecule(list(symbols), src, dst, order, info["charges"]))
+        if mol is not None and len(Chem.GetMolFrags(mol)) == 1:
+            values = descriptor_values(mol, {c: CONDITION_DESCRIPTORS[c] for c in names})
+            props[i] = [values[c] for c in names]
+            mols.append(mol)
+        else:
+            mols.append(None)
+    rings = ring_statistics([m for m in mols if m is not None], generated=len(records))
+    return {"props": props, "stability": float(np.mean(stable)), "valid": float(np.mean([m is not None for m in mols])),
+            "odd_ring": rings["odd_ring"], "without_aromatic_ring": rings["without_aromatic_ring"],
+            "small_ring": rings["small_ring"], "yield": rings["clean_of_generated"]}
+
+
+def sample(gen, n: int, args: argparse.Namespace, conditions: dict, guidance: float) -> tuple[dict, float]:
+    t = time.perf_counter()
+    kw = dict(conditions=conditions, guidance=guidance) if conditions else {}
+    records = list(gen.sample_arrays(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                                     relax_hydrogens=False, **kw))
+    return score_records(records, gen.conditions), time.perf_counter() - t
+
+
+def in_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """Share inside [lo, hi] of the valid molecules and of all (an invalid one is outside)."""
+    inside = (values >= lo) & (values <= hi)
+    ok = ~np.isnan(values)
+    return (float(inside[ok].mean()) if ok.any() else float("nan")), float(inside.mean())
+
+
+def quality(s: dict) -> dict:
+    return {k: s[k] for k in ("stability", "valid", "odd_ring", "without_aromatic_ring", "small_ring", "yield")}
+
+
+def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespace, guidance: float) -> list[dict]:
+    col = gen.conditions.index(name)
+    rows = []
+    for value in spec["values"]:
+        s, sec = sample(gen, args.n, args, {name: value}, guidance)
+        got, naive = s["props"][:, col], base["props"][:, col]
+        mae, naive_mae = float(np.nanmean(np.abs(got - value))), float(np.nanmean(np.abs(naive - value)))
+        rows.append({"request": f"{name}={value:g}", "kind": "value", "mae": mae, "naive_mae": naive_mae,
+                     "reduction": 1 - mae / naive_mae if naive_mae else None, **quality(s), "seconds": round(sec, 1)})
+        print(f"  {rows[-1]['request']:<22} MAE {mae:.3g} (naive {naive_mae:.3g}, {100 * rows[-1]['reduction']:+.0f}% better)"
+              f"  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%  odd rings {_pct(s['odd_ring'])}", flush=True)
+    for side, (lo, hi) in spec["ranges"].items():
+        s, sec = sample(gen, args.n, args, {name: Range(lo, hi)}, guidance)
+        share, share_all = in_range(s["props"][:, col], lo, hi)
+        naive, naive_all = in_range(base["props"][:, col], lo, hi)
+        rows.append({"request": f"{name}={lo:g}:{hi:g}", "kind": "range", "in_range": share, "in_range_of_all": share_all,
+                     "naive_in_range": naive, "naive_in_range_of_all": naive_all, **quality(s), "seconds": round(sec, 1)})
+        print(f"  {rows[-1]['request']:<22} inside {100 * share:.1f}% of valid, {100 * share_all:.1f}% of all (naive "
+              f"{100 * naive:.1f}%)  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%", flush=True)
+    return rows
+
+
+def run_triple(gen, specs: dict, base: dict, args: argparse.Namespace, guidance: float) -> dict:
+    ranges = {name: specs[name]["ranges"][side] for name, side in TRIPLE}
+    s, sec = sample(gen, args.n, args, {k: Range(*v) for k, v in ranges.items()}, guidance)
+
+    def inside(props: np.ndarray) -> tuple[float, float]:
+        ok = np.ones(len(props), dtype=bool)
+        for name, (lo, hi) in ranges.items():
+            v = props[:, gen.conditions.index(name)]
+            ok &= (v >= lo) & (v <= hi)
+        valid = ~np.isnan(props).any(1)
+        return (float(ok[valid].mean()) if valid.any() else float("nan")), float(ok.mean())
+
+    share, share_all = inside(s["props"])
+    naive, naive_all = inside(base["props"])
+    request = " ".join(f"{k}={lo:g}:{hi:g}" for k, (lo, hi) in ranges.items())
+    print(f"  {request}: inside all three {100 * share:.1f}% of valid, {100 * share_all:.1f}% of all (naive {100 * naive:.1f}%)"
+          f"  valid {100 * s['valid']:.1f}%", flush=True)
+    return {"request": request, "kind": "three ranges", "in_range": share, "in_range_of_all": share_all,
+            "naive_in_range": naive, "naive_in_range_of_all": naive_all, **quality(s), "seconds": round(sec, 1)}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def merge(path: Path, label: str, rows: list[dict]) -> None:
+    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    key = lambda r: (r["label"], r["guidance"], r["request"])  # noqa: E731
+    fresh = {key(r) for r in rows}
+    old["rows"] = [r for r in old["rows"] if key(r) not in fresh] + rows
+    atomic_write(path, json.dumps(old, indent=1) + "\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a conditional drug-like model file (or training checkpoint)")
+    p.add_argument("--label", default=None, help="row label (default: the checkpoint's path and step)")
+    p.add_argument("--properties", default="", help="comma-separated (default: all the model's conditions)")
+    p.add_argument("--guidance", default="1", help="comma-separated classifier-free guidance weights")
+    p.add_argument("--no-triple", action="store_true", help="skip the three-property request")
+    p.add_argument("--n", type=int, default=1000, help="molecules per request (the bar is read at 1,000)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "druglike_conditioning.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from molediff.sampling import MoleculeGenerator
+
+    gen = MoleculeGenerator.from_file(args.checkpoint)
+    table = gen.meta.get("condition_table")
+    if not gen.conditions or table is None or not all(c in BY_NAME for c in gen.conditions):
+        raise SystemExit(f"{args.checkpoint} is not a conditional model with a condition table")
+    names = [s for s in args.properties.split(",") if s] or list(gen.conditions)
+    unknown = sorted(set(names) - set(gen.conditions))
+    if unknown:
+        raise SystemExit(f"not conditions of this model: {', '.join(unknown)} (it has {', '.join(gen.conditions)})")
+    values = np.asarray(table["values"], dtype=np.float64)
+    specs = {name: targets_of(values[:, gen.conditions.index(name)], name) for name in gen.conditions}
+    label = args.label or f"{args.checkpoint} step {gen.meta.get('step')}"
+    print(f"{label}: {args.n} molecules per request, seed {args.seed}")
+    base, sec = sample(gen, args.n, args, {}, 1.0)
+    print(f"  unconditional: valid {100 * base['valid']:.1f}%  stable {100 * base['stability']:.1f}%  odd rings "
+          f"{_pct(base['odd_ring'])}  no aromatic ring {_pct(base['without_aromatic_ring'])} ({sec:.0f} s)", flush=True)
+    common = {"label": args.label or label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps}
+    rows = [{**common, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
+    for g in [float(x) for x in args.guidance.split(",")]:
+        print(f"guidance {g:g}")
+        for name in names:
+            rows += [{**common, "guidance": g, **r} for r in run_property(gen, name, specs[name], base, args, g)]
+        if not args.no_triple and all(name in gen.conditions for name, _ in TRIPLE):
+            rows.append({**common, "guidance": g, **run_triple(gen, specs, base, args, g)})
+    merge(Path(args.json), label, rows)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
