@@ -51,6 +51,19 @@ class EGNNConfig:
     config's ``model`` with ``"arch": "egnn"``."""
 
     arch: ClassVar[str] = "egnn"
+    #: one line of ``molediff train --help`` per field (as ``--model-<field>``)
+    HELP: ClassVar[dict[str, str]] = {
+        "hidden": "EGNN width H (features and messages)",
+        "layers": "number of EGNN layers",
+        "norm": "constant Z dividing summed messages and position updates",
+        "coord_range": "bound (Å) of the total position update across layers, through tanh",
+        "pair_hidden": "width of the per-pair state of a model that generates bonds",
+    }
+    #: fields a warm start (``--init-from``) keeps from the model it starts from unless asked otherwise,
+    #: and may set for the parts it adds (the pair state of a model that adds bonds); the block's other
+    #: fields are fixed by that model (:func:`molediff.runstate.model_shape`)
+    SHAPE: ClassVar[tuple[str, ...]] = ("pair_hidden",)
+
     hidden: int = 64
     layers: int = 4
     norm: float = 1.0
@@ -151,13 +164,10 @@ _RETIRED = {
 }
 
 
-#: one line per option of ``molediff train --help`` ("model." / "diffusion." for the nested configs)
+#: one line per option of ``molediff train --help`` ("model." / "diffusion." for the nested configs; the
+#: model block's lines are its architecture's own, ``ModelConfig.HELP``)
 HELP: dict[str, str] = {
-    "model.hidden": "EGNN width H (features and messages)",
-    "model.layers": "number of EGNN layers",
-    "model.norm": "constant Z dividing summed messages and position updates",
-    "model.coord_range": "bound (Å) of the total position update across layers, through tanh",
-    "model.pair_hidden": "width of the per-pair state of a model that generates bonds",
+    **{f"model.{name}": text for name, text in ModelConfig.HELP.items()},
     "diffusion.schedule": "noise schedule: linear, cosine or polynomial_P (EDM's polynomial_2)",
     "diffusion.timesteps": "number of diffusion steps T",
     "diffusion.feature_scale": "atom types enter as one-hot × this scale (EDM: 0.25)",

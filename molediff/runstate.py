@@ -2,8 +2,10 @@
 
 A run folder holds ``checkpoint.pt`` (everything to continue exactly), ``ema_model.pt`` (the EMA weights
 as a model file), ``config.json`` and ``log.jsonl``. :func:`open_run` decides, in one place, what a new,
-resumed (``--resume``) or warm-started (``--init-from``) run trains with; :data:`MAY_CHANGE` is the one
-rule for which settings a continued run may change, and anything else asked for is refused by name.
+resumed (``--resume``) or warm-started (``--init-from``) run trains with; :data:`MAY_CHANGE` (with
+:func:`model_shape`, the fields a warm start keeps unless asked, its network block's named by its
+architecture) is the one rule for which settings a continued run may change, and anything else asked for
+is refused by name.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ MAY_CHANGE = {
                "diffusion.bond_weight", "diffusion.condition_dropout"),
 }
 #: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and
-#: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such
-MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale", "model.pair_hidden",
+#: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such; with the
+#: fields of its network block named by its architecture (:func:`model_shape`)
+STATE_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale",
                "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout", "diffusion.fragments",
                "diffusion.max_hydrogens", "diffusion.hydrogen_scale", "diffusion.bond_orders", "diffusion.valence_feedback")
 #: a warm start takes its vocabulary from its own data (new elements' columns start at zero, elements
@@ -51,7 +54,14 @@ MODEL_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale",
 VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
     "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from", "distill_from",
-    "distill_steps") + MODEL_SHAPE + VOCABULARY
+    "distill_steps") + STATE_SHAPE + VOCABULARY
+
+
+def model_shape(config: TrainConfig) -> tuple[str, ...]:
+    """What a warm start from a model of ``config`` keeps unless asked otherwise, and may change:
+    :data:`STATE_SHAPE` and the fields its network block names as its shape (``SHAPE`` of the
+    architecture's parameter block, e.g. the EGNN's pair-state width)."""
+    return STATE_SHAPE + tuple(f"model.{name}" for name in type(config.model).SHAPE)
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
@@ -87,14 +97,15 @@ def continue_config(base: TrainConfig, asked: TrainConfig, how: str, reference: 
     r = _flat(reference if reference is not None else base)
     if how == "resume":  # an empty vocabulary field means "from the data": the run's own, not a change
         a.update({k: b[k] for k in VOCABULARY if a[k] == []})
-    allowed = MAY_CHANGE[how]
-    refused = sorted(k for k, v in a.items() if k not in allowed and v != r[k] and v != b[k])
+    shape = model_shape(base) if how == "init_from" else ()
+    allowed = MAY_CHANGE[how] + shape
+    refused = sorted(k for k, v in a.items() if k not in allowed and v != r.get(k) and v != b.get(k))
     if refused:
         where = "this run" if how == "resume" else "the model it starts from"
         raise UserError(f"--{how.replace('_', '-')}: fixed by {where}: {', '.join(refused)}; drop those options "
                         "or start a fresh run")
     def pick(k: str) -> Any:
-        if k not in allowed or (how == "init_from" and k in MODEL_SHAPE and a[k] == r[k]):
+        if k not in allowed or (k in shape and a[k] == r[k]):
             return b[k]
         return a[k]
 

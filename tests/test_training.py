@@ -230,3 +230,12 @@ def test_every_train_option_is_explained(capsys):
         main(["train", "--help"])
     out = capsys.readouterr().out
     assert "--diffusion-bonds" in out and "joint model" in out and "--init-from" in out
+
+
+def test_warm_start_shape_comes_from_the_architecture():
+    """The generic run state names no network field: a warm start keeps those its architecture's block lists."""
+    from molediff.runstate import MAY_CHANGE, STATE_SHAPE, model_shape
+
+    assert not any(k.startswith("model.") for k in STATE_SHAPE + MAY_CHANGE["init_from"])
+    assert model_shape(TrainConfig()) == STATE_SHAPE + tuple(f"model.{k}" for k in ModelConfig.SHAPE)
+    assert "model.pair_hidden" in model_shape(TrainConfig())
