@@ -68,10 +68,9 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     from molediff.chem.rdkit_mol import canonical_smiles
     from molediff.elements import SYMBOL_TO_INDEX
     from molediff.metrics.druglike import evaluate_druglike
-    from molediff.metrics.moses_data import load_moses_filters, moses_fcd_statistics, moses_reference
-    from molediff.metrics.reference import Reference, build_reference
+    from molediff.metrics.moses_data import load_moses_filters
 
-    from molediff.data.reference import moses_ring_reference
+    from molediff.data.reference import moses_test_reference
 
     n = len(mols)
     stable, valid, smiles, mols_3d = [], [], [], []
@@ -90,13 +89,7 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
             with rdBase.BlockLogs():
                 Chem.SanitizeMol(clean)
         mols_3d.append(clean)
-    cache = Path(args.reference_cache)
-    if cache.exists():
-        reference = Reference.load(cache)
-    else:
-        reference = build_reference(moses_reference("test"), "MOSES test", fcd_stats=moses_fcd_statistics("test"),
-                                    compute_fcd=False, n_jobs=args.jobs)
-        reference.save(cache)
+    reference = moses_test_reference(cache=args.reference_cache, n_jobs=args.jobs)  # features loaded, or built once there
     # in the training set's form (canonical heavy-atom SMILES without stereo): the model-bond SMILES
     # spell hydrogens out, so compared as they are no molecule would ever be found in the training set
     distinct = {c for c in (canonical_smiles(s) for s in smiles if s) if c}
@@ -105,8 +98,7 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     rng = np.random.default_rng(0)
     pick = sorted(rng.choice(n, size=args.posebusters, replace=False).tolist()) if 0 < args.posebusters < n else range(n)
     result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pick],
-                               posebusters_config="mol_fast", filters=load_moses_filters(), n_jobs=args.jobs,
-                               rings_reference=moses_ring_reference())
+                               posebusters_config="mol_fast", filters=load_moses_filters(), n_jobs=args.jobs)
     share = {e: holding[e] / max(n, 1) for e in ELEMENTS_OF_INTEREST}
     data_share = {e: train_holding[e] / max(train_count, 1) for e in ELEMENTS_OF_INTEREST}
     scl = sum(any(a.GetSymbol() in ("S", "Cl", "Br") for a in m.GetAtoms()) for m in mols) / max(n, 1)

@@ -58,7 +58,7 @@ def main() -> None:
     from molediff.metrics.errors import MetricUnavailable
     from molediff.metrics.moses_data import load_moses_filters, moses_fcd_statistics, moses_reference
     from molediff.metrics.posebusters import posebusters_checks
-    from molediff.metrics.reference import Reference, build_reference
+    from molediff.metrics.reference import smiles_reference
     from molediff.metrics.relaxation import relaxation_metrics
     from molediff.metrics.report import format_druglike_table
 
@@ -76,18 +76,16 @@ def main() -> None:
     seconds["train SMILES set"] = time.perf_counter() - t
 
     cache = Path(args.reference_cache) if args.reference_cache else None
+    reference_source = f"loaded from {cache}" if cache is not None and cache.is_file() else "built"
+    reference = smiles_reference(test, "test", fcd_stats=fcd_stats, n_jobs=args.jobs, cache=cache)
     t = time.perf_counter()
-    if cache is not None and cache.is_file():
-        reference = Reference.load(cache)
-        reference_source = f"loaded from {cache}"
-    else:
-        reference = build_reference(test, name="test", fcd_stats=fcd_stats, n_jobs=args.jobs)
-        reference_source = "built"
-        if cache is not None:
-            reference.save(cache)
+    features = reference.features(progress=False)  # loaded from the cache, or built (and saved there when given)
     seconds["reference (test set)"] = time.perf_counter() - t
-    print(f"reference: {reference.num_molecules} test molecules, {reference_source} in {seconds['reference (test set)']:.1f} s "
-          f"(parts: {reference.seconds})", flush=True)
+    print(f"reference: {features.num_molecules} test molecules, {reference_source} in {seconds['reference (test set)']:.1f} s "
+          f"(parts: {features.seconds})", flush=True)
+    t = time.perf_counter()
+    reference.rings()  # the ring figures of 2,000 test molecules, the reference's side of the ring table
+    seconds["reference rings (2,000 test molecules)"] = time.perf_counter() - t
 
     index = np.random.default_rng(0).choice(len(train), args.n, replace=False)
     gen = [train[i] for i in index]
@@ -128,7 +126,7 @@ def main() -> None:
     if pb_fast:
         print(f"PoseBusters mol_fast on {pb_fast['num_molecules']}: all checks pass {100 * pb_fast['all_pass']:.1f}%")
     print()
-    print(f"seconds, {args.n} molecules vs the MOSES test set ({reference.num_molecules}), {args.jobs} worker processes, "
+    print(f"seconds, {args.n} molecules vs the MOSES test set ({features.num_molecules}), {args.jobs} worker processes, "
           f"{os.cpu_count()} CPUs")
     width = max(len(k) for k in list(per_metric) + list(seconds))
     for k, v in per_metric.items():
@@ -145,8 +143,8 @@ def main() -> None:
         "n_posebusters_full": min(len(mols3d), args.n_posebusters),
         "jobs": args.jobs,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "reference": {"name": reference.name, "num_molecules": reference.num_molecules, "source": reference_source,
-                      "seconds_parts": reference.seconds, "fcd_statistics": "MOSES test_stats.npz"},
+        "reference": {"name": reference.name, "num_molecules": features.num_molecules, "source": reference_source,
+                      "seconds_parts": features.seconds, "fcd_statistics": "MOSES test_stats.npz"},
         "seconds_per_metric": {k: round(v, 2) for k, v in per_metric.items()},
         "seconds_steps": {k: round(v, 2) for k, v in seconds.items()},
         "metrics": {k: v for k, v in result.items() if k != "seconds"},

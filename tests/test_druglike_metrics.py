@@ -21,7 +21,7 @@ from molediff.metrics.moses import count_cosine_similarity, fragment_counts, mos
 from molediff.metrics.moses_data import load_moses_filters
 from molediff.metrics.posebusters import posebusters_checks
 from molediff.metrics.properties import DRUGLIKE_PROPERTY_NAMES, druglike_properties, property_distributions
-from molediff.metrics.reference import Reference, build_reference
+from molediff.metrics.reference import DruglikeFeatures, Reference, build_druglike_features, smiles_reference
 from molediff.metrics.relaxation import relaxation_metrics
 from molediff.metrics.report import format_druglike_table, plot_property_histograms
 from molediff.metrics.sascore import _contrib_sascorer, sa_score
@@ -125,8 +125,8 @@ def test_scaffolds_and_scaf_cosine_by_hand():
 
 def test_moses_metrics_on_a_small_set():
     ref_smiles = ["c1ccccc1", "C1CCCCC1", "C1CCCCC1", "c1ccc2ccccc2c1", "CCO"]
-    reference = build_reference(ref_smiles + ["not a smiles"], name="toy", compute_fcd=False)
-    assert reference.num_molecules == 5 and reference.num_invalid == 1
+    reference = smiles_reference(ref_smiles + ["not a smiles"], "toy", compute_fcd=False)
+    assert reference.features().num_molecules == 5 and reference.features().num_invalid == 1
     gen = ["c1ccccc1", "C1=CC=CC=C1", "C1CCCCC1", None, "C1CC", "CCO", Chem.MolFromSmiles("OCC")]
     r = moses_metrics(gen, reference, train={"c1ccccc1", "CCO"}, ks=(2, 1000), fcd=False)
     # valid: benzene (x2: Kekulé SMILES is the same molecule), cyclohexane, ethanol (x2: SMILES and a Mol)
@@ -146,14 +146,43 @@ def test_moses_metrics_on_a_small_set():
 
 
 def test_reference_save_and_load(tmp_path):
-    reference = build_reference(DRUGLIKE, name="drugs", compute_fcd=False)
+    reference = build_druglike_features(DRUGLIKE, name="drugs", compute_fcd=False)
     path = reference.save(tmp_path / "ref.npz")
-    back = Reference.load(path)
+    back = DruglikeFeatures.load(path)
     assert back.name == "drugs" and back.num_molecules == len(DRUGLIKE)
     np.testing.assert_array_equal(back.fingerprints, reference.fingerprints)
     assert back.fragments == reference.fragments and back.scaffolds == reference.scaffolds
     for k in DRUGLIKE_PROPERTY_NAMES:
         np.testing.assert_array_equal(back.properties[k], reference.properties[k])
+
+
+
+def test_one_reference_object_gives_each_part_once(tmp_path):
+    """A SMILES reference: novelty SMILES for every bond mode, features built once and kept (and cached
+    on disk when asked, loaded back equal), ring figures of its molecules; no 3D statistics."""
+    calls = []
+
+    def smiles():
+        calls.append(1)
+        return DRUGLIKE + ["not a smiles"]
+
+    cache = tmp_path / "features.npz"
+    ref = smiles_reference(smiles, "drugs", compute_fcd=False, cache=cache)
+    assert calls == []  # nothing is read before it is asked for
+    assert isinstance(ref, Reference) and ref.to_dict() == {"kind": "smiles", "name": "drugs", "label": "drugs"}
+    novel = ref.smiles("model")
+    assert len(novel) == len(DRUGLIKE) and ref.smiles("lookup") == novel
+    features = ref.features()
+    assert ref.features() is features and features.num_molecules == len(DRUGLIKE) and features.num_invalid == 1
+    assert cache.exists() and calls == [1]
+    again = smiles_reference(smiles, "drugs", compute_fcd=False, cache=cache).features()
+    np.testing.assert_array_equal(again.fingerprints, features.fingerprints)
+    assert again.fragments == features.fragments and calls == [1]  # loaded, not rebuilt
+    rings = ref.rings()
+    assert rings["num_scored"] == len(DRUGLIKE) and rings["source"] == f"the {len(DRUGLIKE) + 1} drugs molecules"
+    with pytest.raises(MetricUnavailable, match="statistics"):
+        ref.statistics("lookup")
+    assert Reference("molecules", "none").rings() is None and not Reference("molecules", "none").has("features")
 
 
 # ------------------------------------------------------------------ filters
@@ -275,7 +304,7 @@ def test_posebusters_flags_a_clash():
 
 
 def test_evaluate_druglike_end_to_end():
-    reference = build_reference(DRUGLIKE, name="drugs", compute_fcd=False)
+    reference = smiles_reference(DRUGLIKE, "drugs", compute_fcd=False)
     mols3d = [_embedded(s, optimise=False) for s in DRUGLIKE[:3]]
     r = evaluate_druglike(DRUGLIKE[:3] + [None], reference, mols_3d=mols3d, posebusters_config=None, fcd=False)
     assert r["moses"]["validity"] == pytest.approx(3 / 4) and r["moses"]["snn"] == pytest.approx(1.0)

@@ -153,10 +153,10 @@ def test_qm9_files_still_default_to_qm9(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bonds", ["model", "lookup"])  # the drug-like novelty reads the reference's bonds either way
 def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molecules(files, monkeypatch, capsys, tmp_path, bonds):
-    from molediff.metrics.reference import build_reference
+    from molediff.metrics.reference import smiles_reference
 
-    small = build_reference(list(OTHERS) + list(DRUGLIKE), "small", compute_fcd=False)
-    monkeypatch.setattr(reference_data, "moses_test_reference", lambda progress=True: small)
+    small = smiles_reference(list(OTHERS) + list(DRUGLIKE), "small", compute_fcd=False)
+    monkeypatch.setattr(reference_data, "moses_test_reference", lambda: small)
     out = tmp_path / "m.json"
     code = main(["evaluate", str(files["drugs"]), "--bonds", bonds, "--druglike", "--reference", str(files["drugs"]),
                  "--json", str(out), "--quiet"])
@@ -165,6 +165,7 @@ def test_druglike_tables_against_a_reference_and_novelty_against_the_named_molec
     assert "MOSES metrics" in printed and "MMFF94 relaxation" in printed
     dl = json.loads(out.read_text())["metrics"]["druglike"]
     assert dl["moses"]["validity"] == 1.0 and dl["moses"]["novelty"] == 0.0  # the same molecules as the reference
+    assert dl["moses"]["reference"] == "small" and dl["rings_reference"]["source"] == "the 8 small molecules"
     assert dl["relaxation"]["energy_drop_median_kcal_mol"] < 1.0  # MMFF-optimised already
 
 

@@ -12,8 +12,9 @@ the molecules in 2D and 3D, filterable and sortable; ``molecules.csv``, every pe
 ``distributions.png``, the bond-length / angle / atom-type / ring / property distributions against the
 reference). :func:`write_report` writes it, for ``molediff sample --report`` too.
 
-This module is the wiring: :mod:`molediff.data.files` reads, :mod:`molediff.data.reference` builds the
-reference, :mod:`molediff.metrics` scores with it (passed in).
+This module is the wiring: :mod:`molediff.data.files` reads, :mod:`molediff.data.reference` makes the
+reference (one :class:`molediff.metrics.reference.Reference`: QM9's, a file's, the MOSES test set's),
+:mod:`molediff.metrics` scores with it (passed in).
 """
 
 from __future__ import annotations
@@ -363,7 +364,7 @@ def _qm9_elements_only(molecules: Any) -> bool:
 
 
 def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool, qm9_like: bool) -> tuple[Any, str | None]:
-    """The :class:`~molediff.data.reference.ReferenceSet` the user asked for (``None``: none) and the
+    """The :class:`~molediff.metrics.reference.Reference` the user asked for (``None``: none) and the
     note the table prints about it (``None`` when there is nothing to say)."""
     from molediff.data import reference as reference_data
 
@@ -391,7 +392,7 @@ def choose_reference(args: argparse.Namespace, molecules: Any, model_mode: bool,
     return ref, f"reference: {ref.name} ({report.num_read} molecules)"
 
 
-def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str, Any]:
+def _druglike(args: argparse.Namespace, reference: Any, progress: bool) -> dict[str, Any]:
     """The drug-discovery metrics of the SDF records in ``args.paths`` (for the printed tables and --json)."""
     from rdkit import Chem, rdBase
 
@@ -400,7 +401,7 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
     from molediff.metrics.errors import MetricUnavailable
     from molediff.metrics.moses_data import load_moses_filters
     from molediff.data.files import _expand
-    from molediff.data.reference import moses_ring_reference, moses_test_reference
+    from molediff.data.reference import moses_test_reference
 
     smiles, mols_3d = [], []
     for path in _expand(args.paths):
@@ -417,17 +418,17 @@ def _druglike(args: argparse.Namespace, refset: Any, progress: bool) -> dict[str
                 mols_3d.append(mol if mol is not None and mol.GetNumConformers() else None)
     # the reference molecules' SMILES in the drug-like metrics' canonical form (heavy atoms; MOSES compares as given)
     train = None
-    if refset is not None and refset.kind != "qm9":
+    if reference is not None and reference.kind != "qm9":
         # its own bonds where the files have them (SDF), else bonds perceived from distances (XYZ)
         for mode in ("model", "lookup"):
-            train = {c for c in (canonical_smiles(s) for s in refset.smiles(mode, progress=progress)) if c}
+            train = {c for c in (canonical_smiles(s) for s in reference.smiles(mode, progress=progress)) if c}
             if train:
                 break
     try:
-        result = evaluate_druglike(smiles, moses_test_reference(progress), train=train, filters=load_moses_filters(),
-                                   mols_3d=mols_3d, posebusters_config="mol_fast",
-                                   plots_dir=Path(args.report) / "druglike" if args.report else None,
-                                   rings_reference=moses_ring_reference())
+        moses = moses_test_reference()
+        moses.features(progress)  # loaded, or built once (saying so unless --quiet)
+        result = evaluate_druglike(smiles, moses, train=train, filters=load_moses_filters(), mols_3d=mols_3d,
+                                   posebusters_config="mol_fast", plots_dir=Path(args.report) / "druglike" if args.report else None)
     except MetricUnavailable as exc:
         raise UserError(f"--druglike: {exc}") from None
     return result
@@ -442,7 +443,7 @@ class Scored:
     result: dict[str, Any]  # the metrics (model-bond ones merged in with --bonds model)
     details: Any  # EvaluationDetails of the geometry's bonds
     bonds: str  # the bonds of the view: "model" (written) or the perception of the geometry
-    refset: Any  # the ReferenceSet, or None
+    reference: Any  # the Reference, or None
     qm9_like: bool  # every element one of QM9's
     text: str  # the tables the command prints
     model_scores: Any = None  # per-molecule model-bond scores ("model")
@@ -468,34 +469,34 @@ def score(args: argparse.Namespace) -> Scored:
     molecules, report = read_molecule_files(args.paths, max_atoms=args.max_atoms, limit=args.limit, bonds=model_mode)
     print(report.summary(), file=sys.stderr)
     qm9_like = _qm9_elements_only(molecules)
-    refset, ref_note = choose_reference(args, molecules, model_mode, qm9_like)
+    reference, ref_note = choose_reference(args, molecules, model_mode, qm9_like)
     geometry_bonds = "lookup" if model_mode else args.bonds
-    stats = refset.statistics(geometry_bonds, progress=progress) if refset is not None else None
-    novelty = refset.smiles(geometry_bonds, progress=progress) if refset is not None and not args.no_novelty else None
+    stats = reference.statistics(geometry_bonds, progress=progress) if reference is not None else None
+    novelty = reference.smiles(geometry_bonds, progress=progress) if reference is not None and not args.no_novelty else None
     # a report plots the samples' QED / logP / MolWt even without a reference to compare them with
     result, details = evaluate_molecules_detailed(molecules, bonds=geometry_bonds, reference=stats, novelty=novelty, progress=progress,
                                                   properties=True if args.report else None)
-    result["reference_set"] = refset.to_dict() if refset is not None else None
+    result["reference_set"] = reference.to_dict() if reference is not None else None
     result["qm9_elements_only"] = qm9_like
     if ref_note:
         result["reference_note"] = ref_note
     if "distributions" in result:
-        result["distributions"]["reference_label"] = refset.label
+        result["distributions"]["reference_label"] = reference.label
     if not model_mode:
         lines = [f"molediff evaluate: {result['num_molecules']} molecules, {args.bonds} bonds", format_table(result)]
         if any(str(f).lower().endswith(SDF_SUFFIXES) for f in report.files):
             lines.append(LOOKUP_NOTE)
-        return Scored(molecules, report, result, details, args.bonds, refset, qm9_like, "\n".join(lines), novelty=novelty)
+        return Scored(molecules, report, result, details, args.bonds, reference, qm9_like, "\n".join(lines), novelty=novelty)
     from molediff.metrics import model_bond_metrics, model_bond_scores_of
 
-    model_novelty = refset.smiles("model", progress=progress) if refset is not None and not args.no_novelty else None
+    model_novelty = reference.smiles("model", progress=progress) if reference is not None and not args.no_novelty else None
     model_scores = model_bond_scores_of(molecules, progress=progress)
     model, _ = model_bond_metrics(molecules, novelty=model_novelty, scores=model_scores)
     lines = [f"molediff evaluate: {result['num_molecules']} molecules, model bonds (written) beside lookup bonds (geometry)",
              format_model_table(model, result), "", "geometry, lookup bonds (published convention):",
              format_table({**result, "bonds": "lookup"})]
     result = {**result, **model, "bonds": "model", "geometry_bonds": "lookup"}
-    return Scored(molecules, report, result, details, "model", refset, qm9_like, "\n".join(lines), model_scores, model_novelty)
+    return Scored(molecules, report, result, details, "model", reference, qm9_like, "\n".join(lines), model_scores, model_novelty)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -511,7 +512,7 @@ def run(args: argparse.Namespace) -> int:
     if args.druglike:
         from molediff.metrics.report import format_druglike_table
 
-        result["druglike"] = _druglike(args, scored.refset, progress)
+        result["druglike"] = _druglike(args, scored.reference, progress)
         text = format_druglike_table(result["druglike"])
         print()
         print(text)

@@ -174,11 +174,11 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, val
 
 def _moses_rings() -> dict | None:
     """The MOSES test set's ring-system figures, or None without the molsets data files."""
-    from molediff.data.reference import moses_ring_reference
+    from molediff.data.reference import moses_test_reference
     from molediff.metrics.errors import MetricUnavailable
 
     try:
-        return moses_ring_reference()
+        return moses_test_reference().rings()
     except (MetricUnavailable, OSError):
         return None
 

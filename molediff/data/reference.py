@@ -1,29 +1,27 @@
-"""Reference data for the metrics: where novelty SMILES and distribution statistics come from.
+"""Reference data for the metrics, read from data: the :class:`molediff.metrics.reference.Reference`
+objects of the QM9 training split (:func:`qm9_reference`), of a user's molecule files
+(:func:`file_reference`) and of the MOSES test set (:func:`moses_test_reference`), each reading its data
+on first use.
 
-The metrics in :mod:`molediff.metrics` are pure functions that take their references as arguments;
-this module builds them:
-
-* the QM9 training split's (:func:`training_smiles`, :func:`reference_statistics`), built once and
-  cached beside the QM9 cache (``data_dir()``), per bond mode;
-* any molecules' (:func:`molecules_reference`), e.g. a user's SDF file or folder
-  (:func:`file_reference`), computed in memory;
-
-each wrapped as a :class:`ReferenceSet` (:func:`qm9_reference`) that ``molediff evaluate`` asks for the
-SMILES and statistics of the bond mode it scores with.
+The QM9 training split's novelty SMILES and distribution statistics (:func:`training_smiles`,
+:func:`reference_statistics`) are built once per bond mode and cached beside the QM9 cache
+(``data_dir()``); the MOSES test set's drug-like features in ``data_dir()/cache/moses_test_reference.npz``.
+``molediff evaluate`` asks the reference for what the bond mode it scores with needs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from molediff.chem.bonds import BOND_MODES, check_bond_mode, lookup_bonds_stacked
 from molediff.elements import ELEMENTS
-from molediff.metrics import bond_angle_samples, bond_length_samples, distribution_statistics, rdkit_pass, smiles_set, stack_molecules
+from molediff.metrics import bond_angle_samples, bond_length_samples, rdkit_pass, smiles_set, stack_molecules
+from molediff.metrics.reference import Reference, molecules_reference, smiles_reference
 
 #: Bump to invalidate the cached training SMILES and reference statistics.
 METRICS_CACHE_VERSION = 1
@@ -146,77 +144,24 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
     return _MEMO[("reference", bonds)]
 
 
-# ----------------------------------------------------------------------------- reference sets
+# ----------------------------------------------------------------------------- references
 
 
-@dataclass
-class ReferenceSet:
-    """A named reference for novelty and distributions: :meth:`smiles` and :meth:`statistics` for the
-    bond mode being scored (computed on first use, then kept).
-
-    ``kind`` is ``"qm9"`` or ``"molecules"``; ``name`` says what it is (for tables and JSON);
-    ``label`` is the short name the table and plots use ("QM9", a file name)."""
-
-    kind: str
-    name: str
-    label: str
-    _smiles: Callable[[str, bool], frozenset[str]] = field(repr=False)
-    _statistics: Callable[[str, bool], dict[str, Any]] = field(repr=False)
-    _cache: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
-
-    def smiles(self, bonds: str = "lookup", progress: bool = True) -> frozenset[str]:
-        """The novelty reference: canonical largest-fragment SMILES perceived with ``bonds``."""
-        check_bond_mode(bonds, BOND_MODES)
-        if ("smiles", bonds) not in self._cache:
-            self._cache[("smiles", bonds)] = self._smiles(bonds, progress)
-        return self._cache[("smiles", bonds)]
-
-    def statistics(self, bonds: str = "lookup", progress: bool = True) -> dict[str, Any]:
-        """The distribution reference (see :func:`molediff.metrics.distribution_statistics`)."""
-        check_bond_mode(bonds)
-        if ("statistics", bonds) not in self._cache:
-            self._cache[("statistics", bonds)] = self._statistics(bonds, progress)
-        return self._cache[("statistics", bonds)]
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "name": self.name, "label": self.label}
-
-
-def qm9_reference() -> ReferenceSet:
+def qm9_reference() -> Reference:
     """The QM9 training split (cached on disk: :func:`training_smiles`, :func:`reference_statistics`)."""
-    return ReferenceSet(
+    return Reference(
         "qm9", "QM9 train split", "QM9",
-        lambda bonds, progress: training_smiles(bonds, progress=progress),
-        lambda bonds, progress: reference_statistics(bonds, progress=progress),
+        smiles=lambda bonds, progress: training_smiles(bonds, progress=progress),
+        statistics=lambda bonds, progress: reference_statistics(bonds, progress=progress),
     )
 
 
-def molecules_reference(molecules: Any, name: str, label: str | None = None) -> ReferenceSet:
-    """Any molecules as the reference (a :class:`~molediff.data.molecules.MoleculeSet`; with bonds and
-    charges for the ``"model"`` bond mode's SMILES): novelty against their SMILES, distributions
-    against their statistics, computed in memory on first use."""
-    label = label or name
-    n = len(molecules)
-
-    def statistics(bonds: str, progress: bool) -> dict[str, Any]:
-        stats = distribution_statistics(molecules, bonds, progress=progress, description=f"{name}: {n} molecules",
-                                        desc=f"reference statistics ({bonds} bonds)")
-        return {**stats, "label": label}
-
-    return ReferenceSet(
-        "molecules", name, label,
-        lambda bonds, progress: smiles_set(molecules, bonds, progress=progress, desc=f"reference SMILES ({bonds} bonds)"),
-        statistics,
-    )
-
-
-def file_reference(paths: str | os.PathLike | Iterable[str | os.PathLike], with_bonds: bool = False):
+def file_reference(paths: str | os.PathLike | Iterable[str | os.PathLike], with_bonds: bool = False) -> tuple[Reference, Any]:
     """Molecules read from SDF/XYZ files or folders (:func:`molediff.data.files.read_molecule_files`;
     ``with_bonds``: also their bonds and charges, for the ``"model"`` bond mode) as a
-    :class:`ReferenceSet`. Returns ``(reference, read_report)``; raises
-    :class:`~molediff.errors.UserError` for a missing path or when no molecule is usable."""
-    from pathlib import Path
-
+    :class:`~molediff.metrics.reference.Reference` (:func:`~molediff.metrics.reference.molecules_reference`).
+    Returns ``(reference, read_report)``; raises :class:`~molediff.errors.UserError` for a missing path or
+    when no molecule is usable."""
     from molediff.data.files import read_molecule_files
 
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -225,48 +170,18 @@ def file_reference(paths: str | os.PathLike | Iterable[str | os.PathLike], with_
     return molecules_reference(molecules, name=", ".join(str(p) for p in paths), label=label), report
 
 
-
-def moses_test_reference(progress: bool = True):
-    """The MOSES test set (176k SMILES shipped in molsets) as a drug-like metrics reference
-    (:class:`molediff.metrics.reference.Reference`: fingerprints, fragments, scaffolds, properties,
-    MOSES's own ChemNet statistics), built once into the data folder's
-    ``cache/moses_test_reference.npz`` (about 7 minutes on an idle 2-core machine) and loaded from there
-    afterwards (under a second)."""
+def moses_test_reference(cache: str | os.PathLike | None = None, n_jobs: int | None = None) -> Reference:
+    """The MOSES test set (176k SMILES shipped in molsets) as a reference
+    (:func:`~molediff.metrics.reference.smiles_reference`): its drug-like features (fingerprints,
+    fragments, scaffolds, properties, MOSES's own ChemNet statistics) built once into ``cache`` (default:
+    the data folder's ``cache/moses_test_reference.npz``; about 7 minutes on an idle 2-core machine with
+    ``n_jobs`` workers, default one per core) and loaded from there afterwards (under a second); the ring
+    figures of 2,000 random test molecules (about a second). Nothing is read before it is asked for."""
     from molediff.data.qm9 import data_dir
     from molediff.metrics.moses_data import moses_fcd_statistics, moses_reference
-    from molediff.metrics.reference import Reference, build_reference
 
-    path = data_dir() / "cache" / "moses_test_reference.npz"
-    if path.exists():
-        try:
-            return Reference.load(path)
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"{path} is unreadable ({exc}); rebuilding it")
-    if progress:
-        print(f"building the MOSES test reference once into {path} (about 7 minutes)")
-    ref = build_reference(moses_reference("test"), "MOSES test", fcd_stats=moses_fcd_statistics("test"), compute_fcd=False,
-                          n_jobs=os.cpu_count() or 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ref.save(path)
-    return ref
-
-
-#: molecules of the MOSES test set whose rings stand for the data's in the ring-system table
-RING_REFERENCE_SIZE = 2000
-
-
-def moses_ring_reference(size: int = RING_REFERENCE_SIZE, seed: int = 0) -> dict:
-    """:func:`molediff.metrics.rings.ring_statistics` of ``size`` random MOSES test molecules (seed
-    ``seed``; about a second): the data's side of the ring-system table."""
-    import numpy as np
-    from rdkit import Chem
-
-    from molediff.metrics.moses_data import moses_reference
-    from molediff.metrics.rings import ring_statistics
-
-    smiles = moses_reference("test")
-    pick = np.random.default_rng(seed).choice(len(smiles), size=min(size, len(smiles)), replace=False)
-    out = ring_statistics([Chem.MolFromSmiles(smiles[i]) for i in sorted(pick.tolist())])
-    out.pop("per_molecule")
-    out["source"] = f"{len(pick)} random MOSES test molecules (seed {seed})"
-    return out
+    return smiles_reference(
+        lambda: moses_reference("test"), "MOSES test", kind="moses",
+        fcd_stats=lambda: moses_fcd_statistics("test"), compute_fcd=False, n_jobs=n_jobs or os.cpu_count() or 1,
+        cache=lambda: Path(cache) if cache is not None else data_dir() / "cache" / "moses_test_reference.npz",
+    )

@@ -5,8 +5,8 @@ molecules with 3D conformers, PoseBusters (:mod:`molediff.metrics.posebusters`) 
 strain (:mod:`molediff.metrics.relaxation`), and records seconds per metric;
 :func:`molediff.metrics.report.format_druglike_table` prints the result.
 
-Reference data always comes in as arguments (:func:`molediff.metrics.reference.build_reference`; the
-MOSES sets from :mod:`molediff.metrics.moses_data`). Optional packages: ``fcd_torch`` (FCD; extra
+Reference data always comes in as an argument, one :class:`molediff.metrics.reference.Reference` (its
+drug-like features and ring figures; the MOSES test set's: :func:`molediff.data.reference.moses_test_reference`). Optional packages: ``fcd_torch`` (FCD; extra
 ``druglike``) and ``posebusters`` (extra ``posebusters``); without them the affected metric is
 ``None`` and ``result["notes"]`` says why.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from rdkit import Chem
 
@@ -67,14 +67,14 @@ def evaluate_druglike(
     largest_fragment: bool = False,
     n_jobs: int = 1,
     plots_dir: str | os.PathLike | None = None,
-    rings_reference: Mapping[str, Any] | None = None,
     strain: bool = True,
 ) -> dict[str, Any]:
-    """Every drug-like metric: ``"moses"`` (:func:`~molediff.metrics.moses.moses_metrics`),
-    ``"properties"`` (:func:`~molediff.metrics.properties.property_distributions` of the valid molecules,
-    duplicates kept, vs ``reference.properties``), ``"rings"``
-    (:func:`molediff.metrics.rings.ring_statistics` of the valid molecules, beside ``rings_reference``,
-    the same function's result on reference molecules, kept as ``"rings_reference"``), and for
+    """Every drug-like metric against ``reference`` (and novelty against the SMILES ``train``): ``"moses"``
+    (:func:`~molediff.metrics.moses.moses_metrics`), ``"properties"``
+    (:func:`~molediff.metrics.properties.property_distributions` of the valid molecules, duplicates kept,
+    vs the properties of ``reference.features()``), ``"rings"``
+    (:func:`molediff.metrics.rings.ring_statistics` of the valid molecules, beside ``reference.rings()``,
+    the same figures of reference molecules, kept as ``"rings_reference"``), and for
     ``mols_3d`` (molecules with 3D conformers and explicit H, e.g. the same generated molecules; ``None``
     entries are records that could not be read, counted as failing) ``"posebusters"`` (``None`` when
     ``posebusters_config`` is ``None`` or the package is missing), ``"relaxation"`` and, with ``strain``,
@@ -84,26 +84,28 @@ def evaluate_druglike(
     :func:`~molediff.metrics.report.plot_property_histograms` there."""
     keep: dict[str, Any] = {}
     result: dict[str, Any] = {}
+    features = reference.features()
     moses = moses_metrics(gen, reference, train=train, filters=filters, fcd=fcd, largest_fragment=largest_fragment,
                           n_jobs=n_jobs, _keep=keep)
     result["moses"] = moses
     notes = {f"moses.{k}": v for k, v in moses.get("notes", {}).items()}
     seconds = dict(moses["seconds"])
     gen_props = keep.get("properties")
-    if gen_props is not None and reference.properties is not None:
-        result["properties"] = property_distributions(gen_props, reference.properties)
+    if gen_props is not None and features.properties is not None:
+        result["properties"] = property_distributions(gen_props, features.properties)
     else:
         result["properties"] = None
         notes["properties"] = "no valid molecules" if gen_props is None else "reference has no properties"
     if "seconds_properties" in keep:
         seconds["properties"] = round(keep["seconds_properties"], 3)
     if plots_dir is not None and gen_props is not None:
-        result["plots"] = [str(p) for p in plot_property_histograms(gen_props, reference.properties, plots_dir, reference_label=reference.name)]
+        result["plots"] = [str(p) for p in plot_property_histograms(gen_props, features.properties, plots_dir, reference_label=reference.name)]
+    ref_rings = reference.rings()  # before the clock: the reference's side is made once, not per evaluation
     t = time.perf_counter()
     valid_mols = [m for m in (mol_from_smiles(s) for s in keep.get("valid_smiles", [])) if m is not None]
     result["rings"] = ring_statistics(valid_mols, generated=moses["num_molecules"])
     result["rings"].pop("per_molecule")
-    result["rings_reference"] = dict(rings_reference) if rings_reference is not None else None
+    result["rings_reference"] = dict(ref_rings) if ref_rings is not None else None
     seconds["rings"] = round(time.perf_counter() - t, 3)
     result["posebusters"] = result["relaxation"] = result["strain"] = None
     if mols_3d is None:

@@ -32,7 +32,7 @@ from molediff.metrics.moses_data import MosesFilters
 from molediff.metrics.properties import DRUGLIKE_PROPERTY_NAMES, druglike_properties
 
 if TYPE_CHECKING:
-    from molediff.metrics.reference import Reference
+    from molediff.metrics.reference import DruglikeFeatures, Reference
 
 __all__ = [
     "count_cosine_similarity",
@@ -215,7 +215,7 @@ class Workers:
     """``n_jobs`` spawned worker processes (started on first use, for inputs of two chunks or more), or
     inline work for ``n_jobs <= 1``. Use as a context manager. :meth:`map` returns one ``(valid mask,
     value)`` per chunk; the ``gather_*`` functions join them (shared with
-    :func:`molediff.metrics.reference.build_reference`)."""
+    :func:`molediff.metrics.reference.build_druglike_features`)."""
 
     def __init__(self, n_jobs: int = 1) -> None:
         self.n_jobs = max(1, int(n_jobs))
@@ -312,33 +312,33 @@ def _uniqueness(valid: list[str], ks: Sequence[int], out: dict[str, Any], notes:
     return distinct, weights
 
 
-def _fcd(valid: list[str], reference: "Reference", fcd: bool, notes: dict[str, str]) -> float | None:
+def _fcd(valid: list[str], features: "DruglikeFeatures", fcd: bool, notes: dict[str, str]) -> float | None:
     if not fcd:
         notes["fcd"] = "skipped (fcd=False)"
         return None
-    if reference.fcd_stats is None:
-        notes["fcd"] = f"reference has no ChemNet statistics: {reference.fcd_note}"
+    if features.fcd_stats is None:
+        notes["fcd"] = f"reference has no ChemNet statistics: {features.fcd_note}"
         return None
     try:
-        return frechet_chemnet_distance(valid, reference.fcd_stats)
+        return frechet_chemnet_distance(valid, features.fcd_stats)
     except MetricUnavailable as exc:
         notes["fcd"] = str(exc)
         return None
 
 
-def _featurised_metrics(workers: Workers, distinct: list[str], weights: np.ndarray, reference: "Reference",
+def _featurised_metrics(workers: Workers, distinct: list[str], weights: np.ndarray, features: "DruglikeFeatures",
                         filters: MosesFilters | None, out: dict[str, Any], notes: dict[str, str], seconds: dict[str, float]) -> None:
     """SNN, Frag, Scaf, IntDiv / IntDiv2 and Filters of the distinct valid molecules, weighted by multiplicity."""
     with _timed(seconds, "snn"):
         fps = gather_fingerprints(workers.map("fingerprints", distinct))
-        out["snn"] = similarity_to_nearest_neighbour(fps, reference.fingerprints, weights)
+        out["snn"] = similarity_to_nearest_neighbour(fps, features.fingerprints, weights)
     with _timed(seconds, "frag"):
-        out["frag"] = count_cosine_similarity(reference.fragments, _weighted_counts(workers, "fragments", distinct, weights, None))
+        out["frag"] = count_cosine_similarity(features.fragments, _weighted_counts(workers, "fragments", distinct, weights, None))
     with _timed(seconds, "scaf"):
-        gen_scafs = _weighted_counts(workers, "scaffolds", distinct, weights, reference.scaffold_min_rings)
-        out["scaf"] = count_cosine_similarity(reference.scaffolds, gen_scafs)
+        gen_scafs = _weighted_counts(workers, "scaffolds", distinct, weights, features.scaffold_min_rings)
+        out["scaf"] = count_cosine_similarity(features.scaffolds, gen_scafs)
         if not gen_scafs:
-            notes["scaf"] = f"no generated molecule has a scaffold of {reference.scaffold_min_rings}+ rings"
+            notes["scaf"] = f"no generated molecule has a scaffold of {features.scaffold_min_rings}+ rings"
     with _timed(seconds, "int_div"):
         out["int_div"] = internal_diversity(fps, 1, weights)
         out["int_div2"] = internal_diversity(fps, 2, weights)
@@ -363,7 +363,8 @@ def moses_metrics(
     _keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The MOSES metrics of generated molecules (SMILES, RDKit molecules, or ``None`` for a failed
-    generation) against a :class:`~molediff.metrics.reference.Reference`.
+    generation) against a :class:`~molediff.metrics.reference.Reference` (its
+    :meth:`~molediff.metrics.reference.Reference.features`).
 
     Returns ``validity`` (valid / all inputs), ``unique@1k`` / ``unique@10k`` (distinct among the first
     k valid; over all valid when fewer, with a note), ``novelty`` (distinct valid not in ``train``;
@@ -373,6 +374,7 @@ def moses_metrics(
     molecule's largest fragment (MOSES scores the whole input). ``n_jobs`` worker processes share the
     RDKit work."""
     gen = list(gen)
+    features = reference.features()
     notes: dict[str, str] = {}
     seconds: dict[str, float] = {}
     out: dict[str, Any] = {"num_molecules": len(gen), "reference": reference.name}
@@ -398,8 +400,8 @@ def moses_metrics(
             out["notes"], out["seconds"] = notes, {k: round(v, 3) for k, v in seconds.items()}
             return out
         with _timed(seconds, "fcd"):
-            out["fcd"] = _fcd(valid, reference, fcd, notes)
-        _featurised_metrics(workers, distinct, weights, reference, filters, out, notes, seconds)
+            out["fcd"] = _fcd(valid, features, fcd, notes)
+        _featurised_metrics(workers, distinct, weights, features, filters, out, notes, seconds)
         if _keep is not None:  # for evaluate_druglike: properties of the same molecules
             t = time.perf_counter()
             props = gather_properties(workers.map("properties", distinct))

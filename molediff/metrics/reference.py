@@ -1,8 +1,21 @@
-"""Featurised reference molecules for the drug-like metrics: :func:`build_reference` computes, once, what
-:func:`molediff.metrics.moses.moses_metrics` compares generated molecules with (Morgan fingerprints,
-BRICS fragment and scaffold counts, drug-likeness properties, ChemNet statistics) into a
-:class:`Reference`, which :meth:`Reference.save` / :meth:`Reference.load` keep on disk as one ``.npz``.
-The MOSES sets themselves come from :mod:`molediff.metrics.moses_data`."""
+"""The one reference object of the metrics: a :class:`Reference` is a named set of molecules that
+generated ones are compared with, and gives, each computed on first use and then kept:
+
+* :meth:`Reference.smiles` ``(bonds)``: the novelty reference (canonical largest-fragment SMILES);
+* :meth:`Reference.statistics` ``(bonds)``: the distribution reference
+  (:func:`molediff.metrics.distribution_statistics`);
+* :meth:`Reference.features`: the drug-like featurisation (:class:`DruglikeFeatures`: Morgan
+  fingerprints, BRICS fragment and scaffold counts, drug-likeness properties, ChemNet statistics) that
+  :func:`molediff.metrics.moses.moses_metrics` and :func:`molediff.metrics.druglike.evaluate_druglike`
+  compare with; :meth:`DruglikeFeatures.save` / :meth:`DruglikeFeatures.load` keep it on disk as one
+  ``.npz``;
+* :meth:`Reference.rings`: ring-system figures (:func:`molediff.metrics.rings.ring_statistics`), the
+  data's side of the ring table.
+
+Made here from molecules in memory (:func:`molecules_reference`) or SMILES (:func:`smiles_reference`);
+:mod:`molediff.data.reference` makes the QM9 training split's, a user's files' and the MOSES test set's,
+reading their data on first use. The metrics take the object as an argument and import no data.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +25,32 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
 from molediff.atomic import atomic_write_binary
+from molediff.chem.bonds import BOND_MODES, check_bond_mode
 from molediff.metrics.errors import MetricUnavailable
 from molediff.metrics.fcd import fcd_statistics
 from molediff.metrics.fingerprints import FP_BITS
 from molediff.metrics.moses import Workers, gather_counter, gather_fingerprints, gather_properties
 
-__all__ = ["Reference", "build_reference"]
+__all__ = ["DruglikeFeatures", "RING_REFERENCE_SIZE", "Reference", "build_druglike_features", "molecules_reference",
+           "ring_sample_statistics", "smiles_reference"]
+
+T = TypeVar("T")
+#: reference molecules (a random sample of a larger set) whose rings stand for the data's in the ring table
+RING_REFERENCE_SIZE = 2000
+
+
+# ----------------------------------------------------------------------------- the drug-like featurisation
 
 
 @dataclass
-class Reference:
-    """Featurised reference molecules for :func:`~molediff.metrics.moses.moses_metrics` /
-    :func:`~molediff.metrics.druglike.evaluate_druglike` (build once with :func:`build_reference`;
-    :meth:`save` / :meth:`load` keep it on disk).
+class DruglikeFeatures:
+    """The drug-like featurisation of reference molecules (:meth:`Reference.features`; build with
+    :func:`build_druglike_features`; :meth:`save` / :meth:`load` keep it on disk).
 
     ``fingerprints``: ``[n, 1024]`` uint8 Morgan bits of the valid reference molecules; ``fragments`` /
     ``scaffolds``: BRICS fragment and Bemis–Murcko scaffold counts (``scaffold_min_rings`` as used);
@@ -74,7 +95,7 @@ class Reference:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Reference":
+    def load(cls, path: str | os.PathLike) -> "DruglikeFeatures":
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             fps = np.unpackbits(data["fingerprints"], axis=1, count=FP_BITS)
@@ -86,7 +107,7 @@ class Reference:
 
 def _reference_fcd(valid_smiles: list[str], fcd_stats: Mapping[str, np.ndarray] | None, compute_fcd: bool,
                    seconds: dict[str, float]) -> tuple[dict[str, np.ndarray] | None, str | None]:
-    """``(ChemNet statistics or None, note)`` for :func:`build_reference`."""
+    """``(ChemNet statistics or None, note)`` for :func:`build_druglike_features`."""
     if fcd_stats is not None:
         stats = {"mu": np.asarray(fcd_stats["mu"], dtype=np.float64), "sigma": np.asarray(fcd_stats["sigma"], dtype=np.float64)}
         return stats, "precomputed statistics given"
@@ -102,7 +123,7 @@ def _reference_fcd(valid_smiles: list[str], fcd_stats: Mapping[str, np.ndarray] 
     return stats, note
 
 
-def build_reference(
+def build_druglike_features(
     smiles: Sequence[str],
     name: str = "reference",
     fcd_stats: Mapping[str, np.ndarray] | None = None,
@@ -110,9 +131,9 @@ def build_reference(
     properties: bool = True,
     scaffold_min_rings: int = 2,
     n_jobs: int = 1,
-) -> Reference:
-    """Featurise reference ``smiles`` (unparsable ones are counted and dropped) into a
-    :class:`Reference`. ``fcd_stats``: precomputed ChemNet statistics (e.g.
+) -> DruglikeFeatures:
+    """Featurise reference ``smiles`` (unparsable ones are counted and dropped) into
+    :class:`DruglikeFeatures`. ``fcd_stats``: precomputed ChemNet statistics (e.g.
     :func:`~molediff.metrics.moses_data.moses_fcd_statistics` for the MOSES test set, what MOSES itself
     uses); otherwise computed when ``compute_fcd`` and ``fcd_torch`` is installed (~7 ms per molecule).
     ``n_jobs`` worker processes share the RDKit work (MOSES test set, 176k molecules: ~3 minutes on 2
@@ -138,5 +159,161 @@ def build_reference(
             seconds["properties"] = time.perf_counter() - t
     stats, fcd_note = _reference_fcd([s for s, ok in zip(smiles, mask) if ok], fcd_stats, compute_fcd, seconds)
     seconds = {k: round(v, 3) for k, v in seconds.items()}
-    return Reference(name, int(mask.sum()), int((~mask).sum()), fps, fragments, scaffolds, props, stats, fcd_note,
-                     scaffold_min_rings, seconds)
+    return DruglikeFeatures(name, int(mask.sum()), int((~mask).sum()), fps, fragments, scaffolds, props, stats, fcd_note,
+                            scaffold_min_rings, seconds)
+
+
+def cached_features(path: str | os.PathLike, build: Callable[[], DruglikeFeatures], progress: bool = True,
+                    what: str = "the reference") -> DruglikeFeatures:
+    """:class:`DruglikeFeatures` loaded from ``path``, or built once with ``build()`` and saved there (an
+    unreadable file is rebuilt)."""
+    path = Path(path)
+    if path.exists():
+        try:
+            return DruglikeFeatures.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"{path} is unreadable ({exc}); rebuilding it")
+    if progress:
+        print(f"building the drug-like features of {what} once into {path} (the MOSES test set's: about 7 minutes on 2 cores)")
+    features = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features.save(path)
+    return features
+
+
+def ring_sample_statistics(smiles: Sequence[str], name: str, size: int = RING_REFERENCE_SIZE, seed: int = 0) -> dict[str, Any]:
+    """:func:`molediff.metrics.rings.ring_statistics` of ``size`` random molecules of ``smiles`` (seed
+    ``seed``; all of them when there are no more; about a second for 2,000), per-molecule flags left out,
+    with ``source`` saying which."""
+    from rdkit import Chem, rdBase
+
+    from molediff.metrics.rings import ring_statistics
+
+    pick = np.random.default_rng(seed).choice(len(smiles), size=min(size, len(smiles)), replace=False)
+    with rdBase.BlockLogs():
+        out = ring_statistics([Chem.MolFromSmiles(smiles[i]) for i in sorted(pick.tolist())])
+    out.pop("per_molecule")
+    out["source"] = f"{len(pick)} random {name} molecules (seed {seed})" if len(pick) < len(smiles) else f"the {len(pick)} {name} molecules"
+    return out
+
+
+# ----------------------------------------------------------------------------- the reference object
+
+
+class Reference:
+    """A named set of reference molecules (module docstring): :meth:`smiles`, :meth:`statistics`,
+    :meth:`features` and :meth:`rings`, each made on first use by the function given for it and kept.
+    A part without a function raises :class:`~molediff.metrics.errors.MetricUnavailable` (:meth:`rings`:
+    ``None``).
+
+    ``kind`` says where the molecules come from (``"qm9"``, ``"molecules"``, ``"smiles"``, ``"moses"``);
+    ``name`` what they are (for tables and JSON); ``label`` the short name the tables and plots use
+    ("QM9", a file name). The functions: ``smiles(bonds, progress)``, ``statistics(bonds, progress)``,
+    ``features(progress)``, ``rings()``."""
+
+    def __init__(self, kind: str, name: str, label: str | None = None, *,
+                 smiles: Callable[[str, bool], frozenset[str]] | None = None,
+                 statistics: Callable[[str, bool], dict[str, Any]] | None = None,
+                 features: Callable[[bool], DruglikeFeatures] | None = None,
+                 rings: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.kind, self.name, self.label = kind, name, label or name
+        self._make: dict[str, Callable[..., Any] | None] = {"smiles": smiles, "statistics": statistics, "features": features,
+                                                            "rings": rings}
+        self._cache: dict[tuple[str, str | None], Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Reference(kind={self.kind!r}, name={self.name!r}, label={self.label!r})"
+
+    def has(self, part: str) -> bool:
+        """Whether the reference can give ``part`` ("smiles", "statistics", "features" or "rings")."""
+        return self._make[part] is not None
+
+    def _part(self, part: str, key: str | None, *args: Any) -> Any:
+        if (part, key) not in self._cache:
+            make = self._make[part]
+            if make is None:
+                raise MetricUnavailable(f"the reference {self.name} has no {part}")
+            self._cache[(part, key)] = make(*args)
+        return self._cache[(part, key)]
+
+    def smiles(self, bonds: str = "lookup", progress: bool = True) -> frozenset[str]:
+        """The novelty reference: canonical largest-fragment SMILES perceived with ``bonds``."""
+        check_bond_mode(bonds, BOND_MODES)
+        return self._part("smiles", bonds, bonds, progress)
+
+    def statistics(self, bonds: str = "lookup", progress: bool = True) -> dict[str, Any]:
+        """The distribution reference (see :func:`molediff.metrics.distribution_statistics`)."""
+        check_bond_mode(bonds)
+        return self._part("statistics", bonds, bonds, progress)
+
+    def features(self, progress: bool = True) -> DruglikeFeatures:
+        """The drug-like featurisation (``progress``: say so when it is built rather than loaded)."""
+        return self._part("features", None, progress)
+
+    def rings(self) -> dict[str, Any] | None:
+        """Ring-system figures of (a sample of) the molecules, or ``None`` when the reference has none."""
+        return self._part("rings", None) if self.has("rings") else None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name, "label": self.label}
+
+
+def _given(value: T | Callable[[], T]) -> T:
+    """A value, or what a function that gives it returns (read on first use)."""
+    return value() if callable(value) else value
+
+
+def molecules_reference(molecules: Any, name: str, label: str | None = None) -> Reference:
+    """Any molecules as the reference (a :class:`~molediff.data.molecules.MoleculeSet`; with bonds and
+    charges for the ``"model"`` bond mode's SMILES): novelty against their SMILES, distributions
+    against their statistics, computed in memory on first use."""
+    from molediff.metrics import distribution_statistics, smiles_set
+
+    label = label or name
+    n = len(molecules)
+
+    def statistics(bonds: str, progress: bool) -> dict[str, Any]:
+        stats = distribution_statistics(molecules, bonds, progress=progress, description=f"{name}: {n} molecules",
+                                        desc=f"reference statistics ({bonds} bonds)")
+        return {**stats, "label": label}
+
+    return Reference(
+        "molecules", name, label,
+        smiles=lambda bonds, progress: smiles_set(molecules, bonds, progress=progress, desc=f"reference SMILES ({bonds} bonds)"),
+        statistics=statistics,
+    )
+
+
+def smiles_reference(
+    smiles: Sequence[str] | Callable[[], Sequence[str]],
+    name: str,
+    label: str | None = None,
+    *,
+    kind: str = "smiles",
+    fcd_stats: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]] | None = None,
+    compute_fcd: bool = True,
+    n_jobs: int = 1,
+    cache: str | os.PathLike | Callable[[], Path] | None = None,
+) -> Reference:
+    """Molecules given as SMILES (no 3D: no :meth:`~Reference.statistics`) as the reference: novelty
+    against their canonical largest-fragment SMILES (whatever the bond mode: a SMILES has its own bonds),
+    :class:`DruglikeFeatures` by :func:`build_druglike_features` (``fcd_stats``, ``compute_fcd``,
+    ``n_jobs``; loaded from and saved to the ``.npz`` ``cache`` when given), and the rings of a sample of
+    :data:`RING_REFERENCE_SIZE` (:func:`ring_sample_statistics`). ``smiles``, ``fcd_stats`` and ``cache``
+    may be functions that give them, called on first use (e.g. reading a data file)."""
+    from functools import cache as once
+
+    from molediff.chem.rdkit_mol import canonical_smiles
+
+    source = once(lambda: [str(s) for s in _given(smiles)])
+
+    def novelty(bonds: str, progress: bool) -> frozenset[str]:  # noqa: ARG001 - every bond mode reads the SMILES' own bonds
+        return frozenset(c for c in (canonical_smiles(s, largest_fragment=True) for s in source()) if c)
+
+    def features(progress: bool) -> DruglikeFeatures:
+        def build() -> DruglikeFeatures:
+            return build_druglike_features(source(), name, fcd_stats=_given(fcd_stats), compute_fcd=compute_fcd, n_jobs=n_jobs)
+
+        return build() if cache is None else cached_features(_given(cache), build, progress, what=name)
+
+    return Reference(kind, name, label, smiles=novelty, features=features, rings=lambda: ring_sample_statistics(source(), name))
