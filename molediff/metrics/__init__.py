@@ -23,7 +23,8 @@ variation, Wasserstein-1 of bond lengths per bond type (Å) and of bond angles p
 comparison live in :mod:`molediff.metrics.distributions`.
 
 The functions here are pure: their reference data (the novelty SMILES, the distribution statistics)
-comes in as arguments; this module imports :mod:`molediff.chem` and :mod:`molediff.elements` only,
+comes in as arguments (both given by one :class:`molediff.metrics.reference.Reference`, the reference
+object of every metric); this module imports :mod:`molediff.chem` and :mod:`molediff.elements` only,
 never :mod:`molediff.data`. RDKit is only reached through :mod:`molediff.chem`, imported lazily: the
 stability and distribution helpers work without it.
 
