@@ -54,15 +54,17 @@ class EGNNConfig:
     #: one line of ``molediff train --help`` per field (as ``--model-<field>``)
     HELP: ClassVar[dict[str, str]] = {
         "hidden": "EGNN width H (features and messages)",
-        "layers": "number of EGNN layers",
+        "layers": "number of EGNN layers (with --init-from: more than its model's appends layers that start as the identity, "
+                  "so the deeper network first computes what that model did)",
         "norm": "constant Z dividing summed messages and position updates",
         "coord_range": "bound (Å) of the total position update across layers, through tanh",
         "pair_hidden": "width of the per-pair state of a model that generates bonds",
     }
     #: fields a warm start (``--init-from``) keeps from the model it starts from unless asked otherwise,
-    #: and may set for the parts it adds (the pair state of a model that adds bonds); the block's other
-    #: fields are fixed by that model (:func:`molediff.runstate.model_shape`)
-    SHAPE: ClassVar[tuple[str, ...]] = ("pair_hidden",)
+    #: and may set for the parts it adds (the pair state of a model that adds bonds, layers appended to
+    #: a deeper network); the block's other fields are fixed by that model
+    #: (:func:`molediff.runstate.model_shape`)
+    SHAPE: ClassVar[tuple[str, ...]] = ("pair_hidden", "layers")
 
     hidden: int = 64
     layers: int = 4
@@ -74,6 +76,18 @@ class EGNNConfig:
         """``(ok, message)`` per rule of this block (:meth:`TrainConfig.validate` raises the first failing one)."""
         return [(self.hidden >= 1 and self.layers >= 1, "--model-hidden and --model-layers must be ≥ 1"),
                 (self.pair_hidden >= 1 or not diffusion.bonds, "--model-pair-hidden must be ≥ 1 for a model with bonds")]
+
+    def warm_start(self, source: "EGNNConfig") -> "EGNNConfig":
+        """This block for a warm start from a model of block ``source``: more layers than the source are
+        appended to it and start as the identity (:func:`molediff.models.egnn.transfer_weights`), so the
+        total position bound grows with them and every layer keeps the source's per-layer bound (the
+        network first computes exactly what the source did); fewer layers are refused."""
+        if self.layers == source.layers:
+            return self
+        if self.layers < source.layers:
+            raise UserError(f"--model-layers {self.layers}: the model it starts from has {source.layers} layers; a warm start "
+                            "can append layers (they start as the identity), not remove them")
+        return dataclasses.replace(self, coord_range=source.coord_range * self.layers / source.layers)
 
 
 #: every architecture's parameter block by name (its network: :data:`molediff.models.ARCHITECTURES`). A
@@ -123,6 +137,10 @@ class DiffusionConfig:
     # atom's valence is not an allowed one (molediff.chem.kekule.valence_feedback). A global constraint the
     # per-pair bond head cannot see becomes a local input it can correct at the next step
     valence_feedback: bool = False
+    # ring feedback (needs self_condition and bonds): the network also reads, per atom, the smallest ring
+    # it lies in in the bond graph of its previous estimate (3, 4, 5, 6, 7 or more; molediff.chem.kekule.
+    # ring_feedback): ring size, a property of whole cycles the per-pair bond head cannot see, as a local input
+    ring_feedback: bool = False
     # property conditioning (molediff.conditioning): the properties the model reads, each dropped
     # ("not given") independently with condition_dropout in training, so one model samples with any
     # subset of them or none (classifier-free guidance); condition_stats {name: [mean, std, min, max]}
@@ -185,6 +203,9 @@ HELP: dict[str, str] = {
     "diffusion.valence_feedback": "the network also reads which atoms of its previous estimate break the decoding rules "
                                   "(aromatic system without a Kekulé form; valence not allowed); needs self-conditioning "
                                   "and bonds; a warm start may add it: the new inputs start at zero",
+    "diffusion.ring_feedback": "the network also reads the smallest ring each atom lies in (3, 4, 5, 6, 7+) in the bond graph "
+                               "of its previous estimate; needs self-conditioning and bonds; a warm start may add it: the "
+                               "new inputs start at zero",
     "diffusion.conditions": "comma-separated QM9 properties to condition on (alpha, gap, homo, lumo, mu, cv); empty: unconditional",
     "diffusion.condition_stats": "not an option: mean, std, min and max of each condition on the training data, filled when training starts",
     "diffusion.fragments": "fraction of training molecules that get a random fragment held fixed (0: none); above 0 the "
@@ -310,6 +331,8 @@ class TrainConfig:
             (dcfg.parametrization == "x0" or not dcfg.self_condition, "--diffusion-self-condition needs --diffusion-parametrization x0"),
             (not dcfg.valence_feedback or (dcfg.self_condition and dcfg.bonds),
              "--diffusion-valence-feedback needs --diffusion-self-condition and --diffusion-bonds"),
+            (not dcfg.ring_feedback or (dcfg.self_condition and dcfg.bonds),
+             "--diffusion-ring-feedback needs --diffusion-self-condition and --diffusion-bonds"),
             (0 <= dcfg.fragments <= 1, f"--diffusion-fragments must be in [0, 1], got {dcfg.fragments}"),
             (0 <= dcfg.condition_dropout <= 1, f"--diffusion-condition-dropout must be in [0, 1], got {dcfg.condition_dropout}"),
             (not dcfg.conditions or (self.data.split(":")[0] == "qm9") == (_condition_family(dcfg.conditions) == "qm9"),

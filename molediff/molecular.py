@@ -91,7 +91,7 @@ class MolecularDiffusion:
         """Input/output widths of the denoiser: per atom the non-position parts + time; per pair + time."""
         sc = self.cfg.self_condition
         w = {"in_features": (self.node_width - 3) * (2 if sc else 1) + 1 + 2 * len(self.cfg.conditions) + self._fragment_width
-             + (2 if self.cfg.valence_feedback else 0),
+             + len(self._feedback_labels()),
              "out_features": self.node_width - 3, "self_condition": sc}
         if self.pair_width:
             w.update(pair_in=self.pair_width * (2 if sc else 1) + 1, pair_out=self.pair_width)
@@ -111,9 +111,18 @@ class MolecularDiffusion:
         property condition its standardised value and whether it is given ("cond:gap", "given:gap"), and
         for fragment-conditioned models whether the atom is a fixed one ("fixed")."""
         sc = ["sc:" + lab for lab in self._feature_labels()] if self.cfg.self_condition else []
-        sc += ["check:no_kekule", "check:valence"] if self.cfg.valence_feedback else []
+        sc += self._feedback_labels()
         conds = [f"{kind}:{name}" for kind in ("cond", "given") for name in self.cfg.conditions]
         return self._feature_labels() + ["time"] + sc + conds + ["fixed"] * self._fragment_width
+
+    def _feedback_labels(self) -> list[str]:
+        """The input columns of what the decoding says of the previous estimate (valence, ring feedback)."""
+        from molediff.chem.kekule import RING_FEEDBACK_SIZES
+
+        labels = ["check:no_kekule", "check:valence"] if self.cfg.valence_feedback else []
+        if self.cfg.ring_feedback:
+            labels += [f"ring:{s}" for s in RING_FEEDBACK_SIZES[:-1]] + [f"ring:{RING_FEEDBACK_SIZES[-1]}+"]
+        return labels
 
     def output_labels(self) -> list[str]:
         return self._feature_labels()
@@ -209,7 +218,23 @@ class MolecularDiffusion:
         node = [sc.node[:, 3:]]
         if self.cfg.valence_feedback:
             node.append(self._valence_feedback(self_cond, x_t))
+        if self.cfg.ring_feedback:
+            node.append(self._ring_feedback(self_cond, x_t))
         return node, [sc.pair], sc.node[:, :3]
+
+    def _ring_feedback(self, estimate: MolState | None, x_t: MolState) -> torch.Tensor:
+        """[|V|, 5] per atom of the previous estimate (arg-max decoded bonds): the smallest ring it lies in,
+        one-hot over 3, 4, 5, 6, 7+ (:func:`molediff.chem.kekule.ring_feedback`); zeros before the first
+        estimate. Computed on the CPU without gradient (an input, like the estimate itself)."""
+        from molediff.chem.kekule import RING_FEEDBACK_SIZES, ring_feedback
+
+        if estimate is None:
+            return x_t.node.new_zeros(x_t.node.shape[0], len(RING_FEEDBACK_SIZES))
+        with torch.no_grad():
+            order = np.asarray(self.vocab.bond_orders)[estimate.part("bond").argmax(1).cpu().numpy()]
+            src, dst = estimate.graph.pair_index.cpu().numpy()
+            flags = ring_feedback(estimate.node.shape[0], src, dst, order)
+        return torch.as_tensor(flags, dtype=x_t.dtype, device=x_t.device)
 
     def _valence_feedback(self, estimate: MolState | None, x_t: MolState) -> torch.Tensor:
         """[|V|, 2] per atom of the previous estimate (arg-max decoded): aromatic system without a Kekulé

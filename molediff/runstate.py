@@ -48,7 +48,8 @@ MAY_CHANGE = {
 #: fields of its network block named by its architecture (:func:`model_shape`)
 STATE_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale", "diffusion.bond_scale",
                "diffusion.self_condition", "diffusion.conditions", "diffusion.condition_dropout", "diffusion.fragments",
-               "diffusion.max_hydrogens", "diffusion.hydrogen_scale", "diffusion.bond_orders", "diffusion.valence_feedback")
+               "diffusion.max_hydrogens", "diffusion.hydrogen_scale", "diffusion.bond_orders", "diffusion.valence_feedback",
+               "diffusion.ring_feedback")
 #: a warm start takes its vocabulary from its own data (new elements' columns start at zero, elements
 #: the data lacks are dropped), unless given
 VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")
@@ -168,7 +169,10 @@ def open_run(config: TrainConfig | None, run_dir: str | Path, resume: bool, chec
 
 def _warm_start(config: TrainConfig) -> RunStart:
     weights, src, meta = load_model_file(config.init_from)
-    return RunStart(continue_config(src, config, "init_from", reference=TrainConfig()).validate(), init=(weights, src, meta))
+    config = continue_config(src, config, "init_from", reference=TrainConfig())
+    # the network block's own rules for growing from the source (an EGNN's appended layers)
+    config = dataclasses.replace(config, model=config.model.warm_start(src.model))
+    return RunStart(config.validate(), init=(weights, src, meta))
 
 
 def mark_started(config: TrainConfig, run_dir: str | Path) -> None:

@@ -264,3 +264,32 @@ def test_a_warm_start_adds_valence_feedback_to_a_self_conditioned_joint_model(tm
     t.run()
     _, cfg, _ = load_model_file(tmp_path / "fb" / EMA_MODEL)
     assert cfg.diffusion.valence_feedback
+
+
+def test_ring_feedback_reads_the_estimates_smallest_rings_and_warm_starts_at_the_source_function(tmp_path):
+    import numpy as np
+
+    from molediff.chem.kekule import ring_feedback
+
+    # a benzene fused to a cyclobutane, with a two-atom tail: 6-ring atoms, 4-ring atoms, acyclic atoms
+    src, dst = np.array([0, 1, 2, 3, 4, 5, 0, 6, 7, 8]), np.array([1, 2, 3, 4, 5, 0, 6, 7, 1, 9])
+    flags = ring_feedback(10, src, dst, np.ones(10, dtype=np.int64))
+    assert flags.sum(1).tolist() == [1] * 8 + [0, 0]
+    assert flags[[0, 1, 6, 7], 1].all() and flags[[2, 3, 4, 5], 3].all()  # 0 and 1 are in both: the smaller counts
+    assert not ring_feedback(10, src, dst, np.zeros(10, dtype=np.int64)).any()  # bonds of order 0 are no bonds
+    torch.manual_seed(0)
+    src_d = MolecularDiffusion(JOINT_SC)
+    d = MolecularDiffusion(DiffusionConfig(charges=True, bonds=True, self_condition=True, ring_feedback=True))
+    assert d.input_labels()[-5:] == ["ring:3", "ring:4", "ring:5", "ring:6", "ring:7+"]
+    assert len(d.input_labels()) == d.network_widths()["in_features"]
+    src_net, net = build_network(TINY, src_d).double(), build_network(TINY, d).double()
+    transfer_weights(net, src_net.state_dict(), (d.input_labels(), d.output_labels()),
+                     (src_d.input_labels(), src_d.output_labels()))
+    x, est = _state(d), _state(d, seed=5)
+    t = torch.tensor([300, 700])
+    assert not d._ring_feedback(None, x).any()  # before the first estimate: nothing to report
+    want = src_d.predict(src_net, x, t, self_cond=est)[0]
+    got = d.predict(net, x, t, self_cond=est)[0]  # the new columns start at zero: the source's function
+    torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
+    with pytest.raises(UserError, match="ring-feedback"):
+        TrainConfig(diffusion=DiffusionConfig(bonds=True, ring_feedback=True)).validate()

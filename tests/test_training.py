@@ -239,3 +239,42 @@ def test_warm_start_shape_comes_from_the_architecture():
     assert not any(k.startswith("model.") for k in STATE_SHAPE + MAY_CHANGE["init_from"])
     assert model_shape(TrainConfig()) == STATE_SHAPE + tuple(f"model.{k}" for k in ModelConfig.SHAPE)
     assert "model.pair_hidden" in model_shape(TrainConfig())
+
+
+def test_a_warm_start_appends_layers_that_start_as_the_identity(tmp_path):
+    """``--init-from M --model-layers N`` (more than M's): the new layers start as the identity (the network
+    first computes exactly what M did, per-layer position bound kept) and train; fewer layers are refused."""
+    from molediff.config import DiffusionConfig
+    from molediff.models import build_network
+    from molediff.molecular import MolecularDiffusion
+    from molediff.state import MolState, remove_mean
+    from tests.test_molecular import _set
+
+    joint = DiffusionConfig(charges=True, bonds=True, self_condition=True)
+    train(tiny(max_steps=3, diffusion=joint), tmp_path / "src", progress=False)
+    src_weights, src_cfg, _ = load_model_file(tmp_path / "src" / EMA_MODEL)
+    t = Trainer(tiny(max_steps=5, init_from=str(tmp_path / "src" / EMA_MODEL), model=ModelConfig(hidden=16, layers=5)),
+                tmp_path / "deep", progress=False)
+    assert t.config.model.layers == 5 and t.config.model.coord_range == pytest.approx(2.5 * src_cfg.model.coord_range)
+    assert "layers.4 (appended, starts as the identity)" in t.fresh_parameters
+    d = MolecularDiffusion(t.config.diffusion)
+    src = build_network(src_cfg.model, d).double()
+    src.load_state_dict(src_weights)
+    deep = t.net.double()
+    x = d.encode(_set([6, 4]).collate([0, 1]))
+    g = torch.Generator().manual_seed(3)
+    node = torch.randn(x.node.shape, generator=g, dtype=torch.float64)
+    node[:, :3] = remove_mean(node[:, :3], x.graph.batch, x.graph.num_graphs)
+    noisy = MolState(node, torch.randn(x.pair.shape, generator=g, dtype=torch.float64), x.graph, x.parts)
+    tt = torch.tensor([200, 700])
+    want, _ = d.predict(src, noisy, tt, self_cond=x)
+    got, _ = d.predict(deep, noisy, tt, self_cond=x)
+    torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
+    torch.testing.assert_close(got.pair, want.pair, atol=1e-12, rtol=0)
+    t.net.float()
+    t.run()
+    after = load_model_file(tmp_path / "deep" / EMA_MODEL)[0]
+    assert float(after["layers.4.node.2.weight"].abs().max()) > 0  # the appended layers learn
+    with pytest.raises(UserError, match="append layers"):
+        Trainer(tiny(init_from=str(tmp_path / "deep" / EMA_MODEL), model=ModelConfig(hidden=16, layers=3)),
+                tmp_path / "shallow", progress=False)

@@ -1,4 +1,6 @@
-"""Kekulé bonds for generated aromatic bonds (numpy and plain Python: no RDKit, training path).
+"""Kekulé bonds for generated aromatic bonds (numpy and plain Python: no RDKit, training path), and the
+feedback a self-conditioned model reads about its previous estimate (:func:`valence_feedback`;
+:func:`ring_feedback`, the one function here that asks RDKit, for its ring perception).
 
 A model with an aromatic bond type (:data:`molediff.elements.AROMATIC`) writes "aromatic" for the
 ring bonds of a benzene or a pyridine instead of choosing one of their two Kekulé forms: the choice of
@@ -156,3 +158,31 @@ def valence_feedback(atom_type: np.ndarray, charge: np.ndarray, src: np.ndarray,
     stable, _ = model_bond_stability(np.asarray(atom_type), np.asarray(charge), np.array([0, len(atom_type)]), src, dst,
                                      kekule, hydrogens)
     return np.stack([~ok, ~stable], axis=1)
+
+
+#: the ring sizes :func:`ring_feedback` tells apart (the last one: that size or larger)
+RING_FEEDBACK_SIZES = (3, 4, 5, 6, 7)
+
+
+def ring_feedback(num_atoms: int, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The smallest ring each atom of an (estimated) bond graph lies in: ``[num_atoms, 5]`` bool, one-hot
+    over 3, 4, 5, 6 and 7-or-more ring atoms (:data:`RING_FEEDBACK_SIZES`), all False for an atom in no
+    ring. Rings are those of RDKit's symmetrized smallest set of smallest rings of the graph of bonds
+    with ``order`` > 0 (bond types do not matter; molecules of a batch may share one graph)."""
+    from rdkit import Chem
+
+    keep = np.asarray(order) > 0
+    mol = Chem.RWMol()
+    for _ in range(num_atoms):
+        mol.AddAtom(Chem.Atom(6))
+    for a, b in zip(np.asarray(src)[keep].tolist(), np.asarray(dst)[keep].tolist()):
+        if a != b and mol.GetBondBetweenAtoms(a, b) is None:
+            mol.AddBond(a, b, Chem.BondType.SINGLE)
+    smallest = np.full(num_atoms, np.iinfo(np.int64).max)
+    for ring in Chem.GetSymmSSSR(mol):
+        idx = np.asarray(list(ring))
+        smallest[idx] = np.minimum(smallest[idx], len(idx))
+    out = np.zeros((num_atoms, len(RING_FEEDBACK_SIZES)), dtype=bool)
+    for col, size in enumerate(RING_FEEDBACK_SIZES):
+        out[:, col] = smallest == size if col < len(RING_FEEDBACK_SIZES) - 1 else (smallest >= size) & (smallest < np.iinfo(np.int64).max)
+    return out

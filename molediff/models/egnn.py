@@ -274,6 +274,29 @@ def build(params: EGNNConfig, widths: dict[str, Any]) -> EGNNDenoiser:
                         pair_hidden=pair_hidden, **widths)
 
 
+#: the last linear of each residual branch of an EGNN layer: zero, the layer adds nothing to h, x, e
+_RESIDUAL_OUTPUTS = ("node.2.", "coord.2.", "pair_update.2.")
+
+
+def _appended_layers(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` completed with the layers ``own`` has beyond the source's (a deeper network): each a
+    copy of the source's last layer with its residual read-outs zeroed, so it starts as the identity
+    (the per-layer position bound is kept by :meth:`~molediff.config.EGNNConfig.warm_start`) and learns
+    from there; returns ``(state, names of the appended layers)``."""
+    count = lambda keys: len({k.split(".")[1] for k in keys if k.startswith("layers.")})  # noqa: E731
+    have, want = count(state), count(own)
+    if want <= have or have == 0:
+        return state, []
+    state = dict(state)
+    last = f"layers.{have - 1}."
+    for i in range(have, want):
+        for key, value in list(state.items()):
+            if key.startswith(last):
+                rest = key[len(last):]
+                state[f"layers.{i}.{rest}"] = torch.zeros_like(value) if rest.startswith(_RESIDUAL_OUTPUTS) else value.clone()
+    return state, [f"layers.{i} (appended, starts as the identity)" for i in range(have, want)]
+
+
 def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels: tuple[list[str], list[str]],
                      old_labels: tuple[list[str], list[str]],
                      pair_labels: tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]] | None = None) -> list[str]:
@@ -288,7 +311,8 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
     """
     own = net.state_dict()
     (new_in, new_out), (old_in, old_out) = new_labels, old_labels
-    fresh = [k for k in own if k not in state]
+    state, appended = _appended_layers(own, state)
+    fresh = [k for k in own if k not in state] + appended
     for key, value in state.items():
         if key not in own:
             raise UserError(f"the source weights have {key}, which this network does not")
