@@ -158,7 +158,7 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def merge(path: Path, label: str, rows: list[dict]) -> None:
+def merge(path: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
     key = lambda r: (r["label"], r["guidance"], r["request"])  # noqa: E731
     fresh = {key(r) for r in rows}
@@ -198,7 +198,7 @@ def main() -> int:
     base, sec = sample(gen, args.n, args, {}, 1.0)
     print(f"  unconditional: valid {100 * base['valid']:.1f}%  stable {100 * base['stability']:.1f}%  odd rings "
           f"{_pct(base['odd_ring'])}  no aromatic ring {_pct(base['without_aromatic_ring'])} ({sec:.0f} s)", flush=True)
-    common = {"label": args.label or label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps}
+    common = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps}
     rows = [{**common, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
     for g in [float(x) for x in args.guidance.split(",")]:
         print(f"guidance {g:g}")
@@ -206,7 +206,7 @@ def main() -> int:
             rows += [{**common, "guidance": g, **r} for r in run_property(gen, name, specs[name], base, args, g)]
         if not args.no_triple and all(name in gen.conditions for name, _ in TRIPLE):
             rows.append({**common, "guidance": g, **run_triple(gen, specs, base, args, g)})
-    merge(Path(args.json), label, rows)
+    merge(Path(args.json), rows)
     print(f"wrote {args.json}")
     return 0
 

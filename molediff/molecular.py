@@ -216,44 +216,33 @@ class MolecularDiffusion:
             return [], [], None
         sc = self_cond if self_cond is not None else x_t * 0.0
         node = [sc.node[:, 3:]]
-        if self.cfg.valence_feedback:
-            node.append(self._valence_feedback(self_cond, x_t))
-        if self.cfg.ring_feedback:
-            node.append(self._ring_feedback(self_cond, x_t))
+        if self.cfg.valence_feedback or self.cfg.ring_feedback:
+            node.append(self._feedback(self_cond, x_t))
         return node, [sc.pair], sc.node[:, :3]
 
-    def _ring_feedback(self, estimate: MolState | None, x_t: MolState) -> torch.Tensor:
-        """[|V|, 5] per atom of the previous estimate (arg-max decoded bonds): the smallest ring it lies in,
-        one-hot over 3, 4, 5, 6, 7+ (:func:`molediff.chem.kekule.ring_feedback`); zeros before the first
-        estimate. Computed on the CPU without gradient (an input, like the estimate itself)."""
-        from molediff.chem.kekule import RING_FEEDBACK_SIZES, ring_feedback
-
+    def _feedback(self, estimate: MolState | None, x_t: MolState) -> torch.Tensor:
+        """[|V|, len(:meth:`_feedback_labels`)] per atom of the previous estimate, arg-max decoded once:
+        valence feedback (aromatic system without a Kekulé form, valence not allowed;
+        :func:`molediff.chem.kekule.valence_feedback`), then ring feedback (the smallest ring, one-hot
+        3, 4, 5, 6, 7+; :func:`molediff.chem.kekule.ring_feedback`); zeros before the first estimate.
+        Computed on the CPU without gradient (an input, like the estimate itself)."""
         if estimate is None:
-            return x_t.node.new_zeros(x_t.node.shape[0], len(RING_FEEDBACK_SIZES))
-        with torch.no_grad():
-            order = np.asarray(self.vocab.bond_orders)[estimate.part("bond").argmax(1).cpu().numpy()]
-            src, dst = estimate.graph.pair_index.cpu().numpy()
-            flags = ring_feedback(estimate.node.shape[0], src, dst, order)
-        return torch.as_tensor(flags, dtype=x_t.dtype, device=x_t.device)
+            return x_t.node.new_zeros(x_t.node.shape[0], len(self._feedback_labels()))
+        from molediff.chem.kekule import ring_feedback, valence_feedback
 
-    def _valence_feedback(self, estimate: MolState | None, x_t: MolState) -> torch.Tensor:
-        """[|V|, 2] per atom of the previous estimate (arg-max decoded): aromatic system without a Kekulé
-        form, valence not allowed (:func:`molediff.chem.kekule.valence_feedback`); zeros before the first
-        estimate. Computed on the CPU without gradient (an input, like the estimate itself)."""
-        if estimate is None:
-            return x_t.node.new_zeros(x_t.node.shape[0], 2)
-        from molediff.chem.kekule import valence_feedback
-
-        vocab = self.vocab
+        vocab, cols = self.vocab, []
         with torch.no_grad():
-            atom = np.asarray(vocab.table_index)[estimate.part("atom").argmax(1).cpu().numpy()]
-            charge = (np.asarray(vocab.charges)[estimate.part("charge").argmax(1).cpu().numpy()] if self.cfg.charges
-                      else np.zeros(len(atom), dtype=np.int64))
-            hydrogens = estimate.part("hydrogens").argmax(1).cpu().numpy() if vocab.heavy_atom else None
             order = np.asarray(vocab.bond_orders)[estimate.part("bond").argmax(1).cpu().numpy()]
             src, dst = estimate.graph.pair_index.cpu().numpy()
-            flags = valence_feedback(atom, charge, src, dst, order, hydrogens)
-        return torch.as_tensor(flags, dtype=x_t.dtype, device=x_t.device)
+            if self.cfg.valence_feedback:
+                atom = np.asarray(vocab.table_index)[estimate.part("atom").argmax(1).cpu().numpy()]
+                charge = (np.asarray(vocab.charges)[estimate.part("charge").argmax(1).cpu().numpy()] if self.cfg.charges
+                          else np.zeros(len(atom), dtype=np.int64))
+                hydrogens = estimate.part("hydrogens").argmax(1).cpu().numpy() if vocab.heavy_atom else None
+                cols.append(valence_feedback(atom, charge, src, dst, order, hydrogens))
+            if self.cfg.ring_feedback:
+                cols.append(ring_feedback(estimate.node.shape[0], src, dst, order))
+        return torch.as_tensor(np.concatenate(cols, axis=1), dtype=x_t.dtype, device=x_t.device)
 
     def _condition_inputs(self, x_t: MolState, cond: torch.Tensor | None) -> list[torch.Tensor]:
         """Property conditions ``cond`` [B, K] (dataset units, NaN = not given; None: none given): per atom

@@ -231,15 +231,15 @@ def test_valence_feedback_reads_the_estimates_rule_breakers_and_warm_starts_at_t
     transfer_weights(net, src.state_dict(), (d.input_labels(), d.output_labels()), (src_d.input_labels(), src_d.output_labels()))
     x, est = _state(d), _state(d, seed=5)
     t = torch.tensor([300, 700])
-    flags = d._valence_feedback(est, x)
+    flags = d._feedback(est, x)
     assert flags.shape == (x.node.shape[0], 2) and set(flags.unique().tolist()) <= {0.0, 1.0}
-    assert not d._valence_feedback(None, x).any()  # before the first estimate: nothing to report
+    assert not d._feedback(None, x).any()  # before the first estimate: nothing to report
     want = src_d.predict(src, x, t, self_cond=est)[0]
     got = d.predict(net, x, t, self_cond=est)[0]  # the new columns start at zero: the source's function
     torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
     # a clean estimate of real molecules breaks no rule
     clean = d.encode(_set([6, 4]).collate([0, 1]))
-    assert not d._valence_feedback(clean, x)[:, 0].any()
+    assert not d._feedback(clean, x)[:, 0].any()
     assert AROMATIC not in d.vocab.bond_orders  # QM9-style Kekulé vocabulary here: no aromatic systems at all
 
 
@@ -287,7 +287,8 @@ def test_ring_feedback_reads_the_estimates_smallest_rings_and_warm_starts_at_the
                      (src_d.input_labels(), src_d.output_labels()))
     x, est = _state(d), _state(d, seed=5)
     t = torch.tensor([300, 700])
-    assert not d._ring_feedback(None, x).any()  # before the first estimate: nothing to report
+    assert not d._feedback(None, x).any() and d._feedback(None, x).shape == (x.node.shape[0], 5)  # nothing yet
+    assert d._feedback(est, x).sum(1).max() <= 1  # one smallest ring per atom at most
     want = src_d.predict(src_net, x, t, self_cond=est)[0]
     got = d.predict(net, x, t, self_cond=est)[0]  # the new columns start at zero: the source's function
     torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)

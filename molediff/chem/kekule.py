@@ -171,18 +171,13 @@ def ring_feedback(num_atoms: int, src: np.ndarray, dst: np.ndarray, order: np.nd
     with ``order`` > 0 (bond types do not matter; molecules of a batch may share one graph)."""
     from rdkit import Chem
 
+    from molediff.chem.rdkit_mol import mol_from_bonds
+
     keep = np.asarray(order) > 0
-    mol = Chem.RWMol()
-    for _ in range(num_atoms):
-        mol.AddAtom(Chem.Atom(6))
-    for a, b in zip(np.asarray(src)[keep].tolist(), np.asarray(dst)[keep].tolist()):
-        if a != b and mol.GetBondBetweenAtoms(a, b) is None:
-            mol.AddBond(a, b, Chem.BondType.SINGLE)
-    smallest = np.full(num_atoms, np.iinfo(np.int64).max)
+    mol = mol_from_bonds(["C"] * num_atoms, np.asarray(src)[keep], np.asarray(dst)[keep], np.ones(int(keep.sum()), dtype=np.int64))
+    smallest = np.zeros(num_atoms, dtype=np.int64)  # 0: in no ring
     for ring in Chem.GetSymmSSSR(mol):
         idx = np.asarray(list(ring))
-        smallest[idx] = np.minimum(smallest[idx], len(idx))
-    out = np.zeros((num_atoms, len(RING_FEEDBACK_SIZES)), dtype=bool)
-    for col, size in enumerate(RING_FEEDBACK_SIZES):
-        out[:, col] = smallest == size if col < len(RING_FEEDBACK_SIZES) - 1 else (smallest >= size) & (smallest < np.iinfo(np.int64).max)
-    return out
+        smallest[idx] = np.where(smallest[idx] > 0, np.minimum(smallest[idx], len(idx)), len(idx))
+    sizes = np.asarray(RING_FEEDBACK_SIZES)
+    return np.minimum(smallest, sizes[-1])[:, None] == sizes[None, :]
