@@ -123,6 +123,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=75, help="reverse steps (default 75: molediff sample's default)")
     ap.add_argument("--noise-scale", type=float, nargs="+", default=[0.8, 1.0])
     ap.add_argument("--sampler", default="ddim")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="rounds of local restarts (molediff.restarts; default: the model's own, 0 unless its file says)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--posebusters", type=int, default=0,
                     help="molecules given the 3D checks (PoseBusters mol_fast, MMFF relaxation, strain against ETKDGv3), "
@@ -152,9 +154,13 @@ def main() -> int:
             gen.compile()  # its warm-up falls in the first row's seconds
         for noise in args.noise_scale:
             t0 = time.time()
-            mols = gen.sample(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler)
+            req = gen.request(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler,
+                              restarts=args.restarts)
+            mols = gen.sample(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler,
+                              restarts=req.restarts)
             seconds = time.time() - t0
-            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}",
+            tail = f" restarts {req.restarts}" if req.restarts else ""
+            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}{tail}",
                          **_score(mols, seconds, args, train, train_holding, train_count)})
     for r in rows:
         _print_row(r)

@@ -42,6 +42,12 @@ DEFAULT_NOISE_SCALE = 0.8
 DEFAULT_RESAMPLE = 5
 #: accepted noise scales (checked by the API and, before any output is created, by the CLI)
 MAX_NOISE_SCALE = 2.0
+#: where a local restart begins (molediff.restarts), as a share of the T levels (0.4: 400 of 1000).
+#: Chemistry is settled in the middle of the trajectory (a model restores bonds from t ≤ 200 and loses
+#: them from t ≈ 500): lower levels redraw too little to change a ring, higher ones lose the context the
+#: held atoms give (druglike v2, 300 molecules, six rounds: connected validity 78% -> 94.7% from 0.25,
+#: 96.7% from 0.4, 88.0% from 0.6)
+DEFAULT_RESTART_LEVEL = 0.4
 
 
 # ---------------------------------------------------------------------------- networks

@@ -119,6 +119,25 @@ class MolGraph:
             return None
         return torch.zeros(self.num_graphs, dtype=torch.bool, device=self.fixed.device).index_fill_(0, self.batch[self.fixed], True)
 
+    def select(self, molecules: torch.Tensor) -> tuple["MolGraph", torch.Tensor, torch.Tensor]:
+        """Molecules ``molecules`` [K] (ascending indices) as a graph of their own, with the rows of this
+        graph they take: ``(graph, atom_rows [|V'|], pair_rows [|P'|])`` (pairs are per-molecule blocks in
+        the same order, so a state's rows carry over as ``node[atom_rows]``, ``pair[pair_rows]``)."""
+        molecules = torch.as_tensor(molecules, dtype=torch.long, device=self.ptr.device)
+
+        def rows(ptr: torch.Tensor) -> torch.Tensor:
+            starts, counts = ptr[molecules], ptr[molecules + 1] - ptr[molecules]
+            offsets = torch.repeat_interleave(starts - ptr_from_counts(counts)[:-1], counts)
+            return torch.arange(int(counts.sum()), device=ptr.device) + offsets
+
+        atom_rows, pair_rows = rows(self.ptr), rows(self.pair_ptr)
+        counts = self.ptr[molecules + 1] - self.ptr[molecules]
+        fixed = None if self.fixed is None else self.fixed[atom_rows]
+        new_index = torch.empty(len(self.batch), dtype=torch.long, device=self.ptr.device)
+        new_index[atom_rows] = torch.arange(len(atom_rows), device=self.ptr.device)
+        graph = MolGraph.from_ptr(ptr_from_counts(counts), fixed, new_index[self.pair_index[:, pair_rows]])
+        return graph, atom_rows, pair_rows
+
     def slice(self, lo: int, hi: int) -> "MolGraph":
         """Molecules ``lo .. hi−1`` as a graph of their own (their pairs are a block of this graph's)."""
         a0, a1, p0, p1 = int(self.ptr[lo]), int(self.ptr[hi]), int(self.pair_ptr[lo]), int(self.pair_ptr[hi])

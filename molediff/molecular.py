@@ -385,7 +385,8 @@ class MolecularDiffusion:
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
-               spacing: str = "trailing", self_condition_feedback: str = "guided") -> Molecules:
+               spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0,
+               restart_level: float | None = None) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -405,6 +406,10 @@ class MolecularDiffusion:
         update applies to them unchanged; the last step returns the network's x̂_0, decoded by arg-max.
         ``self_condition_feedback``: which estimate a self-conditioning model reads at the next step under
         guidance (:data:`SELF_CONDITION_FEEDBACK`; no effect at w = 0 or 1 or without self-conditioning).
+        ``restarts`` R (models that write bonds, no fragment): then up to R rounds of local restarts, the
+        atoms that fail the honest valence rule generated again from level ``restart_level`` · T with
+        the rest held (:mod:`molediff.restarts`; None: its default); ``restarted`` [B] of the result
+        counts each molecule's rounds.
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -419,7 +424,23 @@ class MolecularDiffusion:
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
                         noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
                         sampler=sampler, spacing=spacing)
-        return self.decode(x)
+        if not restarts:
+            return self.decode(x)
+        from molediff.restarts import DEFAULT_LEVEL, restart_eta, restart_failed
+
+        if not self.cfg.bonds or known is not None or replace is not None:
+            raise ValueError("restarts need a model that writes bonds and a request without a fragment")
+
+        def denoiser(molecules: torch.Tensor) -> Callable:  # the sampler's model for these molecules
+            c = cond[molecules.to(cond.device)] if cond is not None else None
+            return sampling_denoiser(self, net, c, guidance, None, self_condition_feedback)
+
+        x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
+                                      restart_eta(sampler, eta), noise_scale, generator,
+                                      DEFAULT_LEVEL if restart_level is None else restart_level, spacing=spacing)
+        out = self.decode(x)
+        out.restarted = restarted
+        return out
 
 
 def _per_molecule_mean(values: torch.Tensor, index: torch.Tensor, num_graphs: int, rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -72,6 +72,7 @@ class SampleRequest:
     relax_hydrogens: bool
     first_batch: int = 0
     batch_stride: int = 1
+    restarts: int = 0  # rounds of local restarts after each batch (molediff.restarts)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class SampleStats:
     diverged: int = 0
     batches: int = 0
     seconds: float = 0.0
+    restarted: int = 0  # delivered molecules that local restarts regenerated in part
 
 
 class MoleculeGenerator:
@@ -260,6 +262,7 @@ class MoleculeGenerator:
         first_batch: int = 0,
         batch_stride: int = 1,
         flags: bool = False,
+        restarts: int | None = None,
     ) -> SampleRequest:
         """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
         arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
@@ -274,12 +277,36 @@ class MoleculeGenerator:
         fragment = self._prepared_fragment(fragment)
         if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
+        restarts = self._restart_rounds(restarts, fragment, flags)
         conditions = self.check_conditions(conditions, guidance, fragment)
         if conditions and n_atoms is None and self.meta.get("condition_table") is None:
             raise UserError("this model has no table of sizes against properties; pass --n-atoms")
         return SampleRequest(n, steps, seed, batch_size, n_atoms, eta,
                              self.default_noise_scale if noise_scale is None else noise_scale, sampler, spacing, fragment,
-                             resample, conditions, guidance, self_condition_feedback, relax_hydrogens, first_batch, batch_stride)
+                             resample, conditions, guidance, self_condition_feedback, relax_hydrogens, first_batch, batch_stride,
+                             restarts)
+
+    @property
+    def default_restarts(self) -> int:
+        """Rounds of local restarts this model runs unless asked otherwise (:mod:`molediff.restarts`):
+        its file's ``default_restarts``, else 0."""
+        return int(self.meta.get("default_restarts", 0))
+
+    def _restart_rounds(self, restarts: int | None, fragment: Any, flags: bool) -> int:
+        """The request's restart rounds: ``restarts``, or the model's default (none with a fragment)."""
+        from molediff.restarts import MAX_ROUNDS
+
+        name = "--restarts" if flags else "restarts"
+        if restarts is None:
+            return self.default_restarts if fragment is None and self.writes_bonds else 0
+        if not 0 <= restarts <= MAX_ROUNDS:
+            raise UserError(f"{name} must be between 0 and {MAX_ROUNDS}, got {restarts}")
+        if restarts and not self.writes_bonds:
+            raise UserError(f"{name} needs a model that writes bonds (it regenerates the atoms that fail their valence "
+                            "rule); this one writes atoms only")
+        if restarts and fragment is not None:
+            raise UserError(f"{name} does not combine with a fragment yet; leave one of them out")
+        return restarts
 
     def _size_range(self, n_atoms: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
         """``n_atoms`` (a size, ``(lo, hi)`` or ``"lo-hi"``) as a checked range, None for the histogram."""
@@ -323,6 +350,7 @@ class MoleculeGenerator:
         tag = self.sampler_tag(req.sampler, req.steps, req.eta, req.noise_scale, req.spacing)
         if req.fragment is not None:
             tag += ("_fragment" if self.config.diffusion.fragments else "_inpaint") + f"_resample{req.resample}"
+        tag += f"_restarts{req.restarts}" if req.restarts else ""
         return tag + (f"_guidance{req.guidance:g}" if req.conditions else "")
 
     def sample_arrays(self, n: int, stats: SampleStats | None = None,
@@ -412,6 +440,9 @@ class MoleculeGenerator:
                 delivered.add(rows[i])
                 stats.delivered += 1
                 info = {"batch": index, "index_in_batch": i}
+                if mols.restarted is not None:
+                    info["restarts"] = int(mols.restarted[i])
+                    stats.restarted += bool(info["restarts"])
                 if req.fragment is not None:
                     info["fixed_atoms"] = list(range(len(req.fragment)))
                 if targets is not None:
@@ -432,7 +463,7 @@ class MoleculeGenerator:
                                          noise_scale=req.noise_scale, callback=callback, resample=req.resample,
                                          cond=cond.to(self.device) if cond is not None else None, guidance=req.guidance,
                                          sampler=req.sampler, spacing=req.spacing,
-                                         self_condition_feedback=req.self_condition_feedback).cpu()
+                                         self_condition_feedback=req.self_condition_feedback, restarts=req.restarts).cpu()
         from molediff.inpainting import inpaint
 
         return inpaint(self.diffusion, self.net, req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,

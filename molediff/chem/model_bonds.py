@@ -62,6 +62,35 @@ def model_bond_stability(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndar
     return atom_stable, (unstable == 0) & (np.diff(ptr) > 0)
 
 
+def failing_atoms(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                  order: np.ndarray, hydrogens: np.ndarray | None = None) -> np.ndarray:
+    """``[N]`` bool: the atoms that keep a molecule from being stable and connected by the honest rule
+    (arguments as :func:`model_bond_stability`; aromatic systems already Kekulé, where a system with no
+    Kekulé form has its leftover bonds single, so its atoms fail here): every unstable atom, and in a
+    molecule of several fragments every atom outside its largest one. Numpy only (no RDKit)."""
+    keep = np.asarray(order) > 0
+    src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
+    atom_stable, _ = model_bond_stability(atom_type, charge, ptr, src, dst, order, hydrogens)
+    n = len(atom_type)
+    label = np.arange(n)  # fragment labels: the smallest atom index of each, by propagation along bonds
+    while True:
+        low = np.minimum(label[src], label[dst])
+        new = label.copy()
+        np.minimum.at(new, src, low)
+        np.minimum.at(new, dst, low)
+        new = new[new]  # pointer jumping: fewer rounds on long chains
+        if np.array_equal(new, label):
+            break
+        label = new
+    mol = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    size = np.bincount(label, minlength=n)[label]
+    # each molecule's largest fragment: the one of its atom with the largest (size, -label)
+    key = size * (n + 1) - label
+    top = np.full(len(ptr) - 1, -1, dtype=np.int64)
+    np.maximum.at(top, mol, key)
+    return ~atom_stable | (key != top[mol])
+
+
 def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
                       order: np.ndarray, pos: np.ndarray | None = None, progress: bool = False,
                       desc: str = "model bonds", hydrogens: np.ndarray | None = None) -> ModelBondScores:

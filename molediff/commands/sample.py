@@ -20,7 +20,7 @@ from pathlib import Path
 from molediff.atomic import AtomicFile, OutputLock, output_folder
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, DRUGLIKE_PROPERTIES, PROPERTIES, Range, parse_conditions
-from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS
+from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 from molediff.commands.evaluate import REPORT_HELP
@@ -54,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"RePaint rounds per reverse step with --fragment and a model not trained on fragments, so fragment "
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
                         f"each round costs one more network evaluation; see benchmarks/README.md)")
+    p.add_argument("--restarts", type=int, default=None, metavar="R",
+                   help=f"rounds of local restarts (models that write bonds, not with --fragment): after sampling, the atoms "
+                        f"of a molecule that fail the valence rule (a ring with no Kekulé form, an atom a bond short, a stray "
+                        f"fragment) and their neighbours are noised back to {DEFAULT_RESTART_LEVEL:g}·T and generated again with the "
+                        f"rest of the molecule held, up to R times; 0 turns them off (default: the model's own, 0 unless its "
+                        f"card says otherwise). Each record says how often it was restarted (molediff_restarts); see "
+                        f"benchmarks/README.md for validity and cost")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
@@ -300,8 +307,8 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
-                      guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True)
-    args.steps = req.steps
+                      guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts)
+    args.steps, args.restarts = req.steps, req.restarts
     if args.compile:
         gen.compile()
     meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": gen.request_tag(req), "molediff_seed": args.seed}
@@ -346,6 +353,7 @@ class _Tally:
     model_valid: int = 0
     model_stable: int = 0
     diverged: int = 0
+    restarted: int = 0
     smiles: set = dataclasses.field(default_factory=set)
     kept_3d: list = dataclasses.field(default_factory=list)
     valid_smiles: list = dataclasses.field(default_factory=list)
@@ -365,7 +373,8 @@ class _Tally:
 
     def counts(self) -> dict:
         """What every rank sends the main one."""
-        return {k: getattr(self, k) for k in ("count", "valid", "stable", "smiles", "model_valid", "model_stable", "diverged")}
+        return {k: getattr(self, k) for k in ("count", "valid", "stable", "smiles", "model_valid", "model_stable", "diverged",
+                                              "restarted")}
 
 
 def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, meta: dict, ctx) -> tuple[_Tally, bool]:
@@ -407,6 +416,8 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
             if fmt == "sdf":
                 extra = {"molediff_fixed_atoms": " ".join(str(i + 1) for i in info["fixed_atoms"])} if "fixed_atoms" in info else {}
                 extra.update({f"molediff_target_{k}": f"{v:.6g}" for k, v in info.get("conditions", {}).items()})
+                if "restarts" in info:
+                    extra["molediff_restarts"] = info["restarts"]
                 props = writer.write(list(symbols), pos, {"molediff_batch": info["batch"], **extra},
                                      bonds=info.get("bonds") if args.bonds == "model" else None, charges=info.get("charges"))
                 tally.add(props, symbols, pos, info)
@@ -427,7 +438,7 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
         writer.abort()  # nothing to publish: an existing file at --out stays as it was
     else:
         writer.close()  # only complete records were written; the file appears now
-    tally.count, tally.diverged = writer.count, stats.diverged
+    tally.count, tally.diverged, tally.restarted = writer.count, stats.diverged, stats.restarted
     return tally, interrupted
 
 
@@ -436,8 +447,8 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     """Print the summary of all ranks' records (``parts``; the main rank's ``tally`` for the drug-like
     checks); returns its lines (the report's too) and the number of molecules written."""
     done = sum(p["count"] for p in parts)
-    valid, stable, diverged, model_valid, model_stable = (
-        sum(p[k] for p in parts) for k in ("valid", "stable", "diverged", "model_valid", "model_stable"))
+    valid, stable, diverged, model_valid, model_stable, restarted = (
+        sum(p[k] for p in parts) for k in ("valid", "stable", "diverged", "model_valid", "model_stable", "restarted"))
     smiles = set().union(*(p["smiles"] for p in parts))
     summary: list[str] = []
 
@@ -453,6 +464,9 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
         say(wrote)
     if diverged:
         say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
+    if args.restarts:
+        say(f"local restarts (up to {args.restarts} rounds): {restarted} "
+            f"of {done} molecules had failing atoms generated again (SD property molediff_restarts; --restarts 0 turns them off)")
     if args.conditions:
         targets = ", ".join((f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f"{k}={v:g}") + f" {BY_NAME[k].unit}"
                             for k, v in args.conditions.items())

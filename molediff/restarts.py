@@ -1,0 +1,119 @@
+"""Local restarts: generate again the atoms a sample got wrong, keeping the rest of the molecule.
+
+After the reverse process, a model that writes bonds may leave a molecule a few atoms short of valid:
+an aromatic ring with no Kekulé form (a five-membered ring without its NH, an aromatic seven-ring), a
+carbon one bond short, a stray fragment. A restart takes those atoms (:func:`restart_region`: the
+atoms that fail the honest valence rule, those outside a molecule's largest fragment, and their
+bonded neighbours), noises them back to level ``t0 = level · T`` and runs the same sampler from there
+to 0 while the rest of the molecule is held: after every step it is overwritten with itself,
+forward-noised to that step's level (the replacement of RePaint, Lugmayr et al. 2022, as in
+:mod:`molediff.inpainting`), so the network sees one consistent noisy molecule and redraws only the
+region, in its context. Only the molecules that need it run again, up to ``rounds`` times; each
+round is checked the same way, so a molecule is never made worse than invalid, and every atom of an
+output is still the network's.
+
+Nothing is repaired by rule: the chemistry of a regenerated region is the model's new draw, judged
+by the same honest rule afterwards (a molecule still failing after the last round is written as it
+is). The figures with and without restarts are in benchmarks/README.md (druglike v2: connected
+validity 78% → 97% of 300 molecules over six rounds at level 0.4, about 15% more network evaluations;
+the ring statistics of the valid molecules barely move).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from molediff.config import DEFAULT_RESTART_LEVEL as DEFAULT_LEVEL
+from molediff.state import MolState, fixed_centroid, remove_mean
+
+#: bonded neighbours of a failing atom that are redrawn with it (two hops also free the ring around a
+#: failing atom of a substituent)
+DEFAULT_HOPS = 2
+#: at most this many rounds (each costs at most the ``level`` share of a run, on the failing molecules)
+MAX_ROUNDS = 20
+
+
+def restart_eta(sampler: str, eta: float) -> float:
+    """DDIM's η for restarts under ``sampler`` (:data:`~molediff.diffusion.sampler_table.SAMPLER_TABLE`):
+    a request's own η under ddim, 1 under the other samplers that inject noise, 0 under deterministic ones."""
+    from molediff.diffusion.sampler_table import SAMPLER_TABLE
+
+    if sampler == "ddim":
+        return eta
+    return 1.0 if SAMPLER_TABLE[sampler].injects_noise(eta) else 0.0
+
+
+def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS) -> torch.Tensor:
+    """``[|V|]`` bool: the atoms of the clean state ``x`` to generate again (see the module docstring);
+    all False for a molecule that is stable and connected."""
+    from molediff.chem.model_bonds import failing_atoms
+
+    mols = diffusion.decode(x).cpu()
+    order = mols.bond_order
+    bonded = order > 0
+    src, dst = mols.pair_index[:, bonded].numpy()
+    free = failing_atoms(mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst, order[bonded].numpy(),
+                         None if mols.hydrogens is None else mols.hydrogens.numpy())
+    for _ in range(hops):
+        grown = free.copy()
+        grown[dst[free[src]]] = True
+        grown[src[free[dst]]] = True
+        free = grown
+    return torch.as_tensor(free, device=x.device)
+
+
+@torch.no_grad()
+def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor], Callable], rounds: int,
+                   num_steps: int, eta: float, noise_scale: float, generator: torch.Generator | None = None,
+                   level: float = DEFAULT_LEVEL, hops: int = DEFAULT_HOPS, spacing: str = "trailing"
+                   ) -> tuple[MolState, torch.Tensor]:
+    """Restart the failing regions of the clean state ``x`` (the sampler's output, before decoding) up
+    to ``rounds`` times. ``denoiser(molecules)`` gives the sampler's ``model(x_t, t)`` for those
+    molecules ([K] indices into ``x``: their conditions); DDIM with ``num_steps`` / ``eta`` /
+    ``noise_scale`` / ``spacing`` runs from the grid's first level ≤ ``level`` · T.
+
+    Returns ``(state, restarted)``: the new clean state and ``[B]`` int, the rounds each molecule was
+    regenerated (0: it was not)."""
+    from molediff.diffusion.samplers import ddim_sample
+
+    s = diffusion.schedule
+    start = int(round(level * (s.num_train_timesteps - 1)))
+    restarted = torch.zeros(x.num_graphs, dtype=torch.long)
+    for _ in range(rounds):
+        free = restart_region(diffusion, x, hops)
+        if not bool(free.any()):
+            break
+        molecules = torch.unique(x.graph.batch[free]).cpu()
+        restarted[molecules] += 1
+        graph, atom_rows, pair_rows = x.graph.select(molecules)
+        known = MolState(x.node[atom_rows], x.pair[pair_rows], graph.with_fixed(None), x.parts)
+        marked = graph.with_fixed(~free[atom_rows])
+        held, held_pairs = marked.fixed, marked.fixed_pairs
+
+        def noised(t: int) -> MolState:
+            z = known.noise_like(generator)
+            return MolState(s.add_noise(known.node, z.node, t), s.add_noise(known.pair, z.pair, t), known.graph, x.parts)
+
+        def replace(i: int, t: int, y: MolState) -> MolState:  # noqa: ARG001
+            target = known if t < 0 else noised(t)
+            node, pair = y.node.clone(), y.pair.clone()
+            # the held atoms go where the chain has them now (their centroid), so the region keeps its
+            # place relative to them; then the molecule is re-centred (one common translation)
+            offset = (fixed_centroid(y.node[:, :3], marked) - fixed_centroid(target.node[:, :3], marked))[graph.batch]
+            node[held] = torch.cat([target.node[:, :3] + offset, target.node[:, 3:]], dim=1)[held]
+            pair[held_pairs] = target.pair[held_pairs]
+            node[:, :3] = remove_mean(node[:, :3], graph.batch, graph.num_graphs)
+            return MolState(node, pair, known.graph, x.parts)
+
+        timesteps = s.set_timesteps(num_steps, spacing=spacing).tolist()
+        first = next(t for t in timesteps if t <= start)
+        y = noised(first)  # every atom at level t0; the held ones are replaced after each step
+        y = ddim_sample(denoiser(molecules), y, s, num_steps=num_steps, eta=eta, generator=generator, spacing=spacing,
+                        noise_scale=noise_scale, replace=replace, start=start)
+        node, pair = x.node.clone(), x.pair.clone()
+        node[atom_rows], pair[pair_rows] = y.node, y.pair
+        x = MolState(node, pair, x.graph, x.parts)
+    return x, restarted
+

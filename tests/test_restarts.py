@@ -1,0 +1,185 @@
+"""Local restarts (molediff.restarts): which atoms are generated again, that the rest of a molecule and
+molecules without failing atoms are kept exactly, and the request's checks, defaults and SD property."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from molediff import sampling
+from molediff.checkpoint import save_model_file
+from molediff.chem.model_bonds import failing_atoms
+from molediff.cli import main
+from molediff.config import ModelConfig, TrainConfig
+from molediff.elements import ELEMENTS
+from molediff.errors import UserError
+from molediff.graph import MolGraph
+from molediff.models import build_network
+from molediff.molecular import MolecularDiffusion
+from molediff.restarts import restart_failed, restart_region
+from molediff.state import remove_mean
+
+HISTOGRAM = [0] * 8 + [1, 2, 2, 1]  # sizes 8..11
+C, O, H = (ELEMENTS.index(s) for s in "COH")
+
+
+def _config(bonds: bool = True) -> TrainConfig:
+    config = TrainConfig(model=ModelConfig(hidden=16, layers=2, pair_hidden=8))
+    config.diffusion.timesteps = 50
+    config.diffusion.charges = config.diffusion.bonds = bonds
+    return config
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory) -> tuple[Path, TrainConfig]:
+    """A tiny untrained joint model (its molecules fail the valence rule, so restarts run)."""
+    torch.manual_seed(0)
+    config = _config()
+    net = build_network(config.model, MolecularDiffusion(config.diffusion))
+    path = tmp_path_factory.mktemp("model") / "m.pt"
+    save_model_file(path, net.state_dict(), config, {"step": 0, "size_histogram": HISTOGRAM})
+    return path, config
+
+
+def test_failing_atoms_are_unstable_ones_and_stray_fragments():
+    # molecule 0: ethane's carbons (3 H counts each) and a stray methane; molecule 1: formaldehyde
+    atom, charge, ptr = np.array([C, C, C, C, O]), np.zeros(5, int), np.array([0, 3, 5])
+    src, dst, order = np.array([0, 3]), np.array([1, 4]), np.array([1, 2])
+    assert failing_atoms(atom, charge, ptr, src, dst, order, np.array([3, 3, 4, 2, 0])).tolist() == [False, False, True, False, False]
+    # a carbon one hydrogen short fails by itself; its partner does not
+    assert failing_atoms(atom, charge, ptr, src, dst, order, np.array([2, 3, 4, 2, 0])).tolist() == [True, False, True, False, False]
+
+
+def test_select_takes_the_rows_of_the_chosen_molecules():
+    g = MolGraph.from_ptr(torch.tensor([0, 3, 5, 9]))
+    sub, atoms, pairs = g.select(torch.tensor([0, 2]))
+    assert sub.ptr.tolist() == [0, 3, 7] and atoms.tolist() == [0, 1, 2, 5, 6, 7, 8]
+    assert torch.equal(sub.pair_index, MolGraph.from_ptr(sub.ptr).pair_index)
+    # the chosen pairs join the same atoms, renumbered
+    assert torch.equal(atoms[sub.pair_index], g.pair_index[:, pairs])
+
+
+def _ethanol_state(diffusion: MolecularDiffusion, broken: bool):
+    """Two ethanols with explicit hydrogens as a clean state; with ``broken`` the second loses the bond
+    of one carbon to its hydrogen (that carbon fails, the hydrogen is a stray fragment)."""
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    n = mol.GetNumAtoms()
+    ptr = torch.tensor([0, n, 2 * n])
+    graph = MolGraph.from_ptr(ptr)
+    order = torch.zeros(2 * n, 2 * n, dtype=torch.long)
+    for k in range(2):
+        for b in mol.GetBonds():
+            i, j = b.GetBeginAtomIdx() + k * n, b.GetEndAtomIdx() + k * n
+            order[i, j] = order[j, i] = int(b.GetBondTypeAsDouble())
+    cut = None
+    if broken:
+        cut = next(b for b in mol.GetBonds() if {b.GetBeginAtom().GetSymbol(), b.GetEndAtom().GetSymbol()} == {"C", "H"})
+        i, j = cut.GetBeginAtomIdx() + n, cut.GetEndAtomIdx() + n
+        order[i, j] = order[j, i] = 0
+    pos = torch.as_tensor(mol.GetConformer().GetPositions(), dtype=torch.float32).repeat(2, 1)
+    batch = SimpleNamespace(ptr=ptr, pos=pos, pair_index=graph.pair_index,
+                            atom_type=torch.as_tensor([ELEMENTS.index(a.GetSymbol()) for a in mol.GetAtoms()] * 2),
+                            charge=torch.zeros(2 * n, dtype=torch.long),
+                            bond_type=order[graph.pair_index[0], graph.pair_index[1]])
+    return diffusion.encode(batch), n, cut
+
+
+def test_region_is_the_failing_atoms_and_their_neighbours(joint):
+    _, config = joint
+    d = MolecularDiffusion(config.diffusion)
+    x, _, _ = _ethanol_state(d, broken=False)
+    assert not restart_region(d, x).any()
+    x, n, cut = _ethanol_state(d, broken=True)
+    region = restart_region(d, x, hops=0)
+    assert region[:n].sum() == 0 and set(torch.nonzero(region).flatten().tolist()) == {cut.GetBeginAtomIdx() + n, cut.GetEndAtomIdx() + n}
+    assert restart_region(d, x, hops=1).sum() > 2
+
+
+def test_restart_keeps_what_does_not_fail(joint):
+    path, config = joint
+    gen = sampling.load_pretrained(path)
+    d = gen.diffusion
+    x, n, cut = _ethanol_state(d, broken=True)
+    region = restart_region(d, x, hops=1)
+    calls = []
+
+    def denoiser(molecules):
+        calls.append(molecules.tolist())
+        from molediff.guidance import sampling_denoiser
+        return sampling_denoiser(d, gen.net, None, 1.0, None)
+
+    y, restarted = restart_failed(d, x, denoiser, rounds=1, num_steps=10, eta=1.0, noise_scale=1.0,
+                                  generator=torch.Generator().manual_seed(0), hops=1)
+    assert calls == [[1]] and restarted.tolist() == [0, 1]
+    # the molecule without failing atoms is untouched, row for row
+    assert torch.equal(y.node[:n], x.node[:n]) and torch.equal(y.pair[: x.graph.pair_ptr[1]], x.pair[: x.graph.pair_ptr[1]])
+    # the held atoms of the other keep their types and their shape (positions up to one translation)
+    held = ~region[n:]
+    assert torch.equal(y.node[n:][held, 3:], x.node[n:][held, 3:])
+    shift = y.node[n:][held, :3] - x.node[n:][held, :3]
+    assert torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-5)
+    assert not torch.equal(y.node[n:][region[n:]], x.node[n:][region[n:]])
+    # positions stay centred
+    assert torch.allclose(remove_mean(y.node[:, :3], y.graph.batch, 2), y.node[:, :3], atol=1e-5)
+
+
+def test_request_checks_and_defaults(joint, tmp_path):
+    path, config = joint
+    gen = sampling.load_pretrained(path)
+    assert gen.request(4, steps=5).restarts == 0  # no default in its file
+    assert gen.request(4, steps=5, restarts=3).restarts == 3
+    for bad in (-1, 21):
+        with pytest.raises(UserError, match="between 0 and 20"):
+            gen.request(4, steps=5, restarts=bad)
+    # a model file may carry its own default; a fragment request runs none unless asked, and refuses them
+    gen.meta["default_restarts"] = 2
+    assert gen.request(4, steps=5).restarts == 2
+    frag = Chem.AddHs(Chem.MolFromSmiles("CO"))
+    AllChem.EmbedMolecule(frag, randomSeed=0)
+    frag = Chem.RWMol(frag)
+    frag.RemoveAtom(next(a.GetIdx() for a in frag.GetAtoms() if a.GetSymbol() == "H"))
+    assert gen.request(4, steps=5, fragment=frag.GetMol(), n_atoms=9).restarts == 0
+    with pytest.raises(UserError, match="fragment"):
+        gen.request(4, steps=5, fragment=frag.GetMol(), n_atoms=9, restarts=1)
+    # an atoms-only model has no bonds to judge
+    torch.manual_seed(0)
+    cfg = _config(bonds=False)
+    atoms = tmp_path / "atoms.pt"
+    save_model_file(atoms, build_network(cfg.model, MolecularDiffusion(cfg.diffusion)).state_dict(), cfg,
+                    {"step": 0, "size_histogram": HISTOGRAM})
+    with pytest.raises(UserError, match="writes bonds"):
+        sampling.load_pretrained(atoms).request(4, steps=5, restarts=1)
+
+
+def test_same_seed_same_molecules_and_molecules_not_restarted_are_unchanged(joint):
+    path, _ = joint
+    gen = sampling.load_pretrained(path)
+    plain = list(gen.sample_arrays(6, steps=5, seed=1, restarts=0))
+    runs = [list(gen.sample_arrays(6, steps=5, seed=1, restarts=2)) for _ in range(2)]
+    for (s1, p1, i1), (s2, p2, i2) in zip(*runs):
+        assert list(s1) == list(s2) and np.array_equal(p1, p2) and i1["restarts"] == i2["restarts"]
+    assert any(info["restarts"] for _, _, info in runs[0])  # an untrained model fails: restarts ran
+    for (s0, p0, i0), (s1, p1, i1) in zip(plain, runs[0]):
+        assert "restarts" not in i0
+        if i1["restarts"] == 0:  # the main pass is the same draw: untouched molecules are the same
+            assert list(s0) == list(s1) and np.allclose(p0, p1, atol=1e-5)
+
+
+def test_cli_writes_restart_counts(joint, tmp_path, capsys):
+    path, _ = joint
+    out = tmp_path / "o.sdf"
+    assert main(["sample", "--checkpoint", str(path), "-n", "4", "--steps", "5", "--restarts", "2", "--no-progress",
+                 "--out", str(out)]) == 0
+    mols = list(Chem.SDMolSupplier(str(out), sanitize=False, removeHs=False))
+    counts = [int(m.GetProp("molediff_restarts")) for m in mols]
+    assert len(counts) == 4 and all(0 <= c <= 2 for c in counts)
+    said = capsys.readouterr().out
+    assert f"local restarts (up to 2 rounds): {sum(c > 0 for c in counts)} of 4 molecules" in said
+    assert "restarts2" in mols[0].GetProp("molediff_sampler")
+    assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "-1", "--no-progress",
+                 "--out", str(tmp_path / "p.sdf")]) == 2
