@@ -66,8 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
                         "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition) or 'qm9-frag' "
                         "(the joint model trained to grow fragments: the default with --fragment), 'druglike' (drug-like "
-                        "molecules with S, Cl, Br, F from MOSES, heavy-atom with hydrogens placed; --steps 150 "
-                        "gives better molecules at twice the time); model cards in "
+                        "molecules with S, Cl, Br, F from MOSES: heavy-atom with hydrogens placed, an aromatic bond type, "
+                        "6 rounds of --restarts by default); model cards in "
                         "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     drug_units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in DRUGLIKE_PROPERTIES)
