@@ -290,6 +290,8 @@ def main() -> int:
                     "of QM9's test split (e.g. held-out MOSES-3D molecules for a drug-like model); the QM9 named fragments "
                     "are then skipped")
     ap.add_argument("--noise-scale", type=float, default=None, help="sampler noise scale (default: the sampler's)")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="rounds of local restarts (fragment-conditioned models; default: the model's own)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inpainting.json"))
     ap.add_argument("--grid", default=str(ROOT / "docs" / "inpainting.png"))
@@ -306,6 +308,8 @@ def main() -> int:
     heavy_model = gen.diffusion.vocab.heavy_atom
     rows, examples = [], []
     noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
+    if args.restarts is not None:  # sampler settings passed with the noise scale to every request
+        noise["restarts"] = args.restarts
     for name, smarts in FRAGMENTS if not args.data else ():
         frag, size, query = cut(test, smarts)
         for r in (int(x) for x in args.resample.split(",")):

@@ -144,9 +144,11 @@ def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGr
 @torch.no_grad()
 def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragment, num_atoms: torch.Tensor,
             num_steps: int | None, generator: torch.Generator | None, eta: float, noise_scale: float, resample: int = 1,
-            callback=None, sampler: str = "ddim", spacing: str = "trailing") -> Molecules:
+            callback=None, sampler: str = "ddim", spacing: str = "trailing", restarts: int = 0) -> Molecules:
     """Molecules of ``num_atoms`` [B] atoms (each ≥ |fragment|) whose first |fragment| atoms are the
-    fragment: same elements, charges and bonds among them, and coordinates equal to ``fragment.pos``."""
+    fragment: same elements, charges and bonds among them, and coordinates equal to ``fragment.pos``.
+    ``restarts``: rounds of local restarts of the generated atoms (:mod:`molediff.restarts`), for a
+    fragment-conditioned model only."""
     nf = len(fragment)
     num_atoms = torch.as_tensor(num_atoms, dtype=torch.long)
     if int(num_atoms.min()) < nf:
@@ -162,8 +164,11 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
         known = _known_state(diffusion, fragment, marked)
         mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
                                 callback=callback, x_T=diffusion.prior(marked, generator), known=known, resample=resample,
-                                sampler=sampler, spacing=spacing)
+                                sampler=sampler, spacing=spacing, restarts=restarts)
         return _into_fragment_frame(mols, fragment, marked)
+    if restarts:
+        raise ValueError("restarts with a fragment need a fragment-conditioned model (inpainting holds the fragment "
+                         "by replacement)")
 
     # any other model reads no fragment: it runs on the unmarked graph, and the replace hook below
     # imposes the (noised) fragment on the marked rows

@@ -406,7 +406,7 @@ class MolecularDiffusion:
         update applies to them unchanged; the last step returns the network's x̂_0, decoded by arg-max.
         ``self_condition_feedback``: which estimate a self-conditioning model reads at the next step under
         guidance (:data:`SELF_CONDITION_FEEDBACK`; no effect at w = 0 or 1 or without self-conditioning).
-        ``restarts`` R (models that write bonds, no fragment): then up to R rounds of local restarts, the
+        ``restarts`` R (models that write bonds, not with ``replace``): then up to R rounds of local restarts, the
         atoms that fail the honest valence rule generated again from level ``restart_level`` · T with
         the rest held (:mod:`molediff.restarts`; None: its default); ``restarted`` [B] of the result
         counts each molecule's rounds.
@@ -419,6 +419,7 @@ class MolecularDiffusion:
 
         if cond is not None and not self.cfg.conditions:
             raise ValueError("this model has no conditions")
+        inpainting = replace is not None
         x_T, replace = hold_fragment(known, x_T, replace, bool(self.cfg.fragments))
         model = sampling_denoiser(self, net, cond, guidance, known, self_condition_feedback)
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
@@ -428,12 +429,13 @@ class MolecularDiffusion:
             return self.decode(x)
         from molediff.restarts import DEFAULT_LEVEL, restart_eta, restart_failed
 
-        if not self.cfg.bonds or known is not None or replace is not None:
-            raise ValueError("restarts need a model that writes bonds and a request without a fragment")
+        if not self.cfg.bonds or inpainting:
+            raise ValueError("restarts need a model that writes bonds, and no inpainting (a fragment-conditioned model's "
+                             "fragment is fine)")
 
-        def denoiser(molecules: torch.Tensor) -> Callable:  # the sampler's model for these molecules
+        def denoiser(molecules: torch.Tensor, fragment: MolState | None) -> Callable:  # the sampler's model for these
             c = cond[molecules.to(cond.device)] if cond is not None else None
-            return sampling_denoiser(self, net, c, guidance, None, self_condition_feedback)
+            return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback)
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
                                       restart_eta(sampler, eta), noise_scale, generator,

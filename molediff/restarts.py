@@ -65,14 +65,16 @@ def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS) -> torch.Te
 
 
 @torch.no_grad()
-def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor], Callable], rounds: int,
+def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, MolState | None], Callable], rounds: int,
                    num_steps: int, eta: float, noise_scale: float, generator: torch.Generator | None = None,
                    level: float = DEFAULT_LEVEL, hops: int = DEFAULT_HOPS, spacing: str = "trailing"
                    ) -> tuple[MolState, torch.Tensor]:
     """Restart the failing regions of the clean state ``x`` (the sampler's output, before decoding) up
-    to ``rounds`` times. ``denoiser(molecules)`` gives the sampler's ``model(x_t, t)`` for those
-    molecules ([K] indices into ``x``: their conditions); DDIM with ``num_steps`` / ``eta`` /
-    ``noise_scale`` / ``spacing`` runs from the grid's first level ≤ ``level`` · T.
+    to ``rounds`` times. ``denoiser(molecules, known)`` gives the sampler's ``model(x_t, t)`` for those
+    molecules ([K] indices into ``x``: their conditions), holding ``known`` (their fragment's clean rows,
+    None without one); DDIM with ``num_steps`` / ``eta`` / ``noise_scale`` / ``spacing`` runs from the
+    grid's first level ≤ ``level`` · T. A fragment (``x.graph.fixed``, a fragment-conditioned model's)
+    is never part of a region and stays clean, positions included, as in the model's training.
 
     Returns ``(state, restarted)``: the new clean state and ``[B]`` int, the rounds each molecule was
     regenerated (0: it was not)."""
@@ -83,35 +85,40 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor], Ca
     restarted = torch.zeros(x.num_graphs, dtype=torch.long)
     for _ in range(rounds):
         free = restart_region(diffusion, x, hops)
+        if x.graph.fixed is not None:
+            free &= ~x.graph.fixed
         if not bool(free.any()):
             break
         molecules = torch.unique(x.graph.batch[free]).cpu()
         restarted[molecules] += 1
-        graph, atom_rows, pair_rows = x.graph.select(molecules)
-        known = MolState(x.node[atom_rows], x.pair[pair_rows], graph.with_fixed(None), x.parts)
+        graph, atom_rows, pair_rows = x.graph.select(molecules)  # keeps a fragment's marks
+        known = MolState(x.node[atom_rows], x.pair[pair_rows], graph, x.parts)
+        fragment = known if graph.fixed is not None else None
         marked = graph.with_fixed(~free[atom_rows])
         held, held_pairs = marked.fixed, marked.fixed_pairs
 
         def noised(t: int) -> MolState:
             z = known.noise_like(generator)
-            return MolState(s.add_noise(known.node, z.node, t), s.add_noise(known.pair, z.pair, t), known.graph, x.parts)
+            y = MolState(s.add_noise(known.node, z.node, t), s.add_noise(known.pair, z.pair, t), graph, x.parts)
+            return y if fragment is None else y.hold(fragment)
 
         def replace(i: int, t: int, y: MolState) -> MolState:  # noqa: ARG001
             # the held atoms' types, charges and hydrogens and the bonds among them; every position is the
             # chain's own (holding the neighbours' positions too left the regenerated molecules strained)
+            # but a fragment's, which stays clean
             target = known if t < 0 else noised(t)
             node, pair = y.node.clone(), y.pair.clone()
             node[held, 3:] = target.node[held, 3:]
             pair[held_pairs] = target.pair[held_pairs]
-            return MolState(node, pair, known.graph, x.parts)
+            y = MolState(node, pair, graph, x.parts)
+            return y if fragment is None else y.hold(fragment)
 
         timesteps = s.set_timesteps(num_steps, spacing=spacing).tolist()
         first = next(t for t in timesteps if t <= start)
-        y = noised(first)  # every atom at level t0; the held ones are replaced after each step
-        y = ddim_sample(denoiser(molecules), y, s, num_steps=num_steps, eta=eta, generator=generator, spacing=spacing,
-                        noise_scale=noise_scale, replace=replace, start=start)
+        y = noised(first)  # every free atom at level t0; the held ones are replaced after each step
+        y = ddim_sample(denoiser(molecules, fragment), y, s, num_steps=num_steps, eta=eta, generator=generator,
+                        spacing=spacing, noise_scale=noise_scale, replace=replace, start=start)
         node, pair = x.node.clone(), x.pair.clone()
         node[atom_rows], pair[pair_rows] = y.node, y.pair
         x = MolState(node, pair, x.graph, x.parts)
     return x, restarted
-

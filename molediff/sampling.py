@@ -297,15 +297,19 @@ class MoleculeGenerator:
         from molediff.restarts import MAX_ROUNDS
 
         name = "--restarts" if flags else "restarts"
+        # with a fragment, restarts need a fragment-conditioned model: inpainting imposes the fragment by
+        # replacement, which a restart's own replacement would fight
+        fits = self.writes_bonds and (fragment is None or bool(self.config.diffusion.fragments))
         if restarts is None:
-            return self.default_restarts if fragment is None and self.writes_bonds else 0
+            return self.default_restarts if fits else 0
         if not 0 <= restarts <= MAX_ROUNDS:
             raise UserError(f"{name} must be between 0 and {MAX_ROUNDS}, got {restarts}")
         if restarts and not self.writes_bonds:
             raise UserError(f"{name} needs a model that writes bonds (it regenerates the atoms that fail their valence "
                             "rule); this one writes atoms only")
-        if restarts and fragment is not None:
-            raise UserError(f"{name} does not combine with a fragment yet; leave one of them out")
+        if restarts and not fits:
+            raise UserError(f"{name} with a fragment needs a fragment-conditioned model (e.g. druglike, qm9-frag); this "
+                            f"one grows fragments by inpainting: leave {name} out")
         return restarts
 
     def _size_range(self, n_atoms: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -467,7 +471,7 @@ class MoleculeGenerator:
         from molediff.inpainting import inpaint
 
         return inpaint(self.diffusion, self.net, req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
-                       callback, sampler=req.sampler, spacing=req.spacing).cpu()
+                       callback, sampler=req.sampler, spacing=req.spacing, restarts=req.restarts).cpu()
 
     def _record(self, mols: Any, i: int, info: dict, relax_hydrogens: bool) -> tuple[np.ndarray, np.ndarray, dict]:
         """Molecule ``i`` of a decoded batch as ``(symbols, positions, info)``: its own bonds and charges for

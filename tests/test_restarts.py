@@ -108,8 +108,9 @@ def test_restart_keeps_what_does_not_fail(joint):
     region = restart_region(d, x, hops=1)
     calls = []
 
-    def denoiser(molecules):
+    def denoiser(molecules, fragment):
         calls.append(molecules.tolist())
+        assert fragment is None
         from molediff.guidance import sampling_denoiser
         return sampling_denoiser(d, gen.net, None, 1.0, None)
 
@@ -185,3 +186,26 @@ def test_cli_writes_restart_counts(joint, tmp_path, capsys):
     assert "restarts2" in mols[0].GetProp("molediff_sampler")
     assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "-1", "--no-progress",
                  "--out", str(tmp_path / "p.sdf")]) == 2
+
+
+def test_restarts_with_a_fragment_conditioned_model_keep_the_fragment(tmp_path):
+    torch.manual_seed(0)
+    config = _config()
+    config.diffusion.fragments = 0.5
+    path = tmp_path / "frag.pt"
+    save_model_file(path, build_network(config.model, MolecularDiffusion(config.diffusion)).state_dict(), config,
+                    {"step": 0, "size_histogram": HISTOGRAM})
+    gen = sampling.load_pretrained(path)
+    frag = Chem.AddHs(Chem.MolFromSmiles("CC(=O)O"))
+    AllChem.EmbedMolecule(frag, randomSeed=0)
+    frag = Chem.RWMol(frag)
+    frag.RemoveAtom(next(a.GetIdx() for a in frag.GetAtoms() if a.GetSymbol() == "H" and a.GetNeighbors()[0].GetSymbol() == "O"))
+    want, symbols = frag.GetConformer().GetPositions(), [a.GetSymbol() for a in frag.GetAtoms()]
+    out = list(gen.sample_arrays(6, steps=5, seed=2, fragment=frag.GetMol(), n_atoms="9-11", restarts=3))
+    assert any(info["restarts"] for _, _, info in out)  # an untrained model fails: restarts ran
+    for s, p, info in out:
+        assert list(s[:7]) == symbols and np.abs(p[:7] - want).max() < 1e-3
+        src, dst, order = info["bonds"]
+        inside = {(i, j, o) for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist()) if i < 7 and j < 7}
+        assert inside == {(min(b.GetBeginAtomIdx(), b.GetEndAtomIdx()), max(b.GetBeginAtomIdx(), b.GetEndAtomIdx()),
+                           int(b.GetBondTypeAsDouble())) for b in frag.GetBonds()}
