@@ -47,7 +47,8 @@ def restart_eta(sampler: str, eta: float) -> float:
 
 def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS) -> torch.Tensor:
     """``[|V|]`` bool: the atoms of the clean state ``x`` to generate again (see the module docstring);
-    all False for a molecule that is stable and connected."""
+    all False for a molecule that is stable and connected. A fragment (``x.graph.fixed``) is never in
+    it; where a fragment atom fails, every other atom of its molecule is."""
     from molediff.chem.model_bonds import failing_atoms
 
     mols = diffusion.decode(x).cpu()
@@ -56,12 +57,21 @@ def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS) -> torch.Te
     src, dst = mols.pair_index[:, bonded].numpy()
     free = failing_atoms(mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst, order[bonded].numpy(),
                          None if mols.hydrogens is None else mols.hydrogens.numpy())
+    failing = free
     for _ in range(hops):
         grown = free.copy()
         grown[dst[free[src]]] = True
         grown[src[free[dst]]] = True
         free = grown
-    return torch.as_tensor(free, device=x.device)
+    free = torch.as_tensor(free, device=x.device)
+    fixed = x.graph.fixed
+    if fixed is None:
+        return free
+    # a fragment's atoms never change; one that fails (an open valence nothing was bonded to) has
+    # every generated atom of its molecule drawn again instead
+    stuck = torch.zeros(x.num_graphs, dtype=torch.bool, device=x.device)
+    stuck[x.graph.batch[torch.as_tensor(failing, device=x.device) & fixed]] = True
+    return (free | stuck[x.graph.batch]) & ~fixed
 
 
 @torch.no_grad()
@@ -85,8 +95,6 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
     restarted = torch.zeros(x.num_graphs, dtype=torch.long)
     for _ in range(rounds):
         free = restart_region(diffusion, x, hops)
-        if x.graph.fixed is not None:
-            free &= ~x.graph.fixed
         if not bool(free.any()):
             break
         molecules = torch.unique(x.graph.batch[free]).cpu()

@@ -209,3 +209,31 @@ def test_restarts_with_a_fragment_conditioned_model_keep_the_fragment(tmp_path):
         inside = {(i, j, o) for i, j, o in zip(src.tolist(), dst.tolist(), order.tolist()) if i < 7 and j < 7}
         assert inside == {(min(b.GetBeginAtomIdx(), b.GetEndAtomIdx()), max(b.GetBeginAtomIdx(), b.GetEndAtomIdx()),
                            int(b.GetBondTypeAsDouble())) for b in frag.GetBonds()}
+
+
+
+def _marked(x, fixed):
+    from molediff.state import MolState
+    return MolState(x.node, x.pair, x.graph.with_fixed(fixed), x.parts)
+
+
+def test_region_never_holds_a_fragment_and_frees_its_molecule_when_a_fragment_atom_fails(joint):
+    _, config = joint
+    d = MolecularDiffusion(config.diffusion)
+    x, n, cut = _ethanol_state(d, broken=True)
+    ends = {cut.GetBeginAtomIdx() + n, cut.GetEndAtomIdx() + n}
+    carbon = next(a for a in ends if x.part("atom")[a].argmax() == d.vocab.elements.index("C"))
+    # the fragment: the second molecule's atoms but the two that fail; the region is those two
+    fixed = torch.zeros(2 * n, dtype=torch.bool)
+    fixed[n:] = True
+    fixed[list(ends)] = False
+    region = restart_region(d, _marked(x, fixed), hops=2)
+    assert not (region & fixed).any() and set(torch.nonzero(region).flatten().tolist()) == ends
+    # the fragment: the second molecule's heavy atoms, the failing carbon among them. It cannot change,
+    # so every generated atom of its molecule (its hydrogens) is drawn again, even at zero hops
+    heavy = x.part("atom").argmax(1) != d.vocab.elements.index("H")
+    fixed = heavy.clone()
+    fixed[:n] = False
+    assert bool(fixed[carbon])
+    region = restart_region(d, _marked(x, fixed), hops=0)
+    assert set(torch.nonzero(region).flatten().tolist()) == set(range(n, 2 * n)) - set(torch.nonzero(fixed).flatten().tolist())

@@ -55,10 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"and generated atoms agree (default {DEFAULT_RESAMPLE} for those, 1 for fragment-conditioned models; "
                         f"each round costs one more network evaluation; see benchmarks/README.md)")
     p.add_argument("--restarts", type=int, default=None, metavar="R",
-                   help=f"rounds of local restarts (models that write bonds, not with --fragment): after sampling, the atoms "
+                   help=f"rounds of local restarts (models that write bonds; with --fragment, fragment-conditioned ones such as "
+                        f"druglike and qm9-frag, the fragment kept as given): after sampling, the atoms "
                         f"of a molecule that fail the valence rule (a ring with no Kekulé form, an atom a bond short, a stray "
-                        f"fragment) and their neighbours are noised back to {DEFAULT_RESTART_LEVEL:g}·T and generated again with the "
-                        f"rest of the molecule held, up to R times; 0 turns them off (default: the model's own, 0 unless its "
+                        f"fragment) and their neighbours are generated again from level {DEFAULT_RESTART_LEVEL:g}·T with the rest of "
+                        f"the molecule's graph held (positions all new), up to R times; 0 turns them off (default: the model's own, 0 unless its "
                         f"card says otherwise). Each record says how often it was restarted (molediff_restarts); see "
                         f"benchmarks/README.md for validity and cost")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
