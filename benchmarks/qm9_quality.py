@@ -62,7 +62,7 @@ SPACINGS = ("trailing", "logsnr")
 
 
 def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None, seed: int = 0, sampler: str = "ddim",
-          spacing: str = "trailing") -> dict:
+          spacing: str = "trailing", restarts: int | None = None) -> dict:
     """Sample ``n`` molecules with ``gen`` (a :class:`molediff.sampling.MoleculeGenerator`) and score both
     views: the geometry under lookup bonds (:data:`COLUMNS`, :data:`DISTRIBUTIONS`) and, for models that
     write bonds, the model-bond view (:data:`MODEL_COLUMNS`). All T steps with "ddim": ancestral DDPM.
@@ -72,7 +72,7 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
     calls = [0]
     hook = gen.net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     stats = SampleStats()
-    kw = {k: v for k, v in (("eta", eta), ("noise_scale", noise_scale)) if v is not None}
+    kw = {k: v for k, v in (("eta", eta), ("noise_scale", noise_scale), ("restarts", restarts)) if v is not None}
     t0 = time.time()
     try:
         mols = list(gen.sample_arrays(n, steps=None if steps == T and sampler == "ddim" else steps, seed=seed,
@@ -85,6 +85,7 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
     scores = evaluate_molecules(mset, bonds="lookup", reference=reference_statistics("lookup", progress=False), novelty=training_smiles("lookup", progress=False), progress=False)
     row = {"sampler": sampler, "spacing": None if steps == T and sampler == "ddim" else spacing, "steps": steps,
            "eta": eta, "noise_scale": noise_scale, "n": n, "seed": seed, "sample_seconds": round(sample_s, 1),
+           **({"restarts": restarts} if restarts else {}),  # rounds of local restarts (molediff.restarts)
            # a compiled network may run its hooks inside the graph; the count is then steps per molecule
            "network_evaluations": round(calls[0] / stats.batches, 2) if calls[0] else None,
            "diverged": stats.diverged,  # discarded (non-finite or collapsed) and replaced by fresh molecules
@@ -124,7 +125,7 @@ def combinations(samplers: list[str], steps: list[int], spacings: list[str], eta
 def row_key(r: dict) -> tuple:
     """One row per combination (rows written before the sampler axis are DDIM, trailing)."""
     return (r.get("sampler", "ddim"), r.get("spacing", "trailing") or "trailing", r["steps"], r.get("eta"),
-            r.get("noise_scale", 1.0), r.get("seed", 0))
+            r.get("noise_scale", 1.0), r.get("seed", 0), r.get("restarts", 0))
 
 
 def row_label(r: dict, T: int) -> str:
@@ -133,7 +134,8 @@ def row_label(r: dict, T: int) -> str:
         return f"ancestral DDPM, {r['steps']} steps, noise {r.get('noise_scale', 1.0):g}"
     eta = f", η {r['eta']:g}" if r.get("eta") is not None else ""
     noise = f"noise {r['noise_scale']:g}" if r.get("noise_scale") is not None else "noise unused"
-    return f"{sampler} ({r.get('spacing') or 'trailing'}), {r['steps']} steps{eta}, {noise}"
+    restarts = f", restarts {r['restarts']}" if r.get("restarts") else ""
+    return f"{sampler} ({r.get('spacing') or 'trailing'}), {r['steps']} steps{eta}, {noise}{restarts}"
 
 
 def main() -> int:
@@ -152,6 +154,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="a model file (default: the bundled model named by --model)")
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"bundled model name (default {DEFAULT_MODEL}; qm9, qm9-joint, qm9-cond)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (faster; same molecules up to float rounding)")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="rounds of local restarts (models that write bonds; default: the model's own, none for the QM9 models)")
     ap.add_argument("--out", default=str(RESULTS / "qm9_quality.json"))
     args = ap.parse_args()
     samplers, spacings = _items(args.sampler), _items(args.spacing)
@@ -188,7 +192,7 @@ def main() -> int:
         return kept
 
     for sampler, steps, spacing, eta, scale in combinations(samplers, _items(args.steps, int), spacings, etas, scales, T):
-        row = score(gen, args.n, steps, eta, scale, args.seed, sampler=sampler, spacing=spacing)
+        row = score(gen, args.n, steps, eta, scale, args.seed, sampler=sampler, spacing=spacing, restarts=args.restarts)
         row["compiled"] = args.compile
         rows.append(row)
         print(f"{row_label(row, T)}: "
