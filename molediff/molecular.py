@@ -385,8 +385,7 @@ class MolecularDiffusion:
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
-               spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0,
-               restart_level: float | None = None) -> Molecules:
+               spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -407,9 +406,8 @@ class MolecularDiffusion:
         ``self_condition_feedback``: which estimate a self-conditioning model reads at the next step under
         guidance (:data:`SELF_CONDITION_FEEDBACK`; no effect at w = 0 or 1 or without self-conditioning).
         ``restarts`` R (models that write bonds, not with ``replace``): then up to R rounds of local restarts, the
-        atoms that fail the honest valence rule generated again from level ``restart_level`` · T with
-        the rest held (:mod:`molediff.restarts`; None: its default); ``restarted`` [B] of the result
-        counts each molecule's rounds.
+        atoms that fail the honest valence rule generated again with the rest held
+        (:mod:`molediff.restarts`); ``restarted`` [B] of the result counts each molecule's rounds.
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -427,7 +425,7 @@ class MolecularDiffusion:
                         sampler=sampler, spacing=spacing)
         if not restarts:
             return self.decode(x)
-        from molediff.restarts import DEFAULT_LEVEL, restart_eta, restart_failed
+        from molediff.restarts import restart_eta, restart_failed
 
         if not self.cfg.bonds or inpainting:
             raise ValueError("restarts need a model that writes bonds, and no inpainting (a fragment-conditioned model's "
@@ -438,8 +436,7 @@ class MolecularDiffusion:
             return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback)
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
-                                      restart_eta(sampler, eta), noise_scale, generator,
-                                      DEFAULT_LEVEL if restart_level is None else restart_level, spacing=spacing)
+                                      restart_eta(sampler, eta), noise_scale, generator, spacing=spacing)
         out = self.decode(x)
         out.restarted = restarted
         return out

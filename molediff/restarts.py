@@ -92,6 +92,7 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
 
     s = diffusion.schedule
     start = int(round(level * (s.num_train_timesteps - 1)))
+    first = next(t for t in s.set_timesteps(num_steps, spacing=spacing).tolist() if t <= start)  # the grid's level t0
     restarted = torch.zeros(x.num_graphs, dtype=torch.long)
     for _ in range(rounds):
         free = restart_region(diffusion, x, hops)
@@ -121,8 +122,6 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
             y = MolState(node, pair, graph, x.parts)
             return y if fragment is None else y.hold(fragment)
 
-        timesteps = s.set_timesteps(num_steps, spacing=spacing).tolist()
-        first = next(t for t in timesteps if t <= start)
         y = noised(first)  # every free atom at level t0; the held ones are replaced after each step
         y = ddim_sample(denoiser(molecules, fragment), y, s, num_steps=num_steps, eta=eta, generator=generator,
                         spacing=spacing, noise_scale=noise_scale, replace=replace, start=start)
