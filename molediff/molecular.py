@@ -436,7 +436,7 @@ class MolecularDiffusion:
             return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback)
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
-                                      restart_eta(sampler, eta), noise_scale, generator, spacing=spacing)
+                                      restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback)
         out = self.decode(x)
         out.restarted = restarted
         return out

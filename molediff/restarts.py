@@ -77,14 +77,16 @@ def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS) -> torch.Te
 @torch.no_grad()
 def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, MolState | None], Callable], rounds: int,
                    num_steps: int, eta: float, noise_scale: float, generator: torch.Generator | None = None,
-                   level: float = DEFAULT_LEVEL, hops: int = DEFAULT_HOPS, spacing: str = "trailing"
-                   ) -> tuple[MolState, torch.Tensor]:
+                   level: float = DEFAULT_LEVEL, hops: int = DEFAULT_HOPS, spacing: str = "trailing",
+                   callback: Callable[[int, int, MolState], None] | None = None) -> tuple[MolState, torch.Tensor]:
     """Restart the failing regions of the clean state ``x`` (the sampler's output, before decoding) up
     to ``rounds`` times. ``denoiser(molecules, known)`` gives the sampler's ``model(x_t, t)`` for those
     molecules ([K] indices into ``x``: their conditions), holding ``known`` (their fragment's clean rows,
     None without one); DDIM with ``num_steps`` / ``eta`` / ``noise_scale`` / ``spacing`` runs from the
     grid's first level ≤ ``level`` · T. A fragment (``x.graph.fixed``, a fragment-conditioned model's)
     is never part of a region and stays clean, positions included, as in the model's training.
+
+    ``callback(i, t, y)`` is called after every step of every round (the sampler's, so progress moves).
 
     Returns ``(state, restarted)``: the new clean state and ``[B]`` int, the rounds each molecule was
     regenerated (0: it was not)."""
@@ -124,7 +126,7 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
 
         y = noised(first)  # every free atom at level t0; the held ones are replaced after each step
         y = ddim_sample(denoiser(molecules, fragment), y, s, num_steps=num_steps, eta=eta, generator=generator,
-                        spacing=spacing, noise_scale=noise_scale, replace=replace, start=start)
+                        spacing=spacing, noise_scale=noise_scale, replace=replace, start=start, callback=callback)
         node, pair = x.node.clone(), x.pair.clone()
         node[atom_rows], pair[pair_rows] = y.node, y.pair
         x = MolState(node, pair, x.graph, x.parts)

@@ -364,7 +364,8 @@ class MoleculeGenerator:
         bonds, ``info["bonds"]`` = ``(src, dst, order)`` (local indices, Kekulé orders 1–3) and
         ``info["charges"]`` [k]. The request (``kwargs``) is checked first (:meth:`request`), then run
         (:meth:`run`); ``stats`` counts it, ``on_step(i, num_steps, batch_size)`` is called after every
-        reverse step (progress that moves while a batch is sampled).
+        reverse step (progress that moves while a batch is sampled), the steps of local restart rounds
+        included: those come after the batch's ``num_steps``, their number unknown in advance.
 
         ``steps`` (None: the model's default, :attr:`default_steps`), ``eta`` (DDIM's stochasticity; None: the
         model's, :attr:`default_eta`), ``seed``, ``batch_size``; ``first_batch``/``batch_stride`` select every

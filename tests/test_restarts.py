@@ -173,6 +173,18 @@ def test_same_seed_same_molecules_and_molecules_not_restarted_are_unchanged(join
             assert list(s0) == list(s1) and np.allclose(p0, p1, atol=1e-5)
 
 
+def test_progress_moves_through_restart_rounds(joint):
+    # on_step is called for the restart rounds' steps too (after the batch's own), so a progress bar
+    # does not sit still while failing atoms are drawn again
+    path, _ = joint
+    gen = sampling.load_pretrained(path)
+    calls = {0: [], 2: []}
+    for rounds, seen in calls.items():
+        got = list(gen.sample_arrays(4, steps=5, seed=1, restarts=rounds, on_step=lambda i, s, k, seen=seen: seen.append(s)))
+    assert len(calls[0]) == 5 and set(calls[0]) == {5}
+    assert any(info["restarts"] for _, _, info in got) and len(calls[2]) > 5
+
+
 def test_cli_writes_restart_counts(joint, tmp_path, capsys):
     path, _ = joint
     out = tmp_path / "o.sdf"

@@ -409,6 +409,8 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
         steps_done[0] += 1
         # written molecules plus the share of the batch in flight: the bar ends where the work ends
         bar.n = min(quota, stats.delivered + min(size, quota - stats.delivered) * min(steps_done[0] / num_steps, 1.0))
+        if steps_done[0] > num_steps:  # local restart rounds (their count is not known in advance): say so
+            bar.set_postfix_str(f"local restarts, step {steps_done[0] - num_steps}", refresh=False)
         bar.refresh()
 
     try:
@@ -424,7 +426,7 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
                 tally.add(props, symbols, pos, info)
             else:
                 writer.write(list(symbols), pos)
-            bar.n = stats.delivered
+            bar.n = max(bar.n, stats.delivered)  # the batch's steps already moved it this far: never backwards
             bar.set_postfix(written=stats.delivered, mol_s=f"{stats.delivered * req.batch_stride / max(time.time() - t0, 1e-9):.2f}")
             stop.check()
     except KeyboardInterrupt:
