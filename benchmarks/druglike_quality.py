@@ -125,6 +125,8 @@ def main() -> int:
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--restarts", type=int, default=None,
                     help="rounds of local restarts (molediff.restarts; default: the model's own, 0 unless its file says)")
+    ap.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
+                    help="restarts redraw odd rings of valid molecules too (default: the model's own)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--posebusters", type=int, default=0,
                     help="molecules given the 3D checks (PoseBusters mol_fast, MMFF relaxation, strain against ETKDGv3), "
@@ -155,11 +157,11 @@ def main() -> int:
         for noise in args.noise_scale:
             t0 = time.time()
             req = gen.request(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler,
-                              restarts=args.restarts)
+                              restarts=args.restarts, restart_rings=args.restart_rings)
             mols = gen.sample(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler,
-                              restarts=req.restarts)
+                              restarts=req.restarts, restart_rings=req.restart_rings)
             seconds = time.time() - t0
-            tail = f" restarts {req.restarts}" if req.restarts else ""
+            tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")) if req.restarts else ""
             rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}{tail}",
                          **_score(mols, seconds, args, train, train_holding, train_count)})
     for r in rows:

@@ -292,6 +292,8 @@ def main() -> int:
     ap.add_argument("--noise-scale", type=float, default=None, help="sampler noise scale (default: the sampler's)")
     ap.add_argument("--restarts", type=int, default=None,
                     help="rounds of local restarts (fragment-conditioned models; default: the model's own)")
+    ap.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
+                    help="restarts redraw odd rings of valid molecules too (default: the model's own)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inpainting.json"))
     ap.add_argument("--grid", default=str(ROOT / "docs" / "inpainting.png"))
@@ -310,6 +312,8 @@ def main() -> int:
     noise = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
     if args.restarts is not None:  # sampler settings passed with the noise scale to every request
         noise["restarts"] = args.restarts
+    if args.restart_rings is not None:
+        noise["restart_rings"] = args.restart_rings
     for name, smarts in FRAGMENTS if not args.data else ():
         frag, size, query = cut(test, smarts)
         for r in (int(x) for x in args.resample.split(",")):

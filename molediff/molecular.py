@@ -385,7 +385,8 @@ class MolecularDiffusion:
                callback: Callable | None = None, replace: Callable | None = None, model_kwargs: dict | None = None,
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
-               spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0) -> Molecules:
+               spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0,
+               restart_rings: bool = False) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -408,6 +409,7 @@ class MolecularDiffusion:
         ``restarts`` R (models that write bonds, not with ``replace``): then up to R rounds of local restarts, the
         atoms that fail the honest valence rule generated again with the rest held
         (:mod:`molediff.restarts`); ``restarted`` [B] of the result counts each molecule's rounds.
+        ``restart_rings``: restarts redraw the odd rings of molecules that pass the rule too.
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -436,7 +438,8 @@ class MolecularDiffusion:
             return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback)
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
-                                      restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback)
+                                      restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback,
+                                      rings=restart_rings)
         out = self.decode(x)
         out.restarted = restarted
         return out

@@ -73,6 +73,7 @@ class SampleRequest:
     first_batch: int = 0
     batch_stride: int = 1
     restarts: int = 0  # rounds of local restarts after each batch (molediff.restarts)
+    restart_rings: bool = False  # restarts redraw odd rings of valid molecules too
 
 
 @dataclass
@@ -263,6 +264,7 @@ class MoleculeGenerator:
         batch_stride: int = 1,
         flags: bool = False,
         restarts: int | None = None,
+        restart_rings: bool | None = None,
     ) -> SampleRequest:
         """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
         arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
@@ -278,13 +280,14 @@ class MoleculeGenerator:
         if fragment is not None and n_atoms is not None and n_atoms[0] < len(fragment):
             raise UserError(f"the fragment has {len(fragment)} atoms, more than --n-atoms {n_atoms[0]}")
         restarts = self._restart_rounds(restarts, fragment, flags)
+        restart_rings = self._restart_rings(restart_rings, restarts, flags)
         conditions = self.check_conditions(conditions, guidance, fragment)
         if conditions and n_atoms is None and self.meta.get("condition_table") is None:
             raise UserError("this model has no table of sizes against properties; pass --n-atoms")
         return SampleRequest(n, steps, seed, batch_size, n_atoms, eta,
                              self.default_noise_scale if noise_scale is None else noise_scale, sampler, spacing, fragment,
                              resample, conditions, guidance, self_condition_feedback, relax_hydrogens, first_batch, batch_stride,
-                             restarts)
+                             restarts, restart_rings)
 
     @property
     def default_restarts(self) -> int:
@@ -311,6 +314,21 @@ class MoleculeGenerator:
             raise UserError(f"{name} with a fragment needs a fragment-conditioned model (e.g. druglike, qm9-frag); this "
                             f"one grows fragments by inpainting: leave {name} out")
         return restarts
+
+    @property
+    def default_restart_rings(self) -> bool:
+        """Whether this model's restarts redraw odd rings too unless asked otherwise (:mod:`molediff.restarts`):
+        its file's ``restart_rings``, else False."""
+        return bool(self.meta.get("restart_rings", False))
+
+    def _restart_rings(self, rings: bool | None, restarts: int, flags: bool) -> bool:
+        """The request's ring rule: ``rings``, or the model's default where restarts run."""
+        if rings is None:
+            return self.default_restart_rings and restarts > 0
+        if rings and not restarts:
+            name = "--restart-rings" if flags else "restart_rings"
+            raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
+        return bool(rings)
 
     def _size_range(self, n_atoms: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
         """``n_atoms`` (a size, ``(lo, hi)`` or ``"lo-hi"``) as a checked range, None for the histogram."""
@@ -354,7 +372,7 @@ class MoleculeGenerator:
         tag = self.sampler_tag(req.sampler, req.steps, req.eta, req.noise_scale, req.spacing)
         if req.fragment is not None:
             tag += ("_fragment" if self.config.diffusion.fragments else "_inpaint") + f"_resample{req.resample}"
-        tag += f"_restarts{req.restarts}" if req.restarts else ""
+        tag += f"_restarts{req.restarts}" + ("rings" if req.restart_rings else "") if req.restarts else ""
         return tag + (f"_guidance{req.guidance:g}" if req.conditions else "")
 
     def sample_arrays(self, n: int, stats: SampleStats | None = None,
@@ -468,11 +486,13 @@ class MoleculeGenerator:
                                          noise_scale=req.noise_scale, callback=callback, resample=req.resample,
                                          cond=cond.to(self.device) if cond is not None else None, guidance=req.guidance,
                                          sampler=req.sampler, spacing=req.spacing,
-                                         self_condition_feedback=req.self_condition_feedback, restarts=req.restarts).cpu()
+                                         self_condition_feedback=req.self_condition_feedback, restarts=req.restarts,
+                                         restart_rings=req.restart_rings).cpu()
         from molediff.inpainting import inpaint
 
         return inpaint(self.diffusion, self.net, req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
-                       callback, sampler=req.sampler, spacing=req.spacing, restarts=req.restarts).cpu()
+                       callback, sampler=req.sampler, spacing=req.spacing, restarts=req.restarts,
+                       restart_rings=req.restart_rings).cpu()
 
     def _record(self, mols: Any, i: int, info: dict, relax_hydrogens: bool) -> tuple[np.ndarray, np.ndarray, dict]:
         """Molecule ``i`` of a decoded batch as ``(symbols, positions, info)``: its own bonds and charges for

@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--default-restarts", type=int, default=None,
                     help="rounds of local restarts `molediff sample` runs for this model unless told otherwise "
                          "(molediff.restarts; default: none)")
+    ap.add_argument("--restart-rings", action="store_true",
+                    help="the model's restarts redraw odd rings of valid molecules too unless told otherwise")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
     run = Path(args.run_dir)
@@ -93,7 +95,8 @@ def main() -> int:
             "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals],
             **({"started_from": started_from} if started_from else {}),
             **({"default_noise_scale": args.default_noise_scale} if args.default_noise_scale is not None else {}),
-            **({"default_restarts": args.default_restarts} if args.default_restarts is not None else {})}
+            **({"default_restarts": args.default_restarts} if args.default_restarts is not None else {}),
+            **({"restart_rings": True} if args.restart_rings else {})}
     if config.data.split(":")[0] != "qm9" and Path(config.data).exists():
         # so that `molediff sample` can say which molecules are new without the data (QM9 models: QM9's own split)
         meta["training_smiles_hashes"] = training_smiles_hashes(config.data)

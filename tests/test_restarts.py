@@ -89,6 +89,63 @@ def _ethanol_state(diffusion: MolecularDiffusion, broken: bool):
     return diffusion.encode(batch), n, cut
 
 
+def _molecules_state(diffusion: MolecularDiffusion, smiles: list[str]):
+    """Molecules with explicit hydrogens (written bonds, Kekulé) as one clean state; returns it and ``ptr``."""
+    mols = [Chem.AddHs(Chem.MolFromSmiles(s)) for s in smiles]
+    for m in mols:
+        Chem.Kekulize(m, clearAromaticFlags=True)
+        AllChem.EmbedMolecule(m, randomSeed=0)
+    ptr = torch.tensor([0] + np.cumsum([m.GetNumAtoms() for m in mols]).tolist())
+    graph = MolGraph.from_ptr(ptr)
+    total = int(ptr[-1])
+    order = torch.zeros(total, total, dtype=torch.long)
+    for m, a in zip(mols, ptr.tolist()):
+        for b in m.GetBonds():
+            i, j = b.GetBeginAtomIdx() + a, b.GetEndAtomIdx() + a
+            order[i, j] = order[j, i] = int(b.GetBondTypeAsDouble())
+    batch = SimpleNamespace(ptr=ptr, pair_index=graph.pair_index,
+                            pos=torch.cat([torch.as_tensor(m.GetConformer().GetPositions(), dtype=torch.float32) for m in mols]),
+                            atom_type=torch.as_tensor([ELEMENTS.index(a.GetSymbol()) for m in mols for a in m.GetAtoms()]),
+                            charge=torch.zeros(total, dtype=torch.long),
+                            bond_type=order[graph.pair_index[0], graph.pair_index[1]])
+    return diffusion.encode(batch), ptr
+
+
+def test_odd_ring_atoms_follow_the_ring_rule():
+    from molediff.chem.rdkit_mol import odd_ring_atoms
+
+    assert odd_ring_atoms(Chem.MolFromSmiles("C1=CCCCC1CO")) == {0, 1, 2, 3, 4, 5}  # cyclohexene's ring
+    assert odd_ring_atoms(Chem.MolFromSmiles("c1ccccc1C1=CCC1")) == {6, 7, 8, 9}  # the cyclobutene, not the benzene
+    assert odd_ring_atoms(Chem.MolFromSmiles("O=C1CCCCC1")) == set()  # an exocyclic C=O is not inside the ring
+    assert odd_ring_atoms(Chem.MolFromSmiles("C1=CC=CC=C1")) == set()  # benzene, written Kekulé
+    assert odd_ring_atoms(Chem.MolFromSmiles("C(C)(C)(C)(C)C", sanitize=False)) is None  # does not sanitize
+
+
+def test_ring_restarts_redraw_odd_rings_and_never_leave_a_valid_molecule_invalid(joint):
+    path, _ = joint
+    gen = sampling.load_pretrained(path)
+    d = gen.diffusion
+    x, ptr = _molecules_state(d, ["C1=CCCCC1", "CCO"])  # cyclohexene (an odd ring), ethanol
+    assert not restart_region(d, x).any() and not restart_region(d, x, rings=True)[ptr[1]:].any()
+    assert torch.nonzero(restart_region(d, x, hops=0, rings=True)).flatten().tolist() == list(range(6))
+    seen = []
+
+    def denoiser(molecules, fragment):
+        seen.append(molecules.tolist())
+        from molediff.guidance import sampling_denoiser
+        return sampling_denoiser(d, gen.net, None, 1.0, None)
+
+    # the untrained network's redraws of the ring fail the valence rule: the molecule keeps what it was,
+    # and its ring is tried again the next round
+    y, restarted = restart_failed(d, x, denoiser, rounds=2, num_steps=10, eta=1.0, noise_scale=1.0,
+                                  generator=torch.Generator().manual_seed(0), rings=True)
+    assert seen == [[0], [0]] and restarted.tolist() == [2, 0]
+    assert torch.equal(y.node, x.node) and torch.equal(y.pair, x.pair)
+    # without the ring rule nothing runs
+    y, restarted = restart_failed(d, x, denoiser, rounds=2, num_steps=10, eta=1.0, noise_scale=1.0)
+    assert restarted.tolist() == [0, 0] and len(seen) == 2
+
+
 def test_region_is_the_failing_atoms_and_their_neighbours(joint):
     _, config = joint
     d = MolecularDiffusion(config.diffusion)
@@ -142,6 +199,13 @@ def test_request_checks_and_defaults(joint, tmp_path):
     # a model file may carry its own default; a fragment request runs none unless asked, and refuses them
     gen.meta["default_restarts"] = 2
     assert gen.request(4, steps=5).restarts == 2
+    assert not gen.request(4, steps=5).restart_rings and gen.request(4, steps=5, restart_rings=True).restart_rings
+    gen.meta["restart_rings"] = True  # the ring rule's default follows the file, and runs only with restarts
+    assert gen.request(4, steps=5).restart_rings and not gen.request(4, steps=5, restarts=0).restart_rings
+    assert not gen.request(4, steps=5, restart_rings=False).restart_rings
+    with pytest.raises(UserError, match="needs local restarts"):
+        gen.request(4, steps=5, restarts=0, restart_rings=True)
+    del gen.meta["restart_rings"]
     frag = Chem.AddHs(Chem.MolFromSmiles("CO"))
     AllChem.EmbedMolecule(frag, randomSeed=0)
     frag = Chem.RWMol(frag)
@@ -198,6 +262,13 @@ def test_cli_writes_restart_counts(joint, tmp_path, capsys):
     assert "restarts2" in mols[0].GetProp("molediff_sampler")
     assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "-1", "--no-progress",
                  "--out", str(tmp_path / "p.sdf")]) == 2
+    assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "0", "--restart-rings",
+                 "--no-progress", "--out", str(tmp_path / "q.sdf")]) == 2
+    assert "--restart-rings needs local restarts" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "1", "--restart-rings",
+                 "--no-progress", "--out", str(tmp_path / "r.sdf")]) == 0
+    assert "had failing atoms or odd rings generated again" in capsys.readouterr().out
+    assert "restarts1rings" in next(iter(Chem.SDMolSupplier(str(tmp_path / "r.sdf"), sanitize=False))).GetProp("molediff_sampler")
 
 
 def test_restarts_with_a_fragment_conditioned_model_keep_the_fragment(tmp_path):

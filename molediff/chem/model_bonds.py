@@ -91,6 +91,31 @@ def failing_atoms(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, sr
     return ~atom_stable | (key != top[mol])
 
 
+def odd_ring_atom_mask(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                       order: np.ndarray, hydrogens: np.ndarray | None = None, molecules: np.ndarray | None = None) -> np.ndarray:
+    """``[N]`` bool: the atoms of odd rings (non-aromatic rings with a double bond,
+    :func:`molediff.chem.rdkit_mol.ring_kinds`) of the molecules as written (arguments as
+    :func:`model_bond_stability`), read with RDKit's aromaticity after sanitizing; only the molecules
+    marked in ``molecules`` [B] bool (default: all), and none of a molecule that does not sanitize."""
+    from molediff.chem.rdkit_mol import odd_ring_atoms
+
+    keep = np.asarray(order) > 0
+    src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
+    out = np.zeros(len(atom_type), dtype=bool)
+    symbols = np.array(ELEMENTS)[np.asarray(atom_type)]
+    mol_of_bond = np.searchsorted(ptr, src, side="right") - 1
+    for m in range(len(ptr) - 1):
+        if molecules is not None and not molecules[m]:
+            continue
+        a, b = ptr[m], ptr[m + 1]
+        sel = mol_of_bond == m
+        mol = written_molecule(symbols[a:b], src[sel] - a, dst[sel] - a, order[sel], np.asarray(charge)[a:b],
+                               None, None if hydrogens is None else np.asarray(hydrogens)[a:b])
+        for i in odd_ring_atoms(mol) or ():
+            out[a + i] = True
+    return out
+
+
 def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
                       order: np.ndarray, pos: np.ndarray | None = None, progress: bool = False,
                       desc: str = "model bonds", hydrogens: np.ndarray | None = None) -> ModelBondScores:

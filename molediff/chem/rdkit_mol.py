@@ -186,6 +186,39 @@ def sanitize(mol: Chem.Mol) -> Chem.Mol | None:
     return out
 
 
+def ring_kinds(mol: Chem.Mol) -> list[tuple[tuple[int, ...], str]]:
+    """Each ring (SSSR) of a sanitized molecule as ``(bond indices, kind)``: ``"aromatic"`` (every bond
+    aromatic), ``"odd"`` (not aromatic, with a non-aromatic double bond inside it: cyclohexene-,
+    cyclohexadiene-, cyclobutene-like, rare in drug-like data; an exocyclic C=O does not count) or
+    ``"other"``. The one home of the odd-ring rule (:mod:`molediff.metrics.rings`, :mod:`molediff.restarts`)."""
+    out = []
+    for ring in mol.GetRingInfo().BondRings():
+        bonds = [mol.GetBondWithIdx(b) for b in ring]
+        if all(b.GetIsAromatic() for b in bonds):
+            kind = "aromatic"
+        elif any(b.GetBondType() == Chem.BondType.DOUBLE and not b.GetIsAromatic() for b in bonds):
+            kind = "odd"
+        else:
+            kind = "other"
+        out.append((tuple(ring), kind))
+    return out
+
+
+def odd_ring_atoms(mol: Chem.Mol) -> set[int] | None:
+    """The atoms of the odd rings (:func:`ring_kinds`) of ``mol`` after sanitizing a copy; None when it
+    does not sanitize."""
+    m = sanitize(mol)
+    if m is None:
+        return None
+    atoms: set[int] = set()
+    for ring, kind in ring_kinds(m):
+        if kind == "odd":
+            for b in ring:
+                bond = m.GetBondWithIdx(b)
+                atoms.update((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
+    return atoms
+
+
 def mol_to_smiles_largest_fragment(mol: Chem.Mol, sanitized: bool = False) -> str | None:
     """Canonical SMILES of the largest fragment of ``mol`` (EDM's convention: sanitize the whole
     molecule, take the largest fragment (:func:`largest_fragment`), sanitize it, ``MolToSmiles``,

@@ -62,13 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"the molecule's graph held (positions all new), up to R times; 0 turns them off (default: the model's own, 0 unless its "
                         f"card says otherwise). Each record says how often it was restarted (molediff_restarts); see "
                         f"benchmarks/README.md for validity and cost")
+    p.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
+                   help="local restarts also redraw the odd rings of valid molecules (non-aromatic rings with a double bond "
+                        "inside, cyclohexene- or cyclohexadiene-like: rare in drug-like data, common in a model's samples), "
+                        "and never leave a valid molecule invalid doing so (default: the model's own; on for druglike)")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
                         "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition) or 'qm9-frag' "
                         "(the joint model trained to grow fragments: the default with --fragment), 'druglike' (drug-like "
                         "molecules with S, Cl, Br, F from MOSES: heavy-atom with hydrogens placed, an aromatic bond type, "
-                        "6 rounds of --restarts by default); model cards in "
+                        "6 rounds of --restarts with --restart-rings by default); model cards in "
                         "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     drug_units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in DRUGLIKE_PROPERTIES)
@@ -308,8 +312,9 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
-                      guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts)
-    args.steps, args.restarts = req.steps, req.restarts
+                      guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts,
+                      restart_rings=args.restart_rings)
+    args.steps, args.restarts, args.restart_rings = req.steps, req.restarts, req.restart_rings
     if args.compile:
         gen.compile()
     meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": gen.request_tag(req), "molediff_seed": args.seed}
@@ -468,8 +473,9 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     if diverged:
         say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.restarts:
+        what = "failing atoms or odd rings" if args.restart_rings else "failing atoms"
         say(f"local restarts (up to {args.restarts} rounds): {restarted} "
-            f"of {done} molecules had failing atoms generated again (SD property molediff_restarts; --restarts 0 turns them off)")
+            f"of {done} molecules had {what} generated again (SD property molediff_restarts; --restarts 0 turns them off)")
     if args.conditions:
         targets = ", ".join((f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f"{k}={v:g}") + f" {BY_NAME[k].unit}"
                             for k, v in args.conditions.items())

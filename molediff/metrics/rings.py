@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from rdkit import Chem
 
-from molediff.chem.rdkit_mol import sanitize
+from molediff.chem.rdkit_mol import ring_kinds, sanitize
 
 __all__ = ["RING_KEYS", "format_ring_table", "molecule_rings", "ring_statistics"]
 
@@ -48,15 +48,10 @@ def molecule_rings(mol: Chem.Mol) -> dict[str, Any] | None:
     m = sanitize(mol)
     if m is None:
         return None
-    info = m.GetRingInfo()
-    aromatic, odd, sizes = 0, False, []
-    for ring in info.BondRings():
-        bonds = [m.GetBondWithIdx(b) for b in ring]
-        sizes.append(len(ring))
-        if all(b.GetIsAromatic() for b in bonds):
-            aromatic += 1
-        elif any(b.GetBondType() == Chem.BondType.DOUBLE and not b.GetIsAromatic() for b in bonds):
-            odd = True
+    kinds = ring_kinds(m)
+    aromatic = sum(kind == "aromatic" for _, kind in kinds)
+    odd = any(kind == "odd" for _, kind in kinds)
+    sizes = [len(ring) for ring, _ in kinds]
     return {"aromatic": aromatic, "odd": odd, "small": any(s <= 4 for s in sizes), "sizes": sizes}
 
 
