@@ -120,8 +120,10 @@ def main() -> int:
     what.add_argument("--data", help="score these molecules (SDF file or folder) instead: the data row")
     ap.add_argument("--train", required=True, help="the model's training data (SDF folder): novelty and element shares")
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--steps", type=int, default=75, help="reverse steps (default 75: molediff sample's default)")
-    ap.add_argument("--noise-scale", type=float, nargs="+", default=[0.8, 1.0])
+    ap.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's own, as molediff sample)")
+    ap.add_argument("--eta", type=float, default=None, help="DDIM's eta (default: the model's own; 0 for a distilled student)")
+    ap.add_argument("--noise-scale", type=float, nargs="+", default=[None],
+                    help="one row per noise scale (default: the model's own; none for a deterministic sampler)")
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--restarts", type=int, default=None,
                     help="rounds of local restarts (molediff.restarts; default: the model's own, 0 unless its file says)")
@@ -156,13 +158,14 @@ def main() -> int:
             gen.compile()  # its warm-up falls in the first row's seconds
         for noise in args.noise_scale:
             t0 = time.time()
-            req = gen.request(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler,
+            req = gen.request(args.n, steps=args.steps, seed=args.seed, eta=args.eta, noise_scale=noise, sampler=args.sampler,
                               restarts=args.restarts, restart_rings=args.restart_rings)
-            mols = gen.sample(args.n, steps=args.steps, seed=args.seed, noise_scale=noise, sampler=args.sampler,
+            mols = gen.sample(args.n, steps=req.steps, seed=args.seed, eta=req.eta, noise_scale=noise, sampler=args.sampler,
                               restarts=req.restarts, restart_rings=req.restart_rings)
             seconds = time.time() - t0
             tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")) if req.restarts else ""
-            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{args.steps} noise {noise:g}{tail}",
+            how = "eta 0" if args.sampler == "ddim" and req.eta == 0 else f"noise {req.noise_scale:g}"
+            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{req.steps} {how}{tail}",
                          **_score(mols, seconds, args, train, train_holding, train_count)})
     for r in rows:
         _print_row(r)

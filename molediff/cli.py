@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("molediff.commands.sample", "generate 3D molecules and write them to SDF/XYZ"),
     "evaluate": ("molediff.commands.evaluate", "score molecules in an SDF file (stability, validity, uniqueness, novelty, ...)"),
     "train": ("molediff.commands.train", "train the E(3)-equivariant diffusion model on QM9 or your own molecules"),
+    "distill": ("molediff.commands.distill", "distil a model into a few-step student (progressive distillation)"),
     "data": ("molediff.commands.data", "build 3D training data (SDF chunks) from SMILES: MOSES or your own file"),
     "image-demo": ("molediff.image.demo", "train the image U-Net on 8x8 digits and write a PNG grid (checks the DDPM core)"),
 }

@@ -21,7 +21,7 @@ import torch
 
 from molediff.checkpoint import load_model_file
 from molediff.conditioning import check_conditions, condition_table, sizes_for_conditions
-from molediff.config import BUNDLED_MODELS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
+from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_STEPS, MAX_NOISE_SCALE, TrainConfig
 from molediff.elements import ELEMENTS
 from molediff.errors import UserError
 from molediff.models import build_network
@@ -38,6 +38,20 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     if name not in BUNDLED_MODELS:
         raise UserError(f"unknown bundled model {name!r}; choose one of {', '.join(BUNDLED_MODELS)}")
     return Path(str(resources.files("molediff") / "pretrained" / BUNDLED_MODELS[name]))
+
+
+def compiler_available(device: torch.device | str = "cpu") -> bool:
+    """Whether ``torch.compile`` can be expected to work on ``device``: on CPU, inductor builds C++ (it
+    needs ``$CXX`` or a ``c++``/``g++``/``clang++`` on the PATH); on CUDA, it needs Triton. Where this says
+    yes and compiling still fails, the network runs eagerly with a warning (:meth:`MoleculeGenerator.compile`)."""
+    import importlib.util
+    import os
+    import shutil
+
+    if torch.device(device).type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    cxx = os.environ.get("CXX")
+    return any(shutil.which(c) for c in ([cxx] if cxx else []) + ["c++", "g++", "clang++"])
 
 
 def batch_generator(seed: int, index: int) -> torch.Generator:
@@ -96,6 +110,7 @@ class MoleculeGenerator:
         self.histogram = histogram
         self.meta = meta
         self.source = source
+        self.compiled = False  # :meth:`compile` was called (compilation itself happens at the first step)
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "cpu") -> "MoleculeGenerator":
@@ -218,7 +233,15 @@ class MoleculeGenerator:
         warning, instead of failing the run.
         """
         self.net.compile(dynamic=True)  # dynamic: every batch has its own atom and edge counts
+        self.compiled = True
         return self
+
+    def compile_pays(self, req: "SampleRequest") -> bool:
+        """Whether compiling is expected to repay its warm-up for ``req`` (the default of ``molediff
+        sample``): at least :data:`COMPILE_MIN_MOLECULE_STEPS` molecule-steps, and the compiler inductor
+        needs is here (:func:`compiler_available`)."""
+        work = req.n * req.steps * max(req.resample, 1)
+        return work >= COMPILE_MIN_MOLECULE_STEPS and compiler_available(self.device)
 
     @property
     def default_noise_scale(self) -> float:

@@ -84,3 +84,51 @@ def test_distillation_options_are_checked():
         TrainConfig(distill_from="teacher.pt").validate()
     with pytest.raises(UserError, match="--distill-from"):
         TrainConfig(distill_steps=4).validate()
+
+
+def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, capsys):
+    """`molediff distill --from MODEL --out DIR`: the teacher's recipe, half its steps, resumable; a
+    student distils further with --from its file; user mistakes are refused with the reason."""
+    import dataclasses
+
+    from molediff.checkpoint import load_model_file, save_model_file
+    from molediff.cli import main as cli
+    from molediff.runstate import EMA_MODEL
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    s1 = tmp_path / "s1"
+    quiet = ["--no-progress", "--eval-every-steps", "0"]
+    assert cli(["distill", "--from", teacher, "--out", str(s1), "--max-steps", "3", *quiet]) == 0
+    out = capsys.readouterr().out
+    assert "learns its path at 76" in out and f"--checkpoint {s1 / EMA_MODEL}" in out
+    _, cfg, meta = load_model_file(s1 / EMA_MODEL)
+    assert (cfg.distill_from, cfg.distill_steps, cfg.lr, meta["default_steps"]) == (teacher, 38, 1e-4, 38)
+    assert cfg.model == TINY and cfg.diffusion.self_condition  # the teacher's network and parts
+    assert cli(["distill", "--resume", "--out", str(s1), "--max-steps", "5", *quiet]) == 0
+    assert load_model_file(s1 / EMA_MODEL)[2]["step"] == 5
+    # the next stage: the student is the teacher, at half its steps
+    assert cli(["distill", "--from", str(s1 / EMA_MODEL), "--out", str(tmp_path / "s2"), "--max-steps", "1", "--lr", "3e-5", *quiet]) == 0
+    _, cfg2, meta2 = load_model_file(tmp_path / "s2" / EMA_MODEL)
+    assert (cfg2.distill_steps, cfg2.lr, meta2["default_steps"]) == (19, 3e-5, 19)
+    capsys.readouterr()
+
+    state, config, meta = load_model_file(teacher)
+    elsewhere = tmp_path / "elsewhere.pt"
+    save_model_file(elsewhere, state, dataclasses.replace(config, data=str(tmp_path / "gone")), meta)
+    for argv, why in (
+        (["--out", str(tmp_path / "x")], "--from MODEL names the teacher"),
+        (["--from", "nope", "--out", str(tmp_path / "x")], "not a bundled model"),
+        (["--from", teacher, "--steps", "75", "--out", str(tmp_path / "x")], "fewer steps than its teacher"),
+        (["--from", teacher, "--steps", "0", "--out", str(tmp_path / "x")], "≥ 1"),
+        (["--resume", "--from", teacher, "--out", str(s1)], "leave out --from"),
+        (["--resume", "--out", str(tmp_path / "none")], "holds no distillation run"),
+        (["--resume", "--out", str(tmp_path / "teacher")], "not a distillation"),
+        (["--from", str(elsewhere), "--out", str(tmp_path / "x")], "pass --data"),
+        (["--from", teacher, "--out", str(s1)], "exists"),
+    ):
+        assert cli(["distill", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert why in err and "Traceback" not in err, (argv, err)

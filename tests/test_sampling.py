@@ -252,16 +252,38 @@ def test_compiled_sampling_gives_the_same_molecules(tiny_model, tmp_path):
     assert len(sdf_records(out)) == 3
 
 
-def test_compile_runs_only_when_asked(tiny_model, monkeypatch, tmp_path):
-    """Compiling stays opt-in: with it on by default, a Ctrl-C during the first call's compilation
-    escaped the sampler's interrupt handling (tests/test_reliability.py)."""
+def test_compile_default_follows_the_work_and_the_compiler(tiny_model, monkeypatch, tmp_path):
+    """Compiling is on by default where it repays its warm-up (COMPILE_MIN_MOLECULE_STEPS) and a compiler
+    is found; --compile and --no-compile decide otherwise. (A Ctrl-C during compilation is handled:
+    tests/test_reliability_findings.py.)"""
     calls = []
     monkeypatch.setattr(sampling.MoleculeGenerator, "compile", lambda self: calls.append(1) or self)
-    big = ["--checkpoint", str(tiny_model), "-n", "700", "--steps", "50", "--batch-size", "700"]
-    assert run_cli(*big, "--out", str(tmp_path / "c.sdf")) == 0
-    assert calls == []
-    assert run_cli("--checkpoint", str(tiny_model), "-n", "3", "--steps", "5", "--compile", "--out", str(tmp_path / "b.sdf")) == 0
-    assert calls == [1]
+    monkeypatch.setattr(sampling, "compiler_available", lambda device="cpu": True)
+    monkeypatch.setattr(sampling, "COMPILE_MIN_MOLECULE_STEPS", 20)  # the rule, at a size a test affords
+    model = ["--checkpoint", str(tiny_model), "--steps", "2", "--no-progress"]
+    big, small = ["-n", "10"], ["-n", "9"]
+    assert run_cli(*model, *small, "--out", str(tmp_path / "a.sdf")) == 0 and calls == []
+    assert run_cli(*model, *big, "--out", str(tmp_path / "b.sdf")) == 0 and calls == [1]
+    assert run_cli(*model, *big, "--no-compile", "--out", str(tmp_path / "c.sdf")) == 0 and calls == [1]
+    assert run_cli(*model, "-n", "3", "--compile", "--out", str(tmp_path / "d.sdf")) == 0 and calls == [1, 1]
+    monkeypatch.setattr(sampling, "compiler_available", lambda device="cpu": False)
+    assert run_cli(*model, *big, "--out", str(tmp_path / "e.sdf")) == 0 and calls == [1, 1]
+
+
+def test_compiler_available_reads_cxx_and_the_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    assert not sampling.compiler_available("cpu")
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert sampling.compiler_available("cpu")
+    fake.unlink()
+    mine = tmp_path / "my-cxx"
+    mine.write_text("#!/bin/sh\n")
+    mine.chmod(0o755)
+    monkeypatch.setenv("CXX", "my-cxx")
+    assert sampling.compiler_available("cpu")
 
 
 def test_a_failing_compiler_leaves_sampling_eager_with_a_warning(tiny_model, monkeypatch):

@@ -22,10 +22,10 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, title: str) -> None:
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, prefix: str, title: str, exclude: tuple[str, ...] = ()) -> None:
     group = parser.add_argument_group(title)
     for f in fields(cls):
-        if f.name in ("model", "diffusion"):
+        if f.name in ("model", "diffusion", *exclude):
             continue
         name = f"--{prefix}{f.name.replace('_', '-')}"
         kind = f.type if isinstance(f.type, str) else f.type.__name__

@@ -1,0 +1,126 @@
+"""``molediff distill``: a few-step student of a model by progressive distillation (:mod:`molediff.distill`).
+
+One command per stage: ``--from druglike`` (75 steps) gives a 38-step student; ``--from`` that
+student's file gives a 19-step one, and so on. Under the hood it is a training run
+(:func:`molediff.training.train` with ``distill_from``/``distill_steps``): resumable with ``--resume``,
+checkpointed, torchrun-ready, and its ``ema_model.pt`` is a model file that ``molediff sample
+--checkpoint`` runs in its own steps, deterministically (DDIM, η = 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+from molediff.config import BUNDLED_MODELS, DEFAULT_STEPS, TrainConfig
+from molediff.errors import UserError
+
+#: the student's learning rate unless told otherwise (the druglike and QM9 stages of benchmarks/README.md)
+DEFAULT_LR = 1e-4
+#: TrainConfig fields this command sets itself (from --from and --steps), not offered as options
+_OWN = ("init_from", "distill_from", "distill_steps")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from molediff.commands.train import _add_dataclass_options
+
+    p.description = (
+        "Distil a model into a few-step student (progressive distillation, Salimans & Ho 2022): the student starts "
+        "as a copy of its teacher and learns to take in one deterministic step the teacher's two. Each stage halves "
+        "the steps; a stage's student is the next stage's teacher (--from its ema_model.pt). Writes a training run "
+        "to --out (checkpoint.pt, resumable; ema_model.pt, the student: 'molediff sample --checkpoint "
+        "OUT/ema_model.pt' samples in its own steps). Other training options (--lr, --batch-size, --max-minutes, "
+        "--threads, --compile, ...) are those of 'molediff train'.")
+    p.add_argument("--from", dest="teacher", metavar="MODEL",
+                   help=f"the teacher: a bundled model ({', '.join(BUNDLED_MODELS)}) or a model file (a student of an "
+                        "earlier stage); not needed with --resume")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"the student's steps (default: half the teacher's, rounded up: {DEFAULT_STEPS} -> "
+                        f"{math.ceil(DEFAULT_STEPS / 2)} -> {math.ceil(math.ceil(DEFAULT_STEPS / 2) / 2)} ...); the teacher "
+                        "is run at twice this")
+    p.add_argument("--out", required=True, help="run directory of the student")
+    p.add_argument("--resume", action="store_true", help="continue the distillation run in --out where it stopped")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    _add_dataclass_options(p, TrainConfig, "", "training", exclude=_OWN)
+
+
+def teacher_path(name: str) -> Path:
+    """``name`` as a model file: an existing path, else a bundled model's file."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if name in BUNDLED_MODELS:
+        from importlib import resources
+
+        return Path(str(resources.files("molediff") / "pretrained" / BUNDLED_MODELS[name]))
+    raise UserError(f"--from {name!r}: no such file, and not a bundled model ({', '.join(BUNDLED_MODELS)})")
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line (not None)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name not in ("model", "diffusion", *_OWN) and getattr(args, f.name, None) is not None}
+
+
+def student_config(args: argparse.Namespace) -> TrainConfig:
+    """The config of a new distillation run: the teacher's recipe, its steps halved, with the options
+    given; refused with the reason where the teacher cannot be distilled."""
+    from molediff.checkpoint import load_model_file
+
+    path = teacher_path(args.teacher)
+    _, teacher, meta = load_model_file(path)
+    teacher_steps = int(meta.get("default_steps", DEFAULT_STEPS))
+    steps = args.steps if args.steps is not None else math.ceil(teacher_steps / 2)
+    if steps < 1:
+        raise UserError(f"--steps must be ≥ 1, got {steps}")
+    if steps >= teacher_steps:
+        raise UserError(f"--steps {steps}: a student takes fewer steps than its teacher ({teacher_steps})")
+    # the teacher's own run limits and warm start are its history, not the student's
+    config = dataclasses.replace(teacher, distill_from=str(path), distill_steps=steps, init_from="", max_steps=0,
+                                 max_minutes=0.0, lr=DEFAULT_LR)
+    config = dataclasses.replace(config, **_given(args))
+    data = config.data
+    if not data.startswith("qm9") and not Path(data).exists():
+        raise UserError(f"the teacher was trained on {data}, which is not on this machine: pass --data with its "
+                        "training molecules (an SDF folder; 'molediff data' builds one)")
+    if 2 * steps != teacher_steps:
+        print(f"note: the teacher samples in {teacher_steps} steps by default; its student learns its path at "
+              f"{2 * steps}")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from molediff.runstate import CHECKPOINT, STARTED
+
+    out = Path(args.out)
+    if args.resume:
+        if args.teacher is not None or args.steps is not None:
+            raise UserError("--resume continues the run in --out with its own teacher and steps: leave out --from and --steps")
+        saved = out / "config.json"
+        if not saved.exists() and (out / STARTED).exists():
+            saved = out / STARTED
+        if not saved.exists():
+            raise UserError(f"--resume: {out} holds no distillation run (no {CHECKPOINT})")
+        config = TrainConfig.load_json(saved)
+        if not config.distill_from:
+            raise UserError(f"--resume: {out} is a training run, not a distillation: continue it with 'molediff train --resume'")
+        config = dataclasses.replace(config, **_given(args))
+    else:
+        if args.teacher is None:
+            raise UserError("--from MODEL names the teacher (a bundled model or a model file)")
+        config = student_config(args)
+    import torch
+
+    from molediff.training import train
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    last = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    student = out / "ema_model.pt"
+    if student.exists():
+        print(f"the student ({config.distill_steps} steps): molediff sample --checkpoint {student}; "
+              f"the next stage: molediff distill --from {student} --out DIR")
+    return 130 if last.get("interrupted") else 0
