@@ -13,7 +13,7 @@ valence and accept three-valent carbon. Stability is numpy only; validity needs 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -91,6 +91,25 @@ def failing_atoms(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, sr
     return ~atom_stable | (key != top[mol])
 
 
+def written_molecules(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                      order: np.ndarray, pos: np.ndarray | None = None, hydrogens: np.ndarray | None = None,
+                      molecules: Iterable[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """``(m, molecule)`` for the molecules of a stacked batch as written (:func:`written_molecule`; arguments
+    as :func:`model_bond_stability`, bonds of order 0 ignored), molecule by molecule, or only those with
+    the indices in ``molecules``: the one loop of the model-bond readers."""
+    keep = np.asarray(order) > 0
+    src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
+    charge = np.asarray(charge)
+    hydrogens = None if hydrogens is None else np.asarray(hydrogens)
+    symbols = np.array(ELEMENTS)[np.asarray(atom_type)]
+    mol_of_bond = np.searchsorted(ptr, src, side="right") - 1
+    for m in range(len(ptr) - 1) if molecules is None else molecules:
+        a, b = ptr[m], ptr[m + 1]
+        sel = mol_of_bond == m
+        yield m, written_molecule(symbols[a:b], src[sel] - a, dst[sel] - a, order[sel], charge[a:b],
+                                  None if pos is None else pos[a:b], None if hydrogens is None else hydrogens[a:b])
+
+
 def odd_ring_atom_mask(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
                        order: np.ndarray, hydrogens: np.ndarray | None = None, molecules: np.ndarray | None = None) -> np.ndarray:
     """``[N]`` bool: the atoms of odd rings (non-aromatic rings with a double bond,
@@ -99,20 +118,11 @@ def odd_ring_atom_mask(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarra
     marked in ``molecules`` [B] bool (default: all), and none of a molecule that does not sanitize."""
     from molediff.chem.rdkit_mol import odd_ring_atoms
 
-    keep = np.asarray(order) > 0
-    src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
     out = np.zeros(len(atom_type), dtype=bool)
-    symbols = np.array(ELEMENTS)[np.asarray(atom_type)]
-    mol_of_bond = np.searchsorted(ptr, src, side="right") - 1
-    for m in range(len(ptr) - 1):
-        if molecules is not None and not molecules[m]:
-            continue
-        a, b = ptr[m], ptr[m + 1]
-        sel = mol_of_bond == m
-        mol = written_molecule(symbols[a:b], src[sel] - a, dst[sel] - a, order[sel], np.asarray(charge)[a:b],
-                               None, None if hydrogens is None else np.asarray(hydrogens)[a:b])
+    which = None if molecules is None else np.flatnonzero(molecules).tolist()
+    for m, mol in written_molecules(atom_type, charge, ptr, src, dst, order, None, hydrogens, which):
         for i in odd_ring_atoms(mol) or ():
-            out[a + i] = True
+            out[ptr[m] + i] = True
     return out
 
 
@@ -124,17 +134,10 @@ def model_bond_scores(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray
     from rdkit import Chem, rdBase
     from tqdm import tqdm
 
-    keep = np.asarray(order) > 0
-    src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
     atom_stable, mol_stable = model_bond_stability(atom_type, charge, ptr, src, dst, order, hydrogens)
-    mol_of_bond = np.searchsorted(ptr, src, side="right") - 1
     valid, smiles, fragments = [], [], []
-    symbols = np.array(ELEMENTS)[np.asarray(atom_type)]
-    for m in tqdm(range(len(ptr) - 1), desc=desc, disable=not progress, unit="mol", mininterval=1.0):
-        a, b = ptr[m], ptr[m + 1]
-        sel = mol_of_bond == m
-        mol = written_molecule(symbols[a:b], src[sel] - a, dst[sel] - a, order[sel], np.asarray(charge)[a:b],
-                               None if pos is None else pos[a:b], None if hydrogens is None else np.asarray(hydrogens)[a:b])
+    written = written_molecules(atom_type, charge, ptr, src, dst, order, pos, hydrogens)
+    for _, mol in tqdm(written, total=len(ptr) - 1, desc=desc, disable=not progress, unit="mol", mininterval=1.0):
         frags = len(Chem.GetMolFrags(mol)) if mol.GetNumAtoms() else 0
         fragments.append(frags)
         ok, smi = False, None
