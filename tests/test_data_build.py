@@ -262,10 +262,37 @@ def test_csv_sdf_and_moses_sources(tmp_path, capsys):
     assert recs[0].props["_Name"] == "moses_test_0" and recs[0].props["molediff_input_smiles"] != "SMILES"
 
 
+def test_sample_draws_a_random_subset_in_source_order_the_same_everywhere(tmp_path, capsys):
+    """--sample N: N molecules drawn from the whole source, kept in source order, by --seed alone; a build
+    of another draw is other settings."""
+    from molediff.data.sources import resolve_source
+
+    smiles = ["C" * k + "O" for k in range(1, 13)]
+    src = _write_smi(tmp_path / "in.smi", smiles)
+    source = resolve_source(str(src), None)
+    picks = {seed: [i.text for i in source.subset(4, seed).items()] for seed in range(6)}
+    for seed, got in picks.items():
+        assert len(got) == 4 and got == sorted(got, key=smiles.index)  # 4 of them, in the file's order
+        assert [i.index for i in source.subset(4, seed).items()] == [0, 1, 2, 3]
+        assert got == [i.text for i in resolve_source(str(src), None).subset(4, seed).items()]  # the same draw
+    assert len({tuple(v) for v in picks.values()}) > 1 and any(v != smiles[:4] for v in picks.values())
+    rc, stdout, _ = _run(["--source", src, "--out", tmp_path / "o", "--sample", 4, "--seed", 1, "--workers", 1], capsys)
+    assert rc == 0 and "4 molecules in, 4 written" in stdout
+    names = [r.props["molediff_input_smiles"] for f in built_files(tmp_path / "o") for r in read_sdf(f).records]
+    assert names == picks[1]
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["source"]["sample"] == [4, 1]
+    rc, _, err = _run(["--source", src, "--out", tmp_path / "o", "--sample", 5, "--seed", 1, "--workers", 1], capsys)
+    assert rc == 2 and "other settings" in err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--shard", "2/2"], "--shard"),
     (["--split", "test"], "--split applies to --source moses only"),
     (["--limit", "0"], "--limit must be ≥ 1"),
+    (["--sample", "0"], "--sample must be ≥ 1"),
+    (["--sample", "1"], "the source holds 1 molecules"),
+    (["--sample", "1", "--limit", "1"], "give one of them"),
     (["--check", "--shard", "0/2"], "without --shard"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, extra, message):

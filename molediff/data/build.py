@@ -72,6 +72,7 @@ class BuildOptions:
     source: str = "moses"
     split: str | None = None
     limit: int | None = None
+    sample: int | None = None
     seed: int = 0
     conformers: int = 1
     max_atoms: int = TRAINING_MAX_ATOMS
@@ -82,7 +83,9 @@ class BuildOptions:
     progress: bool = True
 
     def validate(self) -> None:
-        for name, value, low in (("--limit", self.limit, 1), ("--seed", self.seed, 0), ("--conformers", self.conformers, 1),
+        if self.limit is not None and self.sample is not None:
+            raise UserError("--limit takes the first N molecules, --sample N drawn at random: give one of them")
+        for name, value, low in (("--limit", self.limit, 1), ("--sample", self.sample, 1), ("--seed", self.seed, 0), ("--conformers", self.conformers, 1),
                                  ("--max-atoms", self.max_atoms, 1), ("--chunk-size", self.chunk_size, 1),
                                  ("--workers", self.workers, 1)):
             if value is not None and value < low:
@@ -108,6 +111,12 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def _source(opts: BuildOptions) -> Source:
+    """The molecules ``opts`` asks for: the source, or ``--sample`` of them drawn at random."""
+    source = resolve_source(opts.source, opts.split)
+    return source.subset(opts.sample, opts.seed) if opts.sample is not None else source
 
 
 def _settings(source: Source, opts: BuildOptions) -> dict[str, Any]:
@@ -247,7 +256,7 @@ def build(opts: BuildOptions) -> BuildReport:
     from molediff.chem.conformers import prepare_batch
 
     out = Path(opts.out).expanduser()
-    source = resolve_source(opts.source, opts.split)
+    source = _source(opts)
     settings = _settings(source, opts)
     output_folder(out, "--out")
     lock = acquire_lock(out, opts.shard)
@@ -470,7 +479,7 @@ def check(opts: BuildOptions) -> BuildReport:
     out = Path(opts.out).expanduser()
     if not out.is_dir():
         raise UserError(f"--out {out}: no such folder")
-    source = resolve_source(opts.source, opts.split)
+    source = _source(opts)
     settings = _settings(source, opts)
     total, short = _count(source, opts.limit)
     cs = opts.chunk_size

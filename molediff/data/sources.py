@@ -7,6 +7,7 @@ machines that see it at other paths build the same chunks."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -24,6 +25,10 @@ CSV_SUFFIXES: tuple[str, ...] = (".csv",)
 SDF_SUFFIXES: tuple[str, ...] = (".sdf", ".sd")
 _HEADER_WORDS = {"smiles", "smi", "canonical_smiles", "smiles_string"}
 _NAME_COLUMNS = ("name", "id", "title", "mol_id", "molecule_id", "compound_id")
+
+
+#: :meth:`Source._chosen`'s draws, by (content, split, (n, seed))
+_CHOSEN: dict[tuple, set[int]] = {}
 
 
 class SourceItem(NamedTuple):
@@ -44,6 +49,8 @@ class Source:
     sha256: str = ""
     size: int = 0
     mtime_ns: int = 0
+    #: ``(n, seed)``: only ``n`` molecules drawn at random from the whole source (:meth:`subset`)
+    sample: tuple[int, int] | None = None
 
     @property
     def label(self) -> str:
@@ -55,12 +62,50 @@ class Source:
     def identity(self) -> dict[str, Any]:
         """What makes two builds read the same molecules (content, not path or mtime: a shared
         folder may be built by machines that see the source at different paths)."""
-        return {"kind": self.kind, "split": self.split, "sha256": self.sha256, "size": self.size}
+        out = {"kind": self.kind, "split": self.split, "sha256": self.sha256, "size": self.size}
+        if self.sample is not None:
+            out["sample"] = list(self.sample)
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {**self.identity(), "path": str(self.path), "mtime_ns": self.mtime_ns}
 
+    def subset(self, n: int, seed: int) -> "Source":
+        """This source reduced to ``n`` of its molecules drawn uniformly at random without replacement (by
+        ``seed``), kept in source order and numbered 0 .. n − 1 (their lines stay those of the file). The
+        draw is a hash of (seed, index) per molecule, the ``n`` smallest kept: it depends on nothing but
+        those numbers (no library's random stream), so every machine and version picks the same ones.
+        Raises :class:`UserError` when the source holds ``n`` molecules or fewer."""
+        total = sum(1 for _ in self._all_items())
+        if n >= total:
+            raise UserError(f"--sample {n}: the source holds {total} molecules; leave --sample out to use them all")
+        return dataclasses.replace(self, sample=(n, seed))
+
+    def _chosen(self) -> set[int]:
+        """The source indices :meth:`subset` keeps (computed once per source content and draw)."""
+        import numpy as np
+
+        key = (self.sha256, self.split, self.sample)
+        if key not in _CHOSEN:
+            n, seed = self.sample
+            total = sum(1 for _ in self._all_items())
+            keys = np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little")
+                                for i in range(total)), dtype=np.uint64, count=total)
+            _CHOSEN[key] = set(np.argsort(keys, kind="stable")[:n].tolist())
+        return _CHOSEN[key]
+
     def items(self) -> Iterator[SourceItem]:
+        if self.sample is None:
+            yield from self._all_items()
+            return
+        chosen = self._chosen()
+        k = 0
+        for item in self._all_items():
+            if item.index in chosen:
+                yield item._replace(index=k)
+                k += 1
+
+    def _all_items(self) -> Iterator[SourceItem]:
         try:
             with _open_text(self.path) as f:
                 if self.kind == "moses":
