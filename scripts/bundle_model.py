@@ -68,6 +68,9 @@ def main() -> int:
                          "(molediff.restarts; default: none)")
     ap.add_argument("--restart-rings", action="store_true",
                     help="the model's restarts redraw odd rings of valid molecules too unless told otherwise")
+    ap.add_argument("--teacher", default=None,
+                    help="how the card and metadata name a distilled student's teacher (e.g. a bundled model's name; "
+                         "default: its file's path)")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
     run = Path(args.run_dir)
@@ -78,6 +81,10 @@ def main() -> int:
     root = str(PRETRAINED.parents[1]) + "/"
     started_from = started_from.removeprefix(root)  # a path of this checkout, said relative to it
     config.compile = False  # a speed setting of the machine that trained it (needs a C++ compiler), not of the recipe
+    # a distilled student: its teacher is provenance too (named as the package knows it, --teacher), and the
+    # student samples in its own steps by its metadata (default_steps, default_eta), not by these fields
+    teacher = args.teacher or config.distill_from.removeprefix(str(PRETRAINED.parents[1]) + "/")
+    distill_steps, config.distill_from, config.distill_steps = config.distill_steps, "", 0
     d = config.diffusion
     columns = (MODEL_PERCENT if d.bonds else ()) + PERCENT
     PRETRAINED.mkdir(parents=True, exist_ok=True)
@@ -94,6 +101,7 @@ def main() -> int:
     meta = {**meta, "bundled": time.strftime("%Y-%m-%d"), "hardware": args.hardware,
             "learning_curve": [{k: v for k, v in e.items() if k != "event"} for e in evals],
             **({"started_from": started_from} if started_from else {}),
+            **({"teacher": teacher} if distill_steps else {}),
             **({"default_noise_scale": args.default_noise_scale} if args.default_noise_scale is not None else {}),
             **({"default_restarts": args.default_restarts} if args.default_restarts is not None else {}),
             **({"restart_rings": True} if args.restart_rings else {})}
@@ -150,6 +158,10 @@ def main() -> int:
         f"AdamW lr {lr_text}; gradient clip {config.grad_clip}, seed {config.seed}.",
         *([f"- Started from `{started_from}` (`molediff train --init-from`): its weights, step count, clock and "
            "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if started_from else []),
+        *([f"- A few-step student of `{teacher}` by progressive distillation (`molediff distill`; molediff/distill.py): "
+           f"one deterministic DDIM step of it is trained to land where two of the teacher's do, so it samples in "
+           f"{distill_steps} steps at η = 0 by default (its file says so); the teacher stays available by name. The "
+           "curve's 64-molecule checks sample in the student's steps."] if distill_steps else []),
         f"- Full config: `{prefix}config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
         "## Learning curve (EMA weights; hours = the run's training clock, CPU seconds per thread of the main process, "
