@@ -43,15 +43,20 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
 def compiler_available(device: torch.device | str = "cpu") -> bool:
     """Whether ``torch.compile`` can be expected to work on ``device``: on CPU, inductor builds C++ (it
     needs ``$CXX`` or a ``c++``/``g++``/``clang++`` on the PATH); on CUDA, it needs Triton. Where this says
-    yes and compiling still fails, the network runs eagerly with a warning (:meth:`MoleculeGenerator.compile`)."""
+    yes and compiling still fails, the network runs eagerly with a warning (:meth:`MoleculeGenerator.compile`).
+    On CPU it also needs Python's headers (``Python.h``)."""
     import importlib.util
     import os
     import shutil
 
+    import sysconfig
+
     if torch.device(device).type == "cuda":
         return importlib.util.find_spec("triton") is not None
     cxx = os.environ.get("CXX")
-    return any(shutil.which(c) for c in ([cxx] if cxx else []) + ["c++", "g++", "clang++"])
+    has_cxx = any(shutil.which(c) for c in ([cxx] if cxx else []) + ["c++", "g++", "clang++"])
+    # the code inductor builds includes Python's headers, which some installs lack (python3-dev)
+    return has_cxx and (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
 
 
 def batch_generator(seed: int, index: int) -> torch.Generator:

@@ -308,6 +308,11 @@ class Trainer:
             (src_diffusion.input_labels(), src_diffusion.output_labels()),
             (self.diffusion.pair_labels(), src_diffusion.pair_labels()))
         self.ema.model.load_state_dict(self.net.state_dict())
+        if self.config.distill_from and self.config.init_from == self.config.distill_from:
+            # a new student (a copy of its teacher): its own steps, clock and curve, so that --max-steps and
+            # --max-minutes count the distillation and its card's curve is the student's
+            self._inherited_curve = []
+            return
         self.step = int(meta.get("step") or 0)
         self.elapsed = float(meta.get("train_seconds") or 0.0)
         self.molecules_seen = int(meta.get("molecules_seen") or 0)

@@ -83,7 +83,9 @@ def main() -> int:
     config.compile = False  # a speed setting of the machine that trained it (needs a C++ compiler), not of the recipe
     # a distilled student: its teacher is provenance too (named as the package knows it, --teacher), and the
     # student samples in its own steps by its metadata (default_steps, default_eta), not by these fields
-    teacher = args.teacher or config.distill_from.removeprefix(str(PRETRAINED.parents[1]) + "/")
+    teacher = args.teacher or config.distill_from.removeprefix(root)
+    if started_from and started_from == config.distill_from.removeprefix(root):
+        started_from = ""  # a student starts as a copy of its teacher: said once, as its teacher
     distill_steps, config.distill_from, config.distill_steps = config.distill_steps, "", 0
     d = config.diffusion
     columns = (MODEL_PERCENT if d.bonds else ()) + PERCENT

@@ -273,13 +273,19 @@ def test_sample_draws_a_random_subset_in_source_order_the_same_everywhere(tmp_pa
     picks = {seed: [i.text for i in source.subset(4, seed).items()] for seed in range(6)}
     for seed, got in picks.items():
         assert len(got) == 4 and got == sorted(got, key=smiles.index)  # 4 of them, in the file's order
-        assert [i.index for i in source.subset(4, seed).items()] == [0, 1, 2, 3]
+        items = list(source.subset(4, seed).items())
+        assert [i.at for i in items] == [0, 1, 2, 3] and [smiles[i.index] for i in items] == got  # built 0..3, named as in the file
         assert got == [i.text for i in resolve_source(str(src), None).subset(4, seed).items()]  # the same draw
     assert len({tuple(v) for v in picks.values()}) > 1 and any(v != smiles[:4] for v in picks.values())
     rc, stdout, _ = _run(["--source", src, "--out", tmp_path / "o", "--sample", 4, "--seed", 1, "--workers", 1], capsys)
     assert rc == 0 and "4 molecules in, 4 written" in stdout
-    names = [r.props["molediff_input_smiles"] for f in built_files(tmp_path / "o") for r in read_sdf(f).records]
-    assert names == picks[1]
+    recs = [r for f in built_files(tmp_path / "o") for r in read_sdf(f).records]
+    assert [r.props["molediff_input_smiles"] for r in recs] == picks[1]
+    # each molecule keeps its source index (its name and embedding seed): the same record as a full build's
+    assert [int(r.props["molediff_source_index"]) for r in recs] == [smiles.index(x) for x in picks[1]]
+    rc, _, _ = _run(["--source", src, "--out", tmp_path / "all", "--seed", 1, "--workers", 1], capsys)
+    full = {r.props["molediff_input_smiles"]: r for f in built_files(tmp_path / "all") for r in read_sdf(f).records}
+    assert rc == 0 and all(r.props["_Name"] == full[r.props["molediff_input_smiles"]].props["_Name"] for r in recs)
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["source"]["sample"] == [4, 1]
     rc, _, err = _run(["--source", src, "--out", tmp_path / "o", "--sample", 5, "--seed", 1, "--workers", 1], capsys)
@@ -291,7 +297,7 @@ def test_sample_draws_a_random_subset_in_source_order_the_same_everywhere(tmp_pa
     (["--split", "test"], "--split applies to --source moses only"),
     (["--limit", "0"], "--limit must be ≥ 1"),
     (["--sample", "0"], "--sample must be ≥ 1"),
-    (["--sample", "1"], "the source holds 1 molecules"),
+    (["--sample", "1"], "the source holds only 1 molecule;"),
     (["--sample", "1", "--limit", "1"], "give one of them"),
     (["--check", "--shard", "0/2"], "without --shard"),
 ])

@@ -97,7 +97,7 @@ def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, cap
     from molediff.training import train
     from tests.test_training import tiny
 
-    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    train(tiny(max_steps=4, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
     teacher = str(tmp_path / "teacher" / EMA_MODEL)
     s1 = tmp_path / "s1"
     quiet = ["--no-progress", "--eval-every-steps", "0"]
@@ -106,6 +106,7 @@ def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, cap
     assert "learns its path at 76" in out and f"--checkpoint {s1 / EMA_MODEL}" in out
     _, cfg, meta = load_model_file(s1 / EMA_MODEL)
     assert (cfg.distill_from, cfg.distill_steps, cfg.lr, meta["default_steps"]) == (teacher, 38, 1e-4, 38)
+    assert meta["step"] == 3 and not meta.get("learning_curve")  # its own steps (the teacher had 4): --max-steps counts them
     assert cfg.model == TINY and cfg.diffusion.self_condition  # the teacher's network and parts
     assert cli(["distill", "--resume", "--out", str(s1), "--max-steps", "5", *quiet]) == 0
     assert load_model_file(s1 / EMA_MODEL)[2]["step"] == 5
@@ -113,6 +114,9 @@ def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, cap
     assert cli(["distill", "--from", str(s1 / EMA_MODEL), "--out", str(tmp_path / "s2"), "--max-steps", "1", "--lr", "3e-5", *quiet]) == 0
     _, cfg2, meta2 = load_model_file(tmp_path / "s2" / EMA_MODEL)
     assert (cfg2.distill_steps, cfg2.lr, meta2["default_steps"]) == (19, 3e-5, 19)
+    # a student's training checkpoint as the teacher: its steps from its config
+    assert cli(["distill", "--from", str(s1 / "checkpoint.pt"), "--out", str(tmp_path / "s3"), "--max-steps", "1", *quiet]) == 0
+    assert load_model_file(tmp_path / "s3" / EMA_MODEL)[1].distill_steps == 19
     capsys.readouterr()
 
     state, config, meta = load_model_file(teacher)

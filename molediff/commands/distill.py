@@ -19,8 +19,12 @@ from molediff.errors import UserError
 
 #: the student's learning rate unless told otherwise (the druglike and QM9 stages of benchmarks/README.md)
 DEFAULT_LR = 1e-4
-#: TrainConfig fields this command sets itself (from --from and --steps), not offered as options
-_OWN = ("init_from", "distill_from", "distill_steps")
+#: TrainConfig fields this command sets itself (from --from and --steps), or that a student does not use
+#: (it samples its checks in its own steps), not offered as options
+_OWN = ("init_from", "distill_from", "distill_steps", "eval_sample_steps")
+#: settings of the machine and session that trained the teacher, not of its recipe: a student takes them
+#: from the command line or their defaults, never from the teacher
+_MACHINE = ("threads", "clock", "compile", "checkpoint_minutes", "max_steps", "max_minutes")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,17 +49,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     _add_dataclass_options(p, TrainConfig, "", "training", exclude=_OWN)
+    # the recipe's settings default to the teacher's, not to a fresh run's
+    for action in p._actions:  # noqa: SLF001 - argparse keeps no public list of a parser's actions
+        if action.dest == "lr":
+            action.help = action.help.rsplit(" (default", 1)[0] + f" (default: {DEFAULT_LR:g})"
+        elif action.dest in {f.name for f in dataclasses.fields(TrainConfig)} and action.dest not in _MACHINE:
+            action.help = (action.help or "").rsplit(" (default", 1)[0] + " (default: the teacher's)"
 
 
 def teacher_path(name: str) -> Path:
-    """``name`` as a model file: an existing path, else a bundled model's file."""
-    path = Path(name)
+    """``name`` as a model file (absolute, so that ``--resume`` finds it from anywhere): an existing
+    path, else a bundled model's file."""
+    path = Path(name).expanduser()
     if path.is_file():
-        return path
+        return path.resolve()
     if name in BUNDLED_MODELS:
-        from importlib import resources
+        from molediff.sampling import bundled_model_path
 
-        return Path(str(resources.files("molediff") / "pretrained" / BUNDLED_MODELS[name]))
+        return bundled_model_path(name)
     raise UserError(f"--from {name!r}: no such file, and not a bundled model ({', '.join(BUNDLED_MODELS)})")
 
 
@@ -72,20 +83,23 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
 
     path = teacher_path(args.teacher)
     _, teacher, meta = load_model_file(path)
-    teacher_steps = int(meta.get("default_steps", DEFAULT_STEPS))
+    # a model file says its steps; a training checkpoint of a student says them in its config
+    teacher_steps = int(meta.get("default_steps") or teacher.distill_steps or DEFAULT_STEPS)
     steps = args.steps if args.steps is not None else math.ceil(teacher_steps / 2)
     if steps < 1:
         raise UserError(f"--steps must be ≥ 1, got {steps}")
     if steps >= teacher_steps:
         raise UserError(f"--steps {steps}: a student takes fewer steps than its teacher ({teacher_steps})")
-    # the teacher's own run limits and warm start are its history, not the student's
-    config = dataclasses.replace(teacher, distill_from=str(path), distill_steps=steps, init_from="", max_steps=0,
-                                 max_minutes=0.0, lr=DEFAULT_LR)
+    # the teacher's warm start and its machine's settings are its history, not the student's recipe
+    fresh = TrainConfig()
+    config = dataclasses.replace(teacher, distill_from=str(path), distill_steps=steps, init_from="", lr=DEFAULT_LR,
+                                 **{name: getattr(fresh, name) for name in _MACHINE})
     config = dataclasses.replace(config, **_given(args))
     data = config.data
-    if not data.startswith("qm9") and not Path(data).exists():
-        raise UserError(f"the teacher was trained on {data}, which is not on this machine: pass --data with its "
-                        "training molecules (an SDF folder; 'molediff data' builds one)")
+    if data.split(":")[0] != "qm9" and not Path(data).exists():
+        said = "--data" if args.data is not None else "the teacher was trained on"
+        raise UserError(f"{said} {data}: not on this machine; pass --data with the teacher's training molecules "
+                        "(an SDF folder; 'molediff data' builds one)")
     if 2 * steps != teacher_steps:
         print(f"note: the teacher samples in {teacher_steps} steps by default; its student learns its path at "
               f"{2 * steps}")

@@ -316,13 +316,13 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
                       guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts,
                       restart_rings=args.restart_rings)
     args.steps, args.restarts, args.restart_rings = req.steps, req.restarts, req.restart_rings
-    if args.compile or (args.compile is None and gen.compile_pays(req)):
-        gen.compile()
     meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": gen.request_tag(req), "molediff_seed": args.seed}
     # under torchrun, rank r samples batches r, r + W, r + 2W, ... (disjoint random streams) into its own
     # shard, with quotas summing to exactly --n; rank 0 merges the shards in rank order
     r, w = ctx.rank, ctx.world_size
     req = dataclasses.replace(req, n=args.n // w + (1 if r < args.n % w else 0), first_batch=r, batch_stride=w)
+    if args.compile or (args.compile is None and gen.compile_pays(req)):  # by this rank's own share of the work
+        gen.compile()
     target = path.with_name(f".{path.name}.rank{r}.part") if ctx.enabled else path
     t0 = time.time()
     tally, interrupted = _write_records(args, gen, req, target, fmt, meta, ctx)

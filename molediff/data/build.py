@@ -370,7 +370,7 @@ class _ChunkBuild:
         end = (max(todo) + 1) * cs
         current: list = []
         for item in source.items():
-            if item.index >= min(total, end):
+            if item.at >= min(total, end):
                 break
             self.stop.check()
             pre = None
@@ -379,7 +379,7 @@ class _ChunkBuild:
                 first_line = seen.setdefault(key, item.line)
                 if first_line != item.line:
                     pre = ("fail", DUPLICATE, f"same SMILES as {source.where(first_line)}")
-            c = item.index // cs
+            c = item.at // cs
             if c not in todo_set:
                 continue
             current.append((item, pre))

@@ -32,11 +32,17 @@ _CHOSEN: dict[tuple, set[int]] = {}
 
 
 class SourceItem(NamedTuple):
-    index: int  # 0-based position among the source's molecules
+    index: int  # 0-based position among the source's molecules (names the molecule and seeds its embedding)
     kind: str  # "smiles" or "molblock"
     text: str
     title: str
     line: int  # 1-based line (text files) or record number (SDF)
+    position: int | None = None  # 0-based position among the molecules built, where not index (a --sample)
+
+    @property
+    def at(self) -> int:
+        """Where the molecule goes in the build (its chunk is ``at // chunk_size``)."""
+        return self.index if self.position is None else self.position
 
 
 @dataclass
@@ -72,13 +78,15 @@ class Source:
 
     def subset(self, n: int, seed: int) -> "Source":
         """This source reduced to ``n`` of its molecules drawn uniformly at random without replacement (by
-        ``seed``), kept in source order and numbered 0 .. n − 1 (their lines stay those of the file). The
+        ``seed``), kept in source order at positions 0 .. n − 1 (:attr:`SourceItem.at`); each keeps its
+        index and line in the source, so it is named and embedded as in a build of the whole source. The
         draw is a hash of (seed, index) per molecule, the ``n`` smallest kept: it depends on nothing but
         those numbers (no library's random stream), so every machine and version picks the same ones.
         Raises :class:`UserError` when the source holds ``n`` molecules or fewer."""
         total = sum(1 for _ in self._all_items())
         if n >= total:
-            raise UserError(f"--sample {n}: the source holds {total} molecules; leave --sample out to use them all")
+            raise UserError(f"--sample {n}: the source holds only {total} molecule{'s' * (total != 1)}; leave --sample "
+                            "out to use them all")
         return dataclasses.replace(self, sample=(n, seed))
 
     def _chosen(self) -> set[int]:
@@ -102,7 +110,7 @@ class Source:
         k = 0
         for item in self._all_items():
             if item.index in chosen:
-                yield item._replace(index=k)
+                yield item._replace(position=k)
                 k += 1
 
     def _all_items(self) -> Iterator[SourceItem]:
