@@ -24,7 +24,8 @@ import torch
 
 from molediff.state import MolState
 
-__all__ = ["MAX_WEIGHT", "distillation_loss", "distillation_target", "load_teacher", "teacher_midpoint"]
+__all__ = ["INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_target", "load_teacher", "teacher_meta",
+           "teacher_midpoint"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -52,6 +53,19 @@ def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cp
     if compile:
         teacher.compile(dynamic=True)
     return teacher
+
+
+#: what a student's file takes over from its teacher's beside the weights: how it samples besides its
+#: steps (local restarts, with or without odd rings) and the training molecules' hashes (novelty)
+INHERITED_META = ("default_restarts", "restart_rings", "training_smiles_hashes")
+
+
+def teacher_meta(path: str) -> dict[str, Any]:
+    """The entries of :data:`INHERITED_META` in the teacher's model file at ``path`` (those it has)."""
+    from molediff.checkpoint import load_model_file
+
+    meta = load_model_file(path)[2]
+    return {k: meta[k] for k in INHERITED_META if k in meta}
 
 
 def teacher_midpoint(t: int, t_next: int) -> int:

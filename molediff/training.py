@@ -238,11 +238,12 @@ class Trainer:
         if init is not None:
             self._warm_start(*init)
         self.ema.num_updates = self.step
-        self.teacher = None
+        self.teacher, self.teacher_meta = None, {}
         if config.distill_from:  # the frozen teacher of a few-step student
-            from molediff.distill import load_teacher
+            from molediff.distill import load_teacher, teacher_meta
 
             self.teacher = load_teacher(config.distill_from, config.model, self.diffusion, self.device, config.compile)
+            self.teacher_meta = teacher_meta(config.distill_from)
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
@@ -374,7 +375,9 @@ class Trainer:
                 "size_histogram": self.histogram.tolist(), "data": self.config.data}
         if self.condition_table is not None:
             meta["condition_table"] = self.condition_table
-        if self.teacher is not None:  # a student samples as it was distilled: its steps, DDIM at eta 0
+        if self.teacher is not None:  # a student samples as it was distilled: its steps, DDIM at eta 0, and
+            # otherwise as its teacher does (restarts), knowing the same training molecules
+            meta.update(self.teacher_meta)
             meta.update(default_steps=self.config.distill_steps, default_eta=0.0, teacher=self.config.distill_from)
         return meta
 

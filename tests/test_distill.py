@@ -119,7 +119,16 @@ def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, cap
     assert load_model_file(tmp_path / "s3" / EMA_MODEL)[1].distill_steps == 19
     capsys.readouterr()
 
+    # a student samples as its teacher does besides its steps (restarts), knowing its training molecules
     state, config, meta = load_model_file(teacher)
+    restarting = tmp_path / "restarting.pt"
+    save_model_file(restarting, state, config, {**meta, "default_restarts": 3, "restart_rings": True, "default_noise_scale": 0.7})
+    assert cli(["distill", "--from", str(restarting), "--out", str(tmp_path / "r"), "--max-steps", "1", *quiet]) == 0
+    got = load_model_file(tmp_path / "r" / EMA_MODEL)[2]
+    assert (got["default_restarts"], got["restart_rings"], got["default_steps"]) == (3, True, 38)
+    assert "default_noise_scale" not in got  # η 0 injects no noise
+    capsys.readouterr()
+
     elsewhere = tmp_path / "elsewhere.pt"
     save_model_file(elsewhere, state, dataclasses.replace(config, data=str(tmp_path / "gone")), meta)
     for argv, why in (
