@@ -24,8 +24,7 @@ import torch
 
 from molediff.state import MolState
 
-__all__ = ["INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_target", "load_teacher", "teacher_meta",
-           "teacher_midpoint"]
+__all__ = ["INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_target", "load_teacher", "teacher_midpoint"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -33,14 +32,21 @@ __all__ = ["INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_ta
 MAX_WEIGHT = 100.0
 
 
-def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cpu", compile: bool = False) -> torch.nn.Module:
-    """The frozen teacher of a distillation run: the model file's weights in the student's network, which
-    they must fit (a student keeps its teacher's architecture, parts and vocabulary)."""
+#: what a student's file takes over from its teacher's beside the weights: how it samples besides its
+#: steps (local restarts, with or without odd rings) and the training molecules' hashes (novelty)
+INHERITED_META = ("default_restarts", "restart_rings", "training_smiles_hashes")
+
+
+def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cpu",
+                 compile: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The frozen teacher of a distillation run, read once from its model file: its weights in the
+    student's network, which they must fit (a student keeps its teacher's architecture, parts and
+    vocabulary), and the entries of :data:`INHERITED_META` its file has."""
     from molediff.checkpoint import load_model_file
     from molediff.errors import UserError
     from molediff.models import build_network
 
-    weights, _, _ = load_model_file(path)
+    weights, _, meta = load_model_file(path)
     teacher = build_network(model_config, diffusion)
     try:
         teacher.load_state_dict(weights)
@@ -52,20 +58,7 @@ def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cp
         p.requires_grad_(False)
     if compile:
         teacher.compile(dynamic=True)
-    return teacher
-
-
-#: what a student's file takes over from its teacher's beside the weights: how it samples besides its
-#: steps (local restarts, with or without odd rings) and the training molecules' hashes (novelty)
-INHERITED_META = ("default_restarts", "restart_rings", "training_smiles_hashes")
-
-
-def teacher_meta(path: str) -> dict[str, Any]:
-    """The entries of :data:`INHERITED_META` in the teacher's model file at ``path`` (those it has)."""
-    from molediff.checkpoint import load_model_file
-
-    meta = load_model_file(path)[2]
-    return {k: meta[k] for k in INHERITED_META if k in meta}
+    return teacher, {k: meta[k] for k in INHERITED_META if k in meta}
 
 
 def teacher_midpoint(t: int, t_next: int) -> int:

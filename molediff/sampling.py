@@ -48,7 +48,6 @@ def compiler_available(device: torch.device | str = "cpu") -> bool:
     import importlib.util
     import os
     import shutil
-
     import sysconfig
 
     if torch.device(device).type == "cuda":

@@ -240,10 +240,10 @@ class Trainer:
         self.ema.num_updates = self.step
         self.teacher, self.teacher_meta = None, {}
         if config.distill_from:  # the frozen teacher of a few-step student
-            from molediff.distill import load_teacher, teacher_meta
+            from molediff.distill import load_teacher
 
-            self.teacher = load_teacher(config.distill_from, config.model, self.diffusion, self.device, config.compile)
-            self.teacher_meta = teacher_meta(config.distill_from)
+            self.teacher, self.teacher_meta = load_teacher(config.distill_from, config.model, self.diffusion, self.device,
+                                                           config.compile)
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges

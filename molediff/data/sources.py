@@ -87,16 +87,20 @@ class Source:
         if n >= total:
             raise UserError(f"--sample {n}: the source holds only {total} molecule{'s' * (total != 1)}; leave --sample "
                             "out to use them all")
-        return dataclasses.replace(self, sample=(n, seed))
+        sub = dataclasses.replace(self, sample=(n, seed))
+        sub._chosen(total)  # drawn now, from the count just made (one pass over the file, not two)
+        return sub
 
-    def _chosen(self) -> set[int]:
-        """The source indices :meth:`subset` keeps (computed once per source content and draw)."""
+    def _chosen(self, total: int | None = None) -> set[int]:
+        """The source indices :meth:`subset` keeps (computed once per source content and draw; ``total``:
+        the source's molecule count, where known)."""
         import numpy as np
 
         key = (self.sha256, self.split, self.sample)
         if key not in _CHOSEN:
             n, seed = self.sample
-            total = sum(1 for _ in self._all_items())
+            if total is None:
+                total = sum(1 for _ in self._all_items())
             keys = np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little")
                                 for i in range(total)), dtype=np.uint64, count=total)
             _CHOSEN[key] = set(np.argsort(keys, kind="stable")[:n].tolist())
