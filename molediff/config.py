@@ -217,7 +217,7 @@ HELP: dict[str, str] = {
     "diffusion.ring_feedback": "the network also reads the smallest ring each atom lies in (3, 4, 5, 6, 7+) in the bond graph "
                                "of its previous estimate; needs self-conditioning and bonds; a warm start may add it: the "
                                "new inputs start at zero",
-    "diffusion.conditions": "comma-separated QM9 properties to condition on (alpha, gap, homo, lumo, mu, cv); empty: unconditional",
+    "diffusion.conditions": "comma-separated properties to condition on: QM9 ones (alpha, gap, homo, lumo, mu, cv) or drug-like ones (qed, logp, mw, tpsa, hbd, hba, rotb, arom); empty: unconditional",
     "diffusion.condition_stats": "not an option: mean, std, min and max of each condition on the training data, filled when training starts",
     "diffusion.fragments": "fraction of training molecules that get a random fragment held fixed (0: none); above 0 the "
                            "model reads which atoms are fixed and grows fragments given to 'molediff sample --fragment'",

@@ -230,8 +230,8 @@ class MoleculeGenerator:
     def compile(self) -> "MoleculeGenerator":
         """Compile the network with ``torch.compile`` (in place; returns self).
 
-        On a 2-core CPU, 1,000 molecules at 100 steps took 136 s instead of 233 s (the 15-30 s warm-up
-        included); 100 molecules do not repay the warm-up. Coordinates agree with
+        On a 2-core CPU, 1,000 molecules at 100 steps took 136 s instead of 233 s (the warm-up included: ~7 s with
+        inductor's cache warm, ~30 s the first time); 100 molecules do not repay the warm-up. Coordinates agree with
         eager ones to ~1e-4 Å (float rounding). Needs a C++ compiler on CPU (inductor): compilation
         happens at the first network call, and if it fails there the network runs eagerly, with a
         warning, instead of failing the run.

@@ -28,7 +28,8 @@ from molediff.commands.evaluate import REPORT_HELP
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Generate 3D molecules with the bundled QM9 model (or --checkpoint) and write them to an SDF "
+        "Generate 3D molecules with a bundled model (qm9-joint unless --model says another, e.g. druglike) or "
+        "--checkpoint, and write them to an SDF "
         "(default) or XYZ file. Same --seed and --batch-size give the same molecules."
     )
     p.add_argument("-n", "--n", "--num-molecules", dest="n", type=int, default=1000,
@@ -46,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fragment", default=None, metavar="FRAG.sdf",
                    help="grow every molecule around this fragment (one 3D molecule in an SDF/MOL file): its atoms come first "
                         "in each output record at the file's coordinates, with its elements, charges and (joint models) bonds; "
-                        "the rest is generated, by default with the fragment-conditioned model 'qm9-frag' (other models "
-                        "inpaint, see --resample). Hydrogens are kept as given (a heavy-atom model, e.g. druglike, keeps their "
+                        "the rest is generated, by default with the fragment-conditioned model 'qm9-frag' (druglike is "
+                        "fragment-conditioned too; models not trained on fragments inpaint, see --resample). Hydrogens are kept as given (a heavy-atom model, e.g. druglike, keeps their "
                         "count per atom and places them anew): remove those where new atoms should attach. A file without "
                         "any hydrogen atom gets RDKit's implicit hydrogens (with a warning): write them to choose the sites")
     p.add_argument("--resample", type=int, default=None,
