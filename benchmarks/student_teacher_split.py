@@ -74,9 +74,7 @@ def main() -> int:
         return predict(self, teacher.net if use_teacher else net, x_t, t, *a, **k)
 
     NoiseSchedule.set_timesteps, MolecularDiffusion.predict = split_grid, split_predict
-    evals = student_steps if args.switch < 0 else (
-        int((grid_of(teacher.diffusion.schedule, student_steps) > args.switch).sum())
-        + int((grid_of(teacher.diffusion.schedule, teacher_steps) <= args.switch).sum()))
+    evals = len(split_grid(teacher.diffusion.schedule, student_steps))  # the main pass's grid, as sampled
     import druglike_quality
 
     sys.argv = ["druglike_quality.py", *rest]
