@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from molediff.atomic import atomic_write
+from molediff.models.precision import PRECISIONS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ELEMENTS_OF_INTEREST = ("S", "Cl", "Br", "F", "P", "I")
@@ -135,6 +136,8 @@ def main() -> int:
                          "picked at random; 0 (default): all of them. Molecules that are not connected-valid count as failing")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (as molediff sample does for 1,000 molecules)")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="the network's arithmetic while sampling (molediff sample --precision; default auto, as molediff sample)")
     ap.add_argument("--reference-cache", default=str(RESULTS / ".." / ".." / "data" / "cache" / "moses_test_reference.npz"))
     ap.add_argument("--out", default=str(RESULTS / "druglike_quality.json"))
     ap.add_argument("--merge", action="store_true",
@@ -156,6 +159,8 @@ def main() -> int:
         gen = load_pretrained(args.checkpoint, model=args.model) if args.checkpoint else load_pretrained(model=args.model)
         if args.compile:
             gen.compile()  # its warm-up falls in the first row's seconds
+        gen.set_precision(args.precision)
+        prec = "" if gen.precision == "float32" else f" {gen.precision}"
         for noise in args.noise_scale:
             t0 = time.time()
             req = gen.request(args.n, steps=args.steps, seed=args.seed, eta=args.eta, noise_scale=noise, sampler=args.sampler,
@@ -165,7 +170,7 @@ def main() -> int:
             seconds = time.time() - t0
             tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")) if req.restarts else ""
             how = "eta 0" if args.sampler == "ddim" and req.eta == 0 else f"noise {req.noise_scale:g}"
-            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{req.steps} {how}{tail}",
+            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{req.steps} {how}{tail}{prec}",
                          **_score(mols, seconds, args, train, train_holding, train_count)})
     for r in rows:
         _print_row(r)

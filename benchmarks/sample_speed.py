@@ -38,6 +38,7 @@ from molediff.config import DEFAULT_STEPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 from molediff.diffusion.sampler_table import SAMPLERS  # noqa: E402 - the one list
+from molediff.models.precision import PRECISIONS, native_bfloat16, resolve_precision  # noqa: E402
 
 
 def parse_run(spec: str) -> tuple[str, int]:
@@ -73,6 +74,9 @@ def main() -> int:
                     help="sampler and step count per run, e.g. ddim:100 dpm++2m:20 (instead of --steps, which are DDIM)")
     ap.add_argument("--subprocess", action="store_true",
                     help="run each measurement as a fresh 'python -m molediff sample' process (start-up and imports counted)")
+    ap.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS,
+                    help="one row per precision of the network's matrix products (molediff sample --precision; default auto, "
+                         "its default: bfloat16 on a CPU with native bfloat16)")
     ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
     args = ap.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -81,9 +85,10 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
-            for (sampler, steps), compiled in [(r, c) for r in runs for c in ((False, True) if args.compile else (False,))]:
+            for (sampler, steps), compiled, prec in [(r, c, p) for r in runs for c in ((False, True) if args.compile else (False,))
+                                                     for p in args.precision]:
                 cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
-                       "--threads", str(args.threads), "--no-progress"] + (["--compile"] if compiled else [])
+                       "--threads", str(args.threads), "--no-progress", "--precision", prec] + (["--compile"] if compiled else [])
                 cmd += ["--sampler", sampler] if sampler != "ddim" else []
                 cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
                 print("molediff " + " ".join(cmd), flush=True)
@@ -99,16 +104,18 @@ def main() -> int:
                 if rc != 0:
                     raise SystemExit(f"molediff sample failed with exit code {rc}\n{text[-2000:]}")
                 rows.append({"model": args.checkpoint or args.model, "device": device, "threads": args.threads, "sampler": sampler,
-                             "steps": steps, "compile": compiled, "n": args.n, "subprocess": args.subprocess,
+                             "steps": steps, "compile": compiled, "precision": resolve_precision(prec, device), "n": args.n, "subprocess": args.subprocess,
                              "seconds": round(dt, 2), "mol_per_s": round(args.n / dt, 3), **summary(text)})
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "native_bfloat16": native_bfloat16("cpu"),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     print(meta)
-    print("device | threads | sampler | steps | compile | n | seconds | mol/s | model conn. valid | model mol stab | lookup mol stab")
+    print("device | threads | sampler | steps | compile | precision | n | seconds | mol/s | model conn. valid | model mol stab | "
+          "lookup mol stab")
     for r in rows:
         quality = " | ".join(f"{r[k]:.1f}" if k in r else "-" for k in ("model_connected_valid", "model_molecule_stability",
                                                                           "lookup_molecule_stability"))
-        print(f"{r['device']} | {r['threads']} | {r['sampler']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['n']} | "
+        print(f"{r['device']} | {r['threads']} | {r['sampler']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['precision']} | {r['n']} | "
               f"{r['seconds']} | {r['mol_per_s']} | {quality}")
     atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -115,6 +115,7 @@ class MoleculeGenerator:
         self.meta = meta
         self.source = source
         self.compiled = False  # :meth:`compile` was called (compilation itself happens at the first step)
+        self.precision = "float32"  # the network's arithmetic while sampling (:meth:`set_precision`)
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "cpu") -> "MoleculeGenerator":
@@ -239,6 +240,27 @@ class MoleculeGenerator:
         self.net.compile(dynamic=True)  # dynamic: every batch has its own atom and edge counts
         self.compiled = True
         return self
+
+    def set_precision(self, name: str) -> "MoleculeGenerator":
+        """Sample with the network's matrix products in ``name``'s arithmetic (returns self): "float32"
+        (the default of this API), "bfloat16" (:class:`~molediff.models.precision.Autocast`: about 1.9×
+        faster per step on a CPU with native bfloat16, at the same quality; benchmarks/README.md) or "auto"
+        (bfloat16 where the device has it natively, the default of ``molediff sample``)."""
+        from molediff.models.precision import resolve_precision
+
+        try:
+            self.precision = resolve_precision(name, self.device)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return self
+
+    def _network(self) -> Any:
+        """The network as the sampler calls it: under autocast for bfloat16 (:meth:`set_precision`)."""
+        if self.precision == "float32":
+            return self.net
+        from molediff.models.precision import Autocast
+
+        return Autocast(self.net, getattr(torch, self.precision))
 
     def compile_pays(self, req: "SampleRequest") -> bool:
         """Whether compiling is expected to repay its warm-up for ``req`` (the default of ``molediff
@@ -509,7 +531,7 @@ class MoleculeGenerator:
         total_steps = req.steps or self.diffusion.schedule.num_train_timesteps
         callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
         if req.fragment is None:
-            return self.diffusion.sample(self.net, sizes, num_steps=req.steps, generator=g, eta=req.eta,
+            return self.diffusion.sample(self._network(), sizes, num_steps=req.steps, generator=g, eta=req.eta,
                                          noise_scale=req.noise_scale, callback=callback, resample=req.resample,
                                          cond=cond.to(self.device) if cond is not None else None, guidance=req.guidance,
                                          sampler=req.sampler, spacing=req.spacing,
@@ -517,7 +539,7 @@ class MoleculeGenerator:
                                          restart_rings=req.restart_rings).cpu()
         from molediff.inpainting import inpaint
 
-        return inpaint(self.diffusion, self.net, req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
+        return inpaint(self.diffusion, self._network(), req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
                        callback, sampler=req.sampler, spacing=req.spacing, restarts=req.restarts,
                        restart_rings=req.restart_rings).cpu()
 

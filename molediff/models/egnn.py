@@ -88,6 +88,17 @@ def _zero_(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
+def _sum_rows(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """``out[k] = Σ values[i] over i with index[i] = k``: ``values`` [M, C], ``index`` [M] → [size, C].
+
+    ``scatter_add_``, not ``index_add_``: on CPU, torch.compile lowers ``index_add_`` to a kernel of atomic
+    adds that ran 2.4× slower on two threads than on one (the whole drug-like sampler 1.7× slower), and
+    eager ``index_add_`` does not use a second thread at all; ``scatter_add_`` stays an ATen call that
+    splits over threads (benchmarks/README.md, "Sampling on two threads")."""
+    out = torch.zeros(size, values.shape[1], dtype=values.dtype, device=values.device)
+    return out.scatter_add_(0, index.unsqueeze(1).expand(-1, values.shape[1]), values)
+
+
 class EGNNLayer(nn.Module):
     """One EGNN layer. See the module docstring for the update rule.
 
@@ -128,14 +139,14 @@ class EGNNLayer(nn.Module):
             pre = pre + self.pair_in(e)[edge_pair]
         m = self.msg(pre)
         m = m * torch.sigmoid(self.att(m))
-        agg = torch.zeros_like(h).index_add_(0, row, m) / self.norm
+        agg = _sum_rows(m, row, h.shape[0]) / self.norm
         h = h + self.node(torch.cat([h, agg], dim=1))
         diff = x[row] - x[col]
         dist = torch.sqrt((diff**2).sum(1, keepdim=True) + 1e-8)
         w = torch.tanh(self.coord(m)) * self.coord_range
-        x = x + torch.zeros_like(x).index_add_(0, row, diff / (dist + 1.0) * w) / self.norm
+        x = x + _sum_rows(diff / (dist + 1.0) * w, row, x.shape[0]) / self.norm
         if e is not None:
-            both = torch.zeros(e.shape[0], m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, edge_pair, m)
+            both = _sum_rows(m, edge_pair, e.shape[0])
             e = e + self.pair_update(both)
         return h, x, e
 
