@@ -243,7 +243,7 @@ class MoleculeGenerator:
 
     def set_precision(self, name: str) -> "MoleculeGenerator":
         """Sample with the network's matrix products in ``name``'s arithmetic (returns self): "float32"
-        (the default of this API), "bfloat16" (:class:`~molediff.models.precision.Autocast`: about 1.9×
+        (the default of this API), "bfloat16" (:class:`~molediff.models.precision.Autocast`: about 2×
         faster per step on a CPU with native bfloat16, at the same quality; benchmarks/README.md) or "auto"
         (bfloat16 where the device has it natively, the default of ``molediff sample``)."""
         from molediff.models.precision import resolve_precision

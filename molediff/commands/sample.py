@@ -117,10 +117,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{COMPILE_MIN_MOLECULE_STEPS:,} molecule-steps (--n times --steps, e.g. --n 400 at 75 steps) when a "
                         "C++ compiler is found, off otherwise. If compiling fails, sampling goes on without it and says so")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="arithmetic of the network's matrix products: 'float32', or 'bfloat16' (about 1.9x faster per step on a "
+                   help="arithmetic of the network's matrix products: 'float32', or 'bfloat16' (about 2x faster per network step on a "
                         "CPU with native bfloat16, Intel AMX or AVX512-BF16, at the same molecule quality; emulated and slower "
                         "elsewhere); 'auto' (default) takes bfloat16 where the CPU has it natively, float32 otherwise. The "
-                        "diffusion's own arithmetic stays float32 (benchmarks/README.md, \"bfloat16 sampling\")")
+                        "diffusion's own arithmetic stays float32 (benchmarks/README.md, \"sampling on two threads, and bfloat16 sampling\")")
     p.add_argument("--report", metavar="DIR", default=None, help=REPORT_HELP.replace("write a report", "after sampling, write a report of the molecules written", 1)
                    + "; for drug-like models also PoseBusters and the MMFF94 relaxation drop of every molecule (about 0.2 s each) "
                    "and novelty against the model's training molecules")

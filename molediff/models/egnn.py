@@ -94,7 +94,7 @@ def _sum_rows(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Ten
     ``scatter_add_``, not ``index_add_``: on CPU, torch.compile lowers ``index_add_`` to a kernel of atomic
     adds that ran 2.4× slower on two threads than on one (the whole drug-like sampler 1.7× slower), and
     eager ``index_add_`` does not use a second thread at all; ``scatter_add_`` stays an ATen call that
-    splits over threads (benchmarks/README.md, "Sampling on two threads")."""
+    splits over threads (benchmarks/README.md, "sampling on two threads, and bfloat16 sampling")."""
     out = torch.zeros(size, values.shape[1], dtype=values.dtype, device=values.device)
     return out.scatter_add_(0, index.unsqueeze(1).expand(-1, values.shape[1]), values)
 

@@ -5,8 +5,8 @@ Sampling only: training always runs in float32. Under ``bfloat16`` the network r
 (sums, normalisations, the position update's differences) in the precision of their inputs; its outputs
 are handed back in float32, so the diffusion's own arithmetic (the schedule, the DDIM step, local
 restarts) is unchanged. On a CPU with native bfloat16 matrix units (Intel AMX, AVX512-BF16) a drug-like
-sampling step is about 1.9× cheaper at the same molecule quality (benchmarks/README.md, "bfloat16
-sampling"); on one without, bfloat16 is emulated and slower than float32, so ``auto`` keeps float32 there.
+sampling step is about 2× cheaper at the same molecule quality (benchmarks/README.md, "sampling on
+two threads, and bfloat16 sampling"); on one without, bfloat16 is emulated and slower than float32, so ``auto`` keeps float32 there.
 """
 
 from __future__ import annotations
