@@ -151,8 +151,15 @@ def main() -> int:
         from rdkit import Chem
 
         files = sorted(Path(args.data).rglob("*.sdf")) if Path(args.data).is_dir() else [Path(args.data)]
-        mols = [m for f in files for m in Chem.SDMolSupplier(str(f), removeHs=False) if m is not None][: args.n]
-        rows.append({"row": f"data: {args.label or args.data}", **_score(mols, None, args, train, train_holding, train_count)})
+        read = [m for f in files for m in Chem.SDMolSupplier(str(f), removeHs=False)][: args.n]
+        mols = [m for m in read if m is not None]
+        # records RDKit cannot read (a model's invalid molecules, in a sample file) are not scored: the row
+        # says how many, so its figures are read as shares of the readable ones
+        unreadable = len(read) - len(mols)
+        if unreadable:
+            print(f"{unreadable} of {len(read)} records could not be read by RDKit: the figures are of the {len(mols)} others")
+        rows.append({"row": f"data: {args.label or args.data}", "records": len(read), "unreadable": unreadable,
+                     **_score(mols, None, args, train, train_holding, train_count)})
     else:
         from molediff.sampling import load_pretrained
 
