@@ -20,11 +20,10 @@ from pathlib import Path
 from molediff.atomic import AtomicFile, OutputLock, output_folder
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, DRUGLIKE_PROPERTIES, PROPERTIES, Range, parse_conditions
-from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS
+from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS, PRECISIONS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 from molediff.commands.evaluate import REPORT_HELP
-from molediff.models.precision import PRECISIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

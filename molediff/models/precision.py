@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-#: the choices of ``molediff sample --precision`` (one home for the list)
-PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+from molediff.config import PRECISIONS
+
 
 
 def native_bfloat16(device: torch.device | str = "cpu") -> bool:
