@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from molediff.atomic import atomic_write
-from molediff.models.precision import PRECISIONS
+from molediff.config import PRECISIONS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ELEMENTS_OF_INTEREST = ("S", "Cl", "Br", "F", "P", "I")

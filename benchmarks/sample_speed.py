@@ -38,7 +38,8 @@ from molediff.config import DEFAULT_STEPS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 from molediff.diffusion.sampler_table import SAMPLERS  # noqa: E402 - the one list
-from molediff.models.precision import PRECISIONS, native_bfloat16, resolve_precision  # noqa: E402
+from molediff.config import PRECISIONS  # noqa: E402 - the one list
+from molediff.models.precision import native_bfloat16, resolve_precision  # noqa: E402
 
 
 def parse_run(spec: str) -> tuple[str, int]:

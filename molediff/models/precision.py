@@ -6,7 +6,8 @@ Sampling only: training always runs in float32. Under ``bfloat16`` the network r
 are handed back in float32, so the diffusion's own arithmetic (the schedule, the DDIM step, local
 restarts) is unchanged. On a CPU with native bfloat16 matrix units (Intel AMX, AVX512-BF16) a drug-like
 sampling step is about 2× cheaper at the same molecule quality (benchmarks/README.md, "sampling on
-two threads, and bfloat16 sampling"); on one without, bfloat16 is emulated and slower than float32, so ``auto`` keeps float32 there.
+two threads, and bfloat16 sampling"); on one without, bfloat16 is emulated and slower than float32, so
+``auto`` keeps float32 there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from molediff.config import PRECISIONS
-
 
 
 def native_bfloat16(device: torch.device | str = "cpu") -> bool:
@@ -49,10 +49,10 @@ class Autocast(nn.Module):
         super().__init__()
         self.net = net
         self.dtype = dtype
+        self.device_type = next(net.parameters()).device.type  # a wrapper lives for one batch: the net stays put
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple:
-        device = next(self.net.parameters()).device
-        with torch.autocast(device.type, dtype=self.dtype):
+        with torch.autocast(self.device_type, dtype=self.dtype):
             out = self.net(*args, **kwargs)
         return tuple(o.float() if isinstance(o, torch.Tensor) else o for o in out)
 
