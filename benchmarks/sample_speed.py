@@ -19,6 +19,8 @@ and model load counted, as a user sees it; ``OMP_NUM_THREADS`` = ``--threads``),
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -78,6 +80,9 @@ def main() -> int:
     ap.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS,
                     help="one row per precision of the network's matrix products (molediff sample --precision; default auto, "
                          "its default: bfloat16 on a CPU with native bfloat16)")
+    ap.add_argument("--workers", nargs="+", default=["auto"],
+                    help="one row per worker count (molediff sample --workers; 'auto', the default, leaves the flag out: "
+                         "one process per core for a large request)")
     ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
     args = ap.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -86,10 +91,12 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
-            for (sampler, steps), compiled, prec in [(r, c, p) for r in runs for c in ((False, True) if args.compile else (False,))
-                                                     for p in args.precision]:
+            for (sampler, steps), compiled, prec, workers in [(r, c, p, w) for r in runs
+                                                              for c in ((False, True) if args.compile else (False,))
+                                                              for p in args.precision for w in args.workers]:
                 cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
                        "--threads", str(args.threads), "--no-progress", "--precision", prec] + (["--compile"] if compiled else [])
+                cmd += ["--workers", workers] if workers != "auto" and device == "cpu" else []
                 cmd += ["--sampler", sampler] if sampler != "ddim" else []
                 cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
                 print("molediff " + " ".join(cmd), flush=True)
@@ -100,23 +107,29 @@ def main() -> int:
                     rc, text = proc.returncode, proc.stdout + proc.stderr
                     print(proc.stdout, end="", flush=True)
                 else:
-                    rc, text = cli(cmd), ""
+                    buffer = io.StringIO()
+                    with contextlib.redirect_stdout(buffer):
+                        rc = cli(cmd)
+                    text = buffer.getvalue()
+                    print(text, end="", flush=True)
                 dt = time.perf_counter() - t0
                 if rc != 0:
                     raise SystemExit(f"molediff sample failed with exit code {rc}\n{text[-2000:]}")
+                processes = re.search(r"(\d+) workers\)", text)
                 rows.append({"model": args.checkpoint or args.model, "device": device, "threads": args.threads, "sampler": sampler,
+                             "workers": int(processes.group(1)) if processes else 1,
                              "steps": steps, "compile": compiled, "precision": resolve_precision(prec, device), "n": args.n, "subprocess": args.subprocess,
                              "seconds": round(dt, 2), "mol_per_s": round(args.n / dt, 3), **summary(text)})
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "native_bfloat16": native_bfloat16("cpu"),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     print(meta)
-    print("device | threads | sampler | steps | compile | precision | n | seconds | mol/s | model conn. valid | model mol stab | "
-          "lookup mol stab")
+    print("device | threads | workers | sampler | steps | compile | precision | n | seconds | mol/s | model conn. valid | "
+          "model mol stab | lookup mol stab")
     for r in rows:
         quality = " | ".join(f"{r[k]:.1f}" if k in r else "-" for k in ("model_connected_valid", "model_molecule_stability",
                                                                           "lookup_molecule_stability"))
-        print(f"{r['device']} | {r['threads']} | {r['sampler']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['precision']} | {r['n']} | "
+        print(f"{r['device']} | {r['threads']} | {r['workers']} | {r['sampler']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['precision']} | {r['n']} | "
               f"{r['seconds']} | {r['mol_per_s']} | {quality}")
     atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -130,6 +130,9 @@ class Range(tuple):
     def __new__(cls, lo: float, hi: float) -> "Range":
         return super().__new__(cls, (float(lo), float(hi)))
 
+    def __getnewargs__(self) -> tuple[float, float]:  # pickling (sampling worker processes)
+        return tuple(self)
+
 
 def parse_conditions(items: list[str]) -> dict[str, float | Range]:
     """``["gap=0.25", "logp=2:3"]`` (the CLI's ``--condition``) → ``{"gap": 0.25, "logp": Range(2.0, 3.0)}``:

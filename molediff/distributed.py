@@ -31,6 +31,14 @@ class Context:
         return self.rank == 0
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

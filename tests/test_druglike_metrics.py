@@ -327,9 +327,9 @@ def test_hashed_novelty_equals_novelty_and_the_sample_summary_reports_it():
     gen = [canonical_smiles(s) for s in ("OCC", "Clc1ccccc1", "CCBr", "CCCl", "CCO")]
     assert hashed_novelty(gen, hashes) == pytest.approx(novelty(gen, set(train))) == pytest.approx(2 / 4)
     assert np.isnan(hashed_novelty([None], hashes))
-    line = _druglike_summary({"[H]OC([H])([H])C([H])([H])[H]", "BrC([H])([H])C([H])([H])[H]"}, [], hashes)
+    line = _druglike_summary({"[H]OC([H])([H])C([H])([H])[H]", "BrC([H])([H])C([H])([H])[H]"}, training_hashes=hashes)
     assert "novel 50.0% (of its 4 training molecules)" in line and "QED" in line
-    assert "novel" not in _druglike_summary({"CCO"}, [])
+    assert "novel" not in _druglike_summary({"CCO"})
 
 
 def _relaxed(smiles: str, seed: int = 0) -> Chem.Mol:

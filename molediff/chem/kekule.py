@@ -103,8 +103,16 @@ def _perfect_matching(atoms: list[int], partners: dict[int, list[tuple[int, int]
     if len(atoms) % 2:
         return None
     free = set(atoms)
+    # free partners per atom, kept up to date as atoms are matched and unmatched (the choice of atom is
+    # the same as recounting them each time: the first free atom with the fewest, in the set's order)
+    degree = {a: sum(nb in free for nb, _ in partners.get(a, ())) for a in atoms}
     chosen: list[int] = []
     steps = 0
+
+    def take(pair: tuple[int, int], delta: int) -> None:
+        for a in pair:
+            for nb, _ in partners.get(a, ()):
+                degree[nb] += delta
 
     def search() -> bool:
         nonlocal steps
@@ -113,14 +121,16 @@ def _perfect_matching(atoms: list[int], partners: dict[int, list[tuple[int, int]
         steps += 1
         if steps > _MAX_STEPS:
             return False
-        atom = min(free, key=lambda a: sum(nb in free for nb, _ in partners.get(a, ())))
+        atom = min(free, key=degree.__getitem__)
         for nb, bond in partners.get(atom, ()):
             if nb in free:
                 free.difference_update((atom, nb))
+                take((atom, nb), -1)
                 chosen.append(bond)
                 if search():
                     return True
                 chosen.pop()
+                take((atom, nb), 1)
                 free.update((atom, nb))
         return False
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import sys
 
 import numpy as np
@@ -109,7 +111,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bonds", choices=("model", "lookup"), default="model",
                    help="bonds written to SDF: 'model' (default): the model's own bonds and formal charges, for models that "
                         "generate them; 'lookup': perceived from distances (the published rule; the only choice for atoms-only models)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch in all (default: torch's choice, with --workers one per worker)")
+    p.add_argument("--workers", type=int, default=None, metavar="W",
+                   help="sampling processes on this CPU, each on its share of the threads, each taking the next batch when "
+                        "it is ready; the file is merged in batch order. Default: one per core (or per --threads) for a "
+                        f"request of at least {COMPILE_MIN_MOLECULE_STEPS:,} molecule-steps with two or more batches, else 1 "
+                        "(at most one per batch). On 2 cores, two single-thread processes sample ~1.5x faster than one "
+                        "process on two threads (benchmarks/README.md). Molecules depend on the threads each process uses "
+                        "(rounding), not on which process sampled them: --workers 2 --threads 2 writes the file --workers 1 "
+                        "--threads 1 writes. CPU only; under torchrun each rank is one process already")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network: each step ~25%% cheaper on CPU after a warm-up of ~7 s (up to ~30 s the "
                         "first time on a machine). Default: on for requests of at least "
@@ -126,34 +137,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-#: molecules the drug-like summary checks with PoseBusters (its fast molecule checks, ~0.1 s each)
+#: molecules the drug-like summary checks with PoseBusters (its fast molecule checks, ~0.15 s each), split
+#: evenly over the processes that sample (each checks its own first records, in parallel)
 PB_SAMPLE = 100
 
 
-def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, valid_smiles: list | None = None,
-                      generated: int | None = None) -> str:
-    """Lines for drug-like models: novelty of the distinct valid molecules against the model's training
-    molecules (when its file carries their hashes, ``training_hashes``), their QED and SA means; the ring
+def _druglike_summary(smiles: set[str], props: dict | None = None, pb: dict | None = None, training_hashes=None,
+                      valid_smiles: list | None = None, generated: int | None = None, pb_label: str = "") -> str:
+    """Lines for drug-like models: novelty of the distinct valid molecules (``smiles``) against the model's
+    training molecules (when its file carries their hashes, ``training_hashes``), their QED and SA means
+    (``props``: SMILES → (QED, SA, MolWt), :func:`_properties`; computed here where not given); the ring
     systems of the valid molecules (``valid_smiles``, duplicates kept) beside the MOSES test set's; and
-    the share of the first written molecules (``kept_3d``: ``None`` for one that is not valid) passing
-    PoseBusters' molecule checks, of all and of the valid ones (when the optional package is there)."""
-    from rdkit import Chem, rdBase
+    ``pb`` (:func:`_posebusters_counts`, summed over processes): the share of the first written molecules
+    passing PoseBusters' molecule checks, of all and of the valid ones (``pb_label`` says which)."""
+    from rdkit import Chem
 
-    from molediff.chem.model_bonds import written_molecule
     from molediff.chem.rdkit_mol import canonical_smiles
-    from molediff.metrics.errors import MetricUnavailable
     from molediff.metrics.moses import hashed_novelty
-    from molediff.metrics.posebusters import posebusters_checks
-    from molediff.metrics.properties import druglike_properties
 
-    mols = [m for m in (Chem.MolFromSmiles(s) for s in sorted(smiles)) if m is not None]
+    if props is None:
+        props = _properties(smiles)
     line = "drug-likeness (distinct valid molecules): "
+    mols = [m for m in (Chem.MolFromSmiles(s) for s in sorted(smiles)) if m is not None]
     if mols:
         if training_hashes is not None:
             novel = hashed_novelty((canonical_smiles(m) for m in mols), np.asarray(training_hashes))
             line += f"novel {100 * novel:.1f}% (of its {len(training_hashes):,} training molecules)  "
-        props = druglike_properties(mols)
-        line += f"QED {np.mean(props['qed']):.3f}  SA {np.mean(props['sa']):.2f}  MolWt {np.mean(props['mol_wt']):.0f}"
+        values = np.array([props[s] for s in sorted(smiles) if s in props], dtype=np.float64).reshape(-1, 3)
+        qed, sa, mw = (np.nanmean(values[:, k]) if len(values) else float("nan") for k in range(3))
+        line += f"QED {qed:.3f}  SA {sa:.2f}  MolWt {mw:.0f}"
     else:
         line += "no valid molecule"
     lines = [line]
@@ -169,6 +181,39 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, val
                      f"non-aromatic ring with a double bond {pct(rings, 'odd_ring')} ({pct(ref, 'odd_ring')}), "
                      f"3- or 4-membered ring {pct(rings, 'small_ring')} ({pct(ref, 'small_ring')}); valid without an odd "
                      f"ring {pct(rings, 'clean_of_generated')} of all written ({pct(ref, 'clean_of_generated')})")
+    if pb is not None and pb.get("unavailable"):
+        lines.append("(PoseBusters-valid: pip install 'molediff[posebusters]')")
+    elif pb is not None and pb["present"]:
+        label = pb_label or f"first {pb['checked']} molecules"
+        lines.append(f"PoseBusters-valid ({label}): "
+                     f"{100 * pb['passed'] / pb['checked']:.1f}% of all, {100 * pb['passed'] / pb['present']:.1f}% of the "
+                     f"{pb['present']} valid ones; strain against RDKit's ETKDG: molediff evaluate FILE --druglike")
+    return "\n".join(lines)
+
+
+def _properties(smiles) -> dict[str, tuple[float, float, float]]:
+    """SMILES → (QED, SA score, MolWt) for the drug-like summary (RDKit; NaN where it fails)."""
+    from rdkit import Chem
+
+    from molediff.metrics.properties import druglike_properties
+
+    keys = [s for s in smiles if Chem.MolFromSmiles(s) is not None]
+    if not keys:
+        return {}
+    values = druglike_properties([Chem.MolFromSmiles(s) for s in keys])
+    return {s: (float(values["qed"][i]), float(values["sa"][i]), float(values["mol_wt"][i])) for i, s in enumerate(keys)}
+
+
+def _posebusters_counts(kept_3d: list) -> dict:
+    """PoseBusters' fast molecule checks of the records ``kept_3d`` (``(symbols, pos, bonds, charges)``, None
+    for one that is not valid): ``{"checked", "present", "passed"}`` counts, or ``{"unavailable": True}``
+    without the optional package."""
+    from rdkit import Chem, rdBase
+
+    from molediff.chem.model_bonds import written_molecule
+    from molediff.metrics.errors import MetricUnavailable
+    from molediff.metrics.posebusters import posebusters_checks
+
     built = []
     for record in kept_3d:
         if record is None:
@@ -180,15 +225,13 @@ def _druglike_summary(smiles: set[str], kept_3d: list, training_hashes=None, val
             Chem.SanitizeMol(mol)
         built.append(mol)
     present = sum(m is not None for m in built)
-    if present:
-        try:
-            pb = posebusters_checks(built, config="mol_fast")
-            lines.append(f"PoseBusters-valid (first {len(built)} molecules): {100 * pb['all_pass']:.1f}% of all, "
-                         f"{100 * pb['all_pass_of_present']:.1f}% of the {present} valid ones; strain against RDKit's "
-                         "ETKDG: molediff evaluate FILE --druglike")
-        except MetricUnavailable:
-            lines.append("(PoseBusters-valid: pip install 'molediff[posebusters]')")
-    return "\n".join(lines)
+    if not present:
+        return {"checked": len(built), "present": 0, "passed": 0}
+    try:
+        pb = posebusters_checks(built, config="mol_fast")
+    except MetricUnavailable:
+        return {"unavailable": True}
+    return {"checked": len(built), "present": present, "passed": int(round(pb["all_pass"] * len(built)))}
 
 
 def _moses_rings() -> dict | None:
@@ -207,11 +250,17 @@ class _StopRequest:
     reverse step or record (:meth:`check` raises KeyboardInterrupt there, inside the loop that handles
     it), so a signal that lands in the middle of other work (the first network call's torch.compile,
     hydrogen placement, a file write) cannot escape it; a second one stops at once. Signals the process
-    was started ignoring (``nohup``, a background job) stay ignored."""
+    was started ignoring (``nohup``, a background job) stay ignored. ``parent``: a worker's parent
+    process id; the worker stops as if asked when that process is gone (it was killed).
+    ``stop_at_once``: the signal that raises at once (the main process of ``--workers`` passes the first
+    two on to its workers and gives up on them at the third)."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, parent: int | None = None, stop_at_once: int = 2) -> None:
         self.requested = False
         self.verbose = verbose
+        self.parent = parent
+        self.stop_at_once = stop_at_once
+        self.signals = 0
         self._old: dict = {}
 
     def install(self) -> None:
@@ -225,13 +274,16 @@ class _StopRequest:
                 self._old[s] = signal.signal(s, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:
+        self.signals += 1
+        if self.signals >= self.stop_at_once:
             raise KeyboardInterrupt
         self.requested = True
         if self.verbose:
             print("\nstopping after this step (interrupt again to stop at once)", file=sys.stderr, flush=True)
 
     def check(self) -> None:
+        if self.parent is not None and not self.requested and os.getppid() != self.parent:
+            self.requested = True  # orphaned: nobody will merge or read what comes next
         if self.requested:
             raise KeyboardInterrupt
 
@@ -271,6 +323,46 @@ def _merge_shards(shards: list[Path], path: Path) -> None:
         shard.unlink()
 
 
+def _file_records(f, fmt: str):
+    """The records of an open multi-record SDF or multi-frame XYZ file, each as its text."""
+    if fmt == "sdf":
+        record: list[str] = []
+        for line in f:
+            record.append(line)
+            if line.startswith("$$$$"):
+                yield "".join(record)
+                record = []
+        return
+    while header := f.readline():
+        yield header + "".join(f.readline() for _ in range(int(header.split()[0]) + 1))
+
+
+def _merge_by_batch(shards: list[Path | None], batches: list[list[tuple[int, int]]], path: Path, fmt: str) -> None:
+    """Interleave the workers' files into ``path`` (atomically) in batch order, records renumbered as one
+    process numbers them: ``batches[r]`` lists worker r's ``(batch index, records)`` in the order it wrote
+    them (``shards[r]`` None: it wrote none). The shards are removed."""
+    order = sorted((b, r, count) for r, own in enumerate(batches) for b, count in own)
+    files = [open(s) if s is not None else None for s in shards]  # noqa: SIM115 - closed below
+    try:
+        readers = [_file_records(f, fmt) if f is not None else None for f in files]
+        title = 0 if fmt == "sdf" else 1  # the line that names a record: each worker numbered its own
+        index = 0
+        with AtomicFile(path) as out:
+            for _, r, count in order:
+                for _ in range(count):
+                    lines = next(readers[r]).split("\n")
+                    lines[title] = re.sub(r"^molecule_\d+", f"molecule_{index}", lines[title])
+                    out.write("\n".join(lines))
+                    index += 1
+    finally:
+        for f in files:
+            if f is not None:
+                f.close()
+    for s in shards:
+        if s is not None:
+            s.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and args.model is not None:
         raise UserError("give --model or --checkpoint, not both")
@@ -290,6 +382,10 @@ def run(args: argparse.Namespace) -> int:
         output_folder(args.report, "--report")  # a bad folder is refused before sampling
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be ≥ 0 (0: torch's choice), got {args.threads}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be ≥ 1, got {args.workers}")
     path, fmt = _resolve_output(args.out, args.format)
     import torch
 
@@ -297,6 +393,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda requested but no CUDA device is available")
+    if (args.workers or 1) > 1 and not args.device.startswith("cpu"):
+        raise UserError("--workers is for sampling on the CPU; on a GPU use one process (or torchrun, one rank per GPU)")
+    if (args.workers or 1) > 1 and distributed.launched_by_torchrun():
+        raise UserError("--workers cannot be combined with torchrun: each rank is one sampling process already")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     ctx, device = distributed.init(args.device)
@@ -308,31 +408,61 @@ def run(args: argparse.Namespace) -> int:
             lock.release()
 
 
-def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
-    """Sample into ``path`` (this rank's shard under torchrun) and print the summary."""
-    from molediff import distributed
-    from molediff.sampling import DEFAULT_MODEL, FRAGMENT_MODEL, load_pretrained
-
-    default = FRAGMENT_MODEL if args.fragment is not None else DEFAULT_MODEL
-    gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or default)
-    # the request, checked once against the model before any output is created
+def _request(args: argparse.Namespace, gen):
+    """The request of ``args``, checked once against the model before any output is created; fills in
+    ``args.steps``, ``args.restarts`` and ``args.restart_rings`` with what it resolved."""
     req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
                       guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts,
                       restart_rings=args.restart_rings)
     args.steps, args.restarts, args.restart_rings = req.steps, req.restarts, req.restart_rings
+    return req
+
+
+def _worker_count(args: argparse.Namespace, gen, req, ctx) -> int:
+    """How many worker processes sample ``req``: ``--workers`` (at most one per batch), else one per core
+    (``--threads`` when given) where the request is big enough to repay their start, on the CPU only."""
+    batches = -(-req.n // req.batch_size)
+    if ctx.enabled or not args.device.startswith("cpu"):
+        return 1
+    if args.workers is not None:
+        return max(1, min(args.workers, batches))
+    from molediff.distributed import available_cores
+
+    cores = args.threads if args.threads > 0 else available_cores()
+    work = req.n * req.steps * max(req.resample, 1)
+    return min(cores, batches) if work >= COMPILE_MIN_MOLECULE_STEPS else 1
+
+
+def _druglike_checks(args: argparse.Namespace, gen, fmt: str) -> bool:
+    """Whether the summary checks drug-likeness (a drug-like model's own bonds written to SDF)."""
+    return fmt == "sdf" and gen.writes_bonds and args.bonds == "model" and _druglike_model(gen)
+
+
+def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
+    """Sample into ``path`` (this rank's shard under torchrun; worker processes' shards with
+    ``--workers``) and print the summary."""
+    from molediff import distributed
+    from molediff.sampling import DEFAULT_MODEL, FRAGMENT_MODEL, load_pretrained
+
+    if args.checkpoint is None:
+        args.model = args.model or (FRAGMENT_MODEL if args.fragment is not None else DEFAULT_MODEL)
+    gen = load_pretrained(args.checkpoint, device=str(device), model=args.model or DEFAULT_MODEL)
+    req = _request(args, gen)
     meta = {"molediff_model": Path(gen.source).name, "molediff_sampler": gen.request_tag(req), "molediff_seed": args.seed}
+    workers = _worker_count(args, gen, req, ctx)
+    if workers > 1:
+        return _sample_with_workers(args, path, fmt, gen, req, meta, workers)
     # under torchrun, rank r samples batches r, r + W, r + 2W, ... (disjoint random streams) into its own
     # shard, with quotas summing to exactly --n; rank 0 merges the shards in rank order
     r, w = ctx.rank, ctx.world_size
     req = dataclasses.replace(req, n=args.n // w + (1 if r < args.n % w else 0), first_batch=r, batch_stride=w)
-    if args.compile or (args.compile is None and gen.compile_pays(req)):  # by this rank's own share of the work
-        gen.compile()
-    meta["molediff_precision"] = gen.set_precision(args.precision).precision  # same seed, same precision: same molecules
     target = path.with_name(f".{path.name}.rank{r}.part") if ctx.enabled else path
     t0 = time.time()
-    tally, interrupted = _write_records(args, gen, req, target, fmt, meta, ctx)
+    stop = _StopRequest(ctx.is_main)
+    bar = _bar(args, req.n, ctx.is_main)
+    tally, interrupted = _sample_share(args, gen, req, [req], target, fmt, meta, stop, bar, -(-PB_SAMPLE // w))
     parts = distributed.gather_objects({**tally.counts(), "interrupted": interrupted}, ctx)
     interrupted = any(p["interrupted"] for p in parts)
     if ctx.enabled:
@@ -344,7 +474,14 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     if not ctx.is_main:
         return 130 if interrupted else 0
     where = path if not (ctx.enabled and interrupted) else f"{w} per-rank files {path.parent}/.{path.name}.rank*.part"
-    summary, done = _summary(args, gen, path, fmt, parts, tally, time.time() - t0, where, interrupted, w if ctx.enabled else 0)
+    processes = f"{w} ranks" if ctx.enabled else ""
+    return _finish(args, gen, path, fmt, parts, time.time() - t0, where, interrupted, processes, meta)
+
+
+def _finish(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[dict], elapsed: float, where, interrupted: bool,
+            processes: str, meta: dict) -> int:
+    """The summary of all processes' records, the report, and the exit code."""
+    summary, done = _summary(args, gen, path, fmt, parts, elapsed, where, interrupted, processes)
     if interrupted:
         kept = "" if done else f"; nothing written, {path} left as it was"
         print(f"interrupted after {done} of {args.n} molecules{kept}" + ("; no report written" if args.report else ""),
@@ -355,11 +492,34 @@ def _sample(args: argparse.Namespace, path: Path, fmt: str, ctx, device) -> int:
     return 0
 
 
+def _sample_share(args: argparse.Namespace, gen, req, requests, target: Path, fmt: str, meta: dict, stop: "_StopRequest",
+                  bar, pb_limit: int) -> tuple["_Tally", bool]:
+    """One process's share of the request ``req`` (all of it, a torchrun rank's, or a worker's
+    ``requests``: the batches it claims): compile where ``req`` pays for it, set the precision, write its
+    records to ``target``, then the drug-like checks of its records (QED/SA and PoseBusters of its first
+    ``pb_limit``), so that processes check in parallel."""
+    if args.compile or (args.compile is None and gen.compile_pays(req)):  # by this process's expected share of the work
+        gen.compile()
+    meta["molediff_precision"] = gen.set_precision(args.precision).precision  # same seed, same precision: same molecules
+    tally, interrupted = _write_records(args, gen, requests, target, fmt, meta, stop, bar)
+    if not interrupted and _druglike_checks(args, gen, fmt):
+        stop.install()
+        try:
+            tally.check(pb_limit)
+            stop.check()
+        except KeyboardInterrupt:  # the records are written; the summary of an interrupted run has no checks
+            interrupted = True
+        finally:
+            stop.restore()
+    return tally, interrupted
+
+
 @dataclasses.dataclass
 class _Tally:
-    """What the summary counts of the records one rank wrote (its SD flags), and what the drug-like
+    """What the summary counts of the records one process wrote (its SD flags), and what the drug-like
     summary checks further: the first records' 3D data (None: not valid) for PoseBusters, and every
-    valid record's SMILES (duplicates kept) for the ring systems."""
+    valid record's SMILES (duplicates kept) for the ring systems; ``batches``: (batch index, records) in
+    the order written."""
 
     count: int = 0
     valid: int = 0
@@ -371,6 +531,9 @@ class _Tally:
     smiles: set = dataclasses.field(default_factory=set)
     kept_3d: list = dataclasses.field(default_factory=list)
     valid_smiles: list = dataclasses.field(default_factory=list)
+    batches: list = dataclasses.field(default_factory=list)
+    props: dict | None = None
+    pb: dict | None = None
 
     def add(self, props: dict, symbols, pos, info: dict) -> None:
         self.valid += bool(props.get("molediff_valid"))
@@ -385,37 +548,87 @@ class _Tally:
             self.kept_3d.append((list(symbols), pos, info.get("bonds"), info.get("charges"))
                                 if props.get("molediff_model_valid") else None)
 
+    def written(self, batch: int) -> None:
+        """One more record of batch ``batch`` written."""
+        if self.batches and self.batches[-1][0] == batch:
+            self.batches[-1] = (batch, self.batches[-1][1] + 1)
+        else:
+            self.batches.append((batch, 1))
+
+    def check(self, pb_limit: int) -> None:
+        """The drug-like checks of this process's records: QED/SA/MolWt of its distinct valid molecules,
+        PoseBusters of its first ``pb_limit`` records."""
+        self.props = _properties(self.smiles)
+        self.pb = _posebusters_counts(self.kept_3d[:pb_limit]) if pb_limit and self.kept_3d else None
+        self.kept_3d = []
+
     def counts(self) -> dict:
-        """What every rank sends the main one."""
+        """What every process sends the main one."""
         return {k: getattr(self, k) for k in ("count", "valid", "stable", "smiles", "model_valid", "model_stable", "diverged",
-                                              "restarted")}
+                                              "restarted", "valid_smiles", "batches", "props", "pb")}
 
 
-def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, meta: dict, ctx) -> tuple[_Tally, bool]:
-    """Run the request into ``target`` with a progress bar that moves with every reverse step; a signal
-    (Ctrl-C, SIGTERM) stops at a safe point and keeps only complete records. Returns the tally and
-    whether it was interrupted."""
+def _bar(args: argparse.Namespace, total: int, shown: bool):
+    """The progress bar of a sampling run, counted in molecules."""
     from tqdm import tqdm
 
+    return tqdm(total=total, unit="mol", disable=args.no_progress or not shown, dynamic_ncols=True, desc="sampling",
+                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+
+
+class _WorkerBar:
+    """A worker's stand-in for the progress bar: what it would show goes to the main process's queue
+    (at most every 0.2 s, and when it closes), where one bar adds up all workers."""
+
+    def __init__(self, queue, rank: int) -> None:
+        self.queue, self.rank = queue, rank
+        self.n = 0.0
+        self.note = ""
+        self._sent = 0.0
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.note = text
+        if refresh:
+            self.refresh()
+
+    def set_postfix(self, **kwargs) -> None:  # noqa: ARG002 - the main bar shows its own rate
+        self.note = ""
+        self.refresh()
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._sent >= 0.2:
+            self._sent = now
+            self.queue.put(("progress", self.rank, float(self.n), self.note))
+
+    def close(self) -> None:
+        self.refresh(force=True)
+
+
+def _write_records(args: argparse.Namespace, gen, requests, target: Path, fmt: str, meta: dict, stop: "_StopRequest",
+                   bar) -> tuple[_Tally, bool]:
+    """Run the ``requests`` (an iterable: one request, or a worker's batches as it claims them) into
+    ``target`` with a progress ``bar`` that moves with every reverse step; a signal (Ctrl-C, SIGTERM:
+    ``stop``) stops at a safe point and keeps only complete records. Returns the tally and whether it
+    was interrupted."""
     from molediff.chem.io import SDFWriter, XYZWriter
     from molediff.sampling import SampleStats
 
     # a signal from here on stops sampling cleanly (the writer's temporary file exists from the next line)
-    stop = _StopRequest(ctx.is_main)
     stop.install()
     try:
         writer = SDFWriter(target, metadata=meta) if fmt == "sdf" else XYZWriter(target)
     except BaseException:
         stop.restore()
+        bar.close()
         raise
-    stats, tally, quota = SampleStats(), _Tally(), req.n
+    stats, tally = SampleStats(), _Tally()
     # the bar counts molecules and moves with every reverse step of a batch (a step of a batch of k
     # molecules sampled in S steps is k / S molecules' worth of work)
-    bar = tqdm(total=quota, unit="mol", disable=args.no_progress or not ctx.is_main, dynamic_ncols=True, desc="sampling",
-               bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     interrupted = False
     t0 = time.time()
     steps_done = [0]  # reverse steps of the batch in flight
+    quota, before = [0], [0]  # molecules of the requests so far; delivered by the ones finished
     if gen.compiled:  # the first step waits for the compiler: say why the bar stands still
         bar.set_postfix_str("compiling the network (--no-compile skips it)")
 
@@ -423,15 +636,24 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
         stop.check()  # a Ctrl-C since the last step ends sampling here, at a safe point
         steps_done[0] += 1
         # written molecules plus the share of the batch in flight: the bar ends where the work ends
-        bar.n = min(quota, stats.delivered + min(size, quota - stats.delivered) * min(steps_done[0] / num_steps, 1.0))
+        done = before[0] + stats.delivered
+        bar.n = min(quota[0], done + min(size, quota[0] - done) * min(steps_done[0] / num_steps, 1.0))
         if steps_done[0] > num_steps:  # local restart rounds (their count is not known in advance): say so
             bar.set_postfix_str(f"local restarts, step {steps_done[0] - num_steps}", refresh=False)
         elif steps_done[0] == 1:
             bar.set_postfix_str("", refresh=False)
         bar.refresh()
 
+    def records():
+        for req in requests:
+            quota[0] += req.n
+            yield from gen.run(req, stats, on_step)
+            before[0] += stats.delivered
+            tally.diverged, tally.restarted = tally.diverged + stats.diverged, tally.restarted + stats.restarted
+            stats.__init__()
+
     try:
-        for symbols, pos, info in gen.run(req, stats, on_step):
+        for symbols, pos, info in records():
             steps_done[0] = 0
             if fmt == "sdf":
                 extra = {"molediff_fixed_atoms": " ".join(str(i + 1) for i in info["fixed_atoms"])} if "fixed_atoms" in info else {}
@@ -443,8 +665,9 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
                 tally.add(props, symbols, pos, info)
             else:
                 writer.write(list(symbols), pos)
-            bar.n = max(bar.n, stats.delivered)  # the batch's steps already moved it this far: never backwards
-            bar.set_postfix(written=stats.delivered, mol_s=f"{stats.delivered * req.batch_stride / max(time.time() - t0, 1e-9):.2f}")
+            tally.written(info["batch"])
+            bar.n = max(bar.n, before[0] + stats.delivered)  # the batch's steps already moved it this far: never backwards
+            bar.set_postfix(written=writer.count, mol_s=f"{writer.count / max(time.time() - t0, 1e-9):.2f}")
             stop.check()
     except KeyboardInterrupt:
         interrupted = True
@@ -458,14 +681,195 @@ def _write_records(args: argparse.Namespace, gen, req, target: Path, fmt: str, m
         writer.abort()  # nothing to publish: an existing file at --out stays as it was
     else:
         writer.close()  # only complete records were written; the file appears now
-    tally.count, tally.diverged, tally.restarted = writer.count, stats.diverged, stats.restarted
+    tally.count = writer.count
+    tally.diverged, tally.restarted = tally.diverged + stats.diverged, tally.restarted + stats.restarted  # the last, if stopped
     return tally, interrupted
 
 
-def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[dict], tally: _Tally, elapsed: float,
-             where, interrupted: bool, ranks: int) -> tuple[list[str], int]:
-    """Print the summary of all ranks' records (``parts``; the main rank's ``tally`` for the drug-like
-    checks); returns its lines (the report's too) and the number of molecules written."""
+# ---------------------------------------------------------------------------------- worker processes
+def _batch_plan(req) -> list[int]:
+    """The sizes of the batches of ``req`` as one process samples them (batch k: ``batch_generator(seed, k)``)."""
+    return [min(req.batch_size, req.n - k * req.batch_size) for k in range(-(-req.n // req.batch_size))]
+
+
+def _batch_request(req, gen, k: int, sizes: list[int], table=None):
+    """Batch ``k`` of ``req`` as a request of its own: its size and random stream as in a one-process run
+    (a molecule that diverges is retried in batch k + B, B batches in all, whoever samples it) and, for
+    targets drawn in a range (``table``: all molecules' targets, drawn as one process draws them), its
+    molecules' own targets."""
+    conditions = req.conditions
+    if table is not None:
+        from molediff.conditioning import Range
+
+        names = gen.config.diffusion.conditions
+        rows = list(range(sum(sizes[:k]), sum(sizes[:k + 1])))
+        conditions = {name: table[rows, names.index(name)].tolist() if isinstance(v, (Range, list)) else v
+                      for name, v in conditions.items()}
+    return dataclasses.replace(req, n=sizes[k], first_batch=k, batch_stride=len(sizes), conditions=conditions)
+
+
+def _claimed_batches(req, gen, counter, stop: "_StopRequest"):
+    """The batch requests a worker samples: the next unclaimed batch index (``counter``, shared by all
+    workers) each time it is ready for one, so that no worker waits while batches are left."""
+    import torch
+
+    from molediff.conditioning import Range, condition_table
+
+    sizes = _batch_plan(req)
+    table = None
+    if req.conditions and any(isinstance(v, (Range, list)) for v in req.conditions.values()):
+        table = condition_table(req.conditions, gen.config.diffusion.conditions, req.n,
+                                generator=torch.Generator().manual_seed(req.seed + 7919))
+    while True:
+        stop.check()
+        with counter.get_lock():
+            k = counter.value
+            counter.value += 1
+        if k >= len(sizes):
+            return
+        yield _batch_request(req, gen, k, sizes, table)
+
+
+def _worker(rank: int, workers: int, threads: int, args: argparse.Namespace, gen, req, target: Path, fmt: str, meta: dict,
+            queue, counter, parent: int) -> None:
+    """A worker process (``--workers``): the batches of ``req`` it claims (``counter``) into ``target`` on
+    ``threads`` threads, with the main process's model ``gen`` (forked) or its own (spawned: ``gen``
+    None); sends ``("done", rank, counts, interrupted)`` or ``("error", rank, message, is_user_error)`` to
+    ``queue``. Started with SIGINT ignored: the main process turns a Ctrl-C into SIGTERM for its workers."""
+    try:
+        import signal
+
+        import torch
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a forked worker starts with the main process's handlers)
+        stop = _StopRequest(False, parent=parent)
+        stop.install()  # SIGTERM: stop at the next step
+        torch.set_num_threads(threads)
+        if gen is None:
+            from molediff.sampling import load_pretrained
+
+            gen = load_pretrained(args.checkpoint, model=args.model)
+        share = dataclasses.replace(req, n=-(-req.n // workers))  # what it expects to sample (the compile decision)
+        tally, interrupted = _sample_share(args, gen, share, _claimed_batches(req, gen, counter, stop), target, fmt, meta,
+                                           stop, _WorkerBar(queue, rank), -(-PB_SAMPLE // workers))
+        queue.put(("done", rank, tally.counts(), interrupted))
+    except KeyboardInterrupt:  # stopped before it wrote anything (loading, compiling)
+        queue.put(("done", rank, _Tally().counts(), True))
+    except UserError as exc:
+        queue.put(("error", rank, str(exc), True))
+    except BaseException:  # noqa: BLE001 - reported to the main process, which stops the others
+        import traceback
+
+        queue.put(("error", rank, traceback.format_exc(), False))
+
+
+def _sample_with_workers(args: argparse.Namespace, path: Path, fmt: str, gen, req, meta: dict, workers: int) -> int:
+    """``--workers``: W processes (one share of the threads each) sample the batches, each
+    claiming the next one when it is ready, into their own files; one progress bar adds them up; the
+    files are merged in batch order; the summary adds up what each worker counted and checked. Ctrl-C or SIGTERM stops every worker at a safe point
+    (a second one stops them at once), and the complete records so far are kept."""
+    import multiprocessing
+    import queue as queues
+    import signal
+
+    from molediff.distributed import available_cores
+
+    threads = max(1, (args.threads if args.threads > 0 else available_cores()) // workers)
+    shards = [path.with_name(f".{path.name}.worker{r}.part") for r in range(workers)]
+    # forked workers start at once with the main process's imports and model; only where each runs on one
+    # thread (no OpenMP thread pool to inherit: the main process has run no parallel work) and fork is
+    # the platform's own way (Linux); elsewhere a fresh interpreter each (spawn), which loads the model
+    fork = threads == 1 and sys.platform.startswith("linux")
+    mp = multiprocessing.get_context("fork" if fork else "spawn")
+    messages, counter = mp.Queue(), mp.Value("i", 0)  # progress and results; the next unclaimed batch
+    stop = _StopRequest(True, stop_at_once=3)  # Ctrl-C / SIGTERM go on to the workers; a third abandons them
+    stop.install()
+    procs: list = []
+    results: dict[int, tuple[dict, bool]] = {}
+    failure: tuple[int, str, bool] | None = None
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers start ignoring Ctrl-C (exec keeps SIG_IGN)
+        try:
+            for r in range(workers):
+                p = mp.Process(target=_worker, args=(r, workers, threads, args, gen if fork else None, req, shards[r], fmt, meta, messages, counter,
+                                     os.getpid()),
+                               name=f"molediff-sample-{r}")
+                p.start()
+                procs.append(p)
+        finally:
+            signal.signal(signal.SIGINT, old)
+        t0 = time.time()
+        bar = _bar(args, req.n, True)
+        bar.set_postfix_str(f"starting {workers} workers")
+        progress, notes = [0.0] * workers, [""] * workers
+        forwarded = 0
+        while len(results) < workers and failure is None:
+            if stop.signals > forwarded:  # each Ctrl-C / SIGTERM of the main process goes on to every worker
+                forwarded = stop.signals
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGTERM)
+            try:
+                msg = messages.get(timeout=0.2)
+            except queues.Empty:
+                for r, p in enumerate(procs):
+                    if r not in results and p.exitcode is not None and messages.empty():
+                        if stop.requested:  # stopped by the signal before it could say so
+                            results[r] = (_Tally().counts(), True)
+                        else:
+                            failure = (r, f"sampling worker {r} ended unexpectedly (exit code {p.exitcode})", False)
+                continue
+            if msg[0] == "progress":
+                _, r, n, note = msg
+                progress[r], notes[r] = n, note
+                bar.n = min(req.n, sum(progress))
+                bar.set_postfix_str(next((x for x in notes if x), ""), refresh=False)
+                bar.refresh()
+            elif msg[0] == "done":
+                results[msg[1]] = (msg[2], msg[3])
+            else:
+                failure = msg[1:]
+        bar.close()
+    except KeyboardInterrupt:  # a third signal: the workers are abandoned, nothing is published
+        _remove_shards(shards, procs)
+        print(f"interrupted; nothing written, {path} left as it was", file=sys.stderr)
+        return 130
+    finally:
+        stop.restore()
+    if failure is not None:
+        _remove_shards(shards, procs)
+        rank, message, user = failure
+        if user:
+            raise UserError(message)
+        raise RuntimeError(f"sampling worker {rank} failed:\n{message}")
+    for p in procs:
+        p.join(timeout=60)
+    parts = [{**results[r][0], "interrupted": results[r][1]} for r in range(workers)]
+    interrupted = any(p["interrupted"] for p in parts)
+    written = [s if s.exists() else None for s in shards]
+    if any(s is not None for s in written):
+        _merge_by_batch(written, [p["batches"] for p in parts], path, fmt)
+    return _finish(args, gen, path, fmt, parts, time.time() - t0, path, interrupted, f"{workers} workers", meta)
+
+
+def _remove_shards(shards: list[Path], procs: list) -> None:
+    """Stop the workers still running and remove their files (and the temporary file of one stopped
+    mid-write)."""
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    for p in procs:
+        p.join(timeout=30)
+    for s in shards:
+        s.unlink(missing_ok=True)
+        for tmp in s.parent.glob(f".{s.name}.*"):
+            tmp.unlink(missing_ok=True)
+
+
+def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[dict], elapsed: float,
+             where, interrupted: bool, processes: str = "") -> tuple[list[str], int]:
+    """Print the summary of all processes' records (``parts``: each one's :meth:`_Tally.counts`);
+    returns its lines (the report's too) and the number of molecules written."""
     done = sum(p["count"] for p in parts)
     valid, stable, diverged, model_valid, model_stable, restarted = (
         sum(p[k] for p in parts) for k in ("valid", "stable", "diverged", "model_valid", "model_stable", "restarted"))
@@ -477,7 +881,7 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
         summary.append(line)
 
     wrote = (f"wrote {done} molecules to {where} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s"
-             + (f", {ranks} ranks)" if ranks else ")"))
+             + (f", {processes})" if processes else ")"))
     if interrupted:
         print(wrote, file=sys.stderr)
     else:
@@ -498,9 +902,16 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
             f"(Kekulé valences with formal charges, no implicit H)")
         say(f"geometry, lookup bonds (published convention): valid {100 * valid / done:.1f}%  "
             f"molecule stability {100 * stable / done:.1f}%  (full scores: molediff evaluate {path} --bonds model)")
-        if _druglike_model(gen):
-            say(_druglike_summary(smiles, tally.kept_3d, gen.meta.get("training_smiles_hashes"), tally.valid_smiles,
-                                  generated=tally.count))
+        if _druglike_model(gen) and not interrupted:
+            props = {}
+            for p in parts:
+                props.update(p["props"] or {})
+            pbs = [p["pb"] for p in parts if p["pb"] is not None]
+            pb = ({"unavailable": True} if any(x.get("unavailable") for x in pbs) else
+                  {k: sum(x[k] for x in pbs) for k in ("checked", "present", "passed")}) if pbs else None
+            label = "" if len(pbs) <= 1 else f"{pb.get('checked', 0)} molecules: the first of each of {len(pbs)} processes"
+            say(_druglike_summary(smiles, props, pb, gen.meta.get("training_smiles_hashes"),
+                                  [s for p in parts for s in p["valid_smiles"]], generated=done, pb_label=label))
     elif fmt == "sdf" and done:
         say(f"valid {100 * valid / done:.1f}%  unique among valid {100 * len(smiles) / max(valid, 1):.1f}%  "
             f"molecule stability {100 * stable / done:.1f}%  (lookup bonds; full scores: molediff evaluate {path})")

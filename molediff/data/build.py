@@ -106,11 +106,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+def _available_cores() -> int:
+    from molediff.distributed import available_cores  # the one rule (imported late: it brings torch)
+
+    return available_cores()
 
 
 def _source(opts: BuildOptions) -> Source:
@@ -338,7 +337,7 @@ class _ChunkBuild:
 
         opts, report = self.opts, self.report
         todo_molecules = sum(self._range(c)[1] for c in todo)
-        workers = opts.workers or default_workers()
+        workers = opts.workers or _available_cores()
         self.batch = 1 if workers == 1 else max(1, min(16, opts.chunk_size // (4 * workers)))
         workers = max(1, min(workers, -(-todo_molecules // self.batch)))
         report.workers, self.max_inflight, self.num_mine = workers, 4 * workers, num_mine

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torch_geometric.data import Batch
 
+if TYPE_CHECKING:  # imported where batches are made: PyG costs seconds to import, and sampling never needs it
+    from torch_geometric.data import Batch
 from molediff.elements import ATOMIC_NUMBERS, ELEMENTS
 from molediff.graph import PAIRS, AtomPairs, ptr_from_counts  # noqa: F401 - used here; their home is molediff.graph
 
@@ -106,6 +109,8 @@ class MoleculeSet:
         (0 none, 1 single, 2 double, 3 triple); ``has_bonds`` [B]; ``num_graphs`` = B; ``props`` [B, K]
         when the set has properties; ``hydrogens`` [|V|] for a heavy-atom set.
         """
+        from torch_geometric.data import Batch
+
         sub = self.subset(index)
         counts = sub.num_atoms
         batch = torch.repeat_interleave(torch.arange(len(sub)), counts)

@@ -181,6 +181,30 @@ def cached_features(path: str | os.PathLike, build: Callable[[], DruglikeFeature
     return features
 
 
+def cached_rings(path: str | os.PathLike, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Ring figures (:func:`ring_sample_statistics`) loaded from the JSON file ``path``, or built once with
+    ``build()`` and saved there (reading the reference's SMILES takes seconds, its drug-like sampling
+    summary needs the figures every time); a file from another sample size is rebuilt."""
+    import json
+
+    from molediff.atomic import atomic_write
+
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("sample_size") == RING_REFERENCE_SIZE:
+            return saved["figures"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    figures = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"sample_size": RING_REFERENCE_SIZE, "figures": figures}, indent=1))
+    except OSError:  # a read-only data folder: the figures are still right, only not kept
+        pass
+    return figures
+
+
 def ring_sample_statistics(smiles: Sequence[str], name: str, size: int = RING_REFERENCE_SIZE, seed: int = 0) -> dict[str, Any]:
     """:func:`molediff.metrics.rings.ring_statistics` of ``size`` random molecules of ``smiles`` (seed
     ``seed``; all of them when there are no more; about a second for 2,000), per-molecule flags left out,
@@ -316,4 +340,8 @@ def smiles_reference(
 
         return build() if cache is None else cached_features(_given(cache), build, progress, what=name)
 
-    return Reference(kind, name, label, smiles=novelty, features=features, rings=lambda: ring_sample_statistics(source(), name))
+    def rings() -> dict[str, Any]:
+        build = lambda: ring_sample_statistics(source(), name)  # noqa: E731
+        return build() if cache is None else cached_rings(Path(_given(cache)).with_suffix(".rings.json"), build)
+
+    return Reference(kind, name, label, smiles=novelty, features=features, rings=rings)
