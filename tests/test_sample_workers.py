@@ -101,3 +101,34 @@ def test_a_stop_keeps_the_complete_records_and_no_worker_files(tmp_path):
     text = out.read_text()
     assert text.count("$$$$") == done and text.endswith("$$$$\n")
     assert _leftovers(tmp_path) == []
+
+
+def test_workers_end_when_the_main_process_is_killed_and_the_next_run_clears_their_files(tmp_path):
+    out = tmp_path / "k.sdf"
+    cmd = [sys.executable, "-m", "molediff", "sample", "--n", "400", "--batch-size", "1", "--workers", "2",
+           "--steps", "40", "--no-compile", "--no-progress", "--out", str(out)]
+    with child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+               env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(_leftovers(tmp_path)) < 2:
+            time.sleep(0.2)
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
+        assert workers, "no worker processes found"
+        proc.kill()
+        finish(proc, timeout=60)
+    deadline = time.time() + 60  # each worker sees its parent gone at its next step and stops
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
+    assert not out.exists()
+    r = _sample("--n", "2", "--out", str(out), *QUICK)
+    assert r.returncode == 0, r.stderr
+    assert _leftovers(tmp_path) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False

@@ -401,6 +401,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     ctx, device = distributed.init(args.device)
     lock = OutputLock(path).acquire() if ctx.is_main else None
+    if lock is not None:  # worker files of a run that was killed (with the lock held, no live run owns them)
+        for stale in path.parent.glob(f".{path.name}.worker*.part"):
+            stale.unlink(missing_ok=True)
     try:
         return _sample(args, path, fmt, ctx, device)
     finally:
