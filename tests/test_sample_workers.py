@@ -44,6 +44,16 @@ def test_workers_write_what_one_process_writes(tmp_path, fmt):
     assert _leftovers(tmp_path) == []
 
 
+def test_spawned_workers_write_what_one_process_on_their_threads_writes(tmp_path):
+    # two threads per worker: started as fresh interpreters (spawn), each loading the model itself
+    a = _sample("--n", "6", "--batch-size", "3", "--workers", "1", "--threads", "2", "--out", str(tmp_path / "one.sdf"), *QUICK)
+    b = _sample("--n", "6", "--batch-size", "3", "--workers", "2", "--threads", "4", "--out", str(tmp_path / "two.sdf"), *QUICK)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert "2 workers)" in b.stdout
+    assert (tmp_path / "one.sdf").read_text() == (tmp_path / "two.sdf").read_text()
+    assert _leftovers(tmp_path) == []
+
+
 def test_workers_draw_the_targets_of_a_range_as_one_process_does(tmp_path):
     common = ["--model", "qm9-cond", "--condition", "gap=0.2:0.3", "--n", "6", "--batch-size", "2", *QUICK]
     a = _sample(*common, "--workers", "1", "--threads", "1", "--out", str(tmp_path / "one.sdf"))
