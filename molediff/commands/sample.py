@@ -767,10 +767,11 @@ def _worker(rank: int, workers: int, threads: int, args: argparse.Namespace, gen
 
 
 def _sample_with_workers(args: argparse.Namespace, path: Path, fmt: str, gen, req, meta: dict, workers: int) -> int:
-    """``--workers``: W processes (one share of the threads each) sample the batches, each
-    claiming the next one when it is ready, into their own files; one progress bar adds them up; the
-    files are merged in batch order; the summary adds up what each worker counted and checked. Ctrl-C or SIGTERM stops every worker at a safe point
-    (a second one stops them at once), and the complete records so far are kept."""
+    """``--workers``: W processes (one share of the threads each) sample the batches, each claiming the
+    next one when it is ready, into their own files; one progress bar adds them up; the files are merged
+    in batch order; the summary adds up what each worker counted and checked. Ctrl-C or SIGTERM stops
+    every worker at a safe point (a second one stops them at once), and the complete records so far are
+    kept; a third abandons them and publishes nothing."""
     import multiprocessing
     import queue as queues
     import signal
@@ -794,9 +795,9 @@ def _sample_with_workers(args: argparse.Namespace, path: Path, fmt: str, gen, re
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers start ignoring Ctrl-C (exec keeps SIG_IGN)
         try:
             for r in range(workers):
-                p = mp.Process(target=_worker, args=(r, workers, threads, args, gen if fork else None, req, shards[r], fmt, meta, messages, counter,
-                                     os.getpid()),
-                               name=f"molediff-sample-{r}")
+                p = mp.Process(target=_worker, name=f"molediff-sample-{r}",
+                               args=(r, workers, threads, args, gen if fork else None, req, shards[r], fmt, meta, messages,
+                                     counter, os.getpid()))
                 p.start()
                 procs.append(p)
         finally:
