@@ -5,6 +5,7 @@ requests are refused before any worker starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -91,15 +92,22 @@ def test_bad_worker_requests_are_refused_before_sampling(tmp_path):
     assert not (tmp_path / "x.sdf").exists() and _leftovers(tmp_path) == []
 
 
-def test_a_stop_keeps_the_complete_records_and_no_worker_files(tmp_path):
-    out = tmp_path / "s.sdf"
+@contextlib.contextmanager
+def _sampling_with_workers(out: Path):
+    """A long two-worker run into ``out``, yielded once both workers have opened their files."""
     cmd = [sys.executable, "-m", "molediff", "sample", "--n", "400", "--batch-size", "1", "--workers", "2",
            "--steps", "40", "--no-compile", "--no-progress", "--out", str(out)]
     with child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:
         deadline = time.time() + 120
-        while time.time() < deadline and len(_leftovers(tmp_path)) < 2:
-            time.sleep(0.2)  # both workers have opened their files: sampling runs
+        while time.time() < deadline and len(_leftovers(out.parent)) < 2:
+            time.sleep(0.2)
+        yield proc
+
+
+def test_a_stop_keeps_the_complete_records_and_no_worker_files(tmp_path):
+    out = tmp_path / "s.sdf"
+    with _sampling_with_workers(out) as proc:
         time.sleep(4)
         proc.send_signal(signal.SIGTERM)
         _, err = finish(proc, timeout=120)
@@ -115,13 +123,7 @@ def test_a_stop_keeps_the_complete_records_and_no_worker_files(tmp_path):
 
 def test_workers_end_when_the_main_process_is_killed_and_the_next_run_clears_their_files(tmp_path):
     out = tmp_path / "k.sdf"
-    cmd = [sys.executable, "-m", "molediff", "sample", "--n", "400", "--batch-size", "1", "--workers", "2",
-           "--steps", "40", "--no-compile", "--no-progress", "--out", str(out)]
-    with child(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-               env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(_leftovers(tmp_path)) < 2:
-            time.sleep(0.2)
+    with _sampling_with_workers(out) as proc:
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
         assert workers, "no worker processes found"
         proc.kill()
