@@ -93,6 +93,11 @@ class SampleRequest:
     restarts: int = 0  # rounds of local restarts after each batch (molediff.restarts)
     restart_rings: bool = False  # restarts redraw odd rings of valid molecules too
 
+    @property
+    def molecule_steps(self) -> int:
+        """Network evaluations the request's main pass costs, in molecule-steps (n × steps × RePaint rounds)."""
+        return self.n * self.steps * max(self.resample, 1)
+
 
 @dataclass
 class SampleStats:
@@ -266,8 +271,7 @@ class MoleculeGenerator:
         """Whether compiling is expected to repay its warm-up for ``req`` (the default of ``molediff
         sample``): at least :data:`COMPILE_MIN_MOLECULE_STEPS` molecule-steps, and the compiler inductor
         needs is here (:func:`compiler_available`)."""
-        work = req.n * req.steps * max(req.resample, 1)
-        return work >= COMPILE_MIN_MOLECULE_STEPS and compiler_available(self.device)
+        return req.molecule_steps >= COMPILE_MIN_MOLECULE_STEPS and compiler_available(self.device)
 
     @property
     def default_noise_scale(self) -> float:

@@ -434,8 +434,7 @@ def _worker_count(args: argparse.Namespace, gen, req, ctx) -> int:
     from molediff.distributed import available_cores
 
     cores = args.threads if args.threads > 0 else available_cores()
-    work = req.n * req.steps * max(req.resample, 1)
-    return min(cores, batches) if work >= COMPILE_MIN_MOLECULE_STEPS else 1
+    return min(cores, batches) if req.molecule_steps >= COMPILE_MIN_MOLECULE_STEPS else 1
 
 
 def _druglike_checks(args: argparse.Namespace, gen, fmt: str) -> bool:
