@@ -24,6 +24,16 @@ measured here: ``benchmarks/druglike_quality.py`` on a written file does that.
     python benchmarks/druglike_conditioning.py --checkpoint RUN/ema_model.pt --n 200 --guidance 1,3
     python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties logp,mw --n 1000
 
+Rows sample as ``molediff sample`` does with the same file (its local restarts, ``--precision auto``);
+a training run's file carries no restarts, so give the bundled model's (``--restarts 6
+--restart-rings``) to compare with it, and ``--compile`` for 1,000-molecule rows. To use both cores,
+split the properties over two processes that share the unconditional row through ``--base FILE``
+(the first to need it samples and writes it; the other waits for nothing and samples its own if it
+finds none yet, so start one process first)::
+
+    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties qed,logp,mw,tpsa --base B.json ...
+    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties hbd,hba,rotb,arom --no-triple --base B.json ...
+
 Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance and
 request so partial runs add up).
 """
@@ -40,6 +50,7 @@ import torch
 
 from molediff.atomic import atomic_write
 from molediff.conditioning import BY_NAME, Range
+from molediff.config import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 #: properties that are counts: their targets are integers and a "range" is one integer (k-0.5:k+0.5)
@@ -96,8 +107,29 @@ def sample(gen, n: int, args: argparse.Namespace, conditions: dict, guidance: fl
     t = time.perf_counter()
     kw = dict(conditions=conditions, guidance=guidance) if conditions else {}
     records = list(gen.sample_arrays(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                     relax_hydrogens=False, **kw))
+                                     relax_hydrogens=False, restarts=args.restarts,
+                                     restart_rings=args.restart_rings, **kw))
     return score_records(records, gen.conditions), time.perf_counter() - t
+
+
+def unconditional(gen, args: argparse.Namespace, label: str) -> tuple[dict, float]:
+    """The unconditional row (the naive bound), read from ``--base`` when that file holds the same request
+    (so that runs split by ``--properties`` over several processes sample it once), else sampled (and
+    saved there)."""
+    key = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps, "restarts": args.restarts,
+           "restart_rings": args.restart_rings, "precision": gen.precision}
+    path = Path(args.base) if args.base else None
+    if path is not None and path.exists():
+        saved = json.loads(path.read_text())
+        if saved["key"] == key:
+            return {**saved["row"], "props": np.array(saved["props"], dtype=np.float64)}, saved["seconds"]
+    base, sec = sample(gen, args.n, args, {}, 1.0)
+    if path is not None:
+        row = {k: v for k, v in base.items() if k != "props"}
+        atomic_write(path, json.dumps({"key": key, "row": row, "props": np.where(np.isnan(base["props"]), None,
+                                                                                   base["props"]).tolist(),
+                                       "seconds": sec}) + "\n")
+    return base, sec
 
 
 def in_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
@@ -178,12 +210,26 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--restarts", type=int, default=None,
+                   help="rounds of local restarts (default: the model file's own, as molediff sample; a training "
+                        "run's file has none: pass the bundled model's, e.g. 6 with --restart-rings)")
+    p.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
+                   help="restarts also redraw odd rings (default: the model file's own)")
+    p.add_argument("--base", default=None,
+                   help="a JSON file for the unconditional row: read when it holds the same request, else written "
+                        "(runs split by --properties share it)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (its warm-up falls in the first row)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="the network's arithmetic while sampling (default auto, as molediff sample)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "druglike_conditioning.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from molediff.sampling import MoleculeGenerator
 
     gen = MoleculeGenerator.from_file(args.checkpoint)
+    if args.compile:
+        gen.compile()
+    gen.set_precision(args.precision)
     table = gen.meta.get("condition_table")
     if not gen.conditions or table is None or not all(c in BY_NAME for c in gen.conditions):
         raise SystemExit(f"{args.checkpoint} is not a conditional model with a condition table")
@@ -194,11 +240,13 @@ def main() -> int:
     values = np.asarray(table["values"], dtype=np.float64)
     specs = {name: targets_of(values[:, gen.conditions.index(name)], name) for name in gen.conditions}
     label = args.label or f"{args.checkpoint} step {gen.meta.get('step')}"
-    print(f"{label}: {args.n} molecules per request, seed {args.seed}")
-    base, sec = sample(gen, args.n, args, {}, 1.0)
+    print(f"{label}: {args.n} molecules per request, seed {args.seed}, {gen.precision}")
+    base, sec = unconditional(gen, args, label)
     print(f"  unconditional: valid {100 * base['valid']:.1f}%  stable {100 * base['stability']:.1f}%  odd rings "
           f"{_pct(base['odd_ring'])}  no aromatic ring {_pct(base['without_aromatic_ring'])} ({sec:.0f} s)", flush=True)
-    common = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps}
+    common = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps,
+              "restarts": gen.default_restarts if args.restarts is None else args.restarts,
+              "restart_rings": args.restart_rings, "precision": gen.precision}
     rows = [{**common, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
     for g in [float(x) for x in args.guidance.split(",")]:
         print(f"guidance {g:g}")
