@@ -60,6 +60,11 @@ def main() -> int:
     ap.add_argument("--inpainting", help="inpainting.json (benchmarks/inpainting.py) to include in the card (fragment models)")
     ap.add_argument("--data-text", help="how the card names a file data set (default: its path)")
     ap.add_argument("--druglike", help="druglike_quality.json (benchmarks/druglike_quality.py) to include in the card")
+    ap.add_argument("--druglike-conditioning",
+                    help="druglike_conditioning.json (benchmarks/druglike_conditioning.py) to include in the card")
+    ap.add_argument("--drop-section", action="append", default=[], metavar="TITLE",
+                    help="a handwritten section of the model's present card (its '## ' title, or the start of it) not to "
+                         "carry over; repeatable (by default every section this script does not write is kept)")
     ap.add_argument("--default-noise-scale", type=float, default=None,
                     help="the noise scale `molediff sample` uses for this model unless told otherwise (chosen from its "
                          "quality table; default: molediff's global default)")
@@ -225,10 +230,64 @@ def main() -> int:
                                       "contains_fragment")) + f" | {r['unique_smiles']} |")
     if args.druglike:
         lines += ["", "## Quality (benchmarks/druglike_quality.py)", "", *druglike_table(json.loads(Path(args.druglike).read_text()))]
-    atomic_write(PRETRAINED / f"{prefix}MODEL_CARD.md", "\n".join(lines) + "\n")
+    if args.druglike_conditioning:
+        lines += ["", "## Property targets (benchmarks/druglike_conditioning.py)", "",
+                  *druglike_conditioning_table(json.loads(Path(args.druglike_conditioning).read_text()))]
+    card = PRETRAINED / f"{prefix}MODEL_CARD.md"
+    kept = handwritten_sections(card.read_text() if card.exists() else "", args.drop_section)
+    for title, _ in kept:
+        print(f"kept from the present card: '## {title}' (--drop-section to leave it out)")
+    atomic_write(card, "\n".join(lines + [line for _, text in kept for line in ["", *text]]) + "\n")
     print(f"bundled {run / EMA_MODEL} -> {weights} ({weights.stat().st_size / 1e6:.2f} MB)")
     load_model_file(weights)  # readable and verified
     return 0
+
+
+#: the titles of the sections this script writes (a card's other '## ' sections are handwritten)
+GENERATED_SECTIONS = ("Learning curve", "Quality (benchmarks/", "Conditioning (benchmarks/", "Growing fragments (benchmarks/",
+                      "Property targets (benchmarks/")
+
+
+def handwritten_sections(card: str, drop: list[str]) -> list[tuple[str, list[str]]]:
+    """The '## ' sections of a model card's text that this script does not write (``GENERATED_SECTIONS``),
+    in order, as (title, lines without the trailing blank ones), except those whose title starts with
+    one of ``drop``: a re-bundled model keeps its card's notes on where it stands and how it was made."""
+    sections, current = [], None
+    for line in card.splitlines():
+        if line.startswith("## "):
+            current = (line[3:].strip(), [line])
+            sections.append(current)
+        elif current is not None:
+            current[1].append(line)
+    out = []
+    for title, text in sections:
+        if title.startswith(GENERATED_SECTIONS) or any(title.startswith(d) for d in drop):
+            continue
+        while text and not text[-1].strip():
+            text.pop()
+        out.append((title, text))
+    return out
+
+
+def druglike_conditioning_table(c: dict) -> list[str]:
+    """Markdown rows of a druglike_conditioning.json: per request, how close the written molecules' properties
+    are to the asked value (MAE against the unconditional samples' MAE to the same value, the naive bound) or
+    how many lie inside the asked range (against the unconditional share), with their quality figures."""
+    head = ("request", "guidance", "n", "MAE (naive)", "better than naive", "inside range, valid (naive)", "inside, of all",
+            "mol stab", "conn valid", "odd ring", "no aromatic ring")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in c["rows"]:
+        value = r["kind"] == "value"
+        ranged = r["kind"] in ("range", "three ranges")
+        out.append("| " + " | ".join([
+            r["request"], "-" if r["guidance"] is None else f"{r['guidance']:g}", str(r["n"]),
+            f"{r['mae']:.3g} ({r['naive_mae']:.3g})" if value else "-",
+            f"{100 * r['reduction']:.0f}%" if value and r.get("reduction") is not None else "-",
+            f"{pct(r['in_range'])} ({pct(r['naive_in_range'])})" if ranged else "-",
+            pct(r["in_range_of_all"]) if ranged else "-",
+            pct(r["stability"]), pct(r["valid"]), pct(r["odd_ring"]), pct(r["without_aromatic_ring"])]) + " |")
+    return out
 
 
 def druglike_table(q: dict) -> list[str]:
