@@ -34,6 +34,8 @@ COMPILE_MIN_MOLECULE_STEPS = 30_000
 #: the choices of ``molediff sample --precision``, the arithmetic of the network's matrix products while
 #: sampling (:mod:`molediff.models.precision`); here so that ``--help`` needs no torch
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+#: how a few-step student learns from its teacher (molediff.distill): progressive distillation or distribution matching
+DISTILL_METHODS: tuple[str, ...] = ("progressive", "dmd")
 #: default DDIM stochasticity for molecules. η = 1 (fresh noise at every strided step, DDPM-like)
 #: beats deterministic η = 0 at 100 steps: atom stability 86.3% vs 81.9%, validity 52.3% vs 45.0%,
 #: connected 81.7% vs 66.0% (x0 model, 1 CPU-h, 300 samples); η = 0 leaves atoms stranded.
@@ -262,6 +264,11 @@ HELP: dict[str, str] = {
                     "it: --init-from is implied); the student's file samples with --distill-steps deterministic DDIM steps",
     "distill_steps": "the student's steps (each is two of the teacher's: distil a 75-step model with 38, that student "
                      "with 19, ...)",
+    "distill_method": "how the student learns: 'progressive' (one deterministic step for two of the teacher's; the student "
+                      "samples at eta 0, bound to the teacher's deterministic path) or 'dmd' (distribution matching: the "
+                      "student's own stochastic chain is pushed towards the teacher's distribution by the difference of the "
+                      "teacher's and a second, online-trained denoiser's estimates; it samples at eta 1, in any steps; "
+                      "experimental, see benchmarks/README.md)",
 }
 
 @dataclass
@@ -295,6 +302,9 @@ class TrainConfig:
     # the student starts from the teacher's weights and samples with DDIM at eta 0 in distill_steps steps
     distill_from: str = ""
     distill_steps: int = 0
+    # how the student learns (DISTILL_METHODS): "progressive" (molediff.distill.distillation_loss; samples at
+    # eta 0) or "dmd", distribution matching with a second, online-trained denoiser (samples at eta 1)
+    distill_method: str = "progressive"
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -364,6 +374,11 @@ class TrainConfig:
             (not self.distill_from or self.distill_steps >= 1, "--distill-from needs --distill-steps N (the student's steps, ≥ 1)"),
             (not self.distill_steps or self.distill_from, "--distill-steps applies with --distill-from TEACHER"),
             (not self.distill_from or dcfg.parametrization == "x0", "distillation needs an x0-parametrised teacher"),
+            (self.distill_method in DISTILL_METHODS,
+             f"--distill-method must be one of {', '.join(DISTILL_METHODS)}, got {self.distill_method!r}"),
+            (self.distill_method == "progressive" or (self.distill_from and not dcfg.fragments),
+             "--distill-method dmd needs --distill-from TEACHER, and a teacher not trained on fragments (its student "
+             "would not learn to grow them)"),
             (self.batch_pairs >= 0, f"--batch-pairs must be ≥ 0, got {self.batch_pairs}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),

@@ -14,6 +14,17 @@ steps: a stage's student is the next stage's teacher (``molediff train --distill
 The student samples with DDIM at η = 0, so it inherits the deterministic path of its teacher, which for
 a self-conditioned x̂_0 model is weaker than its stochastic one (benchmarks/README.md): that cost is the
 teacher's row at the same settings, to be shown beside the student's.
+
+**Distribution matching** (``distill_method`` "dmd"; Yin et al. 2024, DMD/DMD2, as FlashMol applies it to
+3D molecules) trains a student that samples *stochastically* in its N steps (DDIM at η = 1, noise 1),
+so it is not bound to the teacher's deterministic path. Each step runs the student's own chain from
+noise, without gradient, to a random one of its N steps (backward simulation) and takes the student's
+x̂_0 there, with gradient, as a sample of the data distribution (not a posterior mean). That sample is
+noised to a random level t' and read by the frozen teacher (the data's denoiser) and by a *fake*
+denoiser, a second copy of the teacher trained online on the student's samples with the ordinary
+training loss; the difference of their x̂_0 estimates, normalised per molecule, is the direction in
+which the student's samples leave the data distribution, and the student's loss moves its x̂_0 against
+it (:func:`dmd_generator_loss`). Every part of the state is matched alike in x̂_0 space.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ import torch
 
 from molediff.state import MolState
 
-__all__ = ["INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_target", "load_teacher", "teacher_midpoint"]
+__all__ = ["DMD_LEVELS", "INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_target", "dmd_generator_loss",
+           "load_teacher", "student_chain", "teacher_midpoint"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -114,3 +126,72 @@ def distillation_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.n
         per_mol = per_mol + pair / torch.bincount(g.pair_batch, minlength=g.num_graphs).clamp_min(1)
     mse = per_mol.mean()
     return {"total": weight * mse, "mse": mse.detach(), "t": torch.tensor(float(t))}
+
+
+#: the noise levels t' at which the teacher and the fake denoiser compare a student sample, as fractions
+#: of T (DMD's range: at the very ends both estimates agree and the difference says nothing)
+DMD_LEVELS = (0.02, 0.98)
+
+
+@torch.no_grad()
+def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: int, generator: torch.Generator | None = None,
+                  cond: torch.Tensor | None = None) -> tuple[MolState, int, MolState | None]:
+    """Backward simulation: the student's own sampling chain (``steps`` trailing DDIM steps at η = 1, noise
+    1, self-conditioning fed as the sampler feeds it) on ``graph``, from noise to a step k drawn uniformly
+    from ``generator``, without gradient. Returns the state there, its timestep and the previous step's
+    estimate (None at the first step), where the student's trained prediction is taken."""
+    schedule = diffusion.schedule
+    grid = schedule.set_timesteps(steps).tolist()
+    k = int(torch.randint(len(grid), (1,), generator=generator))
+    x = diffusion.prior(graph, generator)
+    at = lambda s: torch.full((graph.num_graphs,), s, dtype=torch.long, device=x.device)  # noqa: E731
+    estimate = None
+    for i in range(k):
+        out = diffusion.predict(student, x, at(grid[i]), self_cond=estimate, cond=cond)[0]
+        x = schedule.ddim_step(out, grid[i], grid[i + 1], x, eta=1.0, noise=x.noise_like(generator))
+        estimate = out if diffusion.cfg.self_condition else None
+    return x, grid[k], estimate
+
+
+def _per_molecule(values_node: torch.Tensor, values_pair: torch.Tensor, graph: Any) -> torch.Tensor:
+    """Per molecule [B]: the mean over its atoms of ``values_node`` [|V|] plus the mean over its pairs of
+    ``values_pair`` [|P|] (as the distillation loss weighs atoms and pairs)."""
+    B = graph.num_graphs
+    node = torch.zeros(B, dtype=values_node.dtype, device=values_node.device).index_add_(0, graph.batch, values_node)
+    out = node / torch.bincount(graph.batch, minlength=B).clamp_min(1)
+    if values_pair.numel():
+        pair = torch.zeros_like(out).index_add_(0, graph.pair_batch, values_pair)
+        out = out + pair / torch.bincount(graph.pair_batch, minlength=B).clamp_min(1)
+    return out
+
+
+def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.nn.Module, fake: torch.nn.Module, graph: Any,
+                       steps: int, generator: torch.Generator | None = None, cond: torch.Tensor | None = None
+                       ) -> dict[str, Any]:
+    """The student's distribution-matching loss on molecules of ``graph``'s sizes (module docstring): its
+    x̂_0 at a random step of its own chain (:func:`student_chain`), noised to t' ∈ :data:`DMD_LEVELS` × T
+    (per molecule), read by ``teacher`` and ``fake`` without gradient (no self-conditioning estimate: both
+    were trained half the time without one). The gradient direction (fake − teacher), divided per molecule
+    by the mean |sample − teacher's x̂_0| (DMD's normalisation, so that every molecule and level moves
+    alike), is turned into a squared error whose gradient it is. Returns ``{"total", "sample", "t"}``:
+    ``sample`` the student's x̂_0 (detached), on which the fake denoiser trains next."""
+    x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond)
+    at = lambda s: torch.full((graph.num_graphs,), s, dtype=torch.long, device=x_k.device)  # noqa: E731
+    sample = diffusion.predict(student, x_k, at(t_k), self_cond=estimate, cond=cond)[0]
+    T = diffusion.schedule.num_train_timesteps
+    lo, hi = int(DMD_LEVELS[0] * T), int(DMD_LEVELS[1] * T)
+    t = torch.randint(lo, hi, (graph.num_graphs,), generator=generator).to(x_k.device)
+    with torch.no_grad():
+        noisy = diffusion.add_noise(sample.detach(), sample.noise_like(generator), t)
+        real = diffusion.predict(teacher, noisy, t, cond=cond)[0]
+        fake_x0 = diffusion.predict(fake, noisy, t, cond=cond)[0]
+        scale = _per_molecule((sample.node - real.node).abs().mean(1), (sample.pair - real.pair).abs().mean(1)
+                              if sample.pair.shape[1] else sample.pair.new_zeros(0), graph).clamp_min(1e-6)
+        direction = (fake_x0 - real)
+        node_dir = direction.node / scale[graph.batch, None]
+        pair_dir = direction.pair / scale[graph.pair_batch, None] if sample.pair.shape[1] else direction.pair
+    # d/dx 0.5 ||x − sg(x − g)||² = g: the student's samples move against the direction
+    node_err = ((sample.node - (sample.node - node_dir).detach()) ** 2).mean(1)
+    pair_err = ((sample.pair - (sample.pair - pair_dir).detach()) ** 2).mean(1) if sample.pair.shape[1] else sample.pair.new_zeros(0)
+    total = 0.5 * _per_molecule(node_err, pair_err, graph).mean()
+    return {"total": total, "sample": sample.detach(), "t": torch.tensor(float(t_k))}

@@ -188,6 +188,10 @@ class MolState:
         pair = torch.where(g.fixed_pairs[:, None], known.pair, self.pair) if self.pair.numel() else self.pair
         return MolState(node, pair, g, self.parts)
 
+    def detach(self) -> "MolState":
+        """The same values, cut from the autograd graph."""
+        return MolState(self.node.detach(), self.pair.detach(), self.graph, self.parts)
+
     def slice(self, lo: int, hi: int) -> "MolState":
         """Molecules ``lo .. hi−1`` (their rows, on a graph of their own)."""
         g = self.graph

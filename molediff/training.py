@@ -244,10 +244,23 @@ class Trainer:
 
             self.teacher, self.teacher_meta = load_teacher(config.distill_from, config.model, self.diffusion, self.device,
                                                            config.compile)
+        # distribution matching: the fake denoiser, a trainable copy of the teacher fitted online to the student's samples
+        self.fake, self.fake_opt = None, None
+        if config.distill_method == "dmd":
+            self.fake = build_network(config.model, self.diffusion).to(self.device)
+            self.fake.load_state_dict(self.teacher.state_dict())
+            self.fake_opt = torch.optim.AdamW(self.fake.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=True)
+            if state is not None and "fake" in state:
+                self.fake.load_state_dict(state["fake"])
+                self.fake_opt.load_state_dict(state["fake_optimizer"])
+                for group in self.fake_opt.param_groups:
+                    group["lr"] = config.lr
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
             self.net.compile(dynamic=True)
+            if self.fake is not None:
+                self.fake.compile(dynamic=True)
         if config.valid_molecules and len(self.valid_set) > config.valid_molecules:
             self.valid_set = self.valid_set.subset(np.arange(config.valid_molecules))
         self.histogram = self.train_set.size_histogram()
@@ -326,12 +339,14 @@ class Trainer:
         self.global_batch = config.batch_size * self.ctx.world_size
         self.sampler = EpochSampler(len(self.train_set), self.global_batch, config.seed, self.train_set.num_atoms.numpy(),
                                     config.batch_pairs * self.ctx.world_size)
-        self.ddp = None
+        self.ddp = self.fake_ddp = None
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.net, device_ids=ids)
+            if self.fake is not None:
+                self.fake_ddp = DistributedDataParallel(self.fake, device_ids=ids)
 
     def _with_bonds(self, data: MoleculeSet, what: str) -> MoleculeSet:
         """A model that generates bonds learns only from molecules whose bonds are known; say how many are not."""
@@ -379,6 +394,8 @@ class Trainer:
             # otherwise as its teacher does (restarts), knowing the same training molecules
             meta.update(self.teacher_meta)
             meta.update(default_steps=self.config.distill_steps, default_eta=0.0, teacher=self.config.distill_from)
+            if self.config.distill_method == "dmd":  # trained on its own stochastic chain: samples on it
+                meta.update(default_eta=1.0, default_noise_scale=1.0)
         return meta
 
     def save(self) -> None:
@@ -394,6 +411,8 @@ class Trainer:
             "molecules_seen": self.molecules_seen,
             "histogram": self.histogram,
         }
+        if self.fake is not None:
+            state.update(fake=self.fake.state_dict(), fake_optimizer=self.fake_opt.state_dict())
         atomic_torch_save(state, self.run_dir / CHECKPOINT)
         save_model_file(self.run_dir / EMA_MODEL, self.ema.model.state_dict(), self.config, self.model_meta())
         self.config.save_json(self.run_dir / "config.json")
@@ -413,11 +432,12 @@ class Trainer:
         rec["val_loss_raw"] = validation_loss(self.diffusion, self.net, self.valid_set)["total"]
         if self.config.eval_samples > 0:
             t0 = time.time()
-            # a student is checked as it samples: its own steps, deterministic DDIM
+            # a student is checked as it samples: its own steps, deterministic DDIM (DMD: stochastic, noise 1)
             student = self.teacher is not None
+            eta = 1.0 if self.config.distill_method == "dmd" else 0.0
             rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
                                     self.config.distill_steps if student else self.config.eval_sample_steps,
-                                    **({"eta": 0.0} if student else {})))
+                                    **({"eta": eta} if student else {})))
             rec["sample_seconds"] = round(time.time() - t0, 1)
         # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
         save_model_file(snapshot_path(self.run_dir, self.step), self.ema.model.state_dict(), self.config,
@@ -444,6 +464,8 @@ class Trainer:
         if cond is not None:  # each condition hidden independently: one model for every subset (CFG)
             cond = drop_conditions(cond, self.config.diffusion.condition_dropout, generator=self.generator)[lo:hi].to(dev)
         self.net.train()
+        if self.fake is not None:  # distribution matching: the student's step, then the fake denoiser's
+            return self._dmd_step(x0, cond, t[lo:hi].to(dev), noise)
         if self.teacher is not None:  # a few-step student: the teacher's two steps are its target
             from molediff.distill import distillation_loss
 
@@ -458,6 +480,29 @@ class Trainer:
         self.opt.step()
         self.ema.update(self.net)
         return float(loss.detach())
+
+    def _dmd_step(self, x0: MolState, cond: torch.Tensor | None, t: torch.Tensor, noise: MolState) -> float:
+        """One step of distribution matching (:func:`molediff.distill.dmd_generator_loss`) on molecules of
+        the batch's sizes: the student moves its samples towards the teacher's distribution, then the fake
+        denoiser learns the student's new samples by the ordinary training loss (the batch's timesteps and
+        noise). Returns the student's loss."""
+        from molediff.distill import dmd_generator_loss
+
+        out = dmd_generator_loss(self.diffusion, self.ddp or self.net, self.teacher, self.fake, x0.graph,
+                                 self.config.distill_steps, generator=self.generator, cond=cond)
+        self.opt.zero_grad(set_to_none=True)
+        out["total"].backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.opt.step()
+        self.ema.update(self.net)
+        self.fake.train()
+        fake_loss = self.diffusion.training_losses(self.fake_ddp or self.fake, out["sample"], t, noise, cond=cond,
+                                                   generator=self.generator)["total"]
+        self.fake_opt.zero_grad(set_to_none=True)
+        fake_loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.config.grad_clip)
+        self.fake_opt.step()
+        return float(out["total"].detach())
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
         if self._stop:  # a second Ctrl-C stops at once, even inside a long evaluation

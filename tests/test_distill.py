@@ -1,5 +1,7 @@
-"""Progressive distillation (issue 38): the target's algebra, the loss teaching a student the teacher's
-two steps in one, and `molediff train --distill-from` giving a model file that samples in its own steps."""
+"""Few-step students (issue 38). Progressive distillation: the target's algebra, the loss teaching a student the teacher's
+two steps in one, and `molediff train --distill-from` giving a model file that samples in its own steps.
+Distribution matching (``--method dmd``): the direction of its loss, what it trains, and a run that
+resumes with its second denoiser and gives a student that samples stochastically."""
 
 from __future__ import annotations
 
@@ -145,3 +147,107 @@ def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, cap
         assert cli(["distill", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err, (argv, err)
+
+
+# ---------------------------------------------------------------- distribution matching (--method dmd)
+
+def test_dmd_loss_is_zero_while_the_fake_denoiser_is_the_teacher_and_trains_only_the_student():
+    """At the start the fake denoiser is a copy of the teacher: no direction, no loss. Once it differs, the
+    loss's gradient reaches the student alone, and its sample has the batch's atoms and pairs."""
+    from molediff.distill import dmd_generator_loss, student_chain
+
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    teacher, student, fake = (build_network(TINY, d) for _ in range(3))
+    for net in (student, fake):
+        net.load_state_dict(teacher.state_dict())
+    graph = d.encode(_set([5, 7, 6]).collate([0, 1, 2])).graph
+    out = dmd_generator_loss(d, student, teacher, fake, graph, steps=3, generator=torch.Generator().manual_seed(1))
+    assert float(out["total"].detach()) == 0.0
+    assert out["sample"].node.shape == (18, d.node_width) and out["sample"].pair.shape[0] == graph.pair_index.shape[1]
+    assert not out["sample"].node.requires_grad
+    with torch.no_grad():
+        for p in fake.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = dmd_generator_loss(d, student, teacher, fake, graph, steps=3, generator=torch.Generator().manual_seed(1))
+    assert float(out["total"]) > 0
+    out["total"].backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in student.parameters())
+    assert all(p.grad is None for net in (teacher, fake) for p in net.parameters())
+    # the backward simulation stops at a step of the student's grid, its estimate from the step before
+    seen = set()
+    for seed in range(12):
+        x, t, estimate = student_chain(d, student, graph, 3, torch.Generator().manual_seed(seed))
+        seen.add(t)
+        assert (estimate is None) == (t == d.schedule.set_timesteps(3).tolist()[0])
+    assert seen == set(d.schedule.set_timesteps(3).tolist())
+
+
+def test_dmd_direction_points_from_the_fake_estimate_to_the_teachers():
+    """One small step of the student along the loss's gradient moves its sample towards the teacher's x̂_0
+    and away from the fake's: the gradient with respect to the sample is (fake − teacher) / scale."""
+    from molediff import distill
+
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    teacher, student, fake = (build_network(TINY, d) for _ in range(3))
+    student.load_state_dict(teacher.state_dict())
+    graph = d.encode(_set([5, 7]).collate([0, 1])).graph
+    captured = {}
+    real_predict = d.predict
+
+    def spy(net, x_t, t, **kw):
+        out = real_predict(net, x_t, t, **kw)
+        captured.setdefault(id(net), []).append(out[0])
+        return out
+
+    d.predict = spy
+    out = distill.dmd_generator_loss(d, student, teacher, fake, graph, steps=2, generator=torch.Generator().manual_seed(3))
+    sample = captured[id(student)][-1]
+    real, fake_x0 = captured[id(teacher)][-1], captured[id(fake)][-1]
+    (grad,) = torch.autograd.grad(out["total"], sample.node)
+    direction = (fake_x0.node - real.node)
+    # same sign as (fake − teacher) wherever that is not tiny; positive per-molecule factor
+    big = direction.abs() > 1e-3
+    assert bool((torch.sign(grad[big]) == torch.sign(direction[big])).all())
+
+
+def test_distill_method_dmd_trains_resumes_and_its_student_samples_stochastically(tmp_path, capsys):
+    from molediff.checkpoint import load_model_file, safe_torch_load
+    from molediff.cli import main as cli
+    from molediff.runstate import CHECKPOINT, EMA_MODEL
+    from molediff.sampling import MoleculeGenerator
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    run = tmp_path / "dmd"
+    quiet = ["--no-progress", "--eval-every-steps", "0"]
+    assert cli(["distill", "--from", teacher, "--method", "dmd", "--out", str(run), "--max-steps", "2", *quiet]) == 0
+    capsys.readouterr()
+    state = safe_torch_load(run / CHECKPOINT)
+    assert set(state) >= {"fake", "fake_optimizer"} and state["config"]["distill_method"] == "dmd"
+    teacher_weights = load_model_file(teacher)[0]
+    assert any(not torch.equal(state["fake"][k], teacher_weights[k]) for k in teacher_weights)  # it learnt the student's samples
+    _, cfg, meta = load_model_file(run / EMA_MODEL)
+    assert (cfg.distill_steps, meta["default_steps"], meta["default_eta"], meta["default_noise_scale"]) == (8, 8, 1.0, 1.0)
+    assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "3", *quiet]) == 0
+    assert load_model_file(run / EMA_MODEL)[2]["step"] == 3
+    gen = MoleculeGenerator.from_file(run / EMA_MODEL)
+    req = gen.request(2)
+    assert (req.steps, req.eta, req.noise_scale) == (8, 1.0, 1.0)
+    assert len(list(gen.run(req))) == 2
+    capsys.readouterr()
+    assert cli(["distill", "--resume", "--method", "dmd", "--out", str(run)]) == 2
+    assert "leave out --from, --steps and --method" in capsys.readouterr().err
+
+
+def test_dmd_is_refused_where_it_cannot_work():
+    with pytest.raises(UserError, match="--distill-method must be one of"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="gan").validate()
+    with pytest.raises(UserError, match="not trained on fragments"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd",
+                    diffusion=DiffusionConfig(fragments=0.3)).validate()
+    with pytest.raises(UserError, match="needs --distill-from"):
+        TrainConfig(distill_method="dmd").validate()

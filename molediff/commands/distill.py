@@ -1,4 +1,5 @@
-"""``molediff distill``: a few-step student of a model by progressive distillation (:mod:`molediff.distill`).
+"""``molediff distill``: a few-step student of a model by progressive distillation, or by distribution
+matching with ``--method dmd`` (:mod:`molediff.distill`).
 
 One command per stage: ``--from druglike`` (75 steps) gives a 38-step student; ``--from`` that
 student's file gives a 19-step one, and so on. Under the hood it is a training run
@@ -14,14 +15,16 @@ import dataclasses
 import math
 from pathlib import Path
 
-from molediff.config import BUNDLED_MODELS, DEFAULT_STEPS, TrainConfig
+from molediff.config import BUNDLED_MODELS, DEFAULT_STEPS, DISTILL_METHODS, TrainConfig
 from molediff.errors import UserError
 
 #: the student's learning rate unless told otherwise (the druglike and QM9 stages of benchmarks/README.md)
 DEFAULT_LR = 1e-4
+#: a distribution-matching student's steps unless told otherwise (FlashMol's QM9 student; issue 38 asks ≤ 12)
+DMD_STEPS = 8
 #: TrainConfig fields this command sets itself (from --from and --steps), or that a student does not use
 #: (it samples its checks in its own steps), not offered as options
-_OWN = ("init_from", "distill_from", "distill_steps", "eval_sample_steps")
+_OWN = ("init_from", "distill_from", "distill_steps", "distill_method", "eval_sample_steps")
 #: settings of the machine and session that trained the teacher, not of its recipe: a student takes them
 #: from the command line or their defaults, never from the teacher
 _MACHINE = ("threads", "clock", "compile", "checkpoint_minutes", "max_steps", "max_minutes")
@@ -42,8 +45,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "earlier stage); not needed with --resume")
     p.add_argument("--steps", type=int, default=None,
                    help=f"the student's steps (default: half the teacher's, rounded up: {DEFAULT_STEPS} -> "
-                        f"{math.ceil(DEFAULT_STEPS / 2)} -> {math.ceil(math.ceil(DEFAULT_STEPS / 2) / 2)} ...); the teacher "
-                        "is run at twice this")
+                        f"{math.ceil(DEFAULT_STEPS / 2)} -> {math.ceil(math.ceil(DEFAULT_STEPS / 2) / 2)} ...; the teacher "
+                        f"is run at twice this; with --method dmd {DMD_STEPS})")
+    p.add_argument("--method", choices=DISTILL_METHODS, default=None,
+                   help="'progressive' (default): one deterministic step of the student for two of the teacher's; it "
+                        "samples at eta 0, on the teacher's deterministic path, and each stage halves the steps. 'dmd': "
+                        "distribution matching (Yin et al. 2024): the student's own stochastic chain in --steps steps "
+                        "(any number) is pushed towards the teacher's distribution through a second denoiser trained on "
+                        "the student's samples as it goes (about 4x the cost of a training step); it samples at eta 1. "
+                        "Experimental: see benchmarks/README.md")
     p.add_argument("--out", required=True, help="run directory of the student")
     p.add_argument("--resume", action="store_true", help="continue the distillation run in --out where it stopped")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -85,7 +95,10 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
     _, teacher, meta = load_model_file(path)
     # a model file says its steps; a training checkpoint of a student says them in its config
     teacher_steps = int(meta.get("default_steps") or teacher.distill_steps or DEFAULT_STEPS)
-    steps = args.steps if args.steps is not None else math.ceil(teacher_steps / 2)
+    if args.steps is not None:
+        steps = args.steps
+    else:  # a progressive stage halves the steps; distribution matching jumps at once
+        steps = DMD_STEPS if args.method == "dmd" else math.ceil(teacher_steps / 2)
     if steps < 1:
         raise UserError(f"--steps must be ≥ 1, got {steps}")
     if steps >= teacher_steps:
@@ -93,6 +106,7 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
     # the teacher's warm start and its machine's settings are its history, not the student's recipe
     fresh = TrainConfig()
     config = dataclasses.replace(teacher, distill_from=str(path), distill_steps=steps, init_from="", lr=DEFAULT_LR,
+                                 distill_method=args.method or "progressive",
                                  **{name: getattr(fresh, name) for name in _MACHINE})
     config = dataclasses.replace(config, **_given(args))
     data = config.data
@@ -100,7 +114,7 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
         said = "--data" if args.data is not None else "the teacher was trained on"
         raise UserError(f"{said} {data}: not on this machine; pass --data with the teacher's training molecules "
                         "(an SDF folder; 'molediff data' builds one)")
-    if 2 * steps != teacher_steps:
+    if 2 * steps != teacher_steps and config.distill_method == "progressive":
         print(f"note: the teacher samples in {teacher_steps} steps by default; its student learns its path at "
               f"{2 * steps}")
     return config
@@ -111,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.resume:
-        if args.teacher is not None or args.steps is not None:
-            raise UserError("--resume continues the run in --out with its own teacher and steps: leave out --from and --steps")
+        if args.teacher is not None or args.steps is not None or args.method is not None:
+            raise UserError("--resume continues the run in --out with its own teacher, steps and method: leave out --from, "
+                            "--steps and --method")
         saved = out / "config.json"
         if not saved.exists() and (out / STARTED).exists():
             saved = out / STARTED
@@ -135,6 +150,6 @@ def run(args: argparse.Namespace) -> int:
     last = train(config, out, resume=args.resume, device=args.device, progress=not args.no_progress)
     student = out / "ema_model.pt"
     if student.exists():
-        print(f"the student ({config.distill_steps} steps): molediff sample --checkpoint {student}; "
-              f"the next stage: molediff distill --from {student} --out DIR")
+        print(f"the student ({config.distill_steps} steps): molediff sample --checkpoint {student}"
+              + (f"; the next stage: molediff distill --from {student} --out DIR" if config.distill_method == "progressive" else ""))
     return 130 if last.get("interrupted") else 0
