@@ -6,8 +6,8 @@ training loss on held-out molecules (the run's own validation split, fixed noise
 every property of each molecule is given, when none is, and when one property alone is. A model that
 has learnt to use a property denoises better when it is told it, most at high noise, where the
 molecule is still undecided; a gap near zero means the property is read weakly or not at all. The
-gap is shown per part of the loss (positions and atom types ``mse``, and the categorical parts), by
-band of timesteps.
+gap is shown per part of the loss (``mse``: positions and atom types together; the categorical parts), by
+band of timesteps, and the ε-MSE split into positions and atom types (without a self-conditioning estimate).
 
     python benchmarks/condition_use.py --checkpoint RUN/ema_model.pt --molecules 400
     python benchmarks/condition_use.py --checkpoint M.pt --data DIR     # a model file away from its run's data
@@ -69,6 +69,37 @@ def band_losses(diffusion, net, data, band: tuple[int, int], keep: torch.Tensor 
         del diffusion.condition_values, diffusion.sample_timesteps  # back to the class's methods
 
 
+def eps_errors(diffusion, net, data, band: tuple[int, int], keep: torch.Tensor | None, seed: int,
+               batch_size: int = 200) -> dict[str, float]:
+    """The ε-MSE of each part the training loss scores that way (positions, and atom types unless they are
+    trained by cross-entropy), split, per molecule then averaged: which part a condition helps. No
+    self-conditioning estimate; timesteps in ``band``, noise fixed by ``seed``; conditions as in
+    :func:`band_losses`."""
+    g = torch.Generator().manual_seed(seed)
+    names = [p.name for p in diffusion.parts if p.loss == "mse"]
+    sums = dict.fromkeys(names, 0.0)
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        batch = data.collate(idx)
+        x0 = diffusion.encode(batch)
+        t = torch.randint(band[0], band[1], (len(idx),), generator=g)
+        noise = x0.noise_like(g)
+        values = diffusion.condition_values(batch)
+        mask = torch.zeros(values.shape[1], dtype=torch.bool) if keep is None else keep
+        cond = torch.where(mask[None, :], values, torch.full_like(values, float("nan")))
+        x_t = diffusion.add_noise(x0, noise, t)
+        with torch.no_grad():
+            out = diffusion.predict(net, x_t, t, cond=cond)[0]
+        eps = diffusion.schedule.to_eps(out.node, x_t.node, t[x0.graph.batch])
+        counts = torch.bincount(x0.graph.batch, minlength=len(idx)).clamp_min(1)
+        for name in names:
+            cols = diffusion.node_cols[name]
+            err = ((eps[:, cols] - noise.node[:, cols]) ** 2).mean(1)
+            per_mol = torch.zeros(len(idx), dtype=err.dtype).index_add_(0, x0.graph.batch, err) / counts
+            sums[name] += float(per_mol.sum())
+    return {name: v / max(len(data), 1) for name, v in sums.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a conditional model file or training checkpoint")
@@ -106,7 +137,12 @@ def main() -> int:
             keep = torch.zeros(len(names), dtype=torch.bool)
             keep[k] = True
             row["one"][name] = band_losses(diffusion, net, data, band, keep, args.seed)["total"]
+        split_none = eps_errors(diffusion, net, data, band, None, args.seed)
+        split_every = eps_errors(diffusion, net, data, band, torch.ones(len(names), dtype=torch.bool), args.seed)
+        row["eps_mse_by_part"] = {"hidden": split_none, "given": split_every}
         rows.append(row)
+        split = "  ".join(f"{k} {split_none[k]:.4f}→{split_every[k]:.4f}" for k in split_none)
+        print(f"    ε-MSE by part (no self-conditioning): {split}", flush=True)
         parts = "  ".join(f"{k} {none[k]:.4f}→{every[k]:.4f}" for k in none if k != "total" and none[k] > 0)
         one = "  ".join(f"{n} {none['total'] - v:+.4f}" for n, v in row["one"].items())
         print(f"  t {band[0]}-{band[1]}: total {none['total']:.4f} → {every['total']:.4f} ({none['total'] - every['total']:+.4f});"
