@@ -35,14 +35,19 @@ import torch
 
 from molediff.state import MolState
 
-__all__ = ["DMD_LEVELS", "INHERITED_META", "MAX_WEIGHT", "distillation_loss", "distillation_target", "dmd_generator_loss",
-           "load_teacher", "student_chain", "teacher_midpoint"]
+__all__ = ["DMD_LEVELS", "INHERITED_META", "MAX_WEIGHT", "STUDENT_SAMPLING", "distillation_loss", "distillation_target",
+           "dmd_generator_loss", "load_teacher", "student_chain", "teacher_midpoint"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
 #: would hand the whole loss to the last step
 MAX_WEIGHT = 100.0
 
+
+#: how a student samples unless asked otherwise, by distillation method (its file's metadata; also how its
+#: training checks sample): a progressive student on the teacher's deterministic path, a distribution-
+#: matching one on its own stochastic chain, at the noise it was trained with
+STUDENT_SAMPLING = {"progressive": {"default_eta": 0.0}, "dmd": {"default_eta": 1.0, "default_noise_scale": 1.0}}
 
 #: what a student's file takes over from its teacher's beside the weights: how it samples besides its
 #: steps (local restarts, with or without odd rings) and the training molecules' hashes (novelty)
@@ -78,6 +83,28 @@ def teacher_midpoint(t: int, t_next: int) -> int:
     return (t + max(t_next, 0)) // 2 if t_next >= 0 else t // 2
 
 
+def _at(graph: Any, t: int, device: Any) -> torch.Tensor:
+    """One timestep ``t`` for every molecule of ``graph`` [B]."""
+    return torch.full((graph.num_graphs,), t, dtype=torch.long, device=device)
+
+
+def _row_means(values: torch.Tensor) -> torch.Tensor:
+    """Mean of each row of ``values`` [R, C]; an empty [0] where there are no columns (atoms-only models' pairs)."""
+    return values.mean(1) if values.shape[1] else values.new_zeros(0)
+
+
+def _per_molecule(values_node: torch.Tensor, values_pair: torch.Tensor, graph: Any) -> torch.Tensor:
+    """Per molecule [B]: the mean over its atoms of ``values_node`` [|V|] plus the mean over its pairs of
+    ``values_pair`` [|P|] (nothing for an empty one): how the students' losses weigh atoms and pairs."""
+    B = graph.num_graphs
+    node = torch.zeros(B, dtype=values_node.dtype, device=values_node.device).index_add_(0, graph.batch, values_node)
+    out = node / torch.bincount(graph.batch, minlength=B).clamp_min(1)
+    if values_pair.numel():
+        pair = torch.zeros_like(out).index_add_(0, graph.pair_batch, values_pair)
+        out = out + pair / torch.bincount(graph.pair_batch, minlength=B).clamp_min(1)
+    return out
+
+
 def distillation_target(schedule: Any, z_t: MolState, t: int, z_next: MolState, t_next: int) -> MolState:
     """x̃: the x̂_0 for which one DDIM step (η = 0) from ``z_t`` at ``t`` lands on ``z_next`` at ``t_next``
     (``t_next`` < 0: the clean end, where the step returns x̂_0 itself). From z'' = α'' x̃ + σ'' (z − α x̃)/σ."""
@@ -101,7 +128,7 @@ def distillation_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.n
     t, t_next = grid[i], (grid[i + 1] if i + 1 < len(grid) else -1)
     t_mid = teacher_midpoint(t, t_next)
     g = x0.graph
-    at = lambda s: torch.full((g.num_graphs,), s, dtype=torch.long, device=x0.device)  # noqa: E731
+    at = lambda s: _at(g, s, x0.device)  # noqa: E731
     z_t = diffusion.add_noise(x0, x0.noise_like(generator), at(t))
     estimate = None
     if diffusion.cfg.self_condition and torch.rand((), generator=generator) < 0.5:
@@ -118,13 +145,7 @@ def distillation_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.n
     a, s = schedule.alpha_sigma(t)
     weight = min(max(a * a / (s * s), 1.0), MAX_WEIGHT)
     err = out - target
-    node = torch.zeros(g.num_graphs, dtype=err.node.dtype, device=err.node.device)
-    node.index_add_(0, g.batch, (err.node ** 2).mean(1))
-    per_mol = node / torch.bincount(g.batch, minlength=g.num_graphs).clamp_min(1)
-    if err.pair.shape[1]:
-        pair = torch.zeros_like(per_mol).index_add_(0, g.pair_batch, (err.pair ** 2).mean(1))
-        per_mol = per_mol + pair / torch.bincount(g.pair_batch, minlength=g.num_graphs).clamp_min(1)
-    mse = per_mol.mean()
+    mse = _per_molecule(_row_means(err.node ** 2), _row_means(err.pair ** 2), g).mean()
     return {"total": weight * mse, "mse": mse.detach(), "t": torch.tensor(float(t))}
 
 
@@ -144,25 +165,13 @@ def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: i
     grid = schedule.set_timesteps(steps).tolist()
     k = int(torch.randint(len(grid), (1,), generator=generator))
     x = diffusion.prior(graph, generator)
-    at = lambda s: torch.full((graph.num_graphs,), s, dtype=torch.long, device=x.device)  # noqa: E731
+    at = lambda s: _at(graph, s, x.device)  # noqa: E731
     estimate = None
     for i in range(k):
         out = diffusion.predict(student, x, at(grid[i]), self_cond=estimate, cond=cond)[0]
         x = schedule.ddim_step(out, grid[i], grid[i + 1], x, eta=1.0, noise=x.noise_like(generator))
         estimate = out if diffusion.cfg.self_condition else None
     return x, grid[k], estimate
-
-
-def _per_molecule(values_node: torch.Tensor, values_pair: torch.Tensor, graph: Any) -> torch.Tensor:
-    """Per molecule [B]: the mean over its atoms of ``values_node`` [|V|] plus the mean over its pairs of
-    ``values_pair`` [|P|] (as the distillation loss weighs atoms and pairs)."""
-    B = graph.num_graphs
-    node = torch.zeros(B, dtype=values_node.dtype, device=values_node.device).index_add_(0, graph.batch, values_node)
-    out = node / torch.bincount(graph.batch, minlength=B).clamp_min(1)
-    if values_pair.numel():
-        pair = torch.zeros_like(out).index_add_(0, graph.pair_batch, values_pair)
-        out = out + pair / torch.bincount(graph.pair_batch, minlength=B).clamp_min(1)
-    return out
 
 
 def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.nn.Module, fake: torch.nn.Module, graph: Any,
@@ -176,8 +185,7 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     alike), is turned into a squared error whose gradient it is. Returns ``{"total", "sample", "t"}``:
     ``sample`` the student's x̂_0 (detached), on which the fake denoiser trains next."""
     x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond)
-    at = lambda s: torch.full((graph.num_graphs,), s, dtype=torch.long, device=x_k.device)  # noqa: E731
-    sample = diffusion.predict(student, x_k, at(t_k), self_cond=estimate, cond=cond)[0]
+    sample = diffusion.predict(student, x_k, _at(graph, t_k, x_k.device), self_cond=estimate, cond=cond)[0]
     T = diffusion.schedule.num_train_timesteps
     lo, hi = int(DMD_LEVELS[0] * T), int(DMD_LEVELS[1] * T)
     t = torch.randint(lo, hi, (graph.num_graphs,), generator=generator).to(x_k.device)
@@ -185,13 +193,13 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
         noisy = diffusion.add_noise(sample.detach(), sample.noise_like(generator), t)
         real = diffusion.predict(teacher, noisy, t, cond=cond)[0]
         fake_x0 = diffusion.predict(fake, noisy, t, cond=cond)[0]
-        scale = _per_molecule((sample.node - real.node).abs().mean(1), (sample.pair - real.pair).abs().mean(1)
-                              if sample.pair.shape[1] else sample.pair.new_zeros(0), graph).clamp_min(1e-6)
-        direction = (fake_x0 - real)
+        gap = (sample - real).detach()
+        scale = _per_molecule(_row_means(gap.node.abs()), _row_means(gap.pair.abs()), graph).clamp_min(1e-6)
+        direction = fake_x0 - real
         node_dir = direction.node / scale[graph.batch, None]
-        pair_dir = direction.pair / scale[graph.pair_batch, None] if sample.pair.shape[1] else direction.pair
+        pair_dir = direction.pair / scale[graph.pair_batch, None]
     # d/dx 0.5 ||x − sg(x − g)||² = g: the student's samples move against the direction
-    node_err = ((sample.node - (sample.node - node_dir).detach()) ** 2).mean(1)
-    pair_err = ((sample.pair - (sample.pair - pair_dir).detach()) ** 2).mean(1) if sample.pair.shape[1] else sample.pair.new_zeros(0)
+    node_err = _row_means((sample.node - (sample.node - node_dir).detach()) ** 2)
+    pair_err = _row_means((sample.pair - (sample.pair - pair_dir).detach()) ** 2)
     total = 0.5 * _per_molecule(node_err, pair_err, graph).mean()
     return {"total": total, "sample": sample.detach(), "t": torch.tensor(float(t_k))}

@@ -393,9 +393,10 @@ class Trainer:
         if self.teacher is not None:  # a student samples as it was distilled: its steps, DDIM at eta 0, and
             # otherwise as its teacher does (restarts), knowing the same training molecules
             meta.update(self.teacher_meta)
-            meta.update(default_steps=self.config.distill_steps, default_eta=0.0, teacher=self.config.distill_from)
-            if self.config.distill_method == "dmd":  # trained on its own stochastic chain: samples on it
-                meta.update(default_eta=1.0, default_noise_scale=1.0)
+            from molediff.distill import STUDENT_SAMPLING
+
+            meta.update(default_steps=self.config.distill_steps, teacher=self.config.distill_from,
+                        **STUDENT_SAMPLING[self.config.distill_method])
         return meta
 
     def save(self) -> None:
@@ -432,12 +433,15 @@ class Trainer:
         rec["val_loss_raw"] = validation_loss(self.diffusion, self.net, self.valid_set)["total"]
         if self.config.eval_samples > 0:
             t0 = time.time()
-            # a student is checked as it samples: its own steps, deterministic DDIM (DMD: stochastic, noise 1)
+            # a student is checked as it samples: its own steps and its method's η and noise (STUDENT_SAMPLING)
             student = self.teacher is not None
-            eta = 1.0 if self.config.distill_method == "dmd" else 0.0
+            how = {}
+            if student:
+                from molediff.distill import STUDENT_SAMPLING
+
+                how = {k.removeprefix("default_"): v for k, v in STUDENT_SAMPLING[self.config.distill_method].items()}
             rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
-                                    self.config.distill_steps if student else self.config.eval_sample_steps,
-                                    **({"eta": eta} if student else {})))
+                                    self.config.distill_steps if student else self.config.eval_sample_steps, **how))
             rec["sample_seconds"] = round(time.time() - t0, 1)
         # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
         save_model_file(snapshot_path(self.run_dir, self.step), self.ema.model.state_dict(), self.config,
