@@ -47,6 +47,12 @@ def validation_molecules(config, n: int):
     return valid
 
 
+def shown(values: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``values`` [B, K] with the columns not in ``keep`` (bool [K]; None: none kept) set to NaN, "not given"."""
+    mask = torch.zeros(values.shape[1], dtype=torch.bool) if keep is None else keep
+    return torch.where(mask.to(values.device)[None, :], values, torch.full_like(values, float("nan")))
+
+
 def band_losses(diffusion, net, data, band: tuple[int, int], keep: torch.Tensor | None, seed: int) -> dict[str, float]:
     """Validation losses with timesteps drawn in ``band`` and conditions masked to the columns ``keep``
     (bool [K]; None: all hidden)."""
@@ -55,12 +61,7 @@ def band_losses(diffusion, net, data, band: tuple[int, int], keep: torch.Tensor 
     lo, hi = band
     base_values = diffusion.condition_values
 
-    def values(batch):
-        v = base_values(batch)
-        mask = torch.zeros(v.shape[1], dtype=torch.bool) if keep is None else keep
-        return torch.where(mask.to(v.device)[None, :], v, torch.full_like(v, float("nan")))
-
-    diffusion.condition_values = values
+    diffusion.condition_values = lambda batch: shown(base_values(batch), keep)
     diffusion.sample_timesteps = lambda n, generator=None, device=None: torch.randint(lo, hi, (n,), generator=generator, device=device)
     try:
         with torch.no_grad():
@@ -84,9 +85,7 @@ def eps_errors(diffusion, net, data, band: tuple[int, int], keep: torch.Tensor |
         x0 = diffusion.encode(batch)
         t = torch.randint(band[0], band[1], (len(idx),), generator=g)
         noise = x0.noise_like(g)
-        values = diffusion.condition_values(batch)
-        mask = torch.zeros(values.shape[1], dtype=torch.bool) if keep is None else keep
-        cond = torch.where(mask[None, :], values, torch.full_like(values, float("nan")))
+        cond = shown(diffusion.condition_values(batch), keep)
         x_t = diffusion.add_noise(x0, noise, t)
         with torch.no_grad():
             out = diffusion.predict(net, x_t, t, cond=cond)[0]

@@ -31,8 +31,10 @@ split the properties over two processes that share the unconditional row through
 (the first to need it samples and writes it; the other waits for nothing and samples its own if it
 finds none yet, so start one process first)::
 
-    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties qed,logp,mw,tpsa --base B.json ...
-    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties hbd,hba,rotb,arom --no-triple --base B.json ...
+    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties qed,logp,mw,tpsa --base B.json --json A.json ...
+    python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties hbd,hba,rotb,arom --no-triple --base B.json --json C.json ...
+
+(each with its own ``--json``: two processes merging into one file at the same moment could lose rows).
 
 Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance and
 request so partial runs add up).
@@ -246,7 +248,8 @@ def main() -> int:
           f"{_pct(base['odd_ring'])}  no aromatic ring {_pct(base['without_aromatic_ring'])} ({sec:.0f} s)", flush=True)
     common = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps,
               "restarts": gen.default_restarts if args.restarts is None else args.restarts,
-              "restart_rings": args.restart_rings, "precision": gen.precision}
+              "restart_rings": gen.default_restart_rings if args.restart_rings is None else args.restart_rings,
+              "precision": gen.precision}
     rows = [{**common, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
     for g in [float(x) for x in args.guidance.split(",")]:
         print(f"guidance {g:g}")

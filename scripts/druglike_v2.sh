@@ -52,16 +52,17 @@ case "${1:-}" in
     model=$2 guidance=$3 data=$4 out=$5
     mkdir -p "$out"
     rows=(python benchmarks/druglike_conditioning.py --checkpoint "$model" --guidance "$guidance" --n 1000 --restarts 6
-          --restart-rings --compile --base "$out/unconditional.json" --json "$out/druglike_conditioning.json")
-    # one process samples the unconditional row (the naive bound) first; the other then reads it from --base
-    OMP_NUM_THREADS=1 "${rows[@]}" --properties qed,logp,mw,tpsa > "$out/rows_a.log" 2>&1 &
+          --restart-rings --compile --base "$out/unconditional.json")
+    # one process samples the unconditional row (the naive bound) first; the other then reads it from --base;
+    # each writes its own rows file (two processes merging into one file at once could lose rows)
+    OMP_NUM_THREADS=1 "${rows[@]}" --properties qed,logp,mw,tpsa --json "$out/rows_a.json" > "$out/rows_a.log" 2>&1 &
     first=$!
     while [ ! -f "$out/unconditional.json" ] && kill -0 "$first" 2>/dev/null; do sleep 10; done
-    OMP_NUM_THREADS=1 "${rows[@]}" --properties hbd,hba,rotb,arom --no-triple > "$out/rows_b.log" 2>&1
+    OMP_NUM_THREADS=1 "${rows[@]}" --properties hbd,hba,rotb,arom --no-triple --json "$out/rows_b.json" > "$out/rows_b.log" 2>&1
     wait "$first"
     # the three-property request as a user asks for it (ranges of druglike_conditioning.py's TRIPLE), and
     # the unconditional file, scored alike
-    triple=$(python -c "import json; r=[r for r in json.load(open('$out/druglike_conditioning.json'))['rows'] if r['kind'] == 'three ranges'][0]; print(' '.join('--condition ' + c for c in r['request'].split()))")
+    triple=$(python -c "import json; r=[r for r in json.load(open('$out/rows_a.json'))['rows'] if r['kind'] == 'three ranges'][0]; print(' '.join('--condition ' + c for c in r['request'].split()))")
     for what in unconditional triple; do
       extra=(); [ "$what" = triple ] && extra=($triple --guidance "$guidance")
       molediff sample --checkpoint "$model" --n 1000 --noise-scale 1 --restarts 6 --restart-rings "${extra[@]}" \
