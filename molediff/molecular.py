@@ -37,6 +37,10 @@ from molediff.state import (MolState, Molecules, Part, centre, finite_molecules,
 
 _MIN_CHARGE = SUPPORTED_CHARGES[0]
 
+#: the logit gap a warm start gives an x̂_0 head that becomes a logit head (see
+#: :meth:`MolecularDiffusion.output_gains`)
+WARM_LOGIT_GAP = 6.0
+
 
 def _kekulized(mols: Molecules) -> torch.Tensor:
     """[|P|] Kekulé orders (0–3) of decoded molecules whose bond types may be aromatic
@@ -126,6 +130,20 @@ class MolecularDiffusion:
 
     def output_labels(self) -> list[str]:
         return self._feature_labels()
+
+    def output_gains(self, source: "MolecularDiffusion") -> dict[str, float]:
+        """Output rows whose meaning changes from the ``source`` model to this one, with the factor that
+        keeps what they said: a part the source wrote as x̂_0 (ε-MSE, one-hot × scale) that this model
+        reads as logits (cross-entropy) has its rows scaled so the source's estimate becomes logits with a
+        gap of :data:`WARM_LOGIT_GAP` between a certain type and the others (softmax ~0.98 over 7 types),
+        rather than near-uniform logits that forget the types the source had learned."""
+        gains: dict[str, float] = {}
+        theirs = {p.name: p for p in source.parts}
+        for p in self.parts:
+            q = theirs.get(p.name)
+            if p.level == "atom" and q is not None and q.loss == "mse" and p.loss == "ce":
+                gains.update({f"{p.name}:{lab}": WARM_LOGIT_GAP / q.scale for lab in p.labels})
+        return gains
 
     def pair_labels(self) -> tuple[list[str], list[str]]:
         """Names of the network's per-pair input columns (noisy parts, time, self-conditioning's

@@ -55,7 +55,7 @@ STATE_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale",
 VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
     "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from", "distill_from",
-    "distill_steps", "distill_method") + STATE_SHAPE + VOCABULARY
+    "distill_steps", "distill_method", "diffusion.atom_loss") + STATE_SHAPE + VOCABULARY
 
 
 def model_shape(config: TrainConfig) -> tuple[str, ...]:

@@ -320,7 +320,7 @@ class Trainer:
         self.fresh_parameters = transfer_weights(
             self.net, weights, (self.diffusion.input_labels(), self.diffusion.output_labels()),
             (src_diffusion.input_labels(), src_diffusion.output_labels()),
-            (self.diffusion.pair_labels(), src_diffusion.pair_labels()))
+            (self.diffusion.pair_labels(), src_diffusion.pair_labels()), self.diffusion.output_gains(src_diffusion))
         self.ema.model.load_state_dict(self.net.state_dict())
         if self.config.distill_from and self.config.init_from == self.config.distill_from:
             # a new student (a copy of its teacher): its own steps, clock and curve, so that --max-steps and

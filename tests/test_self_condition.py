@@ -294,3 +294,46 @@ def test_ring_feedback_reads_the_estimates_smallest_rings_and_warm_starts_at_the
     torch.testing.assert_close(got.node, want.node, atol=1e-12, rtol=0)
     with pytest.raises(UserError, match="ring-feedback"):
         TrainConfig(diffusion=DiffusionConfig(bonds=True, ring_feedback=True)).validate()
+
+
+def test_a_warm_start_turns_an_x0_atom_head_into_logits_that_keep_its_types(tmp_path):
+    """``--init-from`` a model whose atom types were trained by ε-MSE with ``--diffusion-atom-loss ce``:
+    the atom rows of the output layer are scaled so the source's x̂_0 (one-hot × scale) becomes logits
+    with a clear gap, not near-uniform ones; every other output is the source's."""
+    from molediff.molecular import WARM_LOGIT_GAP
+    from molediff.training import Trainer, train
+    from tests.test_training import tiny
+
+    ce = DiffusionConfig(charges=True, bonds=True, self_condition=True, atom_loss="ce")
+    src_d, d = MolecularDiffusion(JOINT_SC), MolecularDiffusion(ce)
+    gains = d.output_gains(src_d)
+    atoms = [lab for lab in d.output_labels() if lab.startswith("atom:")]
+    assert sorted(gains) == sorted(atoms) and set(gains.values()) == {WARM_LOGIT_GAP / JOINT_SC.feature_scale}
+    assert d.output_gains(d) == {} and src_d.output_gains(d) == {}  # nothing changes meaning
+    torch.manual_seed(0)
+    src, net = build_network(TINY, src_d).double(), build_network(TINY, d).double()
+    transfer_weights(net, src.state_dict(), (d.input_labels(), d.output_labels()),
+                     (src_d.input_labels(), src_d.output_labels()), gains=gains)
+    x, t = _state(d), torch.tensor([100, 600])
+    want, _ = src_d.predict(src, x, t)
+    got, logits = d.predict(net, x, t)
+    cols = d.node_cols["atom"]
+    gain = WARM_LOGIT_GAP / JOINT_SC.feature_scale
+    torch.testing.assert_close(logits["atom"], want.node[:, cols] * gain)
+    torch.testing.assert_close(got.node[:, cols], torch.softmax(want.node[:, cols] * gain, 1) * JOINT_SC.feature_scale)
+    other = [c for c in range(got.node.shape[1]) if c not in range(cols.start, cols.stop)]
+    torch.testing.assert_close(got.node[:, other], want.node[:, other])
+    torch.testing.assert_close(got.pair, want.pair)
+    # the run: a warm start may change the atom loss, and then trains the types by cross-entropy
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "src", progress=False)
+    from molediff.runstate import EMA_MODEL
+
+    run = Trainer(tiny(max_steps=3, init_from=str(tmp_path / "src" / EMA_MODEL), diffusion=ce, model=TINY),
+                  tmp_path / "ce", progress=False)
+    assert run.config.diffusion.atom_loss == "ce"
+    x0 = run.diffusion.encode(_set([5, 4]).collate([0, 1]))
+    assert "atom" in run.diffusion.training_losses(run.net, x0, torch.tensor([5, 900]), x0.noise_like())  # a CE term
+    run.run()
+    from molediff.checkpoint import load_model_file
+
+    assert load_model_file(tmp_path / "ce" / EMA_MODEL)[1].diffusion.atom_loss == "ce"

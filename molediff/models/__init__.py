@@ -55,7 +55,8 @@ def build_network(model: Any, diffusion) -> nn.Module:
 
 def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels: tuple[list[str], list[str]],
                      old_labels: tuple[list[str], list[str]],
-                     pair_labels: tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]] | None = None) -> list[str]:
+                     pair_labels: tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]] | None = None,
+                     gains: dict[str, float] | None = None) -> list[str]:
     """Load ``state`` (weights of a network of the same architecture with another state layout) into
     ``net``, by its architecture's own transfer.
 
@@ -72,7 +73,7 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
     """
     for arch in ARCHITECTURES.values():
         if isinstance(net, arch.network):
-            return arch.transfer(net, state, new_labels, old_labels, pair_labels)
+            return arch.transfer(net, state, new_labels, old_labels, pair_labels, gains)
     raise UserError(f"no weight transfer for a {type(net).__name__}; architectures: {', '.join(ARCHITECTURES)}")
 
 

@@ -310,7 +310,8 @@ def _appended_layers(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor
 
 def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels: tuple[list[str], list[str]],
                      old_labels: tuple[list[str], list[str]],
-                     pair_labels: tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]] | None = None) -> list[str]:
+                     pair_labels: tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]] | None = None,
+                     gains: dict[str, float] | None = None) -> list[str]:
     """Load ``state`` (an EGNN's weights for another state layout) into the EGNN ``net``, by label
     (:mod:`molediff.models.transfer`; see :func:`molediff.models.transfer_weights` for the arguments).
 
@@ -318,7 +319,8 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
     rows (``out``) by label; the pair read-in's columns (``pair_embed``) and the pair head's rows
     (``pair_head.2``) by pair label where the pair layouts differ (a Kekulé model's bonds carry over to
     one with an aromatic type); inputs appended to the pair read-in and the edge layers
-    (self-conditioning) start at zero. Returns the names of parameters left at their initialisation.
+    (self-conditioning) start at zero; ``gains`` scale the rows of the last output layer (``out``) by
+    label. Returns the names of parameters left at their initialisation.
     """
     own = net.state_dict()
     (new_in, new_out), (old_in, old_out) = new_labels, old_labels
@@ -354,5 +356,9 @@ def transfer_weights(net: nn.Module, state: dict[str, torch.Tensor], new_labels:
         else:
             raise UserError(f"{key}: shape {tuple(value.shape)} in the source, {tuple(target.shape)} here; "
                             "the architectures differ (width, layers)")
+    last = f"out.{len(net.out) - 1}."
+    for label, gain in (gains or {}).items():
+        for key in (last + "weight", last + "bias"):
+            own[key][new_out.index(label)] *= gain
     net.load_state_dict(own)
     return fresh
