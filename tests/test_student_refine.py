@@ -1,0 +1,52 @@
+"""benchmarks/student_refine.py: a student's chain finished by its teacher's last grid levels."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def refine():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports its sibling qm9_quality
+    try:
+        spec = importlib.util.spec_from_file_location("student_refine", ROOT / "benchmarks" / "student_refine.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _calls(net):
+    count = [0]
+    return count, net.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+
+
+def test_the_teacher_takes_the_last_levels_and_writes_the_molecules(refine):
+    from molediff.sampling import load_pretrained
+
+    student, teacher = load_pretrained(model="qm9-joint"), load_pretrained(model="qm9-joint")
+    s_calls, s_hook = _calls(student.net)
+    t_calls, t_hook = _calls(teacher.net)
+    try:
+        plain = student.sample(2, steps=3, seed=0, batch_size=2, n_atoms=5)
+        assert (s_calls[0], t_calls[0]) == (3, 0)
+        refine.refined(student, teacher, 0, 75, 1.0)  # K = 0: unchanged
+        assert [m.GetNumAtoms() for m in student.sample(2, steps=3, seed=0, batch_size=2, n_atoms=5)] == \
+            [m.GetNumAtoms() for m in plain]
+        s_calls[0] = 0
+        refine.refined(student, teacher, 2, 75, 1.0)
+        out = student.sample(2, steps=3, seed=0, batch_size=2, n_atoms=5)
+        assert (s_calls[0], t_calls[0]) == (3, 2)  # the student's 3 steps, then the teacher's last 2 levels
+        assert len(out) == 2 and all(m.GetNumAtoms() == 5 for m in out)
+        moved = [torch.as_tensor(a.GetConformer().GetPositions()) - torch.as_tensor(b.GetConformer().GetPositions())
+                 for a, b in zip(out, plain)]
+        assert max(float(d.abs().max()) for d in moved) > 1e-3  # the teacher's steps changed the geometry
+    finally:
+        s_hook.remove()
+        t_hook.remove()
