@@ -152,9 +152,14 @@ def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespac
         s, sec = sample(gen, args.n, args, {name: value}, guidance)
         got, naive = s["props"][:, col], base["props"][:, col]
         mae, naive_mae = float(np.nanmean(np.abs(got - value))), float(np.nanmean(np.abs(naive - value)))
+        # the MAE split: how far the molecules' mean is from the target (bias), and how widely they spread
+        mean, sd = float(np.nanmean(got)), float(np.nanstd(got))
         rows.append({"request": f"{name}={value:g}", "kind": "value", "mae": mae, "naive_mae": naive_mae,
-                     "reduction": 1 - mae / naive_mae if naive_mae else None, **quality(s), "seconds": round(sec, 1)})
+                     "reduction": 1 - mae / naive_mae if naive_mae else None, "mean": mean, "sd": sd,
+                     "naive_mean": float(np.nanmean(naive)), "naive_sd": float(np.nanstd(naive)), **quality(s),
+                     "seconds": round(sec, 1)})
         print(f"  {rows[-1]['request']:<22} MAE {mae:.3g} (naive {naive_mae:.3g}, {100 * rows[-1]['reduction']:+.0f}% better)"
+              f"  mean {mean:.3g} ± {sd:.2g} (naive {rows[-1]['naive_mean']:.3g} ± {rows[-1]['naive_sd']:.2g})"
               f"  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%  odd rings {_pct(s['odd_ring'])}", flush=True)
     for side, (lo, hi) in spec["ranges"].items():
         s, sec = sample(gen, args.n, args, {name: Range(lo, hi)}, guidance)

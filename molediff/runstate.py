@@ -38,7 +38,8 @@ def snapshot_path(run_dir: str | Path, step: int) -> Path:
 #: ``--init-from`` may also add parts (charges, bonds), self-conditioning, conditions or fragments: the new parts and inputs start
 #: fresh (inputs at zero), the rest is copied.
 MAY_CHANGE = {
-    # batch_size is per rank: a run continued on another number of ranks keeps its global batch with it
+    # batch_size is per rank: a run continued on another number of ranks trains on batch_size × ranks
+    # molecules a step from then on (pass --batch-size to keep the global batch it had)
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
                "eval_samples", "eval_sample_steps", "lr", "batch_size", "batch_pairs", "diffusion.atom_weight", "diffusion.charge_weight",
                "diffusion.bond_weight", "diffusion.condition_dropout"),
