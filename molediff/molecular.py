@@ -136,13 +136,19 @@ class MolecularDiffusion:
         keeps what they said: a part the source wrote as x̂_0 (ε-MSE, one-hot × scale) that this model
         reads as logits (cross-entropy) has its rows scaled so the source's estimate becomes logits with a
         gap of :data:`WARM_LOGIT_GAP` between a certain type and the others (softmax ~0.98 over 7 types),
-        rather than near-uniform logits that forget the types the source had learned."""
+        rather than near-uniform logits that forget the types the source had learned. Only rows the
+        source has (a new element's row keeps its initialisation). The way back (logits read as x̂_0) has
+        no such factor and raises :class:`UserError`."""
         gains: dict[str, float] = {}
         theirs = {p.name: p for p in source.parts}
         for p in self.parts:
             q = theirs.get(p.name)
-            if p.level == "atom" and q is not None and q.loss == "mse" and p.loss == "ce":
-                gains.update({f"{p.name}:{lab}": WARM_LOGIT_GAP / q.scale for lab in p.labels})
+            if p.level != "atom" or q is None or q.loss == p.loss:
+                continue
+            if q.loss == "ce":
+                raise UserError(f"the model file trains its {p.name} part by cross-entropy (its network writes logits); "
+                                f"a warm start cannot turn those into ε-MSE estimates: keep --diffusion-{p.name}-loss ce")
+            gains.update({f"{p.name}:{lab}": WARM_LOGIT_GAP / q.scale for lab in p.labels if lab in q.labels})
         return gains
 
     def pair_labels(self) -> tuple[list[str], list[str]]:

@@ -309,7 +309,13 @@ def test_a_warm_start_turns_an_x0_atom_head_into_logits_that_keep_its_types(tmp_
     gains = d.output_gains(src_d)
     atoms = [lab for lab in d.output_labels() if lab.startswith("atom:")]
     assert sorted(gains) == sorted(atoms) and set(gains.values()) == {WARM_LOGIT_GAP / JOINT_SC.feature_scale}
-    assert d.output_gains(d) == {} and src_d.output_gains(d) == {}  # nothing changes meaning
+    assert d.output_gains(d) == {} and src_d.output_gains(src_d) == {}  # nothing changes meaning
+    with pytest.raises(UserError, match="cross-entropy"):  # logits have no factor back to x̂_0
+        src_d.output_gains(d)
+    # a new element's row keeps its initialisation: only rows the source wrote are rescaled
+    more = MolecularDiffusion(DiffusionConfig(charges=True, bonds=True, self_condition=True, atom_loss="ce",
+                                              elements=[*src_d.vocab.elements, "S"]))
+    assert sorted(more.output_gains(src_d)) == sorted(atoms)
     torch.manual_seed(0)
     src, net = build_network(TINY, src_d).double(), build_network(TINY, d).double()
     transfer_weights(net, src.state_dict(), (d.input_labels(), d.output_labels()),
