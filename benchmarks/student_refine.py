@@ -17,23 +17,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from types import MethodType
 
 import torch
+from qm9_quality import score  # the one scoring rule of the QM9 rows (a sibling, as learning_curves.py reads it)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from qm9_quality import score  # noqa: E402 - the one scoring rule of the QM9 rows
-
-from molediff.atomic import atomic_write  # noqa: E402
-from molediff.diffusion.samplers import ddim_sample  # noqa: E402
-from molediff.guidance import sampling_denoiser  # noqa: E402
-from molediff.sampling import MoleculeGenerator, load_pretrained  # noqa: E402
+from molediff.atomic import atomic_write
+from molediff.diffusion.samplers import ddim_sample
+from molediff.guidance import sampling_denoiser
+from molediff.sampling import MoleculeGenerator, load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("model_molecule_stability", "model_connected_validity", "atom_stability", "molecule_stability", "validity",
            "novelty", "sample_seconds")
+
+
+def refine_level(teacher: MoleculeGenerator, grid: int, levels: int) -> int:
+    """t_K: the ``levels``-th last level of ``teacher``'s ``grid``-step DDIM grid, where its steps begin."""
+    return int(teacher.diffusion.schedule.set_timesteps(grid).tolist()[-levels])
 
 
 def refined(gen: MoleculeGenerator, teacher: MoleculeGenerator, levels: int, grid: int, refine_noise: float) -> None:
@@ -42,7 +44,7 @@ def refined(gen: MoleculeGenerator, teacher: MoleculeGenerator, levels: int, gri
     if not levels:
         return
     diffusion = gen.diffusion
-    t_start = int(teacher.diffusion.schedule.set_timesteps(grid).tolist()[-levels])
+    t_start = refine_level(teacher, grid, levels)
     plain = type(diffusion).sample
 
     def sample(self, net, num_atoms, *args, generator=None, **kw):
@@ -89,7 +91,7 @@ def main() -> None:
         refined(gen, teacher, levels, a.grid, a.refine_noise)
         row = score(gen, a.n, a.steps, 1.0, 1.0, seed=a.seed)
         row.update(student=a.student, coarse=a.coarse, teacher=a.teacher, refine_levels=levels, grid=a.grid,
-                   refine_from=int(teacher.diffusion.schedule.set_timesteps(a.grid).tolist()[-levels]) if levels else None,
+                   refine_from=refine_level(teacher, a.grid, levels) if levels else None,
                    refine_noise=a.refine_noise, evaluations=a.steps + levels)
         rows.append(row)
         print(json.dumps({k: row.get(k) for k in ("coarse", "refine_levels", "refine_from", "evaluations") + COLUMNS}), flush=True)

@@ -1,19 +1,13 @@
 """scripts/bundle_model.py's card pieces: handwritten sections survive a re-bundle; drug-like target rows render."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bundle_model.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    spec = importlib.util.spec_from_file_location("bundle_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/bundle_model.py")
 
 
 CARD = """# molediff bundled model `x`

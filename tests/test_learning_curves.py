@@ -1,25 +1,17 @@
 """benchmarks/learning_curves.py: the steps-per-CPU-hour reading and the snapshot lookup it scores."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def curves():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports its sibling qm9_quality
-    try:
-        spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "benchmarks" / "learning_curves.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return load_script("benchmarks/learning_curves.py")
 
 
 def _log(run: Path, records: list[dict]) -> None:

@@ -300,7 +300,9 @@ def test_a_warm_start_turns_an_x0_atom_head_into_logits_that_keep_its_types(tmp_
     """``--init-from`` a model whose atom types were trained by ε-MSE with ``--diffusion-atom-loss ce``:
     the atom rows of the output layer are scaled so the source's x̂_0 (one-hot × scale) becomes logits
     with a clear gap, not near-uniform ones; every other output is the source's."""
+    from molediff.checkpoint import load_model_file
     from molediff.molecular import WARM_LOGIT_GAP
+    from molediff.runstate import EMA_MODEL
     from molediff.training import Trainer, train
     from tests.test_training import tiny
 
@@ -332,14 +334,10 @@ def test_a_warm_start_turns_an_x0_atom_head_into_logits_that_keep_its_types(tmp_
     torch.testing.assert_close(got.pair, want.pair)
     # the run: a warm start may change the atom loss, and then trains the types by cross-entropy
     train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "src", progress=False)
-    from molediff.runstate import EMA_MODEL
-
     run = Trainer(tiny(max_steps=3, init_from=str(tmp_path / "src" / EMA_MODEL), diffusion=ce, model=TINY),
                   tmp_path / "ce", progress=False)
     assert run.config.diffusion.atom_loss == "ce"
     x0 = run.diffusion.encode(_set([5, 4]).collate([0, 1]))
     assert "atom" in run.diffusion.training_losses(run.net, x0, torch.tensor([5, 900]), x0.noise_like())  # a CE term
     run.run()
-    from molediff.checkpoint import load_model_file
-
     assert load_model_file(tmp_path / "ce" / EMA_MODEL)[1].diffusion.atom_loss == "ce"

@@ -1,25 +1,14 @@
 """benchmarks/student_refine.py: a student's chain finished by its teacher's last grid levels."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def refine():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports its sibling qm9_quality
-    try:
-        spec = importlib.util.spec_from_file_location("student_refine", ROOT / "benchmarks" / "student_refine.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return load_script("benchmarks/student_refine.py")
 
 
 def _calls(net):
