@@ -269,6 +269,9 @@ HELP: dict[str, str] = {
                       "student's own stochastic chain is pushed towards the teacher's distribution by the difference of the "
                       "teacher's and a second, online-trained denoiser's estimates; it samples at eta 1, in any steps; "
                       "experimental, see benchmarks/README.md)",
+    "distill_gan": "with distribution matching: weight of an adversarial term (DMD2) in the student's loss: a small "
+                   "discriminator learns to tell noised training molecules from noised student samples and the student "
+                   "learns to fool it (what the matching direction cannot see, e.g. a sample in two pieces); 0: none",
 }
 
 @dataclass
@@ -305,6 +308,9 @@ class TrainConfig:
     # how the student learns (DISTILL_METHODS): "progressive" (molediff.distill.distillation_loss; samples at
     # eta 0) or "dmd", distribution matching with a second, online-trained denoiser (samples at eta 1)
     distill_method: str = "progressive"
+    # distribution matching's adversarial term (molediff.distill.Discriminator): its weight in the student's
+    # loss, 0 for none
+    distill_gan: float = 0.0
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -376,6 +382,8 @@ class TrainConfig:
             (not self.distill_from or dcfg.parametrization == "x0", "distillation needs an x0-parametrised teacher"),
             (self.distill_method in DISTILL_METHODS,
              f"--distill-method must be one of {', '.join(DISTILL_METHODS)}, got {self.distill_method!r}"),
+            (self.distill_gan >= 0 and (not self.distill_gan or self.distill_method == "dmd"),
+             "--distill-gan is a non-negative weight, used with --distill-method dmd"),
             (self.distill_method == "progressive" or (self.distill_from and not dcfg.fragments),
              "--distill-method dmd needs --distill-from TEACHER, and a teacher not trained on fragments (its student "
              "would not learn to grow them)"),

@@ -25,6 +25,13 @@ denoiser, a second copy of the teacher trained online on the student's samples w
 training loss; the difference of their x̂_0 estimates, normalised per molecule, is the direction in
 which the student's samples leave the data distribution, and the student's loss moves its x̂_0 against
 it (:func:`dmd_generator_loss`). Every part of the state is matched alike in x̂_0 space.
+
+The matching direction is blind to what looks right at every noise level piece by piece: a student sample
+in two pieces (a small molecule split off), noised and read by the teacher, keeps its pieces about as far
+apart as the fake denoiser's reading does (benchmarks/README.md, issue 38), so nothing in the loss joins
+them. DMD2's answer (Yin et al. 2024b) is an adversarial term: with ``distill_gan`` > 0 a small
+:class:`Discriminator` learns to tell noised training molecules from noised student samples (at low and
+middle noise, where a split is plain), and the student's loss adds its non-saturating generator loss.
 """
 
 from __future__ import annotations
@@ -32,11 +39,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from molediff.state import MolState
 
-__all__ = ["DMD_LEVELS", "INHERITED_META", "MAX_WEIGHT", "STUDENT_SAMPLING", "distillation_loss", "distillation_target",
-           "dmd_generator_loss", "load_teacher", "student_chain", "teacher_midpoint"]
+__all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "MAX_WEIGHT", "STUDENT_SAMPLING", "Discriminator",
+           "discriminator_loss", "distillation_loss", "distillation_target", "dmd_generator_loss", "gan_generator_loss",
+           "load_teacher", "student_chain", "teacher_midpoint"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -175,15 +185,17 @@ def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: i
 
 
 def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.nn.Module, fake: torch.nn.Module, graph: Any,
-                       steps: int, generator: torch.Generator | None = None, cond: torch.Tensor | None = None
-                       ) -> dict[str, Any]:
+                       steps: int, generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
+                       disc: nn.Module | None = None, gan_weight: float = 0.0) -> dict[str, Any]:
     """The student's distribution-matching loss on molecules of ``graph``'s sizes (module docstring): its
     x̂_0 at a random step of its own chain (:func:`student_chain`), noised to t' ∈ :data:`DMD_LEVELS` × T
     (per molecule), read by ``teacher`` and ``fake`` without gradient (no self-conditioning estimate: both
     were trained half the time without one). The gradient direction (fake − teacher), divided per molecule
     by the mean |sample − teacher's x̂_0| (DMD's normalisation, so that every molecule and level moves
-    alike), is turned into a squared error whose gradient it is. Returns ``{"total", "sample", "t"}``:
-    ``sample`` the student's x̂_0 (detached), on which the fake denoiser trains next."""
+    alike), is turned into a squared error whose gradient it is. With ``disc`` and ``gan_weight`` > 0 the
+    total adds ``gan_weight`` × :func:`gan_generator_loss` of the same sample. Returns ``{"total", "dmd",
+    "gan", "sample", "t"}``: ``sample`` the student's x̂_0 (detached), on which the fake denoiser (and the
+    discriminator) train next."""
     x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond)
     sample = diffusion.predict(student, x_k, _at(graph, t_k, x_k.device), self_cond=estimate, cond=cond)[0]
     T = diffusion.schedule.num_train_timesteps
@@ -201,5 +213,63 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     # d/dx 0.5 ||x − sg(x − g)||² = g: the student's samples move against the direction
     node_err = _row_means((sample.node - (sample.node - node_dir).detach()) ** 2)
     pair_err = _row_means((sample.pair - (sample.pair - pair_dir).detach()) ** 2)
-    total = 0.5 * _per_molecule(node_err, pair_err, graph).mean()
-    return {"total": total, "sample": sample.detach(), "t": torch.tensor(float(t_k))}
+    dmd = 0.5 * _per_molecule(node_err, pair_err, graph).mean()
+    gan = gan_generator_loss(diffusion, disc, sample, generator) if disc is not None and gan_weight > 0 else dmd.new_zeros(())
+    return {"total": dmd + gan_weight * gan, "dmd": dmd.detach(), "gan": gan.detach(), "sample": sample.detach(),
+            "t": torch.tensor(float(t_k))}
+
+
+#: the noise levels at which the discriminator compares training molecules with student samples, as
+#: fractions of T: where a molecule's layout is still legible (above ~0.6 T both look like noise)
+GAN_LEVELS = (0.0, 0.5)
+#: the discriminator's learning rate: it learns from scratch, beside a student and a fake denoiser that
+#: start trained and move at the run's (much lower) rate
+DISC_LR = 1e-4
+
+
+class Discriminator(nn.Module):
+    """Training molecule or student sample? ``(z_t, t)`` → one logit per molecule [B] (positive: real).
+
+    A :class:`~molediff.models.readout.MoleculeReadout` of the noisy state's parts with t / T as its
+    per-molecule input; its own weights, trained from scratch beside the fake denoiser."""
+
+    def __init__(self, diffusion: Any, hidden: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        from molediff.models.readout import MoleculeReadout
+
+        self.T = diffusion.schedule.num_train_timesteps
+        self.readout = MoleculeReadout(diffusion.node_width - 3, diffusion.pair_width, 1, extra=1, hidden=hidden, layers=layers)
+
+    def forward(self, z: MolState, t: torch.Tensor) -> torch.Tensor:
+        """``z`` a noisy state, ``t`` [B] its timesteps → logits [B]."""
+        return self.readout(z, (t.to(z.dtype) / self.T)[:, None]).squeeze(1)
+
+
+def _gan_levels(diffusion: Any, n: int, generator: torch.Generator | None, device: Any) -> torch.Tensor:
+    """Timesteps [n] drawn uniformly from :data:`GAN_LEVELS` × T."""
+    T = diffusion.schedule.num_train_timesteps
+    return torch.randint(int(GAN_LEVELS[0] * T), int(GAN_LEVELS[1] * T), (n,), generator=generator).to(device)
+
+
+def gan_generator_loss(diffusion: Any, disc: nn.Module, sample: MolState, generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+    """The student's adversarial loss: softplus(−D(z_t')) averaged over molecules (non-saturating), for
+    its samples ``sample`` (with gradient) noised to t' ∈ :data:`GAN_LEVELS` × T."""
+    t = _gan_levels(diffusion, sample.num_graphs, generator, sample.device)
+    noisy = diffusion.add_noise(sample, sample.noise_like(generator), t)
+    return F.softplus(-disc(noisy, t)).mean()
+
+
+def discriminator_loss(diffusion: Any, disc: nn.Module, real: MolState, sample: MolState,
+                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The discriminator's logistic loss on training molecules ``real`` and student samples ``sample``
+    (detached; the same molecule sizes), each noised to its own t' ∈ :data:`GAN_LEVELS` × T. Returns
+    ``{"total", "accuracy"}`` (the share of both told apart, detached)."""
+    out = {}
+    logits = []
+    for x in (real, sample.detach()):
+        t = _gan_levels(diffusion, x.num_graphs, generator, x.device)
+        logits.append(disc(diffusion.add_noise(x, x.noise_like(generator), t), t))
+    out["total"] = F.softplus(-logits[0]).mean() + F.softplus(logits[1]).mean()
+    out["accuracy"] = 0.5 * ((logits[0] > 0).float().mean() + (logits[1] < 0).float().mean()).detach()
+    return out

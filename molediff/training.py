@@ -255,6 +255,19 @@ class Trainer:
                 self.fake_opt.load_state_dict(state["fake_optimizer"])
                 for group in self.fake_opt.param_groups:
                     group["lr"] = config.lr
+        # its adversarial term: a discriminator of training molecules against student samples, from scratch
+        # (also when a run without one is continued with one)
+        self.disc, self.disc_opt = None, None
+        if self.fake is not None and config.distill_gan > 0:
+            from molediff.distill import DISC_LR, Discriminator
+
+            self.disc = Discriminator(self.diffusion).to(self.device)
+            self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=DISC_LR, weight_decay=config.weight_decay)
+            if state is not None and "disc" in state:
+                self.disc.load_state_dict(state["disc"])
+                self.disc_opt.load_state_dict(state["disc_optimizer"])
+        #: per-step figures of the step's parts beside its loss (distribution matching), averaged into the log
+        self._stats: dict[str, list[float]] = {}
         if config.compile:
             # in place (Module.compile), so parameter names and checkpoints are those of the eager
             # network; dynamic shapes because every batch has a different number of atoms and edges
@@ -339,7 +352,7 @@ class Trainer:
         self.global_batch = config.batch_size * self.ctx.world_size
         self.sampler = EpochSampler(len(self.train_set), self.global_batch, config.seed, self.train_set.num_atoms.numpy(),
                                     config.batch_pairs * self.ctx.world_size)
-        self.ddp = self.fake_ddp = None
+        self.ddp = self.fake_ddp = self.disc_ddp = None
         if self.ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -347,6 +360,9 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.net, device_ids=ids)
             if self.fake is not None:
                 self.fake_ddp = DistributedDataParallel(self.fake, device_ids=ids)
+            if self.disc is not None:
+                # its last layer's position update is computed but not read (the logit is invariant)
+                self.disc_ddp = DistributedDataParallel(self.disc, device_ids=ids, find_unused_parameters=True)
 
     def _with_bonds(self, data: MoleculeSet, what: str) -> MoleculeSet:
         """A model that generates bonds learns only from molecules whose bonds are known; say how many are not."""
@@ -414,6 +430,8 @@ class Trainer:
         }
         if self.fake is not None:
             state.update(fake=self.fake.state_dict(), fake_optimizer=self.fake_opt.state_dict())
+        if self.disc is not None:
+            state.update(disc=self.disc.state_dict(), disc_optimizer=self.disc_opt.state_dict())
         atomic_torch_save(state, self.run_dir / CHECKPOINT)
         save_model_file(self.run_dir / EMA_MODEL, self.ema.model.state_dict(), self.config, self.model_meta())
         self.config.save_json(self.run_dir / "config.json")
@@ -489,11 +507,13 @@ class Trainer:
         """One step of distribution matching (:func:`molediff.distill.dmd_generator_loss`) on molecules of
         the batch's sizes: the student moves its samples towards the teacher's distribution, then the fake
         denoiser learns the student's new samples by the ordinary training loss (the batch's timesteps and
-        noise). Returns the student's loss."""
-        from molediff.distill import dmd_generator_loss
+        noise), then the discriminator (``distill_gan`` > 0) tells the batch's molecules from them.
+        Returns the student's loss."""
+        from molediff.distill import discriminator_loss, dmd_generator_loss
 
         out = dmd_generator_loss(self.diffusion, self.ddp or self.net, self.teacher, self.fake, x0.graph,
-                                 self.config.distill_steps, generator=self.generator, cond=cond)
+                                 self.config.distill_steps, generator=self.generator, cond=cond, disc=self.disc,
+                                 gan_weight=self.config.distill_gan)
         self.opt.zero_grad(set_to_none=True)
         out["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
@@ -506,6 +526,17 @@ class Trainer:
         fake_loss.backward()
         torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.config.grad_clip)
         self.fake_opt.step()
+        stats = {"dmd": float(out["dmd"])}
+        if self.disc is not None:
+            self.disc.train()
+            d = discriminator_loss(self.diffusion, self.disc_ddp or self.disc, x0, out["sample"], generator=self.generator)
+            self.disc_opt.zero_grad(set_to_none=True)  # also drops what the student's loss left on its weights
+            d["total"].backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.config.grad_clip)
+            self.disc_opt.step()
+            stats.update(gan=float(out["gan"]), disc_loss=float(d["total"].detach()), disc_accuracy=float(d["accuracy"]))
+        for k, v in stats.items():
+            self._stats.setdefault(k, []).append(v)
         return float(out["total"].detach())
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
@@ -570,6 +601,8 @@ class Trainer:
                     rate = window_mols / max(time.time() - window_t, 1e-9)
                     rec = {"event": "train", "step": self.step, "epoch": epoch, "loss": float(np.mean(running)),
                            "mol_per_s": round(rate, 1), "minutes": round(self.elapsed / 60, 2)}
+                    rec.update({k: round(float(np.mean(v)), 4) for k, v in self._stats.items()})
+                    self._stats = {}
                     self.log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", mol_s=f"{rate:.0f}", epoch=epoch)
                     running, window_t, window_mols = [], time.time(), 0

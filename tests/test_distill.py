@@ -251,3 +251,65 @@ def test_dmd_is_refused_where_it_cannot_work():
                     diffusion=DiffusionConfig(fragments=0.3)).validate()
     with pytest.raises(UserError, match="needs --distill-from"):
         TrainConfig(distill_method="dmd").validate()
+
+
+# ---------------------------------------------------------------- DMD's adversarial term (--distill-gan)
+
+def test_the_discriminator_is_invariant_and_its_terms_train_whom_they_should():
+    """One logit per molecule, unchanged by a rotation, reflection and translation of the positions; the
+    discriminator's loss trains only it, the student's adversarial term reaches the student through its
+    sample, and a discriminator that says "real" to everything makes that term small."""
+    from molediff import distill
+    from molediff.testing import random_isometry
+
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    disc = distill.Discriminator(d, hidden=16, layers=2).double()
+    x = d.encode(_set([5, 7, 6]).collate([0, 1, 2]))
+    x = MolState(x.node.double(), x.pair.double(), x.graph, x.parts)
+    t = torch.tensor([10, 300, 480])
+    logits = disc(x, t)
+    assert logits.shape == (3,)
+    Q, shift = random_isometry(reflect=True, seed=1)
+    moved = MolState(torch.cat([x.node[:, :3] @ Q.T + shift, x.node[:, 3:]], dim=1), x.pair, x.graph, x.parts)
+    torch.testing.assert_close(disc(moved, t), logits)
+
+    sample = MolState(x.node.clone().requires_grad_(True), x.pair.clone().requires_grad_(True), x.graph, x.parts)
+    gen_loss = distill.gan_generator_loss(d, disc, sample, torch.Generator().manual_seed(2))
+    gen_loss.backward()
+    assert float(sample.node.grad.abs().sum()) > 0 and float(sample.pair.grad.abs().sum()) > 0
+    for p in disc.parameters():
+        p.grad = None
+    out = distill.discriminator_loss(d, disc, x, sample, torch.Generator().manual_seed(3))
+    out["total"].backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in (*disc.readout.head.parameters(), *disc.readout.net.embed.parameters()))
+    assert 0.0 <= float(out["accuracy"]) <= 1.0
+    with torch.no_grad():  # a head that says "real" loudly: the student has nothing left to gain
+        disc.readout.head[-1].bias.fill_(20.0)
+    assert float(distill.gan_generator_loss(d, disc, sample.detach(), torch.Generator().manual_seed(2)).detach()) < 1e-6
+
+
+def test_a_dmd_run_continued_with_the_adversarial_term_trains_and_keeps_its_discriminator(tmp_path, capsys):
+    from molediff.checkpoint import safe_torch_load
+    from molediff.cli import main as cli
+    from molediff.runstate import CHECKPOINT, EMA_MODEL
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    run = tmp_path / "dmd"
+    quiet = ["--no-progress", "--eval-every-steps", "0"]
+    assert cli(["distill", "--from", teacher, "--method", "dmd", "--steps", "2", "--out", str(run), "--max-steps", "1",
+                *quiet]) == 0
+    assert "disc" not in safe_torch_load(run / CHECKPOINT)
+    assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "2", "--distill-gan", "0.5", *quiet]) == 0
+    state = safe_torch_load(run / CHECKPOINT)
+    assert state["config"]["distill_gan"] == 0.5 and set(state) >= {"disc", "disc_optimizer"}
+    first = {k: v.clone() for k, v in state["disc"].items()}
+    assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "3", *quiet]) == 0
+    state = safe_torch_load(run / CHECKPOINT)
+    assert state["step"] == 3 and any(not torch.equal(first[k], state["disc"][k]) for k in first)  # resumed and trained
+    capsys.readouterr()
+    with pytest.raises(UserError, match="--distill-gan is a non-negative weight, used with --distill-method dmd"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_gan=0.1).validate()
