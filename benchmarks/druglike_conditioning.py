@@ -24,6 +24,9 @@ measured here: ``benchmarks/druglike_quality.py`` on a written file does that.
     python benchmarks/druglike_conditioning.py --checkpoint RUN/ema_model.pt --n 200 --guidance 1,3
     python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties logp,mw --n 1000
 
+``--steer S --property-model FILE`` steers every conditional row (:mod:`molediff.steering`, ``molediff
+property-model``) as ``molediff sample --steer`` does.
+
 Rows sample as ``molediff sample`` does with the same file (its local restarts, ``--precision auto``);
 a training run's file carries no restarts, so give the bundled model's (``--restarts 6
 --restart-rings``) to compare with it, and ``--compile`` for 1,000-molecule rows. To use both cores,
@@ -36,7 +39,7 @@ finds none yet, so start one process first)::
 
 (each with its own ``--json``: two processes merging into one file at the same moment could lose rows).
 
-Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance and
+Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance, steering and
 request so partial runs add up).
 """
 
@@ -108,6 +111,8 @@ def score_records(records: list, names: list[str]) -> dict:
 def sample(gen, n: int, args: argparse.Namespace, conditions: dict, guidance: float) -> tuple[dict, float]:
     t = time.perf_counter()
     kw = dict(conditions=conditions, guidance=guidance) if conditions else {}
+    if conditions and args.steer:  # the unconditional row (the naive bound) is never steered
+        kw.update(steer=args.steer, property_model=args.property_model)
     records = list(gen.sample_arrays(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                                      relax_hydrogens=False, restarts=args.restarts,
                                      restart_rings=args.restart_rings, **kw))
@@ -199,7 +204,7 @@ def _pct(x) -> str:
 
 def merge(path: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    key = lambda r: (r["label"], r["guidance"], r["request"])  # noqa: E731
+    key = lambda r: (r["label"], r["guidance"], r.get("steer", 0.0), r["request"])  # noqa: E731
     fresh = {key(r) for r in rows}
     old["rows"] = [r for r in old["rows"] if key(r) not in fresh] + rows
     atomic_write(path, json.dumps(old, indent=1) + "\n")
@@ -225,6 +230,9 @@ def main() -> int:
     p.add_argument("--base", default=None,
                    help="a JSON file for the unconditional row: read when it holds the same request, else written "
                         "(runs split by --properties share it)")
+    p.add_argument("--steer", type=float, default=0.0,
+                   help="steer the conditional rows with --property-model at this step size (molediff.steering; 0: none)")
+    p.add_argument("--property-model", default=None, help="the property model file of --steer ('molediff property-model')")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (its warm-up falls in the first row)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the network's arithmetic while sampling (default auto, as molediff sample)")
@@ -254,10 +262,10 @@ def main() -> int:
     common = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps,
               "restarts": gen.default_restarts if args.restarts is None else args.restarts,
               "restart_rings": gen.default_restart_rings if args.restart_rings is None else args.restart_rings,
-              "precision": gen.precision}
-    rows = [{**common, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
+              "precision": gen.precision, "steer": args.steer}
+    rows = [{**common, "steer": 0.0, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
     for g in [float(x) for x in args.guidance.split(",")]:
-        print(f"guidance {g:g}")
+        print(f"guidance {g:g}" + (f", steered at {args.steer:g}" if args.steer else ""))
         for name in names:
             rows += [{**common, "guidance": g, **r} for r in run_property(gen, name, specs[name], base, args, g)]
         if not args.no_triple and all(name in gen.conditions for name, _ in TRIPLE):

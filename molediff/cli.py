@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("molediff.commands.evaluate", "score molecules in an SDF file (stability, validity, uniqueness, novelty, ...)"),
     "train": ("molediff.commands.train", "train the E(3)-equivariant diffusion model on QM9 or your own molecules"),
     "distill": ("molediff.commands.distill", "distil a model into a few-step student (progressive distillation)"),
+    "property-model": ("molediff.commands.property_model", "train the property model that steers a conditional model "
+                       "towards its targets (sample --steer)"),
     "data": ("molediff.commands.data", "build 3D training data (SDF chunks) from SMILES: MOSES or your own file"),
     "image-demo": ("molediff.image.demo", "train the image U-Net on 8x8 digits and write a PNG grid (checks the DDPM core)"),
 }

@@ -63,11 +63,14 @@ def hold_fragment(known: MolState | None, x_T: MolState, replace: Callable | Non
 
 
 def sampling_denoiser(diffusion: MolecularDiffusion, net: Denoiser, cond: torch.Tensor | None, guidance: float,
-                      known: MolState | None, feedback: str = "guided") -> Callable[..., MolState]:
+                      known: MolState | None, feedback: str = "guided",
+                      steer: Callable[[MolState, torch.Tensor, torch.Tensor], MolState] | None = None) -> Callable[..., MolState]:
     """The sampler's ``model(x_t, t, **kw)``: the network's prediction (:meth:`MolecularDiffusion.predict`)
     under guidance, on a state that shows the network the clean fragment (RePaint rounds included), fed
     the previous step's estimate (self-conditioning models; ``feedback``: which one under guidance,
-    :data:`SELF_CONDITION_FEEDBACK`)."""
+    :data:`SELF_CONDITION_FEEDBACK`). ``steer(x̂_0, t, cond)``: a correction of the guided x̂_0 towards the
+    targets ``cond`` (:mod:`molediff.steering`), applied where ``cond`` is given; the corrected x̂_0 is
+    what the step uses and what is fed back."""
     if feedback not in SELF_CONDITION_FEEDBACK:
         raise ValueError(f"self-conditioning feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, got {feedback!r}")
     # self-conditioning: the previous step's x̂_0 per branch ("u" unconditional, "c" conditional;
@@ -86,6 +89,9 @@ def sampling_denoiser(diffusion: MolecularDiffusion, net: Denoiser, cond: torch.
             return branches[key]
 
         out = guided(branch, cond, guidance)
+        if steer is not None and cond is not None:
+            out = steer(out, t, cond)
+            branches = {k: out for k in branches} if guidance == 1.0 else branches
         if diffusion.cfg.self_condition:
             if feedback == "per-branch":
                 estimate.update(branches)

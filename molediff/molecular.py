@@ -410,7 +410,7 @@ class MolecularDiffusion:
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
                spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0,
-               restart_rings: bool = False) -> Molecules:
+               restart_rings: bool = False, steer: Callable | None = None) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -434,6 +434,7 @@ class MolecularDiffusion:
         atoms that fail the honest valence rule generated again with the rest held
         (:mod:`molediff.restarts`); ``restarted`` [B] of the result counts each molecule's rounds.
         ``restart_rings``: restarts redraw the odd rings of molecules that pass the rule too.
+        ``steer(x̂_0, t, cond)``: a correction of each step's x̂_0 towards ``cond`` (:mod:`molediff.steering`).
         """
         device = next(net.parameters()).device
         if x_T is None:
@@ -445,7 +446,7 @@ class MolecularDiffusion:
             raise ValueError("this model has no conditions")
         inpainting = replace is not None
         x_T, replace = hold_fragment(known, x_T, replace, bool(self.cfg.fragments))
-        model = sampling_denoiser(self, net, cond, guidance, known, self_condition_feedback)
+        model = sampling_denoiser(self, net, cond, guidance, known, self_condition_feedback, steer)
         x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
                         noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
                         sampler=sampler, spacing=spacing)
@@ -459,7 +460,7 @@ class MolecularDiffusion:
 
         def denoiser(molecules: torch.Tensor, fragment: MolState | None) -> Callable:  # the sampler's model for these
             c = cond[molecules.to(cond.device)] if cond is not None else None
-            return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback)
+            return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback, steer)
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
                                       restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback,

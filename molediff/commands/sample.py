@@ -90,6 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance weight w with --condition: ε = ε_uncond + w (ε_cond − ε_uncond); 1 (default) "
                         "the conditional model as trained, 0 unconditional, above 1 pushes harder towards the targets "
                         "(two network evaluations per step)")
+    p.add_argument("--steer", type=float, default=0.0, metavar="S",
+                   help="with --condition and --property-model: correct each molecule's estimate in the late steps (t < 300 "
+                        "of 1000) towards its targets, a gradient step of size S on a property model's error (0.05 measured "
+                        "on drug-like models: each molecule's property much closer to its target, a few points of stability "
+                        "lost; see benchmarks/README.md). 0 (default): none")
+    p.add_argument("--property-model", default=None, metavar="FILE",
+                   help="the property model --steer reads: a file 'molediff property-model' trained for this model")
     p.add_argument("--checkpoint", default=None, help="a model file or training checkpoint instead of a bundled model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
@@ -418,7 +425,7 @@ def _request(args: argparse.Namespace, gen):
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
                       guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts,
-                      restart_rings=args.restart_rings)
+                      restart_rings=args.restart_rings, steer=args.steer, property_model=args.property_model)
     args.steps, args.restarts, args.restart_rings = req.steps, req.restarts, req.restart_rings
     return req
 
