@@ -110,6 +110,11 @@ def test_sampling_with_steer_runs_and_its_mistakes_are_refused(cond_model, drug_
             gen.request(2, conditions={"logp": 3.0}, **kwargs)
     with pytest.raises(UserError, match="give at least one condition"):
         gen.request(2, steer=0.05, property_model=str(path))
+    from molediff.sampling import bundled_model_path
+
+    assert cli(["property-model", "--checkpoint", str(bundled_model_path("qm9-cond")), "--out", str(tmp_path / "q.pt"),
+                "--data", str(drug_file)]) == 2
+    assert "conditioned on QM9's properties" in capsys.readouterr().err
     out = tmp_path / "s.sdf"
     assert cli(["sample", "--checkpoint", str(cond_model), "--n", "2", "--steps", "4", "--condition", "logp=3",
                 "--steer", "0.05", "--property-model", str(path), "--out", str(out), "--no-progress"]) == 0

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from molediff.conditioning import condition_family
     from molediff.data.build import built_files, is_build
     from molediff.data.files import read_molecule_files, with_condition_properties
     from molediff.sampling import MoleculeGenerator
@@ -48,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     gen = MoleculeGenerator.from_file(args.checkpoint)
     dcfg = gen.config.diffusion
-    if not dcfg.conditions or not dcfg.bonds:
-        raise UserError(f"{args.checkpoint}: a property model steers a conditional model that writes bonds; this one "
-                        f"{'has no conditions' if not dcfg.conditions else 'writes no bonds'}")
+    if not dcfg.conditions or not dcfg.bonds or condition_family(dcfg.conditions) != "druglike":
+        why = ("has no conditions" if not dcfg.conditions else "writes no bonds" if not dcfg.bonds
+               else "is conditioned on QM9's properties, which RDKit cannot compute")
+        raise UserError(f"{args.checkpoint}: a property model steers a drug-like conditional model that writes bonds; "
+                        f"this one {why}")
     source = args.data or gen.config.data
     if source.split(":")[0] == "qm9" or not Path(source).exists():
         raise UserError(f"{source}: not a folder or file of training molecules on this machine; pass --data")
