@@ -242,7 +242,7 @@ class Discriminator(nn.Module):
 
     def forward(self, z: MolState, t: torch.Tensor) -> torch.Tensor:
         """``z`` a noisy state, ``t`` [B] its timesteps → logits [B]."""
-        return self.readout(z, (t.to(z.dtype) / self.T)[:, None]).squeeze(1)
+        return self.readout(z.node[:, 3:], z.node[:, :3], z.graph, z.pair, (t.to(z.dtype) / self.T)[:, None]).squeeze(1)
 
 
 def _gan_levels(diffusion: Any, n: int, generator: torch.Generator | None, device: Any) -> torch.Tensor:

@@ -36,6 +36,11 @@ STEER_BELOW = 300
 AUGMENT = 0.08
 
 
+def _read(net: torch.nn.Module, x: MolState) -> torch.Tensor:
+    """The read-out network ``net`` on the state ``x``: its features, positions, graph and pair state."""
+    return net(x.node[:, 3:], x.node[:, :3], x.graph, x.pair)
+
+
 class PropertyModel:
     """A network that reads a state of a model's parts and gives its conditioning properties, standardised
     by the model's statistics: ``predict(x)`` → [B, K] in the order of ``names``."""
@@ -54,7 +59,8 @@ class PropertyModel:
                                hidden=hidden, layers=layers)
 
     def predict(self, x: MolState) -> torch.Tensor:
-        return self.net(x)
+        """Standardised properties [B, K] of the state ``x`` (an x̂_0 or an encoded molecule)."""
+        return _read(self.net, x)
 
     def save(self, path: str | Path) -> None:
         from molediff.checkpoint import atomic_torch_save
@@ -142,7 +148,8 @@ def train_property_model(diffusion: Any, train: Any, valid: Any, minutes: float,
         with torch.no_grad():
             for i in range(0, len(valid_rows), 250):
                 b = valid_rows[i : i + 250]
-                errs.append((net(diffusion.encode(valid.collate(b))) - y_valid[b]).abs() * sd)
+                x = diffusion.encode(valid.collate(b))
+                errs.append((_read(net, x) - y_valid[b]).abs() * sd)
         net.train()
         return torch.cat(errs).mean(0).tolist()
 
@@ -154,7 +161,7 @@ def train_property_model(diffusion: Any, train: Any, valid: Any, minutes: float,
         n = x.noise_like(g)
         x = MolState(x.node + n.node * level[x.graph.batch, None] * pos_factor, x.pair + n.pair * level[x.graph.pair_batch, None],
                      x.graph, x.parts)
-        loss = ((net(x) - y_train[b]) ** 2).mean()
+        loss = ((_read(net, x) - y_train[b]) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

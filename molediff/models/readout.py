@@ -11,17 +11,17 @@ import torch
 from torch import nn
 
 from molediff.models.egnn import EGNNDenoiser
-from molediff.state import MolState
 
 __all__ = ["MoleculeReadout"]
 
 
 class MoleculeReadout(nn.Module):
-    """``(z, extra)`` → ``[B, out]``: invariant to rotations, reflections, translations and atom order.
+    """``(h, pos, graph, pair, extra)`` → ``[B, out]``: invariant to rotations, reflections, translations and
+    atom order.
 
-    The EGNN reads, per atom, the state's features (``z.node[:, 3:]``) and, per pair, its pair state (models
-    with bonds), each with ``extra`` [B, E] per-molecule inputs appended (e.g. a noise level); its positions
-    are the geometry. Its atom and pair outputs are pooled per molecule (sum / 10 and mean) into a
+    The EGNN reads, per atom, a state's features ``h`` [|V|, node_in] and, per pair, its pair state ``pair``
+    [|P|, pair_in] (models with bonds), each with ``extra`` [B, E] per-molecule inputs appended (e.g. a noise
+    level); ``pos`` [|V|, 3] (Å) is the geometry. Its atom and pair outputs are pooled per molecule (sum / 10 and mean) into a
     two-layer head.
 
     Args:
@@ -38,14 +38,15 @@ class MoleculeReadout(nn.Module):
         self.net = EGNNDenoiser(node_in + extra, hidden, hidden=hidden, layers=layers, norm=16.0, **pair)
         self.head = nn.Sequential(nn.Linear((4 if self.pairs else 2) * hidden, hidden), nn.SiLU(), nn.Linear(hidden, out))
 
-    def forward(self, z: MolState, extra: torch.Tensor | None = None) -> torch.Tensor:
-        g = z.graph
-        h, pair = z.node[:, 3:], z.pair if self.pairs else None
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, graph, pair: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        g = graph
+        pair = pair if self.pairs else None
         if self.extra:
             h = torch.cat([h, extra[g.batch]], dim=1)
             if pair is not None:
                 pair = torch.cat([pair, extra[g.pair_batch]], dim=1)
-        _, h_out, pair_out = self.net(h, z.node[:, :3], g, pair=pair)
+        _, h_out, pair_out = self.net(h, pos, g, pair=pair)
         pooled = [_pool(h_out, g.batch, g.num_graphs)]
         if self.pairs:
             pooled.append(_pool(pair_out, g.pair_batch, g.num_graphs))
