@@ -39,8 +39,8 @@ finds none yet, so start one process first)::
 
 (each with its own ``--json``: two processes merging into one file at the same moment could lose rows).
 
-Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance, steering and
-request so partial runs add up).
+Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance, steering,
+restarts and request so partial runs add up).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def _pct(x) -> str:
 
 def merge(path: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    key = lambda r: (r["label"], r["guidance"], r.get("steer", 0.0), r["request"])  # noqa: E731
+    key = lambda r: (r["label"], r["guidance"], r.get("steer", 0.0), r.get("restarts"), r["request"])  # noqa: E731
     fresh = {key(r) for r in rows}
     old["rows"] = [r for r in old["rows"] if key(r) not in fresh] + rows
     atomic_write(path, json.dumps(old, indent=1) + "\n")
