@@ -91,7 +91,8 @@ def sampling_denoiser(diffusion: MolecularDiffusion, net: Denoiser, cond: torch.
         out = guided(branch, cond, guidance)
         if steer is not None and cond is not None:
             out = steer(out, t, cond)
-            branches = {k: out for k in branches} if guidance == 1.0 else branches
+            if guidance == 1.0:  # the one (conditional) branch is the output: its feedback is the steered one too
+                branches = {k: out for k in branches}
         if diffusion.cfg.self_condition:
             if feedback == "per-branch":
                 estimate.update(branches)

@@ -366,18 +366,18 @@ class MoleculeGenerator:
         if not property_model:
             raise UserError(f"{name} needs a property model for this model ({'--property-model' if flags else 'property_model'}"
                             " FILE; 'molediff property-model' trains one)")
-        self._property_model(str(property_model))
-        return str(Path(property_model).expanduser().resolve())
+        path = str(Path(property_model).expanduser().resolve())
+        self._property_model(path)
+        return path
 
     def _property_model(self, path: str) -> Any:
-        """The property model of file ``path`` for this model, read once."""
+        """The property model of file ``path`` (resolved, as a request holds it) for this model, read once."""
         from molediff.steering import PropertyModel
 
         cache = self.__dict__.setdefault("_property_models", {})
-        key = str(Path(path).expanduser().resolve())
-        if key not in cache:
-            cache[key] = PropertyModel.load(key, self.diffusion)
-        return cache[key]
+        if path not in cache:
+            cache[path] = PropertyModel.load(path, self.diffusion)
+        return cache[path]
 
     def _steerer(self, req: SampleRequest) -> Callable | None:
         """The sampler's ``steer(x̂_0, t, cond)`` of request ``req`` (None without steering): a step of
@@ -387,12 +387,9 @@ class MoleculeGenerator:
         from molediff.steering import STEER_BELOW, steer
 
         model = self._property_model(req.property_model)
-        dcfg = self.config.diffusion
 
         def correct(x0: MolState, t: torch.Tensor, cond: torch.Tensor) -> MolState:
-            if int(t.max()) >= STEER_BELOW:
-                return x0
-            return steer(x0, cond, model, req.steer, dcfg.condition_stats, list(dcfg.conditions))
+            return x0 if int(t.max()) >= STEER_BELOW else steer(x0, cond, model, req.steer)
 
         return correct
 

@@ -90,14 +90,14 @@ class PropertyModel:
         return cls(net, state["names"], state["stats"], info)
 
 
-def steer(x0: MolState, cond: torch.Tensor, model: PropertyModel, scale: float, stats: dict[str, list[float]],
-          names: list[str]) -> MolState:
+def steer(x0: MolState, cond: torch.Tensor, model: PropertyModel, scale: float) -> MolState:
     """One gradient step of ``x0``'s features (not its positions) down Σ_k given_k (ŷ_k − y_k)², the
     property model's standardised predictions ŷ against the targets ``cond`` [B, K] (dataset units, NaN =
-    not given), times ``scale``. A molecule with no target is unchanged."""
+    not given; the model's conditions, standardised by its statistics), times ``scale``. A molecule with no
+    target is unchanged."""
     from molediff.conditioning import normalise
 
-    z, given = normalise(cond.to(torch.float64), names, stats)
+    z, given = normalise(cond.to(torch.float64), model.names, model.stats)
     z, given = torch.nan_to_num(z).to(x0.dtype), given.to(x0.dtype)
     with torch.enable_grad():
         feat = x0.node[:, 3:].detach().requires_grad_(True)

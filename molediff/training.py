@@ -52,22 +52,30 @@ def load_training_data(config: TrainConfig, progress: bool = True) -> tuple[Mole
         props = bool(config.diffusion.conditions)
         split = config.data.partition(":")[2] or "train"
         return load_qm9(split, progress=progress, properties=props), load_qm9("valid", progress=progress, properties=props)
+    mols = read_training_files(config)
+    if len(mols) < 2:
+        raise UserError(f"{config.data}: need at least 2 usable molecules to train, found {len(mols)}")
+    perm = np.random.default_rng(config.seed).permutation(len(mols))
+    n_valid = max(1, len(mols) // 20)
+    return mols.subset(perm[n_valid:]), mols.subset(perm[:n_valid])
+
+
+def read_training_files(config: TrainConfig, limit: int | None = None) -> MoleculeSet:
+    """The molecules of the run's data files (``config.data``), read as its model trains on them (size
+    cap, bonds, hydrogen counts, aromatic bonds per its vocabulary); the first ``limit`` usable ones
+    (None: all). Prints the read report and size outliers."""
     from molediff.data.build import is_build, built_files
     from molediff.config import TRAINING_MAX_ATOMS
     from molediff.data.files import read_molecule_files
 
     # a 'molediff data' build is read through its manifest: an unfinished or damaged one is refused
     sources = built_files(config.data) if is_build(config.data) else [config.data]
-    mols, report = read_molecule_files(sources, max_atoms=TRAINING_MAX_ATOMS, bonds=config.diffusion.bonds,
+    mols, report = read_molecule_files(sources, max_atoms=TRAINING_MAX_ATOMS, limit=limit, bonds=config.diffusion.bonds,
                                        implicit_hydrogens="count" if config.diffusion.max_hydrogens else "refuse",
                                        overlapping="refuse", aromatic=config.diffusion.vocabulary.aromatic)
     print(report.summary())
     warn_size_outliers(mols)
-    if len(mols) < 2:
-        raise UserError(f"{config.data}: need at least 2 usable molecules to train, found {len(mols)}")
-    perm = np.random.default_rng(config.seed).permutation(len(mols))
-    n_valid = max(1, len(mols) // 20)
-    return mols.subset(perm[n_valid:]), mols.subset(perm[:n_valid])
+    return mols
 
 
 def set_vocabulary(dcfg: Any, sets: tuple[MoleculeSet, ...], source: str) -> None:

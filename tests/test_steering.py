@@ -54,7 +54,7 @@ def test_a_steering_step_lowers_the_error_and_leaves_positions_and_untargeted_mo
         with torch.no_grad():
             return (((model.predict(state) - torch.nan_to_num(z).float()) ** 2) * given.float()).sum(1)
 
-    moved = steer(x, cond, model, 1e-3, d.cfg.condition_stats, list(d.cfg.conditions))
+    moved = steer(x, cond, model, 1e-3)
     before, after = error(x), error(moved)
     assert bool((after[:2] < before[:2]).all())
     torch.testing.assert_close(moved.node[:, :3], x.node[:, :3])  # positions are not steered

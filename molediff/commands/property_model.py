@@ -5,6 +5,7 @@ Torch, RDKit and the data code are imported only to run, so ``--help`` is instan
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -39,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from molediff.conditioning import condition_family
-    from molediff.data.build import built_files, is_build
-    from molediff.data.files import read_molecule_files, with_condition_properties
+    from molediff.data.files import with_condition_properties
     from molediff.sampling import MoleculeGenerator
     from molediff.steering import train_property_model
+    from molediff.training import read_training_files
 
     if not args.minutes > 0 or args.molecules < MIN_MOLECULES:
         raise UserError(f"--minutes must be > 0 and --molecules at least {MIN_MOLECULES}")
@@ -57,11 +58,7 @@ def run(args: argparse.Namespace) -> int:
     source = args.data or gen.config.data
     if source.split(":")[0] == "qm9" or not Path(source).exists():
         raise UserError(f"{source}: not a folder or file of training molecules on this machine; pass --data")
-    sources = built_files(source) if is_build(source) else [source]
-    mols, report = read_molecule_files(sources, limit=args.molecules, bonds=True,
-                                       implicit_hydrogens="count" if dcfg.max_hydrogens else "refuse",
-                                       overlapping="refuse", aromatic=dcfg.vocabulary.aromatic)
-    print(report.summary())
+    mols = read_training_files(dataclasses.replace(gen.config, data=source), limit=args.molecules)
     if dcfg.max_hydrogens:
         mols, _ = mols.heavy_atoms()
     if len(mols) < MIN_MOLECULES:
