@@ -25,7 +25,9 @@ measured here: ``benchmarks/druglike_quality.py`` on a written file does that.
     python benchmarks/druglike_conditioning.py --checkpoint M.pt --properties logp,mw --n 1000
 
 ``--steer S --property-model FILE`` steers every conditional row (:mod:`molediff.steering`, ``molediff
-property-model``) as ``molediff sample --steer`` does.
+property-model``) as ``molediff sample --steer`` does; a model file that carries its own property model
+(``druglike-cond``) steers by its own default unless ``--steer`` says otherwise. Range requests run with
+range restarts wherever restarts run (``--no-restart-ranges``: without them), as ``molediff sample``.
 
 Rows sample as ``molediff sample`` does with the same file (its local restarts, ``--precision auto``);
 a training run's file carries no restarts, so give the bundled model's (``--restarts 6
@@ -40,7 +42,7 @@ finds none yet, so start one process first)::
 (each with its own ``--json``: two processes merging into one file at the same moment could lose rows).
 
 Writes ``benchmarks/results/druglike_conditioning.json`` (``--json``; rows merge by label, guidance, steering,
-restarts and request so partial runs add up).
+restarts, range restarts and request so partial runs add up).
 """
 
 from __future__ import annotations
@@ -111,8 +113,10 @@ def score_records(records: list, names: list[str]) -> dict:
 def sample(gen, n: int, args: argparse.Namespace, conditions: dict, guidance: float) -> tuple[dict, float]:
     t = time.perf_counter()
     kw = dict(conditions=conditions, guidance=guidance) if conditions else {}
-    if conditions and args.steer:  # the unconditional row (the naive bound) is never steered
+    if conditions:  # the unconditional row (the naive bound) is never steered
         kw.update(steer=args.steer, property_model=args.property_model)
+    if any(isinstance(v, Range) for v in conditions.values()):  # value targets have no range to check
+        kw.update(restart_ranges=args.restart_ranges)
     records = list(gen.sample_arrays(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                                      relax_hydrogens=False, restarts=args.restarts,
                                      restart_rings=args.restart_rings, **kw))
@@ -204,7 +208,8 @@ def _pct(x) -> str:
 
 def merge(path: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    key = lambda r: (r["label"], r["guidance"], r.get("steer", 0.0), r.get("restarts"), r["request"])  # noqa: E731
+    key = lambda r: (r["label"], r["guidance"], r.get("steer", 0.0), r.get("restarts"), r.get("restart_ranges", False),  # noqa: E731
+                     r["request"])
     fresh = {key(r) for r in rows}
     old["rows"] = [r for r in old["rows"] if key(r) not in fresh] + rows
     atomic_write(path, json.dumps(old, indent=1) + "\n")
@@ -227,12 +232,17 @@ def main() -> int:
                         "run's file has none: pass the bundled model's, e.g. 6 with --restart-rings)")
     p.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
                    help="restarts also redraw odd rings (default: the model file's own)")
+    p.add_argument("--restart-ranges", action=argparse.BooleanOptionalAction, default=None,
+                   help="restarts also redraw molecules outside an asked range (range requests only; default: as "
+                        "molediff sample, on wherever restarts run)")
     p.add_argument("--base", default=None,
                    help="a JSON file for the unconditional row: read when it holds the same request, else written "
                         "(runs split by --properties share it)")
-    p.add_argument("--steer", type=float, default=0.0,
-                   help="steer the conditional rows with --property-model at this step size (molediff.steering; 0: none)")
-    p.add_argument("--property-model", default=None, help="the property model file of --steer ('molediff property-model')")
+    p.add_argument("--steer", type=float, default=None,
+                   help="steer the conditional rows at this step size (molediff.steering; 0: none; default: the model "
+                        "file's own, as molediff sample)")
+    p.add_argument("--property-model", default=None,
+                   help="the property model file of --steer ('molediff property-model'; default: the model file's own)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (its warm-up falls in the first row)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the network's arithmetic while sampling (default auto, as molediff sample)")
@@ -262,10 +272,12 @@ def main() -> int:
     common = {"label": label, "n": args.n, "seed": args.seed, "steps": args.steps or gen.default_steps,
               "restarts": gen.default_restarts if args.restarts is None else args.restarts,
               "restart_rings": gen.default_restart_rings if args.restart_rings is None else args.restart_rings,
-              "precision": gen.precision, "steer": args.steer}
-    rows = [{**common, "steer": 0.0, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
+              "precision": gen.precision, "steer": gen.default_steer if args.steer is None else args.steer}
+    restarts = common["restarts"]
+    common["restart_ranges"] = bool(restarts) if args.restart_ranges is None else args.restart_ranges
+    rows = [{**common, "steer": 0.0, "restart_ranges": False, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
     for g in [float(x) for x in args.guidance.split(",")]:
-        print(f"guidance {g:g}" + (f", steered at {args.steer:g}" if args.steer else ""))
+        print(f"guidance {g:g}" + (f", steered at {common['steer']:g}" if common["steer"] else ""))
         for name in names:
             rows += [{**common, "guidance": g, **r} for r in run_property(gen, name, specs[name], base, args, g)]
         if not args.no_triple and all(name in gen.conditions for name, _ in TRIPLE):

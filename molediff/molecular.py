@@ -410,7 +410,8 @@ class MolecularDiffusion:
                x_T: MolState | None = None, resample: int = 1, cond: torch.Tensor | None = None,
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
                spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0,
-               restart_rings: bool = False, steer: Callable | None = None) -> Molecules:
+               restart_rings: bool = False, steer: Callable | None = None,
+               restart_ranges: dict[str, tuple[float, float]] | None = None) -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -434,6 +435,8 @@ class MolecularDiffusion:
         atoms that fail the honest valence rule generated again with the rest held
         (:mod:`molediff.restarts`); ``restarted`` [B] of the result counts each molecule's rounds.
         ``restart_rings``: restarts redraw the odd rings of molecules that pass the rule too.
+        ``restart_ranges`` ({RDKit descriptor: (lo, hi)}): and molecules that pass it with a property
+        outside its range, whole.
         ``steer(x̂_0, t, cond)``: a correction of each step's x̂_0 towards ``cond`` (:mod:`molediff.steering`).
         """
         device = next(net.parameters()).device
@@ -464,7 +467,7 @@ class MolecularDiffusion:
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
                                       restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback,
-                                      rings=restart_rings)
+                                      rings=restart_rings, ranges=restart_ranges)
         out = self.decode(x)
         out.restarted = restarted
         return out

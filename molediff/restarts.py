@@ -21,6 +21,13 @@ model's samples) and their neighbours. Such a molecule was valid: where its new 
 it keeps the one before (tried again the next round), so the ring rule never costs validity. It moves
 the sample towards the data on a figure the benchmarks report, so they give the rows without it too.
 
+With ``ranges`` (``molediff sample --restart-ranges``, on by default where a range is asked and
+restarts run) a molecule that passes the rule but whose property, measured by RDKit on its written
+graph, falls outside an asked range (``--condition logp=2:3``) is redrawn whole from ``t0`` under its
+conditions (and steering, where asked), with the same keep-the-valid-one rule as for rings. The asked
+range is a hard request the model meets only on average; this is a check on each molecule, the way a
+chemist filters, at a fraction of a new sample's cost. Benchmarks give the rows without it too.
+
 Nothing is repaired by rule: a regenerated region is the model's new draw, judged by the same honest
 rule afterwards, and a molecule still failing after the last round is written as it is. The figures
 with and without restarts are in benchmarks/README.md ("local restarts").
@@ -53,15 +60,19 @@ def restart_eta(sampler: str, eta: float) -> float:
     return 1.0 if SAMPLER_TABLE[sampler].injects_noise(eta) else 0.0
 
 
-def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS, rings: bool = False) -> torch.Tensor:
+def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS, rings: bool = False,
+                   ranges: dict[str, tuple[float, float]] | None = None) -> torch.Tensor:
     """``[|V|]`` bool: the atoms of the clean state ``x`` to generate again (see the module docstring);
     all False for a molecule that is stable and connected (and, with ``rings``, has no odd ring). A
     fragment (``x.graph.fixed``) is never in it; where a fragment atom fails, every other atom of its
-    molecule is."""
-    return _regions(diffusion, x, hops, rings)[0]
+    molecule is. ``ranges`` ({descriptor: (lo, hi)}, :data:`~molediff.chem.analysis.CONDITION_DESCRIPTORS`
+    keys): a molecule that passes the rule with a property outside its range has every atom but a
+    fragment's in it."""
+    return _regions(diffusion, x, hops, rings, ranges)[0]
 
 
-def _regions(diffusion, x: MolState, hops: int, rings: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _regions(diffusion, x: MolState, hops: int, rings: bool,
+             ranges: dict[str, tuple[float, float]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(:func:`restart_region`'s ``[|V|]`` mask, ``[B]`` bool: the molecules that pass the honest rule,
     stable and connected, whatever their rings)."""
     from molediff.chem.model_bonds import failing_atoms, odd_ring_atom_mask
@@ -85,6 +96,10 @@ def _regions(diffusion, x: MolState, hops: int, rings: bool) -> tuple[torch.Tens
         grown[dst[free[src]]] = True
         grown[src[free[dst]]] = True
         free = grown
+    if ranges:  # a property outside its asked range: the whole molecule is drawn again
+        from molediff.chem.analysis import outside_ranges
+
+        free |= outside_ranges(*args, ranges=ranges, molecules=valid)[batch]
     if fixed is not None:
         # a fragment's atoms never change; one that fails (an open valence nothing was bonded to) has
         # every generated atom of its molecule drawn again instead
@@ -98,8 +113,8 @@ def _regions(diffusion, x: MolState, hops: int, rings: bool) -> tuple[torch.Tens
 def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, MolState | None], Callable], rounds: int,
                    num_steps: int, eta: float, noise_scale: float, generator: torch.Generator | None = None,
                    level: float = DEFAULT_LEVEL, hops: int = DEFAULT_HOPS, spacing: str = "trailing",
-                   callback: Callable[[int, int, MolState], None] | None = None, rings: bool = False
-                   ) -> tuple[MolState, torch.Tensor]:
+                   callback: Callable[[int, int, MolState], None] | None = None, rings: bool = False,
+                   ranges: dict[str, tuple[float, float]] | None = None) -> tuple[MolState, torch.Tensor]:
     """Restart the failing regions of the clean state ``x`` (the sampler's output, before decoding) up
     to ``rounds`` times. ``denoiser(molecules, known)`` gives the sampler's ``model(x_t, t)`` for those
     molecules ([K] indices into ``x``: their conditions), holding ``known`` (their fragment's clean rows,
@@ -111,6 +126,8 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
     ``rings``: odd rings (:func:`~molediff.chem.rdkit_mol.ring_kinds`) of molecules that pass the honest
     rule are redrawn too, with the same hops; a round never leaves such a molecule invalid (where its new
     draw fails the rule, it keeps the one before, and its ring may be tried again the next round).
+    ``ranges`` ({descriptor: (lo, hi)}): molecules that pass the rule with a property outside its range,
+    measured by RDKit, are redrawn whole, kept like an odd ring's where the new draw fails the rule.
 
     Returns ``(state, restarted)``: the new clean state and ``[B]`` int, the rounds each molecule was
     regenerated (0: it was not)."""
@@ -120,7 +137,7 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
     start = int(round(level * (s.num_train_timesteps - 1)))
     first = next(t for t in s.set_timesteps(num_steps, spacing=spacing).tolist() if t <= start)  # the grid's level t0
     restarted = torch.zeros(x.num_graphs, dtype=torch.long)
-    free, valid = _regions(diffusion, x, hops, rings)
+    free, valid = _regions(diffusion, x, hops, rings, ranges)
     for _ in range(rounds):
         if not bool(free.any()):
             break
@@ -154,8 +171,8 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
         node, pair = x.node.clone(), x.pair.clone()
         node[atom_rows], pair[pair_rows] = y.node, y.pair
         new = MolState(node, pair, x.graph, x.parts)
-        new_free, new_valid = _regions(diffusion, new, hops, rings)
-        broke = valid & ~new_valid  # valid before, redrawn for an odd ring, invalid now: it keeps what it was
+        new_free, new_valid = _regions(diffusion, new, hops, rings, ranges)
+        broke = valid & ~new_valid  # valid before, redrawn for an odd ring or a range, invalid now: it keeps what it was
         if bool(broke.any()):
             atoms, pairs = broke.to(x.device)[x.graph.batch], broke.to(x.device)[x.graph.pair_batch]
             node[atoms], pair[pairs] = x.node[atoms], x.pair[pairs]

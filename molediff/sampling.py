@@ -95,7 +95,8 @@ class SampleRequest:
     restarts: int = 0  # rounds of local restarts after each batch (molediff.restarts)
     restart_rings: bool = False  # restarts redraw odd rings of valid molecules too
     steer: float = 0.0  # step size of property steering (molediff.steering); 0: none
-    property_model: str = ""  # the property model file steering reads
+    property_model: str = ""  # the property model file steering reads ("": the model file's own)
+    restart_ranges: bool = False  # restarts redraw valid molecules with a property outside an asked range
 
     @property
     def molecule_steps(self) -> int:
@@ -322,8 +323,9 @@ class MoleculeGenerator:
         flags: bool = False,
         restarts: int | None = None,
         restart_rings: bool | None = None,
-        steer: float = 0.0,
+        steer: float | None = None,
         property_model: str | None = None,
+        restart_ranges: bool | None = None,
     ) -> SampleRequest:
         """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
         arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
@@ -341,43 +343,68 @@ class MoleculeGenerator:
         restarts = self._restart_rounds(restarts, fragment, flags)
         restart_rings = self._restart_rings(restart_rings, restarts, flags)
         conditions = self.check_conditions(conditions, guidance, fragment)
-        property_model = self._check_steering(steer, property_model, conditions, flags)
+        steer, property_model = self._check_steering(steer, property_model, conditions, flags)
+        restart_ranges = self._restart_ranges(restart_ranges, restarts, conditions, flags)
         if conditions and n_atoms is None and self.meta.get("condition_table") is None:
             raise UserError("this model has no table of sizes against properties; pass --n-atoms")
         return SampleRequest(n, steps, seed, batch_size, n_atoms, eta,
                              self.default_noise_scale if noise_scale is None else noise_scale, sampler, spacing, fragment,
                              resample, conditions, guidance, self_condition_feedback, relax_hydrogens, first_batch, batch_stride,
-                             restarts, restart_rings, steer, property_model)
+                             restarts, restart_rings, steer, property_model, restart_ranges)
 
-    def _check_steering(self, steer: float, property_model: str | None, conditions: dict, flags: bool) -> str:
-        """``steer`` and ``property_model`` checked (UserError): a finite step ≥ 0, and where it is > 0,
-        conditions and a property model for this model's conditions (read here once, so a wrong file is
-        refused before sampling). Returns the property model's path ("" without steering)."""
+    @property
+    def default_steer(self) -> float:
+        """The steering step size this model samples conditions with unless told otherwise: its file's
+        ``default_steer`` where the file carries a property model (``property_model``), else 0."""
+        return float(self.meta.get("default_steer", 0.0)) if "property_model" in self.meta else 0.0
+
+    def _check_steering(self, steer: float | None, property_model: str | None, conditions: dict, flags: bool) -> tuple[float, str]:
+        """``steer`` and ``property_model`` checked (UserError) and resolved: ``steer`` None is the model's
+        :attr:`default_steer` where conditions are asked (else 0); a step > 0 needs conditions and a property
+        model for this model's conditions, ``property_model`` or the model file's own (read here once, so
+        a wrong file is refused before sampling). Returns ``(steer, path)``: the path resolved, "" for the
+        model file's own or without steering."""
         name = "--steer" if flags else "steer"
+        if steer is None:
+            steer = self.default_steer if conditions else 0.0
         if not (steer >= 0 and math.isfinite(steer)):
             raise UserError(f"{name} must be a finite number ≥ 0, got {steer}")
         if not steer:
             if property_model:
                 raise UserError(f"{'--property-model' if flags else 'property_model'} is read only when steering "
                                 f"({name} > 0)")
-            return ""
+            return 0.0, ""
         if not conditions:
             raise UserError(f"{name} steers towards property targets: give at least one condition (--condition)")
         if not property_model:
-            raise UserError(f"{name} needs a property model for this model ({'--property-model' if flags else 'property_model'}"
-                            " FILE; 'molediff property-model' trains one)")
+            if "property_model" not in self.meta:
+                raise UserError(f"{name} needs a property model for this model ({'--property-model' if flags else 'property_model'}"
+                                " FILE; 'molediff property-model' trains one)")
+            self._property_model("")
+            return float(steer), ""
         path = str(Path(property_model).expanduser().resolve())
         self._property_model(path)
-        return path
+        return float(steer), path
 
     def _property_model(self, path: str) -> Any:
-        """The property model of file ``path`` (resolved, as a request holds it) for this model, read once."""
+        """The property model of file ``path`` (resolved, as a request holds it; "": the one the model file
+        carries) for this model, read once."""
         from molediff.steering import PropertyModel
 
         cache = self.__dict__.setdefault("_property_models", {})
         if path not in cache:
-            cache[path] = PropertyModel.load(path, self.diffusion)
+            cache[path] = (PropertyModel.from_dict(self.meta["property_model"], self.diffusion, "the model file's property model")
+                           if path == "" else PropertyModel.load(path, self.diffusion))
         return cache[path]
+
+    @staticmethod
+    def _ranges(req: SampleRequest) -> dict[str, tuple[float, float]] | None:
+        """{RDKit descriptor: (lo, hi)} of the request's ranges that its restarts check (None: no check)."""
+        from molediff.conditioning import BY_NAME, Range
+
+        if not req.restart_ranges:
+            return None
+        return {BY_NAME[name].column: tuple(v) for name, v in req.conditions.items() if isinstance(v, Range)}
 
     def _steerer(self, req: SampleRequest) -> Callable | None:
         """The sampler's ``steer(x̂_0, t, cond)`` of request ``req`` (None without steering): a step of
@@ -434,6 +461,25 @@ class MoleculeGenerator:
             raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
         return bool(rings)
 
+    def _restart_ranges(self, ranges: bool | None, restarts: int, conditions: dict, flags: bool) -> bool:
+        """The request's range rule (:mod:`molediff.restarts`): ``ranges``, or by default on wherever
+        restarts run and a drug-like property is asked as a range (a range is a hard request; QM9's
+        properties are not computable from a molecule's graph)."""
+        from molediff.conditioning import DRUGLIKE_CONDITION_NAMES, Range
+
+        asked = any(isinstance(v, Range) for v in conditions.values())
+        druglike = all(name in DRUGLIKE_CONDITION_NAMES for name in conditions)
+        if ranges is None:
+            return asked and druglike and restarts > 0
+        if ranges:
+            name = "--restart-ranges" if flags else "restart_ranges"
+            if not restarts:
+                raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
+            if not asked or not druglike:
+                raise UserError(f"{name} redraws molecules outside an asked range of a drug-like property: "
+                                "give one as --condition NAME=LO:HI")
+        return bool(ranges)
+
     def _size_range(self, n_atoms: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
         """``n_atoms`` (a size, ``(lo, hi)`` or ``"lo-hi"``) as a checked range, None for the histogram."""
         if n_atoms is None:
@@ -476,7 +522,7 @@ class MoleculeGenerator:
         tag = self.sampler_tag(req.sampler, req.steps, req.eta, req.noise_scale, req.spacing)
         if req.fragment is not None:
             tag += ("_fragment" if self.config.diffusion.fragments else "_inpaint") + f"_resample{req.resample}"
-        tag += f"_restarts{req.restarts}" + ("rings" if req.restart_rings else "") if req.restarts else ""
+        tag += f"_restarts{req.restarts}" + ("rings" if req.restart_rings else "") + ("ranges" if req.restart_ranges else "") if req.restarts else ""
         return tag + (f"_guidance{req.guidance:g}" if req.conditions else "")
 
     def sample_arrays(self, n: int, stats: SampleStats | None = None,
@@ -513,8 +559,11 @@ class MoleculeGenerator:
         > 1 stronger; two network passes per step). ``info["conditions"]`` holds each molecule's targets.
         ``self_condition_feedback``: which estimate a self-conditioning model reads back under guidance
         (:data:`molediff.molecular.SELF_CONDITION_FEEDBACK`). ``steer`` s > 0 with ``property_model`` (a file
-        of :mod:`molediff.steering`): each molecule's x̂_0 of the late steps corrected towards its targets by a
-        property model, step size s (0.05 measured on the drug-like model; tighter properties, some stability).
+        of :mod:`molediff.steering`; None: the one the model file carries): each molecule's x̂_0 of the late
+        steps corrected towards its targets by a property model, step size s (0.1 measured on the drug-like
+        model with restarts; tighter properties, a point or two of stability); None: the model's
+        :attr:`default_steer`. ``restart_ranges`` (None: on where restarts run and a drug-like range is
+        asked): restarts also redraw valid molecules whose property falls outside its asked range.
 
         A heavy-atom model (one that generates hydrogen counts) yields complete molecules: its heavy
         atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry
@@ -593,7 +642,8 @@ class MoleculeGenerator:
                                          cond=cond.to(self.device) if cond is not None else None, guidance=req.guidance,
                                          sampler=req.sampler, spacing=req.spacing,
                                          self_condition_feedback=req.self_condition_feedback, restarts=req.restarts,
-                                         restart_rings=req.restart_rings, steer=self._steerer(req)).cpu()
+                                         restart_rings=req.restart_rings, steer=self._steerer(req),
+                                         restart_ranges=self._ranges(req)).cpu()
         from molediff.inpainting import inpaint
 
         return inpaint(self.diffusion, self._network(), req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,

@@ -62,11 +62,19 @@ class PropertyModel:
         """Standardised properties [B, K] of the state ``x`` (an x̂_0 or an encoded molecule)."""
         return _read(self.net, x)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What :meth:`save` writes (and a bundled model file's ``property_model`` holds): the weights,
+        their SHA-256, names, statistics and training info."""
+        from molediff.checkpoint import state_dict_digest
+
+        weights = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        return {"kind": "property_model", "weights": weights, "sha256": state_dict_digest(weights), "names": self.names,
+                "stats": self.stats, "info": self.info}
+
     def save(self, path: str | Path) -> None:
         from molediff.checkpoint import atomic_torch_save
 
-        atomic_torch_save({"kind": "property_model", "weights": self.net.state_dict(), "names": self.names,
-                           "stats": self.stats, "info": self.info}, Path(path))
+        atomic_torch_save(self.to_dict(), Path(path))
 
     @classmethod
     def load(cls, path: str | Path, diffusion: Any) -> "PropertyModel":
@@ -79,11 +87,22 @@ class PropertyModel:
             state = safe_torch_load(Path(path))
         except FileNotFoundError:
             raise UserError(f"--property-model {path}: no such file") from None
+        return cls.from_dict(state, diffusion, f"--property-model {path}")
+
+    @classmethod
+    def from_dict(cls, state: Any, diffusion: Any, where: str) -> "PropertyModel":
+        """The property model of :meth:`to_dict`'s ``state`` for the model of ``diffusion``, checked as
+        :meth:`load` (``where`` names its source in the errors) and against its SHA-256 where it has one."""
+        from molediff.checkpoint import state_dict_digest
+        from molediff.errors import UserError
+
         if not isinstance(state, dict) or state.get("kind") != "property_model":
-            raise UserError(f"--property-model {path}: not a property model ('molediff property-model' writes one)")
+            raise UserError(f"{where}: not a property model ('molediff property-model' writes one)")
         if list(state["names"]) != list(diffusion.cfg.conditions) or state["stats"] != diffusion.cfg.condition_stats:
-            raise UserError(f"--property-model {path}: trained for another model's conditions ({', '.join(state['names'])}); "
+            raise UserError(f"{where}: trained for another model's conditions ({', '.join(state['names'])}); "
                             "train one for this model with 'molediff property-model'")
+        if "sha256" in state and state_dict_digest(state["weights"]) != state["sha256"]:
+            raise UserError(f"{where}: failed its integrity check (weights do not match their SHA-256)")
         info = state.get("info", {})
         net = cls.build(diffusion, info.get("hidden", 64), info.get("layers", 4))
         net.load_state_dict(state["weights"])

@@ -73,13 +73,28 @@ def main() -> int:
                          "(molediff.restarts; default: none)")
     ap.add_argument("--restart-rings", action="store_true",
                     help="the model's restarts redraw odd rings of valid molecules too unless told otherwise")
+    ap.add_argument("--property-model", default=None, metavar="FILE",
+                    help="a property model ('molediff property-model') for this model: the model file carries it, and "
+                         "`molediff sample --condition ...` steers with it (molediff.steering) unless told otherwise")
+    ap.add_argument("--default-steer", type=float, default=None,
+                    help="the steering step `molediff sample` takes with --condition for this model unless told otherwise "
+                         "(needs --property-model)")
     ap.add_argument("--teacher", default=None,
                     help="how the card and metadata name a distilled student's teacher (e.g. a bundled model's name; "
                          "default: its file's path)")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
+    if (args.default_steer is not None) != bool(args.property_model):
+        ap.error("--property-model and --default-steer go together")
     run = Path(args.run_dir)
     state, config, meta = load_model_file(run / EMA_MODEL)
+    steering = None
+    if args.property_model:
+        from molediff.molecular import MolecularDiffusion
+        from molediff.steering import PropertyModel
+
+        steering = PropertyModel.load(args.property_model, MolecularDiffusion(config.diffusion))  # refused for another model's
+        meta = {**meta, "property_model": steering.to_dict(), "default_steer": args.default_steer}
     # where the run started is provenance (kept in the card and metadata), not a setting to ship: a
     # user's `molediff train --config molediff/pretrained/config.json` must not chase this machine's path
     started_from, config.init_from = config.init_from, ""
@@ -169,6 +184,12 @@ def main() -> int:
            f"one deterministic DDIM step of it is trained to land where two of the teacher's do, so it samples in "
            f"{distill_steps} steps at η = 0 by default (its file says so); the teacher stays available by name. The "
            "curve's 64-molecule checks sample in the student's steps."] if distill_steps else []),
+        *([f"- Steering (`molediff.steering`): the file carries a property model (a read-out EGNN, "
+           f"{sum(v.numel() for v in steering.net.state_dict().values()):,} weights, trained "
+           f"{steering.info.get('minutes', 0):.0f} min on the training molecules; validation MAE "
+           + ", ".join(f"{k} {v:.3g}" for k, v in steering.info.get("valid_mae", {}).items())
+           + f"); with `--condition`, each molecule's late estimates take gradient steps of size {args.default_steer:g} "
+           "towards its targets unless `--steer` says otherwise (`--steer 0`: guidance alone)."] if steering else []),
         f"- Full config: `{prefix}config.json` beside this card. Integrity: the weights carry a SHA-256 checked on load.",
         "",
         "## Learning curve (EMA weights; hours = the run's training clock, CPU seconds per thread of the main process, "
@@ -273,7 +294,7 @@ def druglike_conditioning_table(c: dict) -> list[str]:
     """Markdown rows of a druglike_conditioning.json: per request, how close the written molecules' properties
     are to the asked value (MAE against the unconditional samples' MAE to the same value, the naive bound) or
     how many lie inside the asked range (against the unconditional share), with their quality figures."""
-    head = ("request", "guidance", "n", "MAE (naive)", "better than naive", "inside range, valid (naive)", "inside, of all",
+    head = ("request", "guidance", "steer", "range restarts", "n", "MAE (naive)", "better than naive", "inside range, valid (naive)", "inside, of all",
             "mol stab", "conn valid", "odd ring", "no aromatic ring")
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -281,7 +302,8 @@ def druglike_conditioning_table(c: dict) -> list[str]:
         value = r["kind"] == "value"
         ranged = r["kind"] in ("range", "three ranges")
         out.append("| " + " | ".join([
-            r["request"], "-" if r["guidance"] is None else f"{r['guidance']:g}", str(r["n"]),
+            r["request"], "-" if r["guidance"] is None else f"{r['guidance']:g}", f"{r.get('steer', 0.0):g}",
+            ("yes" if r.get("restart_ranges") else "no") if ranged else "-", str(r["n"]),
             f"{r['mae']:.3g} ({r['naive_mae']:.3g})" if value else "-",
             f"{100 * r['reduction']:.0f}%" if value and r.get("reduction") is not None else "-",
             f"{pct(r['in_range'])} ({pct(r['naive_in_range'])})" if ranged else "-",

@@ -58,13 +58,15 @@ def test_druglike_conditioning_table_rows(bundle):
         {"request": "logp=1.7", "kind": "value", "guidance": 1.0, "n": 1000, "mae": 0.41, "naive_mae": 1.15,
          "reduction": 1 - 0.41 / 1.15, "stability": 0.98, "valid": 0.97, "odd_ring": 0.02, "without_aromatic_ring": None},
         {"request": "logp=0.8:2.4", "kind": "range", "guidance": 3.0, "n": 1000, "in_range": 0.85, "naive_in_range": 0.355,
-         "in_range_of_all": 0.83, "stability": 0.97, "valid": 0.975, "odd_ring": 0.01, "without_aromatic_ring": 0.02},
+         "in_range_of_all": 0.83, "stability": 0.97, "valid": 0.975, "odd_ring": 0.01, "without_aromatic_ring": 0.02,
+         "steer": 0.1, "restart_ranges": True},
     ]
     lines = bundle.druglike_conditioning_table({"rows": rows})
     assert len(lines) == 2 + len(rows)
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     value = lines[3].split(" | ")
-    assert value[3] == "0.41 (1.15)" and value[4] == "64%" and value[5] == "-"
+    assert value[2:4] == ["0", "-"]  # not steered (rows before steering have no such field); no range to check
+    assert value[5] == "0.41 (1.15)" and value[6] == "64%" and value[7] == "-"
     ranged = lines[4].split(" | ")
-    assert ranged[1] == "3" and ranged[5] == "85.0 (35.5)" and ranged[6] == "83.0"
+    assert ranged[1:4] == ["3", "0.1", "yes"] and ranged[7] == "85.0 (35.5)" and ranged[8] == "83.0"
     assert lines[2].split(" | ")[1] == "-"  # the unconditional row has no guidance

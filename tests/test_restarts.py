@@ -146,6 +146,34 @@ def test_ring_restarts_redraw_odd_rings_and_never_leave_a_valid_molecule_invalid
     assert restarted.tolist() == [0, 0] and len(seen) == 2
 
 
+def test_range_restarts_redraw_whole_molecules_outside_a_range_and_keep_valid_ones(joint):
+    from molediff.chem.analysis import outside_ranges
+
+    path, _ = joint
+    gen = sampling.load_pretrained(path)
+    d = gen.diffusion
+    x, ptr = _molecules_state(d, ["CCCCCCO", "CCO"])  # Crippen logP 1.56 and -0.00
+    mols = d.decode(x)
+    order = mols.bond_order
+    src, dst = mols.pair_index[:, order > 0].numpy()
+    args = (mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst, order[order > 0].numpy())
+    assert outside_ranges(*args, ranges={"logp": (1.0, 2.0)}).tolist() == [False, True]
+    assert outside_ranges(*args, ranges={"logp": (1.0, 2.0)}, molecules=np.array([True, False])).tolist() == [False, False]
+    assert outside_ranges(*args, ranges={"logp": (-1.0, 2.0), "hbd": (0, 0)}).tolist() == [True, True]
+    # the region of a molecule outside its range is all of it; the one inside is left alone
+    region = restart_region(d, x, ranges={"logp": (1.0, 2.0)})
+    assert not region[: ptr[1]].any() and region[ptr[1]:].all()
+
+    def denoiser(molecules, fragment):
+        from molediff.guidance import sampling_denoiser
+        return sampling_denoiser(d, gen.net, None, 1.0, None)
+
+    # the untrained network's redraws fail the valence rule: the molecule keeps what it was, and is tried again
+    y, restarted = restart_failed(d, x, denoiser, rounds=2, num_steps=10, eta=1.0, noise_scale=1.0,
+                                  generator=torch.Generator().manual_seed(0), ranges={"logp": (1.0, 2.0)})
+    assert restarted.tolist() == [0, 2] and torch.equal(y.node, x.node) and torch.equal(y.pair, x.pair)
+
+
 def test_region_is_the_failing_atoms_and_their_neighbours(joint):
     _, config = joint
     d = MolecularDiffusion(config.diffusion)

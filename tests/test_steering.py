@@ -119,3 +119,61 @@ def test_sampling_with_steer_runs_and_its_mistakes_are_refused(cond_model, drug_
     assert cli(["sample", "--checkpoint", str(cond_model), "--n", "2", "--steps", "4", "--condition", "logp=3",
                 "--steer", "0.05", "--property-model", str(path), "--out", str(out), "--no-progress"]) == 0
     assert out.exists()
+
+
+def test_range_restarts_are_on_by_default_for_a_range_and_refused_without_one(cond_model, tmp_path, capsys):
+    from molediff.cli import main as cli
+    from molediff.conditioning import Range
+    from molediff.sampling import MoleculeGenerator
+
+    gen = MoleculeGenerator.from_file(cond_model)
+    logp = gen.config.diffusion.condition_stats["logp"]
+    inside = Range(logp[0] - 0.5 * logp[1], logp[0] + 0.5 * logp[1])
+    assert gen.request(2, conditions={"logp": inside}, restarts=1).restart_ranges
+    assert not gen.request(2, conditions={"logp": inside}, restarts=0).restart_ranges
+    assert not gen.request(2, conditions={"logp": inside}, restarts=1, restart_ranges=False).restart_ranges
+    assert not gen.request(2, conditions={"logp": logp[0]}, restarts=1).restart_ranges  # a value is a target, not a bound
+    with pytest.raises(UserError, match="needs local restarts"):
+        gen.request(2, conditions={"logp": inside}, restarts=0, restart_ranges=True)
+    with pytest.raises(UserError, match="NAME=LO:HI"):
+        gen.request(2, conditions={"logp": logp[0]}, restarts=1, restart_ranges=True)
+    records = list(gen.sample_arrays(2, steps=4, seed=0, conditions={"logp": inside}, restarts=2, relax_hydrogens=False))
+    assert len(records) == 2 and all("restarts" in info for _, _, info in records)
+    out = tmp_path / "r.sdf"
+    assert cli(["sample", "--checkpoint", str(cond_model), "--n", "2", "--steps", "4", "--restarts", "1",
+                "--condition", f"logp={inside[0]}:{inside[1]}", "--out", str(out), "--no-progress"]) == 0
+    assert "properties outside their range" in capsys.readouterr().out
+    assert cli(["sample", "--checkpoint", str(cond_model), "--n", "2", "--steps", "4", "--restarts", "0", "--restart-ranges",
+                "--condition", f"logp={inside[0]}:{inside[1]}", "--out", str(tmp_path / "s.sdf"), "--no-progress"]) == 2
+    assert "needs local restarts" in capsys.readouterr().err
+
+
+def test_a_model_file_may_carry_its_property_model_and_steering_default(cond_model, tmp_path):
+    from molediff.checkpoint import load_model_file, save_model_file
+    from molediff.sampling import MoleculeGenerator
+    from molediff.steering import PropertyModel
+
+    gen = MoleculeGenerator.from_file(cond_model)
+    torch.manual_seed(0)
+    model = PropertyModel(PropertyModel.build(gen.diffusion, hidden=16, layers=2), list(gen.conditions),
+                          gen.config.diffusion.condition_stats, {"hidden": 16, "layers": 2})
+    state, config, meta = load_model_file(cond_model)
+    path = tmp_path / "with_steering.pt"
+    save_model_file(path, state, config, {**meta, "property_model": model.to_dict(), "default_steer": 0.2})
+    gen = MoleculeGenerator.from_file(path)
+    assert gen.default_steer == 0.2
+    req = gen.request(2, conditions={"logp": 3.0})
+    assert (req.steer, req.property_model) == (0.2, "")  # the file's own property model
+    assert gen.request(2).steer == 0.0  # nothing to steer towards
+    assert gen.request(2, conditions={"logp": 3.0}, steer=0.0).steer == 0.0
+    assert len(list(gen.sample_arrays(2, steps=4, seed=0, conditions={"logp": 3.0}, relax_hydrogens=False))) == 2
+    # a model file without one steers only when given a property model
+    assert MoleculeGenerator.from_file(cond_model).default_steer == 0.0
+    with pytest.raises(UserError, match="needs a property model"):
+        MoleculeGenerator.from_file(cond_model).request(2, conditions={"logp": 3.0}, steer=0.1)
+    # tampered weights are refused
+    bad = model.to_dict()
+    bad["weights"] = {k: v + 1 for k, v in bad["weights"].items()}
+    save_model_file(path, state, config, {**meta, "property_model": bad, "default_steer": 0.2})
+    with pytest.raises(UserError, match="integrity"):
+        MoleculeGenerator.from_file(path).request(2, conditions={"logp": 3.0})

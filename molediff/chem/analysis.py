@@ -18,7 +18,7 @@ from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 from molediff.chem.rdkit_mol import build_molecule, check_validity, largest_fragment, mol_from_bonds
 
 __all__ = ["CONDITION_DESCRIPTORS", "DESCRIPTORS", "DESCRIPTOR_NAMES", "MoleculeAnalysis", "analyse_molecule",
-           "condition_values", "descriptor_values", "draw_grid", "molecule_properties"]
+           "condition_values", "descriptor_values", "draw_grid", "molecule_properties", "outside_ranges"]
 
 #: RDKit descriptors by name: QED, Crippen logP, molecular weight (g/mol).
 DESCRIPTORS: dict[str, Callable[[Chem.Mol], float]] = {"qed": QED.qed, "logp": Crippen.MolLogP, "mol_wt": Descriptors.MolWt}
@@ -79,6 +79,29 @@ def condition_values(symbols: Sequence[str], src: np.ndarray, dst: np.ndarray, o
         return np.full(len(columns), np.nan)
     values = descriptor_values(mol, {c: CONDITION_DESCRIPTORS[c] for c in columns})
     return np.array([values[c] for c in columns], dtype=np.float64)
+
+
+def outside_ranges(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                   order: np.ndarray, hydrogens: np.ndarray | None = None, *, ranges: Mapping[str, tuple[float, float]],
+                   molecules: np.ndarray | None = None) -> np.ndarray:
+    """``[B]`` bool: the molecules of a stacked batch as written (arguments as
+    :func:`molediff.chem.model_bonds.model_bond_stability`) with a property outside its range, ``ranges``
+    {:data:`CONDITION_DESCRIPTORS` key: (lo, hi)}, bounds included; only those marked in ``molecules``
+    [B] bool (default: all). A molecule that does not sanitize, or one a descriptor fails on, is not marked
+    (its validity is another rule's)."""
+    from molediff.chem.model_bonds import written_molecules
+    from molediff.chem.rdkit_mol import sanitize
+
+    out = np.zeros(len(ptr) - 1, dtype=bool)
+    functions = {c: CONDITION_DESCRIPTORS[c] for c in ranges}
+    which = None if molecules is None else np.flatnonzero(molecules).tolist()
+    for m, mol in written_molecules(atom_type, charge, ptr, src, dst, order, None, hydrogens, which):
+        mol = sanitize(mol)
+        if mol is None:
+            continue
+        values = descriptor_values(mol, functions)
+        out[m] = any(not lo <= values[c] <= hi for c, (lo, hi) in ranges.items() if not math.isnan(values[c]))
+    return out
 
 
 def molecule_properties(mol: Chem.Mol) -> dict[str, float] | None:

@@ -69,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local restarts also redraw the odd rings of valid molecules (non-aromatic rings with a double bond "
                         "inside, cyclohexene- or cyclohexadiene-like: rare in drug-like data, common in a model's samples), "
                         "and never leave a valid molecule invalid doing so (default: the model's own; on for druglike)")
+    p.add_argument("--restart-ranges", action=argparse.BooleanOptionalAction, default=None,
+                   help="with a drug-like --condition NAME=LO:HI: local restarts also redraw, whole, the valid molecules whose "
+                        "property (RDKit, on the written molecule) falls outside its range, keeping the valid one where "
+                        "the new draw fails (default: on wherever restarts run and such a range is asked)")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
@@ -90,13 +94,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance weight w with --condition: ε = ε_uncond + w (ε_cond − ε_uncond); 1 (default) "
                         "the conditional model as trained, 0 unconditional, above 1 pushes harder towards the targets "
                         "(two network evaluations per step)")
-    p.add_argument("--steer", type=float, default=0.0, metavar="S",
-                   help="with --condition and --property-model: correct each molecule's estimate in the late steps (t < 300 "
-                        "of 1000) towards its targets, a gradient step of size S on a property model's error (0.05 measured "
-                        "on drug-like models: each molecule's property much closer to its target, a few points of stability "
-                        "lost; see benchmarks/README.md). 0 (default): none")
+    p.add_argument("--steer", type=float, default=None, metavar="S",
+                   help="with --condition: correct each molecule's estimate in the late steps (t < 300 of 1000) towards its "
+                        "targets, a gradient step of size S on a property model's error (0.1 measured on drug-like models "
+                        "with restarts: each molecule's property much closer to its target, a point or two of stability "
+                        "lost; see benchmarks/README.md); 0 turns it off. Default: the model's own (a model file that "
+                        "carries a property model, e.g. druglike-cond), else none")
     p.add_argument("--property-model", default=None, metavar="FILE",
-                   help="the property model --steer reads: a file 'molediff property-model' trained for this model")
+                   help="the property model --steer reads: a file 'molediff property-model' trained for this model "
+                        "(default: the one the model file carries)")
     p.add_argument("--checkpoint", default=None, help="a model file or training checkpoint instead of a bundled model")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--format", choices=("sdf", "xyz"), default=None, help="output format (default: from the file extension, else sdf)")
@@ -420,13 +426,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace, gen):
     """The request of ``args``, checked once against the model before any output is created; fills in
-    ``args.steps``, ``args.restarts`` and ``args.restart_rings`` with what it resolved."""
+    ``args.steps``, ``args.restarts``, ``args.restart_rings`` and ``args.restart_ranges`` with what it resolved."""
     req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
                       guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts,
-                      restart_rings=args.restart_rings, steer=args.steer, property_model=args.property_model)
-    args.steps, args.restarts, args.restart_rings = req.steps, req.restarts, req.restart_rings
+                      restart_rings=args.restart_rings, steer=args.steer, property_model=args.property_model,
+                      restart_ranges=args.restart_ranges)
+    args.steps, args.restarts, args.restart_rings, args.restart_ranges = req.steps, req.restarts, req.restart_rings, req.restart_ranges
     return req
 
 
@@ -899,7 +906,8 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     if diverged:
         say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.restarts:
-        what = "failing atoms or odd rings" if args.restart_rings else "failing atoms"
+        parts = ["failing atoms"] + ["odd rings"] * bool(args.restart_rings) + ["properties outside their range"] * bool(args.restart_ranges)
+        what = " or ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
         say(f"local restarts (up to {args.restarts} rounds): {restarted} "
             f"of {done} molecules had {what} generated again (SD property molediff_restarts; --restarts 0 turns them off)")
     if args.conditions:
