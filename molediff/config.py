@@ -438,6 +438,9 @@ BUNDLED_MODELS: dict[str, str] = {
     # drug-like (MOSES-3D): a heavy-atom joint model with generated hydrogen counts (hydrogens placed on
     # sampling); it passed the drug-like shipping floor on 2026-12-02 (its card; until then "druglike-preview")
     "druglike": "druglike_ema.pt",
+    # druglike fine-tuned on eight RDKit properties (classifier-free guidance), carrying a property model that
+    # steers each molecule towards its targets, and restarts that redraw molecules outside an asked range
+    "druglike-cond": "druglike_cond_ema.pt",
 }
 
 

@@ -688,8 +688,9 @@ class MoleculeGenerator:
 def load_pretrained(path: str | Path | None = None, device: str = "cpu", model: str = DEFAULT_MODEL) -> MoleculeGenerator:
     """A bundled model by name (``model``: "qm9-joint", the default, which writes its own bonds and formal
     charges; "qm9", atoms only; "qm9-cond", conditioned on properties; "qm9-frag", grows given
-    fragments; "druglike", drug-like molecules from MOSES, heavy-atom with hydrogens placed), or
-    the model file / training checkpoint at ``path``."""
+    fragments; "druglike", drug-like molecules from MOSES, heavy-atom with hydrogens placed;
+    "druglike-cond", druglike conditioned on eight RDKit properties, with its own property model for
+    steering), or the model file / training checkpoint at ``path``."""
     if path is None:
         path = bundled_model_path(model)
         if not path.exists():

@@ -177,3 +177,28 @@ def test_a_model_file_may_carry_its_property_model_and_steering_default(cond_mod
     save_model_file(path, state, config, {**meta, "property_model": bad, "default_steer": 0.2})
     with pytest.raises(UserError, match="integrity"):
         MoleculeGenerator.from_file(path).request(2, conditions={"logp": 3.0})
+
+
+def test_the_sampling_summary_says_how_the_valid_molecules_meet_their_targets():
+    from molediff.commands.sample import _targets_met
+    from molediff.conditioning import Range
+
+    line = _targets_met({"logp": Range(1.0, 2.0), "mw": 46.0}, ["CCO", "CCCCCCO", "CCCCCCO"])
+    # Crippen logP: ethanol -0.00, hexanol 1.56; MolWt 46.07 and 102.18
+    assert line.startswith("properties of the 3 valid molecules (RDKit): ")
+    assert "inside 1:2 66.7%" in line and "MAE to 46 " in line
+    assert _targets_met({"gap": 0.25}, ["CCO"]) is None and _targets_met({"logp": 2.0}, []) is None
+
+
+def test_the_bundled_conditional_drug_like_model_steers_and_checks_ranges_by_default():
+    from molediff.conditioning import Range
+    from molediff.sampling import load_pretrained
+
+    gen = load_pretrained(model="druglike-cond")
+    assert gen.default_steer > 0 and gen.default_restarts > 0 and gen.default_restart_rings
+    req = gen.request(2, conditions={"logp": Range(2.0, 3.0)})
+    assert req.steer == gen.default_steer and req.property_model == "" and req.restart_ranges and req.restart_rings
+    assert gen.request(2).steer == 0.0 and not gen.request(2).restart_ranges  # unconditional: nothing to steer or check
+    records = list(gen.sample_arrays(2, steps=4, seed=0, conditions={"logp": Range(2.0, 3.0)}, restarts=2,
+                                     relax_hydrogens=False))
+    assert len(records) == 2 and all(info["conditions"]["logp"] >= 2.0 for _, _, info in records)

@@ -18,7 +18,8 @@ from rdkit.Chem import QED, Crippen, Descriptors, Lipinski, rdMolDescriptors
 from molediff.chem.rdkit_mol import build_molecule, check_validity, largest_fragment, mol_from_bonds
 
 __all__ = ["CONDITION_DESCRIPTORS", "DESCRIPTORS", "DESCRIPTOR_NAMES", "MoleculeAnalysis", "analyse_molecule",
-           "condition_values", "descriptor_values", "draw_grid", "molecule_properties", "outside_ranges"]
+           "condition_values", "descriptor_values", "draw_grid", "molecule_properties", "outside_ranges",
+           "smiles_condition_values"]
 
 #: RDKit descriptors by name: QED, Crippen logP, molecular weight (g/mol).
 DESCRIPTORS: dict[str, Callable[[Chem.Mol], float]] = {"qed": QED.qed, "logp": Crippen.MolLogP, "mol_wt": Descriptors.MolWt}
@@ -79,6 +80,21 @@ def condition_values(symbols: Sequence[str], src: np.ndarray, dst: np.ndarray, o
         return np.full(len(columns), np.nan)
     values = descriptor_values(mol, {c: CONDITION_DESCRIPTORS[c] for c in columns})
     return np.array([values[c] for c in columns], dtype=np.float64)
+
+
+def smiles_condition_values(smiles: Sequence[str], columns: Sequence[str]) -> np.ndarray:
+    """``[len(smiles), len(columns)]`` float64: the drug-like conditioning properties
+    (:data:`CONDITION_DESCRIPTORS` keys ``columns``) of molecules given as SMILES; a row of NaN where the
+    SMILES does not parse, NaN where a descriptor fails."""
+    functions = {c: CONDITION_DESCRIPTORS[c] for c in columns}
+    out = np.full((len(smiles), len(columns)), np.nan)
+    with rdBase.BlockLogs():
+        for i, text in enumerate(smiles):
+            mol = Chem.MolFromSmiles(text)
+            if mol is not None:
+                values = descriptor_values(mol, functions)
+                out[i] = [values[c] for c in columns]
+    return out
 
 
 def outside_ranges(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,

@@ -79,7 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'qm9-cond' (the joint model conditioned on QM9 properties: use with --condition) or 'qm9-frag' "
                         "(the joint model trained to grow fragments: the default with --fragment), 'druglike' (drug-like "
                         "molecules with S, Cl, Br, F from MOSES: heavy-atom with hydrogens placed, an aromatic bond type, "
-                        "6 rounds of --restarts with --restart-rings by default); model cards in "
+                        "6 rounds of --restarts with --restart-rings by default), 'druglike-cond' (druglike fine-tuned on eight "
+                        "RDKit properties: use with --condition; it carries a property model that steers each molecule "
+                        "towards its targets, and its restarts redraw molecules outside an asked range); model cards in "
                         "molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     drug_units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in DRUGLIKE_PROPERTIES)
@@ -215,6 +217,33 @@ def _properties(smiles) -> dict[str, tuple[float, float, float]]:
         return {}
     values = druglike_properties([Chem.MolFromSmiles(s) for s in keys])
     return {s: (float(values["qed"][i]), float(values["sa"][i]), float(values["mol_wt"][i])) for i, s in enumerate(keys)}
+
+
+def _targets_met(conditions: dict, smiles: list[str]) -> str | None:
+    """One summary line on how the valid molecules (``smiles``, duplicates kept) meet the drug-like
+    ``conditions``: per property the mean ± sd of the written molecules' values (RDKit, as for the
+    training molecules), the share inside a range or the mean absolute error to a value; None without
+    drug-like conditions or valid molecules."""
+    from molediff.chem.analysis import smiles_condition_values
+    from molediff.conditioning import DRUGLIKE_CONDITION_NAMES
+
+    names = [n for n in conditions if n in DRUGLIKE_CONDITION_NAMES]
+    if not names or not smiles:
+        return None
+    table = smiles_condition_values(smiles, [BY_NAME[n].column for n in names])
+    parts = []
+    for n in names:
+        v = table[:, names.index(n)]
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        target = conditions[n]
+        if isinstance(target, Range):
+            met = f"inside {target[0]:g}:{target[1]:g} {100 * np.mean((v >= target[0]) & (v <= target[1])):.1f}%"
+        else:
+            met = f"MAE to {target:g} {np.mean(np.abs(v - target)):.3g}"
+        parts.append(f"{n} {v.mean():.3g} ± {v.std():.2g}, {met}")
+    return f"properties of the {len(smiles)} valid molecules (RDKit): " + "; ".join(parts) if parts else None
 
 
 def _posebusters_counts(kept_3d: list) -> dict:
@@ -434,6 +463,7 @@ def _request(args: argparse.Namespace, gen):
                       restart_rings=args.restart_rings, steer=args.steer, property_model=args.property_model,
                       restart_ranges=args.restart_ranges)
     args.steps, args.restarts, args.restart_rings, args.restart_ranges = req.steps, req.restarts, req.restart_rings, req.restart_ranges
+    args.steer = req.steer
     return req
 
 
@@ -906,14 +936,18 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     if diverged:
         say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.restarts:
-        parts = ["failing atoms"] + ["odd rings"] * bool(args.restart_rings) + ["properties outside their range"] * bool(args.restart_ranges)
-        what = " or ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+        causes = ["failing atoms"] + ["odd rings"] * bool(args.restart_rings) + ["properties outside their range"] * bool(args.restart_ranges)
+        what = " or ".join([", ".join(causes[:-1]), causes[-1]] if len(causes) > 1 else causes)
         say(f"local restarts (up to {args.restarts} rounds): {restarted} "
             f"of {done} molecules had {what} generated again (SD property molediff_restarts; --restarts 0 turns them off)")
     if args.conditions:
         targets = ", ".join((f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f"{k}={v:g}") + f" {BY_NAME[k].unit}"
                             for k, v in args.conditions.items())
-        say(f"conditioned on {targets} (guidance {args.guidance:g}; SD properties molediff_target_*)")
+        say(f"conditioned on {targets} (guidance {args.guidance:g}" + (f", steered at {args.steer:g}" if args.steer else "")
+            + "; SD properties molediff_target_*)")
+        met = None if interrupted else _targets_met(args.conditions, [s for p in parts for s in p["valid_smiles"]])
+        if met:
+            say(met)
     if fmt == "sdf" and done and gen.writes_bonds and args.bonds == "model":
         say(f"model bonds (written): connected valid {100 * model_valid / done:.1f}%  unique among them "
             f"{100 * len(smiles) / max(model_valid, 1):.1f}%  molecule stability {100 * model_stable / done:.1f}%  "
