@@ -457,9 +457,12 @@ class MoleculeGenerator:
         if rings is None:
             return self.default_restart_rings and restarts > 0
         if rings and not restarts:
-            name = "--restart-rings" if flags else "restart_rings"
-            raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
+            self._refuse_without_restarts("--restart-rings" if flags else "restart_rings")
         return bool(rings)
+
+    def _refuse_without_restarts(self, name: str) -> None:
+        """A rule of local restarts asked (``name``, as the user wrote it) where none run: UserError."""
+        raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
 
     def _restart_ranges(self, ranges: bool | None, restarts: int, conditions: dict, flags: bool) -> bool:
         """The request's range rule (:mod:`molediff.restarts`): ``ranges``, or by default on wherever
@@ -474,7 +477,7 @@ class MoleculeGenerator:
         if ranges:
             name = "--restart-ranges" if flags else "restart_ranges"
             if not restarts:
-                raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
+                self._refuse_without_restarts(name)
             if not asked or not druglike:
                 raise UserError(f"{name} redraws molecules outside an asked range of a drug-like property: "
                                 "give one as --condition NAME=LO:HI")

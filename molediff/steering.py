@@ -137,15 +137,15 @@ def train_property_model(diffusion: Any, train: Any, valid: Any, minutes: float,
     model's conditions, NaN where unknown), encoded as the model encodes them with per-molecule noise
     up to :data:`AUGMENT`; ``valid``: held-out molecules whose mean absolute error per property (in the
     property's units) is reported (``report``) every few hundred steps and kept in its ``info``."""
-    from molediff.conditioning import property_columns
+    from molediff.conditioning import normalise, property_columns
 
     names, stats = list(diffusion.cfg.conditions), diffusion.cfg.condition_stats
-    mu = torch.tensor([stats[n][0] for n in names])
     sd = torch.tensor([stats[n][1] for n in names])
 
     def targets(mols: Any) -> tuple[torch.Tensor, np.ndarray]:
-        y = (torch.as_tensor(mols.props[:, property_columns(names)], dtype=torch.float32) - mu) / sd
-        return y, np.nonzero(~torch.isnan(y).any(1).numpy())[0]
+        """Standardised targets [N, K] and the rows with every property known."""
+        z, given = normalise(torch.as_tensor(mols.props[:, property_columns(names)], dtype=torch.float64), names, stats)
+        return z.float(), np.nonzero(given.bool().all(1).numpy())[0]
 
     y_train, rows = targets(train)
     y_valid, valid_rows = targets(valid)
