@@ -26,8 +26,10 @@ measured here: ``benchmarks/druglike_quality.py`` on a written file does that.
 
 ``--steer S --property-model FILE`` steers every conditional row (:mod:`molediff.steering`, ``molediff
 property-model``) as ``molediff sample --steer`` does; a model file that carries its own property model
-(``druglike-cond``) steers by its own default unless ``--steer`` says otherwise. Range requests run with
-range restarts wherever restarts run (``--no-restart-ranges``: without them), as ``molediff sample``.
+(``druglike-cond``) steers by its own default unless ``--steer`` says otherwise. Requests run with
+range restarts wherever restarts run (a value checked as its band, ``molediff.conditioning.target_band``;
+``--no-restart-ranges``: without them), as ``molediff sample``; each row records the rules the library
+resolved for it.
 
 Rows sample as ``molediff sample`` does with the same file (its local restarts, ``--precision auto``);
 a training run's file carries no restarts, so give the bundled model's (``--restarts 6
@@ -56,7 +58,7 @@ import numpy as np
 import torch
 
 from molediff.atomic import atomic_write
-from molediff.conditioning import BY_NAME, Range
+from molediff.conditioning import BY_NAME, Range, target_band
 from molediff.config import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,16 +113,20 @@ def score_records(records: list, names: list[str]) -> dict:
 
 
 def sample(gen, n: int, args: argparse.Namespace, conditions: dict, guidance: float) -> tuple[dict, float]:
+    """The scores of ``n`` molecules sampled as asked (:func:`score_records`), with ``"resolved"``: the
+    steering step and restart rules the library resolved for the request (what the row measured)."""
     t = time.perf_counter()
     kw = dict(conditions=conditions, guidance=guidance) if conditions else {}
-    if conditions:  # the unconditional row (the naive bound) is never steered
-        kw.update(steer=args.steer, property_model=args.property_model)
-    if any(isinstance(v, Range) for v in conditions.values()):  # value targets have no range to check
-        kw.update(restart_ranges=args.restart_ranges)
-    records = list(gen.sample_arrays(n, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                                     relax_hydrogens=False, restarts=args.restarts,
-                                     restart_rings=args.restart_rings, **kw))
-    return score_records(records, gen.conditions), time.perf_counter() - t
+    if conditions:  # the unconditional row (the naive bound) is never steered nor checked against a band
+        kw.update(steer=args.steer, property_model=args.property_model, restart_ranges=args.restart_ranges)
+    kw.update(steps=args.steps, seed=args.seed, batch_size=args.batch_size, relax_hydrogens=False,
+              restarts=args.restarts, restart_rings=args.restart_rings)
+    req = gen.request(n, **kw)
+    records = list(gen.sample_arrays(n, **kw))
+    scores = score_records(records, gen.conditions)
+    scores["resolved"] = {"steer": req.steer, "restarts": req.restarts, "restart_rings": req.restart_rings,
+                          "restart_ranges": req.restart_ranges}
+    return scores, time.perf_counter() - t
 
 
 def unconditional(gen, args: argparse.Namespace, label: str) -> tuple[dict, float]:
@@ -151,7 +157,9 @@ def in_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
 
 
 def quality(s: dict) -> dict:
-    return {k: s[k] for k in ("stability", "valid", "odd_ring", "without_aromatic_ring", "small_ring", "yield")}
+    """The row's quality figures and the rules it was sampled under."""
+    return {**{k: s[k] for k in ("stability", "valid", "odd_ring", "without_aromatic_ring", "small_ring", "yield")},
+            **s.get("resolved", {})}
 
 
 def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespace, guidance: float) -> list[dict]:
@@ -163,12 +171,15 @@ def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespac
         mae, naive_mae = float(np.nanmean(np.abs(got - value))), float(np.nanmean(np.abs(naive - value)))
         # the MAE split: how far the molecules' mean is from the target (bias), and how widely they spread
         mean, sd = float(np.nanmean(got)), float(np.nanstd(got))
+        band = target_band(name, value)  # the value's band: what range restarts check
         rows.append({"request": f"{name}={value:g}", "kind": "value", "mae": mae, "naive_mae": naive_mae,
                      "reduction": 1 - mae / naive_mae if naive_mae else None, "mean": mean, "sd": sd,
-                     "naive_mean": float(np.nanmean(naive)), "naive_sd": float(np.nanstd(naive)), **quality(s),
-                     "seconds": round(sec, 1)})
+                     "naive_mean": float(np.nanmean(naive)), "naive_sd": float(np.nanstd(naive)),
+                     "band": list(band), "in_band": in_range(got, *band)[0], "naive_in_band": in_range(naive, *band)[0],
+                     **quality(s), "seconds": round(sec, 1)})
         print(f"  {rows[-1]['request']:<22} MAE {mae:.3g} (naive {naive_mae:.3g}, {100 * rows[-1]['reduction']:+.0f}% better)"
               f"  mean {mean:.3g} ± {sd:.2g} (naive {rows[-1]['naive_mean']:.3g} ± {rows[-1]['naive_sd']:.2g})"
+              f"  within {band[0]:g}:{band[1]:g} {100 * rows[-1]['in_band']:.1f}% (naive {100 * rows[-1]['naive_in_band']:.1f}%)"
               f"  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%  odd rings {_pct(s['odd_ring'])}", flush=True)
     for side, (lo, hi) in spec["ranges"].items():
         s, sec = sample(gen, args.n, args, {name: Range(lo, hi)}, guidance)
@@ -233,7 +244,7 @@ def main() -> int:
     p.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
                    help="restarts also redraw odd rings (default: the model file's own)")
     p.add_argument("--restart-ranges", action=argparse.BooleanOptionalAction, default=None,
-                   help="restarts also redraw molecules outside an asked range (range requests only; default: as "
+                   help="restarts also redraw molecules outside an asked range or a value's band (default: as "
                         "molediff sample, on wherever restarts run)")
     p.add_argument("--base", default=None,
                    help="a JSON file for the unconditional row: read when it holds the same request, else written "
@@ -273,8 +284,6 @@ def main() -> int:
               "restarts": gen.default_restarts if args.restarts is None else args.restarts,
               "restart_rings": gen.default_restart_rings if args.restart_rings is None else args.restart_rings,
               "precision": gen.precision, "steer": gen.default_steer if args.steer is None else args.steer}
-    restarts = common["restarts"]
-    common["restart_ranges"] = bool(restarts) if args.restart_ranges is None else args.restart_ranges
     rows = [{**common, "steer": 0.0, "restart_ranges": False, "guidance": None, "request": "unconditional", "kind": "none", **quality(base), "seconds": round(sec, 1)}]
     for g in [float(x) for x in args.guidance.split(",")]:
         print(f"guidance {g:g}" + (f", steered at {common['steer']:g}" if common["steer"] else ""))

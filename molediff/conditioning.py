@@ -25,6 +25,10 @@ class Property:
     column: str  # qm9pack CSV column (QM9) or molediff.chem.analysis.CONDITION_DESCRIPTORS key (drug-like)
     unit: str  # the dataset's unit, the unit of --condition values
     description: str
+    #: drug-like: half-width of the band around an asked value (NAME=VALUE) inside which a molecule meets it,
+    #: the band range restarts check (molediff.restarts); 0.5 for a count: exactly the value. Ask NAME=LO:HI
+    #: for another band. QM9's properties are not computable from a molecule's graph: no band.
+    tolerance: float | None = None
 
 
 #: the six properties of the EDM conditioning protocol (Hoogeboom et al. 2022), in QM9's own units
@@ -43,14 +47,14 @@ PROPERTY_NAMES = tuple(p.name for p in PROPERTIES)
 #: from each training molecule (molediff.chem.analysis.CONDITION_DESCRIPTORS); the columns, in this
 #: order, of a molecule-file set's ``props`` when a model asks for them
 DRUGLIKE_PROPERTIES: tuple[Property, ...] = (
-    Property("qed", "qed", "score 0-1", "quantitative estimate of drug-likeness (QED)"),
-    Property("logp", "logp", "log units", "Crippen logP"),
-    Property("mw", "mw", "g/mol", "molecular weight"),
-    Property("tpsa", "tpsa", "Å^2", "topological polar surface area"),
-    Property("hbd", "hbd", "count", "hydrogen-bond donors (Lipinski)"),
-    Property("hba", "hba", "count", "hydrogen-bond acceptors (Lipinski)"),
-    Property("rotb", "rotb", "count", "rotatable bonds"),
-    Property("arom", "arom", "count", "aromatic rings"),
+    Property("qed", "qed", "score 0-1", "quantitative estimate of drug-likeness (QED)", 0.05),
+    Property("logp", "logp", "log units", "Crippen logP", 0.25),
+    Property("mw", "mw", "g/mol", "molecular weight", 10.0),
+    Property("tpsa", "tpsa", "Å^2", "topological polar surface area", 5.0),
+    Property("hbd", "hbd", "count", "hydrogen-bond donors (Lipinski)", 0.5),
+    Property("hba", "hba", "count", "hydrogen-bond acceptors (Lipinski)", 0.5),
+    Property("rotb", "rotb", "count", "rotatable bonds", 0.5),
+    Property("arom", "arom", "count", "aromatic rings", 0.5),
 )
 DRUGLIKE_CONDITION_NAMES = tuple(p.name for p in DRUGLIKE_PROPERTIES)
 BY_NAME = {p.name: p for p in PROPERTIES + DRUGLIKE_PROPERTIES}
@@ -121,6 +125,16 @@ def drop_conditions(values: torch.Tensor, p: float, generator: torch.Generator |
 
     keep = torch.rand(values.shape, generator=generator, device=values.device) >= p
     return torch.where(keep, values, torch.full_like(values, float("nan")))
+
+
+def target_band(name: str, value: float | Range) -> tuple[float, float] | None:
+    """The band ``(lo, hi)`` (bounds included) inside which a molecule meets the asked ``value`` of
+    property ``name``: a range itself, a value ± the property's :attr:`Property.tolerance`; None for a
+    property without one (QM9's)."""
+    if isinstance(value, Range):
+        return tuple(value)
+    tol = BY_NAME[name].tolerance
+    return None if tol is None else (float(value) - tol, float(value) + tol)
 
 
 class Range(tuple):

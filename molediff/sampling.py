@@ -96,7 +96,7 @@ class SampleRequest:
     restart_rings: bool = False  # restarts redraw odd rings of valid molecules too
     steer: float = 0.0  # step size of property steering (molediff.steering); 0: none
     property_model: str = ""  # the property model file steering reads ("": the model file's own)
-    restart_ranges: bool = False  # restarts redraw valid molecules with a property outside an asked range
+    restart_ranges: bool = False  # restarts redraw valid molecules with a property outside an asked range / value's band
 
     @property
     def molecule_steps(self) -> int:
@@ -399,12 +399,15 @@ class MoleculeGenerator:
 
     @staticmethod
     def _ranges(req: SampleRequest) -> dict[str, tuple[float, float]] | None:
-        """{RDKit descriptor: (lo, hi)} of the request's ranges that its restarts check (None: no check)."""
-        from molediff.conditioning import BY_NAME, Range
+        """{RDKit descriptor: (lo, hi)} that the request's restarts check (None: no check): each asked range,
+        and each value asked of every molecule as its band (:func:`molediff.conditioning.target_band`);
+        per-molecule targets are not checked."""
+        from molediff.conditioning import BY_NAME, target_band
 
         if not req.restart_ranges:
             return None
-        return {BY_NAME[name].column: tuple(v) for name, v in req.conditions.items() if isinstance(v, Range)}
+        return {BY_NAME[name].column: target_band(name, v) for name, v in req.conditions.items()
+                if not isinstance(v, list) and target_band(name, v) is not None}
 
     def _steerer(self, req: SampleRequest) -> Callable | None:
         """The sampler's ``steer(x̂_0, t, cond)`` of request ``req`` (None without steering): a step of
@@ -466,21 +469,22 @@ class MoleculeGenerator:
 
     def _restart_ranges(self, ranges: bool | None, restarts: int, conditions: dict, flags: bool) -> bool:
         """The request's range rule (:mod:`molediff.restarts`): ``ranges``, or by default on wherever
-        restarts run and a drug-like property is asked as a range (a range is a hard request; QM9's
-        properties are not computable from a molecule's graph)."""
-        from molediff.conditioning import DRUGLIKE_CONDITION_NAMES, Range
+        restarts run and a drug-like property is asked of every molecule, as a range or as a value (its
+        band, :func:`molediff.conditioning.target_band`); QM9's properties are not computable from a
+        molecule's graph."""
+        from molediff.conditioning import DRUGLIKE_CONDITION_NAMES
 
-        asked = any(isinstance(v, Range) for v in conditions.values())
+        asked = any(not isinstance(v, list) for v in conditions.values())
         druglike = all(name in DRUGLIKE_CONDITION_NAMES for name in conditions)
         if ranges is None:
-            return asked and druglike and restarts > 0
+            return bool(conditions) and asked and druglike and restarts > 0
         if ranges:
             name = "--restart-ranges" if flags else "restart_ranges"
             if not restarts:
                 self._refuse_without_restarts(name)
-            if not asked or not druglike:
-                raise UserError(f"{name} redraws molecules outside an asked range of a drug-like property: "
-                                "give one as --condition NAME=LO:HI")
+            if not conditions or not asked or not druglike:
+                raise UserError(f"{name} redraws molecules outside the band of an asked drug-like property: "
+                                "give one as --condition NAME=VALUE or NAME=LO:HI")
         return bool(ranges)
 
     def _size_range(self, n_atoms: int | str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -565,8 +569,9 @@ class MoleculeGenerator:
         of :mod:`molediff.steering`; None: the one the model file carries): each molecule's x̂_0 of the late
         steps corrected towards its targets by a property model, step size s (0.1 measured on the drug-like
         model with restarts; tighter properties, a point or two of stability); None: the model's
-        :attr:`default_steer`. ``restart_ranges`` (None: on where restarts run and a drug-like range is
-        asked): restarts also redraw valid molecules whose property falls outside its asked range.
+        :attr:`default_steer`. ``restart_ranges`` (None: on where restarts run and a drug-like property is
+        asked): restarts also redraw valid molecules whose property falls outside its asked range, or
+        outside the band around its asked value (:attr:`molediff.conditioning.Property.tolerance`).
 
         A heavy-atom model (one that generates hydrogen counts) yields complete molecules: its heavy
         atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry

@@ -121,7 +121,7 @@ def test_sampling_with_steer_runs_and_its_mistakes_are_refused(cond_model, drug_
     assert out.exists()
 
 
-def test_range_restarts_are_on_by_default_for_a_range_and_refused_without_one(cond_model, tmp_path, capsys):
+def test_range_restarts_are_on_by_default_for_a_range_or_value_and_refused_without_one(cond_model, tmp_path, capsys):
     from molediff.cli import main as cli
     from molediff.conditioning import Range
     from molediff.sampling import MoleculeGenerator
@@ -132,17 +132,26 @@ def test_range_restarts_are_on_by_default_for_a_range_and_refused_without_one(co
     assert gen.request(2, conditions={"logp": inside}, restarts=1).restart_ranges
     assert not gen.request(2, conditions={"logp": inside}, restarts=0).restart_ranges
     assert not gen.request(2, conditions={"logp": inside}, restarts=1, restart_ranges=False).restart_ranges
-    assert not gen.request(2, conditions={"logp": logp[0]}, restarts=1).restart_ranges  # a value is a target, not a bound
+    # a value is checked as its band (value ± the property's tolerance; a count exactly), a range as itself;
+    # per-molecule targets are not checked
+    mw = gen.config.diffusion.condition_stats["mw"][0]
+    req = gen.request(2, conditions={"logp": inside, "mw": mw}, restarts=1)
+    assert req.restart_ranges
+    assert MoleculeGenerator._ranges(req) == {"logp": tuple(inside), "mw": (mw - 10.0, mw + 10.0)}
+    req = gen.request(2, conditions={"logp": [logp[0], logp[0]], "mw": mw}, restarts=1)
+    assert MoleculeGenerator._ranges(req) == {"mw": (mw - 10.0, mw + 10.0)}
+    assert not gen.request(2, conditions={"logp": [logp[0], logp[0]]}, restarts=1).restart_ranges
+    assert not gen.request(2, restarts=1).restart_ranges
     with pytest.raises(UserError, match="needs local restarts"):
         gen.request(2, conditions={"logp": inside}, restarts=0, restart_ranges=True)
-    with pytest.raises(UserError, match="NAME=LO:HI"):
-        gen.request(2, conditions={"logp": logp[0]}, restarts=1, restart_ranges=True)
+    with pytest.raises(UserError, match="NAME=VALUE or NAME=LO:HI"):
+        gen.request(2, restarts=1, restart_ranges=True)
     records = list(gen.sample_arrays(2, steps=4, seed=0, conditions={"logp": inside}, restarts=2, relax_hydrogens=False))
     assert len(records) == 2 and all("restarts" in info for _, _, info in records)
     out = tmp_path / "r.sdf"
     assert cli(["sample", "--checkpoint", str(cond_model), "--n", "2", "--steps", "4", "--restarts", "1",
                 "--condition", f"logp={inside[0]}:{inside[1]}", "--out", str(out), "--no-progress"]) == 0
-    assert "properties outside their range" in capsys.readouterr().out
+    assert "properties outside their asked band" in capsys.readouterr().out
     assert cli(["sample", "--checkpoint", str(cond_model), "--n", "2", "--steps", "4", "--restarts", "0", "--restart-ranges",
                 "--condition", f"logp={inside[0]}:{inside[1]}", "--out", str(tmp_path / "s.sdf"), "--no-progress"]) == 2
     assert "needs local restarts" in capsys.readouterr().err
@@ -186,7 +195,7 @@ def test_the_sampling_summary_says_how_the_valid_molecules_meet_their_targets():
     line = _targets_met({"logp": Range(1.0, 2.0), "mw": 46.0}, ["CCO", "CCCCCCO", "CCCCCCO"])
     # Crippen logP: ethanol -0.00, hexanol 1.56; MolWt 46.07 and 102.18
     assert line.startswith("properties of the 3 valid molecules (RDKit): ")
-    assert "inside 1:2 66.7%" in line and "MAE to 46 " in line
+    assert "inside 1:2 66.7%" in line and "MAE to 46 " in line and "within 46 ± 10 33.3%" in line
     assert _targets_met({"gap": 0.25}, ["CCO"]) is None and _targets_met({"logp": 2.0}, []) is None
 
 

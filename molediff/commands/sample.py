@@ -70,9 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "inside, cyclohexene- or cyclohexadiene-like: rare in drug-like data, common in a model's samples), "
                         "and never leave a valid molecule invalid doing so (default: the model's own; on for druglike)")
     p.add_argument("--restart-ranges", action=argparse.BooleanOptionalAction, default=None,
-                   help="with a drug-like --condition NAME=LO:HI: local restarts also redraw, whole, the valid molecules whose "
-                        "property (RDKit, on the written molecule) falls outside its range, keeping the valid one where "
-                        "the new draw fails (default: on wherever restarts run and such a range is asked)")
+                   help="with a drug-like --condition: local restarts also redraw, whole, the valid molecules whose "
+                        "property (RDKit, on the written molecule) falls outside its range NAME=LO:HI, or outside the band "
+                        "around its value NAME=VALUE (" + ", ".join(f"{p.name} ±{p.tolerance:g}" for p in DRUGLIKE_PROPERTIES
+                                                                    if p.unit != "count") +
+                        "; a count exactly), keeping the valid one where the new draw fails (default: on wherever restarts "
+                        "run and a drug-like property is asked)")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
@@ -225,7 +228,7 @@ def _targets_met(conditions: dict, smiles: list[str]) -> str | None:
     training molecules), the share inside a range or the mean absolute error to a value; None without
     drug-like conditions or valid molecules."""
     from molediff.chem.analysis import smiles_condition_values
-    from molediff.conditioning import DRUGLIKE_CONDITION_NAMES
+    from molediff.conditioning import DRUGLIKE_CONDITION_NAMES, target_band
 
     names = [n for n in conditions if n in DRUGLIKE_CONDITION_NAMES]
     if not names or not smiles:
@@ -241,7 +244,9 @@ def _targets_met(conditions: dict, smiles: list[str]) -> str | None:
         if isinstance(target, Range):
             met = f"inside {target[0]:g}:{target[1]:g} {100 * np.mean((v >= target[0]) & (v <= target[1])):.1f}%"
         else:
-            met = f"MAE to {target:g} {np.mean(np.abs(v - target)):.3g}"
+            lo, hi = target_band(n, target)
+            met = (f"MAE to {target:g} {np.mean(np.abs(v - target)):.3g}, "
+                   f"within {target:g} ± {BY_NAME[n].tolerance:g} {100 * np.mean((v >= lo) & (v <= hi)):.1f}%")
         parts.append(f"{n} {v.mean():.3g} ± {v.std():.2g}, {met}")
     return f"properties of the {len(smiles)} valid molecules (RDKit): " + "; ".join(parts) if parts else None
 
@@ -936,7 +941,7 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     if diverged:
         say(f"{diverged} diverged molecules (non-finite or collapsed) were discarded and replaced")
     if args.restarts:
-        causes = ["failing atoms"] + ["odd rings"] * bool(args.restart_rings) + ["properties outside their range"] * bool(args.restart_ranges)
+        causes = ["failing atoms"] + ["odd rings"] * bool(args.restart_rings) + ["properties outside their asked band"] * bool(args.restart_ranges)
         what = " or ".join([", ".join(causes[:-1]), causes[-1]] if len(causes) > 1 else causes)
         say(f"local restarts (up to {args.restarts} rounds): {restarted} "
             f"of {done} molecules had {what} generated again (SD property molediff_restarts; --restarts 0 turns them off)")
