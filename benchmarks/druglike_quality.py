@@ -12,6 +12,7 @@ training data's. Sampling seconds are wall time on this machine.
 
     python benchmarks/druglike_quality.py --checkpoint RUN/ema_model.pt --train DATA_DIR --n 1000
     python benchmarks/druglike_quality.py --data HELD_OUT.sdf --train DATA_DIR      # the data row
+    python benchmarks/druglike_quality.py --model druglike-cond --condition logp=3.05:3.81 --train DATA_DIR
 
 For the data row take molecules of the same source the model never saw (e.g. a chunk of the MOSES train
 split beyond those trained on: MOSES's own "Train" row compares train molecules with the test set; the
@@ -130,6 +131,9 @@ def main() -> int:
                     help="rounds of local restarts (molediff.restarts; default: the model's own, 0 unless its file says)")
     ap.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
                     help="restarts redraw odd rings of valid molecules too (default: the model's own)")
+    ap.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE|NAME=LO:HI",
+                    help="sample a conditional model with this target, as molediff sample --condition (repeatable; its "
+                         "steering and restart rules the model's defaults): the strain and ring figures of a request")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--posebusters", type=int, default=0,
                     help="molecules given the 3D checks (PoseBusters mol_fast, MMFF relaxation, strain against ETKDGv3), "
@@ -161,7 +165,15 @@ def main() -> int:
         rows.append({"row": f"data: {args.label or args.data}", "records": len(read), "unreadable": unreadable,
                      **_score(mols, None, args, train, train_holding, train_count)})
     else:
+        from molediff.conditioning import Range, parse_conditions
         from molediff.sampling import load_pretrained
+
+        from molediff.errors import UserError
+
+        try:
+            conditions = parse_conditions(args.condition)
+        except UserError as e:
+            ap.error(str(e))
 
         gen = load_pretrained(args.checkpoint, model=args.model) if args.checkpoint else load_pretrained(model=args.model)
         if args.compile:
@@ -170,14 +182,19 @@ def main() -> int:
         prec = "" if gen.precision == "float32" else f" {gen.precision}"
         for noise in args.noise_scale:
             t0 = time.time()
-            req = gen.request(args.n, steps=args.steps, seed=args.seed, eta=args.eta, noise_scale=noise, sampler=args.sampler,
-                              restarts=args.restarts, restart_rings=args.restart_rings)
-            mols = gen.sample(args.n, steps=req.steps, seed=args.seed, eta=req.eta, noise_scale=noise, sampler=args.sampler,
-                              restarts=req.restarts, restart_rings=req.restart_rings)
+            kw = dict(steps=args.steps, seed=args.seed, eta=args.eta, noise_scale=noise, sampler=args.sampler,
+                      restarts=args.restarts, restart_rings=args.restart_rings)
+            if conditions:
+                kw.update(conditions=conditions)
+            req = gen.request(args.n, **kw)  # what the library resolves (the model's defaults), for the row's name
+            mols = gen.sample(args.n, **kw)
             seconds = time.time() - t0
-            tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")) if req.restarts else ""
+            tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")
+                    + (" ranges" if req.restart_ranges else "")) if req.restarts else ""
             how = "eta 0" if args.sampler == "ddim" and req.eta == 0 else f"noise {req.noise_scale:g}"
-            rows.append({"row": f"{args.label or args.checkpoint or args.model} {args.sampler}{req.steps} {how}{tail}{prec}",
+            asked = "".join(f" {k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f" {k}={v:g}" for k, v in conditions.items())
+            steer = f" steer {req.steer:g}" if req.steer else ""
+            rows.append({"row": f"{args.label or args.checkpoint or args.model}{asked} {args.sampler}{req.steps} {how}{tail}{steer}{prec}",
                          **_score(mols, seconds, args, train, train_holding, train_count)})
     for r in rows:
         _print_row(r)

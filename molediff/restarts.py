@@ -171,7 +171,11 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
         node, pair = x.node.clone(), x.pair.clone()
         node[atom_rows], pair[pair_rows] = y.node, y.pair
         new = MolState(node, pair, x.graph, x.parts)
-        new_free, new_valid = _regions(diffusion, new, hops, rings, ranges)
+        # only the redrawn molecules are judged again (the others are unchanged): RDKit's work per round
+        # follows the molecules restarted, not the batch
+        y_free, y_valid = _regions(diffusion, MolState(y.node, y.pair, graph, x.parts), hops, rings, ranges)
+        new_free, new_valid = free.clone(), valid.clone()
+        new_free[atom_rows], new_valid[molecules] = y_free.to(free.device), y_valid
         broke = valid & ~new_valid  # valid before, redrawn for an odd ring or a range, invalid now: it keeps what it was
         if bool(broke.any()):
             atoms, pairs = broke.to(x.device)[x.graph.batch], broke.to(x.device)[x.graph.pair_batch]
