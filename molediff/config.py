@@ -272,6 +272,13 @@ HELP: dict[str, str] = {
     "distill_gan": "with distribution matching: weight of an adversarial term (DMD2) in the student's loss: a small "
                    "discriminator learns to tell noised training molecules from noised student samples and the student "
                    "learns to fool it (what the matching direction cannot see, e.g. a sample in two pieces); 0: none",
+    "distill_regression": "with distribution matching: weight of DMD's regression term in the student's loss: the run "
+                          "first draws --distill-pairs noises and the teacher's deterministic endpoint for each (saved in "
+                          "the run directory as they are made; resumable), then each step regresses the student's "
+                          "deterministic chain from such a noise on the teacher's endpoint (it ties the student's global "
+                          "layout, e.g. a molecule in one piece, to the teacher's); 0: none",
+    "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
+                     "split over the ranks; only those the honest rule passes are regressed on)",
 }
 
 @dataclass
@@ -311,6 +318,10 @@ class TrainConfig:
     # distribution matching's adversarial term (molediff.distill.Discriminator): its weight in the student's
     # loss, 0 for none
     distill_gan: float = 0.0
+    # distribution matching's regression term (molediff.distill.regression_loss): its weight, and how many
+    # teacher pairs (noise -> the teacher's deterministic endpoint) the run draws first
+    distill_regression: float = 0.0
+    distill_pairs: int = 2000
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -384,6 +395,11 @@ class TrainConfig:
              f"--distill-method must be one of {', '.join(DISTILL_METHODS)}, got {self.distill_method!r}"),
             (self.distill_gan >= 0 and (not self.distill_gan or self.distill_method == "dmd"),
              "--distill-gan is a non-negative weight, used with --distill-method dmd"),
+            (self.distill_regression >= 0 and (not self.distill_regression or self.distill_method == "dmd"),
+             "--distill-regression is a non-negative weight, used with --distill-method dmd"),
+            (not self.distill_regression or not dcfg.conditions,
+             "--distill-regression: the teacher's pairs are drawn unconditionally; not for a conditional model"),
+            (not self.distill_regression or self.distill_pairs >= 1, f"--distill-pairs must be ≥ 1, got {self.distill_pairs}"),
             (self.distill_method == "progressive" or (self.distill_from and not dcfg.fragments),
              "--distill-method dmd needs --distill-from TEACHER, and a teacher not trained on fragments (its student "
              "would not learn to grow them)"),

@@ -32,6 +32,13 @@ apart as the fake denoiser's reading does (benchmarks/README.md, issue 38), so n
 them. DMD2's answer (Yin et al. 2024b) is an adversarial term: with ``distill_gan`` > 0 a small
 :class:`Discriminator` learns to tell noised training molecules from noised student samples (at low and
 middle noise, where a split is plain), and the student's loss adds its non-saturating generator loss.
+
+DMD's own anchor is a **regression term** (Yin et al. 2024a): with ``distill_regression`` > 0 the run
+first draws pairs from the teacher (:func:`teacher_pairs`: a noise z_T and the teacher's deterministic
+endpoint for it, DDIM at η = 0 in its own steps; the teacher's path rarely splits a molecule), and each
+student step adds the error of the student's deterministic chain from the same z_T against that endpoint
+(:func:`regression_loss`). It ties the student's global layout, which the matching direction cannot see,
+to the teacher's.
 """
 
 from __future__ import annotations
@@ -44,9 +51,9 @@ from torch.nn import functional as F
 
 from molediff.state import MolState
 
-__all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "MAX_WEIGHT", "STUDENT_SAMPLING", "Discriminator",
+__all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "MAX_WEIGHT", "PAIR_CHUNK", "STUDENT_SAMPLING", "Discriminator",
            "discriminator_loss", "distillation_loss", "distillation_target", "dmd_generator_loss", "gan_generator_loss",
-           "load_teacher", "student_chain", "teacher_midpoint"]
+           "load_teacher", "regression_loss", "student_chain", "teacher_midpoint", "teacher_pairs"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -217,6 +224,62 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     gan = gan_generator_loss(diffusion, disc, sample, generator) if disc is not None and gan_weight > 0 else dmd.new_zeros(())
     return {"total": dmd + gan_weight * gan, "dmd": dmd.detach(), "gan": gan.detach(), "sample": sample.detach(),
             "t": torch.tensor(float(t_k))}
+
+
+#: teacher pairs of the regression term are drawn and saved this many molecules at a time (a stopped run
+#: loses at most one such chunk of the teacher's sampling)
+PAIR_CHUNK = 100
+
+
+@torch.no_grad()
+def teacher_pairs(diffusion: Any, teacher: torch.nn.Module, graph: Any, steps: int,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Pairs for :func:`regression_loss` on molecules of ``graph``'s sizes: a noise z_T from the prior and
+    the teacher's deterministic endpoint for it (DDIM at η = 0 in ``steps`` trailing steps, noise 1,
+    self-conditioning fed as the sampler feeds it), on the CPU: ``{"ptr" [B + 1], "z_node", "z_pair",
+    "x_node", "x_pair", "valid" [B] bool}``. ``valid``: the endpoint is stable and connected by the honest
+    rule (:func:`molediff.chem.model_bonds.failing_atoms`, on the decoded state); only those are regressed on."""
+    import numpy as np
+
+    from molediff.chem.model_bonds import failing_atoms
+    from molediff.diffusion.samplers import sample
+    from molediff.guidance import sampling_denoiser
+
+    z = diffusion.prior(graph, generator)
+    x = sample(sampling_denoiser(diffusion, teacher, None, 1.0, None), z, diffusion.schedule, num_steps=steps, eta=0.0,
+               generator=generator, noise_scale=1.0)
+    mols = diffusion.decode(x).cpu()
+    bonded = mols.bond_order > 0
+    src, dst = mols.pair_index[:, bonded].numpy()
+    failing = failing_atoms(mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst,
+                            mols.bond_order[bonded].numpy(), None if mols.hydrogens is None else mols.hydrogens.numpy())
+    batch = graph.batch.cpu().numpy()
+    valid = ~np.bincount(batch, weights=failing, minlength=graph.num_graphs).astype(bool)
+    return {"ptr": graph.ptr.cpu(), "z_node": z.node.cpu(), "z_pair": z.pair.cpu(), "x_node": x.node.cpu(),
+            "x_pair": x.pair.cpu(), "valid": torch.as_tensor(valid)}
+
+
+def regression_loss(diffusion: Any, student: torch.nn.Module, z: MolState, target: MolState, steps: int,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """DMD's regression term on teacher pairs (:func:`teacher_pairs`): the student's deterministic chain
+    (DDIM at η = 0 in its ``steps`` trailing steps, self-conditioning fed as the sampler feeds it) from the
+    pairs' noise ``z`` to a step k drawn uniformly from ``generator``, without gradient, then its x̂_0 there,
+    with gradient, against the teacher's endpoint ``target``: the squared error per molecule (atoms' and
+    pairs' rows as the other losses weigh them), averaged. A scalar."""
+    schedule = diffusion.schedule
+    grid = schedule.set_timesteps(steps).tolist()
+    k = int(torch.randint(len(grid), (1,), generator=generator))
+    at = lambda s: _at(z.graph, s, z.device)  # noqa: E731
+    x, estimate = z, None
+    with torch.no_grad():
+        for i in range(k):
+            out = diffusion.predict(student, x, at(grid[i]), self_cond=estimate)[0]
+            x = schedule.ddim_step(out, grid[i], grid[i + 1], x, eta=0.0)
+            estimate = out if diffusion.cfg.self_condition else None
+    pred = diffusion.predict(student, x, at(grid[k]), self_cond=estimate)[0]
+    node = _row_means((pred.node - target.node) ** 2)
+    pair = _row_means((pred.pair - target.pair) ** 2)
+    return _per_molecule(node, pair, z.graph).mean()
 
 
 #: the noise levels at which the discriminator compares training molecules with student samples, as

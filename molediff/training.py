@@ -274,6 +274,8 @@ class Trainer:
             if state is not None and "disc" in state:
                 self.disc.load_state_dict(state["disc"])
                 self.disc_opt.load_state_dict(state["disc_optimizer"])
+        #: the regression term's teacher pairs (:meth:`_teacher_pairs`, drawn when the run starts)
+        self.pairs: list[dict[str, torch.Tensor]] | None = None
         #: per-step figures of the step's parts beside its loss (distribution matching), averaged into the log
         self._stats: dict[str, list[float]] = {}
         if config.compile:
@@ -522,8 +524,12 @@ class Trainer:
         out = dmd_generator_loss(self.diffusion, self.ddp or self.net, self.teacher, self.fake, x0.graph,
                                  self.config.distill_steps, generator=self.generator, cond=cond, disc=self.disc,
                                  gan_weight=self.config.distill_gan)
+        total = out["total"]
+        if self.pairs:
+            regression = self._regression(len(x0.graph.ptr) - 1)
+            total = total + self.config.distill_regression * regression
         self.opt.zero_grad(set_to_none=True)
-        out["total"].backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
         self.opt.step()
         self.ema.update(self.net)
@@ -535,6 +541,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.config.grad_clip)
         self.fake_opt.step()
         stats = {"dmd": float(out["dmd"])}
+        if self.pairs:
+            stats["regression"] = float(regression.detach())
         if self.disc is not None:
             self.disc.train()
             d = discriminator_loss(self.diffusion, self.disc_ddp or self.disc, x0, out["sample"], generator=self.generator)
@@ -545,7 +553,64 @@ class Trainer:
             stats.update(gan=float(out["gan"]), disc_loss=float(d["total"].detach()), disc_accuracy=float(d["accuracy"]))
         for k, v in stats.items():
             self._stats.setdefault(k, []).append(v)
-        return float(out["total"].detach())
+        return float(total.detach())
+
+    def _regression(self, n: int) -> torch.Tensor:
+        """The regression term (:func:`molediff.distill.regression_loss`) on up to ``n`` valid pairs of one
+        of this rank's chunks, drawn from the run's generator."""
+        from molediff.distill import regression_loss
+        from molediff.graph import MolGraph
+
+        chunk = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=self.generator))]
+        ok = torch.nonzero(chunk["valid"]).flatten()
+        pick = ok[torch.randperm(len(ok), generator=self.generator)[:n]].sort().values
+        graph, atoms, pairs = MolGraph.from_ptr(chunk["ptr"]).select(pick)
+        graph = graph.to(self.device)
+        state = lambda node, pair: MolState(node[atoms].to(self.device), pair[pairs].to(self.device), graph, self.diffusion.parts)  # noqa: E731
+        # the bare network: DDP takes one forward with gradient per step (the matching loss's); this term's
+        # gradient joins it on the same parameters before their all-reduce
+        return regression_loss(self.diffusion, self.net, state(chunk["z_node"], chunk["z_pair"]),
+                               state(chunk["x_node"], chunk["x_pair"]), self.config.distill_steps, self.generator)
+
+    def _teacher_pairs(self) -> list[dict[str, torch.Tensor]]:
+        """The regression term's teacher pairs of this rank (:func:`molediff.distill.teacher_pairs`): chunk i
+        of ``run_dir/teacher_pairs/`` belongs to rank i mod world; each missing one is drawn (from a
+        generator seeded by the run's seed and i, sizes from the training histogram, the teacher's own
+        steps) and saved as soon as it is made, so a stopped run continues where it was. Stops early, with
+        the chunks it has, when a stop is requested."""
+        from molediff.checkpoint import load_model_file
+        from molediff.config import DEFAULT_STEPS
+        from molediff.distill import PAIR_CHUNK, teacher_pairs
+        from molediff.graph import MolGraph, ptr_from_counts
+
+        c = self.config
+        folder = self.run_dir / "teacher_pairs"
+        folder.mkdir(exist_ok=True)
+        count = math.ceil(c.distill_pairs / PAIR_CHUNK)
+        if count < self.ctx.world_size:  # every rank sees the same numbers: all stop alike
+            raise UserError(f"--distill-pairs {c.distill_pairs}: {count} chunk(s) of {PAIR_CHUNK} for {self.ctx.world_size} "
+                            f"ranks; give each rank one at least (--distill-pairs ≥ {PAIR_CHUNK * self.ctx.world_size})")
+        chunks = [i for i in range(count) if i % self.ctx.world_size == self.ctx.rank]
+        missing = [i for i in chunks if not (folder / f"chunk_{i:04d}.pt").exists()]
+        steps = int(load_model_file(c.distill_from)[2].get("default_steps") or DEFAULT_STEPS)
+        out, started = [], time.time()
+        for done, i in enumerate(missing):
+            if self._stop:
+                break
+            g = torch.Generator().manual_seed(c.seed * 1_000_003 + i)
+            size = min(PAIR_CHUNK, c.distill_pairs - i * PAIR_CHUNK)
+            graph = MolGraph.from_ptr(ptr_from_counts(sizes_from_histogram(self.histogram, size, g))).to(self.device)
+            chunk = teacher_pairs(self.diffusion, self.teacher, graph, steps, g)
+            atomic_torch_save(chunk, folder / f"chunk_{i:04d}.pt")
+            if self.ctx.is_main:
+                print(f"teacher pairs for the regression term: {done + 1} of {len(missing)} chunks of {PAIR_CHUNK} drawn "
+                      f"({100 * float(chunk['valid'].float().mean()):.0f}% valid, {time.time() - started:.0f} s; the teacher's "
+                      f"{steps} deterministic steps each)", file=sys.stderr, flush=True)
+        for i in chunks:
+            path = folder / f"chunk_{i:04d}.pt"
+            if path.exists():
+                out.append(torch.load(path, weights_only=True))
+        return [chunk for chunk in out if bool(chunk["valid"].any())]
 
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
         if self._stop:  # a second Ctrl-C stops at once, even inside a long evaluation
@@ -588,6 +653,14 @@ class Trainer:
         bar = tqdm(total=c.max_steps or None, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         last = None
         try:
+            if c.distill_regression > 0 and self.pairs is None:
+                # drawing the teacher's pairs is not training: off the budget clock, like evaluation
+                before = clock()
+                self.pairs = self._teacher_pairs()
+                start_clock += clock() - before
+                if not self.pairs and not self._stop:
+                    raise UserError("no teacher pair passed the honest rule: the regression term has nothing to "
+                                    "regress on (is the teacher trained?)")
             while True:
                 over = bool(c.max_steps and self.step >= c.max_steps) or bool(c.max_minutes and self.elapsed >= c.max_minutes * 60)
                 # every rank stops at the same step, whichever rank saw the signal or the time limit

@@ -313,3 +313,79 @@ def test_a_dmd_run_continued_with_the_adversarial_term_trains_and_keeps_its_disc
     capsys.readouterr()
     with pytest.raises(UserError, match="--distill-gan is a non-negative weight, used with --distill-method dmd"):
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_gan=0.1).validate()
+
+
+# ---------------------------------------------------------------- DMD's regression term (--distill-regression)
+
+def test_teacher_pairs_are_the_teachers_deterministic_endpoints_and_the_regression_trains_only_the_student():
+    """A pair is a prior noise and the teacher's DDIM η 0 endpoint from it (the same again from the same
+    noise); the regression term is zero where the student's x̂_0 is the target, and its gradient reaches
+    the student alone."""
+    from molediff.diffusion.samplers import sample
+    from molediff.distill import regression_loss, teacher_pairs
+    from molediff.guidance import sampling_denoiser
+
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    teacher, student = build_network(TINY, d), build_network(TINY, d)
+    graph = d.encode(_set([5, 7, 6]).collate([0, 1, 2])).graph
+    pairs = teacher_pairs(d, teacher, graph, 3, torch.Generator().manual_seed(1))
+    assert pairs["z_node"].shape == pairs["x_node"].shape == (18, d.node_width) and pairs["valid"].shape == (3,)
+    z = MolState(pairs["z_node"], pairs["z_pair"], graph, d.parts)
+    with torch.no_grad():
+        again = sample(sampling_denoiser(d, teacher, None, 1.0, None), z, d.schedule, num_steps=3, eta=0.0)
+    torch.testing.assert_close(again.node, pairs["x_node"])
+    torch.testing.assert_close(again.pair, pairs["x_pair"])
+    # one student step: its x̂_0 from the noise at the grid's only level is what it is regressed with
+    with torch.no_grad():
+        own = d.predict(student, z, torch.full((3,), d.schedule.set_timesteps(1).tolist()[0]))[0]
+    assert float(regression_loss(d, student, z, own, 1, torch.Generator().manual_seed(2)).detach()) < 1e-10
+    target = MolState(pairs["x_node"], pairs["x_pair"], graph, d.parts)
+    loss = regression_loss(d, student, z, target, 3, torch.Generator().manual_seed(2))
+    assert float(loss) > 0
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_the_valid_ones(tmp_path, capsys, monkeypatch):
+    from molediff import distill
+    from molediff.checkpoint import safe_torch_load
+    from molediff.cli import main as cli
+    from molediff.runstate import CHECKPOINT, EMA_MODEL
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    run = tmp_path / "dmd"
+    quiet = ["--no-progress", "--eval-every-steps", "0"]
+    args = ["distill", "--from", teacher, "--method", "dmd", "--steps", "2", "--out", str(run), "--max-steps", "1",
+            "--distill-regression", "1", "--distill-pairs", "3", *quiet]
+    # an untrained teacher's endpoints fail the honest rule: nothing to regress on, said plainly
+    assert cli(args) == 2
+    assert "no teacher pair passed the honest rule" in capsys.readouterr().err
+    chunk_path = run / "teacher_pairs" / "chunk_0000.pt"
+    chunk = torch.load(chunk_path, weights_only=True)
+    assert chunk["ptr"].tolist()[-1] == chunk["z_node"].shape[0] and len(chunk["valid"]) == 3
+    # as if the teacher's endpoints were valid: the run trains on them, and does not draw them again
+    chunk["valid"][:] = True
+    torch.save(chunk, chunk_path)
+    seen = []
+
+    def counted(diffusion, student, z, target, steps, generator=None):
+        seen.append((z.num_graphs, steps))
+        return original(diffusion, student, z, target, steps, generator)
+
+    original = distill.regression_loss
+    monkeypatch.setattr(distill, "regression_loss", counted)
+    assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "2", *quiet]) == 0
+    assert "teacher pairs" not in capsys.readouterr().err
+    assert torch.equal(torch.load(chunk_path, weights_only=True)["z_node"], chunk["z_node"])
+    assert safe_torch_load(run / CHECKPOINT)["step"] == 2
+    assert seen == [(3, 2), (3, 2)]  # every step, on the chunk's three pairs, in the student's two steps
+    with pytest.raises(UserError, match="--distill-regression is a non-negative weight, used with --distill-method dmd"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_regression=0.5).validate()
+    with pytest.raises(UserError, match="not for a conditional model"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_regression=0.5,
+                    diffusion=DiffusionConfig(conditions=["gap"], condition_stats={"gap": [0.2, 0.05, 0.1, 0.4]})).validate()
