@@ -526,7 +526,7 @@ class Trainer:
                                  gan_weight=self.config.distill_gan)
         total = out["total"]
         if self.pairs:
-            regression = self._regression(len(x0.graph.ptr) - 1)
+            regression = self._regression(x0.num_graphs)
             total = total + self.config.distill_regression * regression
         self.opt.zero_grad(set_to_none=True)
         total.backward()
