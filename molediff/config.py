@@ -455,7 +455,7 @@ BUNDLED_MODELS: dict[str, str] = {
     # sampling); it passed the drug-like shipping floor on 2026-12-02 (its card; until then "druglike-preview")
     "druglike": "druglike_ema.pt",
     # druglike fine-tuned on eight RDKit properties (classifier-free guidance), carrying a property model that
-    # steers each molecule towards its targets, and restarts that redraw molecules outside an asked range
+    # steers each molecule towards its targets, and restarts that redraw molecules outside an asked range or band
     "druglike-cond": "druglike_cond_ema.pt",
 }
 
