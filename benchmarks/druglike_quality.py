@@ -186,7 +186,10 @@ def main() -> int:
                       restarts=args.restarts, restart_rings=args.restart_rings)
             if conditions:
                 kw.update(conditions=conditions)
-            req = gen.request(args.n, **kw)  # what the library resolves (the model's defaults), for the row's name
+            try:
+                req = gen.request(args.n, **kw)  # what the library resolves (the model's defaults), for the row's name
+            except UserError as e:  # e.g. --condition for a model without conditions
+                ap.error(str(e))
             mols = gen.sample(args.n, **kw)
             seconds = time.time() - t0
             tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")

@@ -162,8 +162,8 @@ class MoleculeGenerator:
                             "use one or the other")
         if conditions and not dcfg.conditions:
             raise UserError("this model is not conditioned on properties; use a conditional model: --model qm9-cond for "
-                            "QM9's properties, or for drug-like ones (qed, logp, mw, ...) one trained with "
-                            "'molediff train --init-from molediff/pretrained/druglike_ema.pt --diffusion-conditions ...'")
+                            "QM9's properties, --model druglike-cond for drug-like ones (qed, logp, mw, ...), or one "
+                            "trained with 'molediff train --init-from MODEL --diffusion-conditions ...'")
         conditions = check_conditions(conditions or {}, dcfg.conditions, dcfg.condition_stats)
         if not guidance >= 0 or guidance == float("inf"):
             raise UserError(f"--guidance must be a finite number ≥ 0, got {guidance}")
