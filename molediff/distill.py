@@ -95,6 +95,14 @@ def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cp
     return teacher, {k: meta[k] for k in INHERITED_META if k in meta}
 
 
+def model_steps(config: Any, meta: dict[str, Any]) -> int:
+    """The steps a model file samples in: its ``default_steps``, else (a student's training checkpoint) its
+    config's ``distill_steps``, else the sampler's default."""
+    from molediff.config import DEFAULT_STEPS
+
+    return int(meta.get("default_steps") or config.distill_steps or DEFAULT_STEPS)
+
+
 def teacher_midpoint(t: int, t_next: int) -> int:
     """The teacher's intermediate timestep between a student step ``t`` → ``t_next`` (−1: the clean end)."""
     return (t + max(t_next, 0)) // 2 if t_next >= 0 else t // 2

@@ -579,8 +579,7 @@ class Trainer:
         steps) and saved as soon as it is made, so a stopped run continues where it was. Stops early, with
         the chunks it has, when a stop is requested."""
         from molediff.checkpoint import load_model_file
-        from molediff.config import DEFAULT_STEPS
-        from molediff.distill import PAIR_CHUNK, teacher_pairs
+        from molediff.distill import PAIR_CHUNK, model_steps, teacher_pairs
         from molediff.graph import MolGraph, ptr_from_counts
 
         c = self.config
@@ -592,7 +591,8 @@ class Trainer:
                             f"ranks; give each rank one at least (--distill-pairs ≥ {PAIR_CHUNK * self.ctx.world_size})")
         chunks = [i for i in range(count) if i % self.ctx.world_size == self.ctx.rank]
         missing = [i for i in chunks if not (folder / f"chunk_{i:04d}.pt").exists()]
-        steps = int(load_model_file(c.distill_from)[2].get("default_steps") or DEFAULT_STEPS)
+        _, teacher_config, teacher_meta = load_model_file(c.distill_from)
+        steps = model_steps(teacher_config, teacher_meta)
         out, started = [], time.time()
         for done, i in enumerate(missing):
             if self._stop:

@@ -94,7 +94,9 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
     path = teacher_path(args.teacher)
     _, teacher, meta = load_model_file(path)
     # a model file says its steps; a training checkpoint of a student says them in its config
-    teacher_steps = int(meta.get("default_steps") or teacher.distill_steps or DEFAULT_STEPS)
+    from molediff.distill import model_steps
+
+    teacher_steps = model_steps(teacher, meta)
     if args.steps is not None:
         steps = args.steps
     else:  # a progressive stage halves the steps; distribution matching jumps at once
