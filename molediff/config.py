@@ -277,6 +277,10 @@ HELP: dict[str, str] = {
                           "the run directory as they are made; resumable), then each step regresses the student's "
                           "deterministic chain from such a noise on the teacher's endpoint (it ties the student's global "
                           "layout, e.g. a molecule in one piece, to the teacher's); 0: none",
+    "distill_regression_first": "with --distill-regression: regress only the student's first estimate (from the pair's "
+                                "pure noise, where a molecule's layout, one piece or two, is decided), leaving its later, "
+                                "stochastic steps to the matching; off: a random step of its deterministic chain, which "
+                                "pulls those steps towards a mean (benchmarks/README.md)",
     "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
                      "split over the ranks; only those the honest rule passes are regressed on)",
 }
@@ -322,6 +326,9 @@ class TrainConfig:
     # teacher pairs (noise -> the teacher's deterministic endpoint) the run draws first
     distill_regression: float = 0.0
     distill_pairs: int = 2000
+    # the regression term on the student's first estimate only (from the pair's pure noise), not on a
+    # random step of its deterministic chain
+    distill_regression_first: bool = False
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -399,6 +406,8 @@ class TrainConfig:
              "--distill-regression is a non-negative weight, used with --distill-method dmd"),
             (not self.distill_regression or not dcfg.conditions,
              "--distill-regression: the teacher's pairs are drawn unconditionally; not for a conditional model"),
+            (self.distill_regression or not self.distill_regression_first,
+             "--distill-regression-first needs --distill-regression W > 0"),
             (not self.distill_regression or self.distill_pairs >= 1, f"--distill-pairs must be ≥ 1, got {self.distill_pairs}"),
             (self.distill_method == "progressive" or (self.distill_from and not dcfg.fragments),
              "--distill-method dmd needs --distill-from TEACHER, and a teacher not trained on fragments (its student "

@@ -180,22 +180,30 @@ DMD_LEVELS = (0.02, 0.98)
 
 
 @torch.no_grad()
+def _chain(diffusion: Any, student: torch.nn.Module, x: MolState, grid: list[int], k: int, eta: float,
+           generator: torch.Generator | None = None, cond: torch.Tensor | None = None) -> tuple[MolState, MolState | None]:
+    """The student's first ``k`` trailing DDIM steps on ``grid`` from ``x`` at η = ``eta`` (noise 1;
+    self-conditioning fed as the sampler feeds it), without gradient: the state at ``grid[k]`` and the
+    previous step's estimate (None when ``k`` is 0)."""
+    at = lambda s: _at(x.graph, s, x.device)  # noqa: E731
+    estimate = None
+    for i in range(k):
+        out = diffusion.predict(student, x, at(grid[i]), self_cond=estimate, cond=cond)[0]
+        noise = x.noise_like(generator) if eta > 0 else None
+        x = diffusion.schedule.ddim_step(out, grid[i], grid[i + 1], x, eta=eta, noise=noise)
+        estimate = out if diffusion.cfg.self_condition else None
+    return x, estimate
+
+
 def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: int, generator: torch.Generator | None = None,
                   cond: torch.Tensor | None = None) -> tuple[MolState, int, MolState | None]:
     """Backward simulation: the student's own sampling chain (``steps`` trailing DDIM steps at η = 1, noise
     1, self-conditioning fed as the sampler feeds it) on ``graph``, from noise to a step k drawn uniformly
     from ``generator``, without gradient. Returns the state there, its timestep and the previous step's
     estimate (None at the first step), where the student's trained prediction is taken."""
-    schedule = diffusion.schedule
-    grid = schedule.set_timesteps(steps).tolist()
+    grid = diffusion.schedule.set_timesteps(steps).tolist()
     k = int(torch.randint(len(grid), (1,), generator=generator))
-    x = diffusion.prior(graph, generator)
-    at = lambda s: _at(graph, s, x.device)  # noqa: E731
-    estimate = None
-    for i in range(k):
-        out = diffusion.predict(student, x, at(grid[i]), self_cond=estimate, cond=cond)[0]
-        x = schedule.ddim_step(out, grid[i], grid[i + 1], x, eta=1.0, noise=x.noise_like(generator))
-        estimate = out if diffusion.cfg.self_condition else None
+    x, estimate = _chain(diffusion, student, diffusion.prior(graph, generator), grid, k, 1.0, generator, cond)
     return x, grid[k], estimate
 
 
@@ -268,23 +276,18 @@ def teacher_pairs(diffusion: Any, teacher: torch.nn.Module, graph: Any, steps: i
 
 
 def regression_loss(diffusion: Any, student: torch.nn.Module, z: MolState, target: MolState, steps: int,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, first: bool = False) -> torch.Tensor:
     """DMD's regression term on teacher pairs (:func:`teacher_pairs`): the student's deterministic chain
     (DDIM at η = 0 in its ``steps`` trailing steps, self-conditioning fed as the sampler feeds it) from the
     pairs' noise ``z`` to a step k drawn uniformly from ``generator``, without gradient, then its x̂_0 there,
     with gradient, against the teacher's endpoint ``target``: the squared error per molecule (atoms' and
-    pairs' rows as the other losses weigh them), averaged. A scalar."""
-    schedule = diffusion.schedule
-    grid = schedule.set_timesteps(steps).tolist()
-    k = int(torch.randint(len(grid), (1,), generator=generator))
-    at = lambda s: _at(z.graph, s, z.device)  # noqa: E731
-    x, estimate = z, None
-    with torch.no_grad():
-        for i in range(k):
-            out = diffusion.predict(student, x, at(grid[i]), self_cond=estimate)[0]
-            x = schedule.ddim_step(out, grid[i], grid[i + 1], x, eta=0.0)
-            estimate = out if diffusion.cfg.self_condition else None
-    pred = diffusion.predict(student, x, at(grid[k]), self_cond=estimate)[0]
+    pairs' rows as the other losses weigh them), averaged. A scalar. ``first``: k is always 0, the
+    student's first estimate from the pure noise, where a molecule's layout (one piece or two) is
+    decided; the same at η 0 and η 1, so it does not pull the later, stochastic steps towards a mean."""
+    grid = diffusion.schedule.set_timesteps(steps).tolist()
+    k = 0 if first else int(torch.randint(len(grid), (1,), generator=generator))
+    x, estimate = _chain(diffusion, student, z, grid, k, 0.0)
+    pred = diffusion.predict(student, x, _at(z.graph, grid[k], z.device), self_cond=estimate)[0]
     node = _row_means((pred.node - target.node) ** 2)
     pair = _row_means((pred.pair - target.pair) ** 2)
     return _per_molecule(node, pair, z.graph).mean()

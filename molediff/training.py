@@ -570,7 +570,8 @@ class Trainer:
         # the bare network: DDP takes one forward with gradient per step (the matching loss's); this term's
         # gradient joins it on the same parameters before their all-reduce
         return regression_loss(self.diffusion, self.net, state(chunk["z_node"], chunk["z_pair"]),
-                               state(chunk["x_node"], chunk["x_pair"]), self.config.distill_steps, self.generator)
+                               state(chunk["x_node"], chunk["x_pair"]), self.config.distill_steps, self.generator,
+                               first=self.config.distill_regression_first)
 
     def _teacher_pairs(self) -> list[dict[str, torch.Tensor]]:
         """The regression term's teacher pairs of this rank (:func:`molediff.distill.teacher_pairs`): chunk i

@@ -348,6 +348,25 @@ def test_teacher_pairs_are_the_teachers_deterministic_endpoints_and_the_regressi
     assert all(p.grad is None for p in teacher.parameters())
 
 
+def test_the_regression_on_the_first_estimate_reads_the_students_x0_from_the_pure_noise():
+    """``first``: whatever the student's steps and the generator, the term compares its x̂_0 at the grid's
+    first level, from the pair's noise and without a self-conditioning estimate, with the target."""
+    from molediff.distill import regression_loss
+
+    torch.manual_seed(0)
+    d = MolecularDiffusion(JOINT_SC)
+    student = build_network(TINY, d)
+    graph = d.encode(_set([5, 7, 6]).collate([0, 1, 2])).graph
+    z = d.prior(graph, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        own = d.predict(student, z, torch.full((3,), d.schedule.set_timesteps(8).tolist()[0]))[0]
+    for seed in range(4):  # the whole-chain form would draw a later step for most of these
+        loss = regression_loss(d, student, z, own, 8, torch.Generator().manual_seed(seed), first=True)
+        assert float(loss.detach()) < 1e-10
+    chain = [float(regression_loss(d, student, z, own, 8, torch.Generator().manual_seed(s)).detach()) for s in range(4)]
+    assert max(chain) > 1e-6
+
+
 def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_the_valid_ones(tmp_path, capsys, monkeypatch):
     from molediff import distill
     from molediff.checkpoint import safe_torch_load
@@ -373,9 +392,9 @@ def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_t
     torch.save(chunk, chunk_path)
     seen = []
 
-    def counted(diffusion, student, z, target, steps, generator=None):
-        seen.append((z.num_graphs, steps))
-        return original(diffusion, student, z, target, steps, generator)
+    def counted(diffusion, student, z, target, steps, generator=None, first=False):
+        seen.append((z.num_graphs, steps, first))
+        return original(diffusion, student, z, target, steps, generator, first)
 
     original = distill.regression_loss
     monkeypatch.setattr(distill, "regression_loss", counted)
@@ -383,9 +402,14 @@ def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_t
     assert "teacher pairs" not in capsys.readouterr().err
     assert torch.equal(torch.load(chunk_path, weights_only=True)["z_node"], chunk["z_node"])
     assert safe_torch_load(run / CHECKPOINT)["step"] == 2
-    assert seen == [(3, 2), (3, 2)]  # every step, on the chunk's three pairs, in the student's two steps
+    assert seen == [(3, 2, False), (3, 2, False)]  # every step, on the chunk's three pairs, in the student's two steps
+    # continued on the first estimate only (a recipe setting a resume may change)
+    assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "3", "--distill-regression-first", *quiet]) == 0
+    assert seen[-1] == (3, 2, True)
     with pytest.raises(UserError, match="--distill-regression is a non-negative weight, used with --distill-method dmd"):
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_regression=0.5).validate()
+    with pytest.raises(UserError, match="--distill-regression-first needs --distill-regression"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_regression_first=True).validate()
     with pytest.raises(UserError, match="not for a conditional model"):
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_regression=0.5,
                     diffusion=DiffusionConfig(conditions=["gap"], condition_stats={"gap": [0.2, 0.05, 0.1, 0.4]})).validate()
