@@ -72,15 +72,16 @@ INHERITED_META = ("default_restarts", "restart_rings", "training_smiles_hashes")
 
 
 def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cpu",
-                 compile: bool = False) -> tuple[torch.nn.Module, dict[str, Any]]:
+                 compile: bool = False) -> tuple[torch.nn.Module, dict[str, Any], int]:
     """The frozen teacher of a distillation run, read once from its model file: its weights in the
     student's network, which they must fit (a student keeps its teacher's architecture, parts and
-    vocabulary), and the entries of :data:`INHERITED_META` its file has."""
+    vocabulary), the entries of :data:`INHERITED_META` its file has, and the steps it samples in
+    (:func:`model_steps`)."""
     from molediff.checkpoint import load_model_file
     from molediff.errors import UserError
     from molediff.models import build_network
 
-    weights, _, meta = load_model_file(path)
+    weights, config, meta = load_model_file(path)
     teacher = build_network(model_config, diffusion)
     try:
         teacher.load_state_dict(weights)
@@ -92,7 +93,7 @@ def load_teacher(path: str, model_config: Any, diffusion: Any, device: Any = "cp
         p.requires_grad_(False)
     if compile:
         teacher.compile(dynamic=True)
-    return teacher, {k: meta[k] for k in INHERITED_META if k in meta}
+    return teacher, {k: meta[k] for k in INHERITED_META if k in meta}, model_steps(config, meta)
 
 
 def model_steps(config: Any, meta: dict[str, Any]) -> int:
@@ -254,23 +255,15 @@ def teacher_pairs(diffusion: Any, teacher: torch.nn.Module, graph: Any, steps: i
     the teacher's deterministic endpoint for it (DDIM at η = 0 in ``steps`` trailing steps, noise 1,
     self-conditioning fed as the sampler feeds it), on the CPU: ``{"ptr" [B + 1], "z_node", "z_pair",
     "x_node", "x_pair", "valid" [B] bool}``. ``valid``: the endpoint is stable and connected by the honest
-    rule (:func:`molediff.chem.model_bonds.failing_atoms`, on the decoded state); only those are regressed on."""
-    import numpy as np
-
-    from molediff.chem.model_bonds import failing_atoms
+    rule (:func:`molediff.restarts.honest_check`); only those are regressed on."""
     from molediff.diffusion.samplers import sample
     from molediff.guidance import sampling_denoiser
+    from molediff.restarts import honest_check
 
     z = diffusion.prior(graph, generator)
     x = sample(sampling_denoiser(diffusion, teacher, None, 1.0, None), z, diffusion.schedule, num_steps=steps, eta=0.0,
                generator=generator, noise_scale=1.0)
-    mols = diffusion.decode(x).cpu()
-    bonded = mols.bond_order > 0
-    src, dst = mols.pair_index[:, bonded].numpy()
-    failing = failing_atoms(mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst,
-                            mols.bond_order[bonded].numpy(), None if mols.hydrogens is None else mols.hydrogens.numpy())
-    batch = graph.batch.cpu().numpy()
-    valid = ~np.bincount(batch, weights=failing, minlength=graph.num_graphs).astype(bool)
+    valid = honest_check(diffusion, x)[2]
     return {"ptr": graph.ptr.cpu(), "z_node": z.node.cpu(), "z_pair": z.pair.cpu(), "x_node": x.node.cpu(),
             "x_pair": x.pair.cpu(), "valid": torch.as_tensor(valid)}
 

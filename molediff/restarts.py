@@ -71,21 +71,32 @@ def restart_region(diffusion, x: MolState, hops: int = DEFAULT_HOPS, rings: bool
     return _regions(diffusion, x, hops, rings, ranges)[0]
 
 
+def honest_check(diffusion, x: MolState) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """The honest rule on the clean state ``x``, decoded: ``(args, failing, valid)``, with ``args`` the
+    decoded graph as :func:`~molediff.chem.model_bonds.failing_atoms` reads it (atom types, charges, ptr,
+    bonded pairs' src and dst, their orders, hydrogens or None), ``failing`` its ``[|V|]`` bool result and
+    ``valid`` ``[B]`` bool, the molecules none of whose atoms fail (stable and connected)."""
+    from molediff.chem.model_bonds import failing_atoms
+
+    mols = diffusion.decode(x).cpu()
+    bonded = mols.bond_order > 0
+    src, dst = mols.pair_index[:, bonded].numpy()
+    args = (mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst, mols.bond_order[bonded].numpy(),
+            None if mols.hydrogens is None else mols.hydrogens.numpy())
+    failing = failing_atoms(*args)
+    valid = ~np.bincount(x.graph.batch.cpu().numpy(), weights=failing, minlength=x.num_graphs).astype(bool)
+    return args, failing, valid
+
+
 def _regions(diffusion, x: MolState, hops: int, rings: bool,
              ranges: dict[str, tuple[float, float]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(:func:`restart_region`'s ``[|V|]`` mask, ``[B]`` bool: the molecules that pass the honest rule,
     stable and connected, whatever their rings)."""
-    from molediff.chem.model_bonds import failing_atoms, odd_ring_atom_mask
+    from molediff.chem.model_bonds import odd_ring_atom_mask
 
-    mols = diffusion.decode(x).cpu()
-    order = mols.bond_order
-    bonded = order > 0
-    src, dst = mols.pair_index[:, bonded].numpy()
-    args = (mols.atom_type.numpy(), mols.charge.numpy(), mols.ptr.numpy(), src, dst, order[bonded].numpy(),
-            None if mols.hydrogens is None else mols.hydrogens.numpy())
-    failing = failing_atoms(*args)
+    args, failing, valid = honest_check(diffusion, x)
+    src, dst = args[3], args[4]
     batch = x.graph.batch.cpu().numpy()
-    valid = ~np.bincount(batch, weights=failing, minlength=x.num_graphs).astype(bool)
     fixed = None if x.graph.fixed is None else x.graph.fixed.cpu().numpy()
     free = failing.copy()
     if rings:  # odd rings of the molecules that pass; a ring wholly inside a given fragment stays as given

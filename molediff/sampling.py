@@ -406,8 +406,8 @@ class MoleculeGenerator:
 
         if not req.restart_ranges:
             return None
-        return {BY_NAME[name].column: target_band(name, v) for name, v in req.conditions.items()
-                if not isinstance(v, list) and target_band(name, v) is not None}
+        bands = {name: target_band(name, v) for name, v in req.conditions.items() if not isinstance(v, list)}
+        return {BY_NAME[name].column: band for name, band in bands.items() if band is not None}
 
     def _steerer(self, req: SampleRequest) -> Callable | None:
         """The sampler's ``steer(x̂_0, t, cond)`` of request ``req`` (None without steering): a step of

@@ -246,12 +246,12 @@ class Trainer:
         if init is not None:
             self._warm_start(*init)
         self.ema.num_updates = self.step
-        self.teacher, self.teacher_meta = None, {}
+        self.teacher, self.teacher_meta, self.teacher_steps = None, {}, 0
         if config.distill_from:  # the frozen teacher of a few-step student
             from molediff.distill import load_teacher
 
-            self.teacher, self.teacher_meta = load_teacher(config.distill_from, config.model, self.diffusion, self.device,
-                                                           config.compile)
+            self.teacher, self.teacher_meta, self.teacher_steps = load_teacher(
+                config.distill_from, config.model, self.diffusion, self.device, config.compile)
         # distribution matching: the fake denoiser, a trainable copy of the teacher fitted online to the student's samples
         self.fake, self.fake_opt = None, None
         if config.distill_method == "dmd":
@@ -579,8 +579,7 @@ class Trainer:
         generator seeded by the run's seed and i, sizes from the training histogram, the teacher's own
         steps) and saved as soon as it is made, so a stopped run continues where it was. Stops early, with
         the chunks it has, when a stop is requested."""
-        from molediff.checkpoint import load_model_file
-        from molediff.distill import PAIR_CHUNK, model_steps, teacher_pairs
+        from molediff.distill import PAIR_CHUNK, teacher_pairs
         from molediff.graph import MolGraph, ptr_from_counts
 
         c = self.config
@@ -592,9 +591,7 @@ class Trainer:
                             f"ranks; give each rank one at least (--distill-pairs ≥ {PAIR_CHUNK * self.ctx.world_size})")
         chunks = [i for i in range(count) if i % self.ctx.world_size == self.ctx.rank]
         missing = [i for i in chunks if not (folder / f"chunk_{i:04d}.pt").exists()]
-        _, teacher_config, teacher_meta = load_model_file(c.distill_from)
-        steps = model_steps(teacher_config, teacher_meta)
-        out, started = [], time.time()
+        steps, out, started = self.teacher_steps, [], time.time()
         for done, i in enumerate(missing):
             if self._stop:
                 break
