@@ -62,7 +62,10 @@ def _training_smiles(folder: str) -> tuple[set[str], Counter, int]:
     return smiles, holding, count
 
 
-def _score(mols: list, seconds: float | None, args, train: set[str], train_holding: Counter, train_count: int) -> dict:
+def _score(mols: list, seconds: float | None, args, train: set[str] | None, train_holding: Counter, train_count: int,
+           hashes: np.ndarray | None = None) -> dict:
+    """One row's figures. ``train`` None (no --train): novelty against ``hashes`` (the model file's
+    training molecules) and no data shares of the elements."""
     from rdkit import Chem, rdBase
 
     from molediff.chem.rdkit_mol import kekule_bonds
@@ -70,6 +73,7 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     from molediff.chem.rdkit_mol import canonical_smiles
     from molediff.elements import SYMBOL_TO_INDEX
     from molediff.metrics.druglike import evaluate_druglike
+    from molediff.metrics.moses import hashed_novelty
     from molediff.metrics.moses_data import load_moses_filters
 
     from molediff.data.reference import moses_test_reference
@@ -102,13 +106,17 @@ def _score(mols: list, seconds: float | None, args, train: set[str], train_holdi
     result = evaluate_druglike([s for s in smiles], reference, train=train, mols_3d=[mols_3d[i] for i in pick],
                                posebusters_config="mol_fast", filters=load_moses_filters(), n_jobs=args.jobs)
     share = {e: holding[e] / max(n, 1) for e in ELEMENTS_OF_INTEREST}
-    data_share = {e: train_holding[e] / max(train_count, 1) for e in ELEMENTS_OF_INTEREST}
+    data_share = {e: train_holding[e] / train_count for e in ELEMENTS_OF_INTEREST} if train_count else None
+    if train is not None:
+        novelty = len(distinct - train) / max(len(distinct), 1)
+    else:
+        novelty = hashed_novelty(distinct, hashes) if hashes is not None else None
     scl = sum(any(a.GetSymbol() in ("S", "Cl", "Br") for a in m.GetAtoms()) for m in mols) / max(n, 1)
     return {
         "n": n, "model_molecule_stability": float(np.mean(stable)), "model_connected_validity": float(np.mean(valid)),
         "uniqueness_among_valid": len(distinct) / max(sum(valid), 1),
-        "novelty_among_unique": len(distinct - train) / max(len(distinct), 1),
-        "share_holding_S_Cl_Br": scl, "share_holding_S_Cl_Br_data": train_holding["S|Cl|Br"] / max(train_count, 1),
+        "novelty_among_unique": novelty,
+        "share_holding_S_Cl_Br": scl, "share_holding_S_Cl_Br_data": train_holding["S|Cl|Br"] / train_count if train_count else None,
         "element_share": share, "element_share_data": data_share,
         "sampling_seconds": seconds, "druglike": result,
     }
@@ -120,7 +128,9 @@ def main() -> int:
     what.add_argument("--checkpoint", help="a model file (a run's ema_model.pt) to sample")
     what.add_argument("--model", help="a bundled model by name")
     what.add_argument("--data", help="score these molecules (SDF file or folder) instead: the data row")
-    ap.add_argument("--train", required=True, help="the model's training data (SDF folder): novelty and element shares")
+    ap.add_argument("--train", help="the model's training data (SDF folder): novelty and element shares; for a model row "
+                                    "it may be left out: novelty is then against the training molecules' hashes its "
+                                    "file carries, without the data's element shares")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's own, as molediff sample)")
     ap.add_argument("--eta", type=float, default=None, help="DDIM's eta (default: the model's own; 0 for a distilled student)")
@@ -149,7 +159,9 @@ def main() -> int:
     ap.add_argument("--label", default=None, help="row name prefix (default: the checkpoint or model)")
     args = ap.parse_args()
     Path(args.reference_cache).parent.mkdir(parents=True, exist_ok=True)
-    train, train_holding, train_count = _training_smiles(args.train)
+    if args.data and not args.train:
+        ap.error("--data needs --train (the training molecules its novelty is scored against)")
+    train, train_holding, train_count = _training_smiles(args.train) if args.train else (None, Counter(), 0)
     rows = []
     if args.data:
         from rdkit import Chem
@@ -197,8 +209,10 @@ def main() -> int:
             how = "eta 0" if args.sampler == "ddim" and req.eta == 0 else f"noise {req.noise_scale:g}"
             asked = "".join(f" {k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f" {k}={v:g}" for k, v in conditions.items())
             steer = f" steer {req.steer:g}" if req.steer else ""
+            hashes = gen.meta.get("training_smiles_hashes")
             rows.append({"row": f"{args.label or args.checkpoint or args.model}{asked} {args.sampler}{req.steps} {how}{tail}{steer}{prec}",
-                         **_score(mols, seconds, args, train, train_holding, train_count)})
+                         **_score(mols, seconds, args, train, train_holding, train_count,
+                                  None if hashes is None else np.asarray(hashes, dtype=np.int64))})
     for r in rows:
         _print_row(r)
     if args.merge and Path(args.out).exists():
@@ -212,13 +226,14 @@ def main() -> int:
 def _print_row(r: dict) -> None:
     m = r["druglike"]["moses"]
     pb, rx, props = r["druglike"].get("posebusters"), r["druglike"].get("relaxation"), r["druglike"].get("properties") or {}
+    share = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     print(f"{r['row']}: n {r['n']}, stable {100 * r['model_molecule_stability']:.1f}%, connected valid "
           f"{100 * r['model_connected_validity']:.1f}%, unique {100 * r['uniqueness_among_valid']:.1f}%, novel "
-          f"{100 * r['novelty_among_unique']:.1f}%, FCD {m.get('fcd')}, SNN {m.get('snn')}, Frag {m.get('frag')}, "
+          f"{share(r['novelty_among_unique'])}, FCD {m.get('fcd')}, SNN {m.get('snn')}, Frag {m.get('frag')}, "
           f"Scaf {m.get('scaf')}, IntDiv {m.get('int_div')}, Filters {m.get('filters')}, "
           f"QED {props.get('qed', {}).get('mean')}, SA {props.get('sa', {}).get('mean')}, "
           f"PB-valid {pb and pb.get('all_pass')}, MMFF drop median {rx and rx.get('energy_drop_median_kcal_mol')} kcal/mol, "
-          f"S/Cl/Br share {100 * r['share_holding_S_Cl_Br']:.1f}% (data {100 * r['share_holding_S_Cl_Br_data']:.1f}%), "
+          f"S/Cl/Br share {share(r['share_holding_S_Cl_Br'])} (data {share(r['share_holding_S_Cl_Br_data'])}), "
           f"seconds {r['sampling_seconds'] and round(r['sampling_seconds'], 1)}")
     rings, ref, st = r["druglike"].get("rings") or {}, r["druglike"].get("rings_reference") or {}, r["druglike"].get("strain") or {}
     pct = lambda d, k: "n/a" if d.get(k) is None else f"{100 * d[k]:.1f}%"  # noqa: E731
