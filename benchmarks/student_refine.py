@@ -4,7 +4,9 @@ teacher is fine geometry that a few teacher steps at low noise repair, and how m
 Each molecule is sampled by the student's own chain (``--steps``, DDIM η 1, noise 1, as its file
 samples); its final x̂_0 is then noised to level ``t_K``, the K-th last of the teacher's ``--grid``-step
 DDIM grid, and the teacher takes the K remaining steps of that grid (η 1, ``--refine-noise``). Network
-evaluations per molecule: steps + K (K = 0: the student alone). Rows are scored as
+evaluations per molecule: steps + K (K = 0: the student alone). ``--restarts R``: the student's own
+local restarts (:mod:`molediff.restarts`, from level 0.4 in its grid) before the teacher's steps, on the
+molecules that fail the honest rule; their evaluations are counted per molecule. Rows are scored as
 ``benchmarks/qm9_quality.py`` scores them (the lookup view and the honest model-bond view), and the
 rows of ``--coarse teacher`` run the same recipe with the teacher in the student's place (does the
 student add anything over the teacher's own coarse steps?).
@@ -49,22 +51,26 @@ def refined(gen: MoleculeGenerator, teacher: MoleculeGenerator, levels: int, gri
 
     def sample(self, net, num_atoms, *args, generator=None, **kw):
         last = {}
-        keep = kw.pop("callback", None)
+        decode = self.decode
 
-        def capture(i, t, x):  # the state after the student's last step: its final x̂_0
+        def capture(x):  # the clean state the student's sampling ends with (after its restarts): decoded last
             last["x"] = x
-            if keep is not None:
-                keep(i, t, x)
-
-        plain(self, net, num_atoms, *args, generator=generator, callback=capture, **kw)
+            return decode(x)
+        self.decode = capture
+        try:
+            coarse = plain(self, net, num_atoms, *args, generator=generator, **kw)
+        finally:
+            del self.decode
         x0 = last["x"]
         t = torch.full((x0.graph.num_graphs,), t_start, dtype=torch.long)
         x = teacher.diffusion.add_noise(x0, x0.noise_like(generator), t)
         model = sampling_denoiser(teacher.diffusion, teacher.net, None, 1.0, None)
         x = ddim_sample(model, x, teacher.diffusion.schedule, num_steps=grid, eta=1.0, generator=generator,
                         noise_scale=refine_noise, start=t_start)
-        return teacher.diffusion.decode(x)
-
+        out = teacher.diffusion.decode(x)
+        if hasattr(coarse, "restarted"):  # the rounds each molecule's restarts ran (an SD property of the record)
+            out.restarted = coarse.restarted
+        return out
     diffusion.sample = MethodType(sample, diffusion)
 
 
@@ -78,6 +84,7 @@ def main() -> None:
     ap.add_argument("--levels", default="0,2,4", help="comma-separated K: the teacher's last K grid levels")
     ap.add_argument("--grid", type=int, default=75, help="the teacher's DDIM grid (steps over the whole range)")
     ap.add_argument("--refine-noise", type=float, default=1.0, help="noise scale of the teacher's steps")
+    ap.add_argument("--restarts", default="0", help="comma-separated rounds of the student's local restarts (0: none)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -86,15 +93,20 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     teacher = MoleculeGenerator.from_file(a.teacher) if Path(a.teacher).exists() else load_pretrained(model=a.teacher)
     rows = []
-    for levels in [int(v) for v in a.levels.split(",")]:
-        gen = MoleculeGenerator.from_file(a.student) if a.coarse == "student" else load_pretrained(model=a.teacher)
-        refined(gen, teacher, levels, a.grid, a.refine_noise)
-        row = score(gen, a.n, a.steps, 1.0, 1.0, seed=a.seed)
-        row.update(student=a.student, coarse=a.coarse, teacher=a.teacher, refine_levels=levels, grid=a.grid,
-                   refine_from=refine_level(teacher, a.grid, levels) if levels else None,
-                   refine_noise=a.refine_noise, evaluations=a.steps + levels)
-        rows.append(row)
-        print(json.dumps({k: row.get(k) for k in ("coarse", "refine_levels", "refine_from", "evaluations") + COLUMNS}), flush=True)
+    for restarts in [int(v) for v in a.restarts.split(",")]:
+        for levels in [int(v) for v in a.levels.split(",")]:
+            gen = MoleculeGenerator.from_file(a.student) if a.coarse == "student" else load_pretrained(model=a.teacher)
+            refined(gen, teacher, levels, a.grid, a.refine_noise)
+            row = score(gen, a.n, a.steps, 1.0, 1.0, seed=a.seed, restarts=restarts)
+            # the coarse network's evaluations per molecule, counted (restarts run on the failing ones only),
+            # and the teacher's K on every molecule
+            coarse = row["network_evaluations"] or a.steps
+            row.update(student=a.student, coarse=a.coarse, teacher=a.teacher, refine_levels=levels, grid=a.grid,
+                       refine_from=refine_level(teacher, a.grid, levels) if levels else None,
+                       refine_noise=a.refine_noise, restarts=restarts, evaluations=round(coarse + levels, 2))
+            rows.append(row)
+            print(json.dumps({k: row.get(k) for k in ("coarse", "restarts", "refine_levels", "refine_from", "evaluations")
+                              + COLUMNS}), flush=True)
         atomic_write(a.json, json.dumps(rows, indent=1) + "\n")
 
 

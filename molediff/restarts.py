@@ -146,7 +146,9 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
 
     s = diffusion.schedule
     start = int(round(level * (s.num_train_timesteps - 1)))
-    first = next(t for t in s.set_timesteps(num_steps, spacing=spacing).tolist() if t <= start)  # the grid's level t0
+    grid = s.set_timesteps(num_steps, spacing=spacing).tolist()
+    # the grid's level t0; a grid too coarse to have one below the level (2 steps: 999, 499) restarts from its last
+    first = next((t for t in grid if t <= start), grid[-1])
     restarted = torch.zeros(x.num_graphs, dtype=torch.long)
     free, valid = _regions(diffusion, x, hops, rings, ranges)
     for _ in range(rounds):
@@ -178,7 +180,7 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
 
         y = noised(first)  # every free atom at level t0; the held ones are replaced after each step
         y = ddim_sample(denoiser(molecules, fragment), y, s, num_steps=num_steps, eta=eta, generator=generator,
-                        spacing=spacing, noise_scale=noise_scale, replace=replace, start=start, callback=callback)
+                        spacing=spacing, noise_scale=noise_scale, replace=replace, start=first, callback=callback)
         node, pair = x.node.clone(), x.pair.clone()
         node[atom_rows], pair[pair_rows] = y.node, y.pair
         new = MolState(node, pair, x.graph, x.parts)

@@ -265,6 +265,17 @@ def test_same_seed_same_molecules_and_molecules_not_restarted_are_unchanged(join
             assert list(s0) == list(s1) and np.allclose(p0, p1, atol=1e-5)
 
 
+def test_a_grid_too_coarse_for_the_restart_level_restarts_from_its_last_level(joint):
+    # 2 trailing steps are 999 and 499, both above the level (0.4 T): a round takes the grid's last step
+    # instead of failing (it raised StopIteration before)
+    path, _ = joint
+    gen = sampling.load_pretrained(path)
+    calls = []
+    got = list(gen.sample_arrays(4, steps=2, seed=1, restarts=1, on_step=lambda i, s, k: calls.append(k)))
+    assert len(got) == 4 and any(info["restarts"] for _, _, info in got)
+    assert len(calls) == 3  # the batch's two steps, then one step of the round
+
+
 def test_progress_moves_through_restart_rounds(joint):
     # on_step is called for the restart rounds' steps too (after the batch's own), so a progress bar
     # does not sit still while failing atoms are drawn again

@@ -39,3 +39,29 @@ def test_the_teacher_takes_the_last_levels_and_writes_the_molecules(refine):
     finally:
         s_hook.remove()
         t_hook.remove()
+
+
+def test_the_teacher_finishes_the_state_the_students_restarts_leave(refine):
+    """With the student's local restarts, the teacher's levels start from the molecules as restarted (its
+    final clean state), and the diffusion object is left as it was (no captured decode)."""
+    from molediff.sampling import SampleStats, load_pretrained
+
+    student, teacher = load_pretrained(model="qm9-joint"), load_pretrained(model="qm9-joint")
+    refine.refined(student, teacher, 2, 75, 1.0)
+    seen, noised = [], teacher.diffusion.add_noise
+
+    def add_noise(x0, noise, t):  # the state the teacher's levels start from
+        seen.append(x0)
+        return noised(x0, noise, t)
+    teacher.diffusion.add_noise = add_noise
+    s_calls, s_hook = _calls(student.net)
+    try:
+        # 2 coarse steps of a 75-step model fail the honest rule: restarts run, on the restarted state
+        stats = SampleStats()
+        out = list(student.sample_arrays(4, steps=2, seed=0, batch_size=4, n_atoms=9, restarts=1, stats=stats))
+    finally:
+        s_hook.remove()
+    assert len(out) == 4 and len(seen) == 1 and seen[0].num_graphs == 4
+    assert s_calls[0] > 2  # the restart round ran after the student's two steps
+    assert "decode" not in vars(student.diffusion)
+    assert stats.restarted > 0 and sum(info.get("restarts", 0) for _, _, info in out) > 0
