@@ -58,6 +58,10 @@ MAX_NOISE_SCALE = 2.0
 #: held atoms give (druglike v2, 300 molecules, six rounds: connected validity 78% -> 94.7% from 0.25,
 #: 96.7% from 0.4, 88.0% from 0.6)
 DEFAULT_RESTART_LEVEL = 0.4
+#: what a local restart draws again (molediff.restarts): the failing atoms' "region" from DEFAULT_RESTART_LEVEL
+#: with the rest of the molecule's graph held, or the whole molecule from pure "noise" (a fresh draw of its
+#: size: a few-step student's failures are a layout decided in its first steps, which a region cannot undo)
+RESTART_FROM: tuple[str, ...] = ("region", "noise")
 
 
 # ---------------------------------------------------------------------------- networks

@@ -145,11 +145,12 @@ def _known_state(diffusion: MolecularDiffusion, fragment: Fragment, graph: MolGr
 def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragment, num_atoms: torch.Tensor,
             num_steps: int | None, generator: torch.Generator | None, eta: float, noise_scale: float, resample: int = 1,
             callback=None, sampler: str = "ddim", spacing: str = "trailing", restarts: int = 0,
-            restart_rings: bool = False) -> Molecules:
+            restart_rings: bool = False, restart_from: str = "region") -> Molecules:
     """Molecules of ``num_atoms`` [B] atoms (each ≥ |fragment|) whose first |fragment| atoms are the
     fragment: same elements, charges and bonds among them, and coordinates equal to ``fragment.pos``.
     ``restarts``: rounds of local restarts of the generated atoms (:mod:`molediff.restarts`), for a
-    fragment-conditioned model only (``restart_rings``: odd rings too, none wholly inside the fragment)."""
+    fragment-conditioned model only (``restart_rings``: odd rings too, none wholly inside the fragment;
+    ``restart_from``: what a restart draws again, :data:`~molediff.config.RESTART_FROM`)."""
     nf = len(fragment)
     num_atoms = torch.as_tensor(num_atoms, dtype=torch.long)
     if int(num_atoms.min()) < nf:
@@ -166,7 +167,7 @@ def inpaint(diffusion: MolecularDiffusion, net: torch.nn.Module, fragment: Fragm
         mols = diffusion.sample(net, num_atoms, num_steps=num_steps, generator=generator, eta=eta, noise_scale=noise_scale,
                                 callback=callback, x_T=diffusion.prior(marked, generator), known=known, resample=resample,
                                 sampler=sampler, spacing=spacing, restarts=restarts,
-                                restart_rings=restart_rings)
+                                restart_rings=restart_rings, restart_from=restart_from)
         return _into_fragment_frame(mols, fragment, marked)
     if restarts:
         raise ValueError("restarts with a fragment need a fragment-conditioned model (inpainting holds the fragment "

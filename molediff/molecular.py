@@ -411,7 +411,7 @@ class MolecularDiffusion:
                guidance: float = 1.0, known: MolState | None = None, sampler: str = "ddim",
                spacing: str = "trailing", self_condition_feedback: str = "guided", restarts: int = 0,
                restart_rings: bool = False, steer: Callable | None = None,
-               restart_ranges: dict[str, tuple[float, float]] | None = None) -> Molecules:
+               restart_ranges: dict[str, tuple[float, float]] | None = None, restart_from: str = "region") -> Molecules:
         """Generate molecules with the given atom counts [B].
 
         ``num_steps`` None or T: ancestral DDPM over all T steps; fewer: DDIM over strided steps (``eta`` 0
@@ -436,7 +436,8 @@ class MolecularDiffusion:
         (:mod:`molediff.restarts`); ``restarted`` [B] of the result counts each molecule's rounds.
         ``restart_rings``: restarts redraw the odd rings of molecules that pass the rule too.
         ``restart_ranges`` ({RDKit descriptor: (lo, hi)}): and molecules that pass it with a property
-        outside its range, whole.
+        outside its range, whole. ``restart_from``: "region" or "noise", what a restart draws again
+        (:data:`~molediff.config.RESTART_FROM`).
         ``steer(x̂_0, t, cond)``: a correction of each step's x̂_0 towards ``cond`` (:mod:`molediff.steering`).
         """
         device = next(net.parameters()).device
@@ -467,7 +468,7 @@ class MolecularDiffusion:
 
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
                                       restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback,
-                                      rings=restart_rings, ranges=restart_ranges)
+                                      rings=restart_rings, ranges=restart_ranges, restart_from=restart_from)
         out = self.decode(x)
         out.restarted = restarted
         return out

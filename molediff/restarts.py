@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from molediff.config import DEFAULT_RESTART_LEVEL as DEFAULT_LEVEL
+from molediff.config import RESTART_FROM
 from molediff.state import MolState
 
 #: bonded neighbours of a failing atom that are redrawn with it (two hops also free the ring around a
@@ -88,10 +89,11 @@ def honest_check(diffusion, x: MolState) -> tuple[tuple, np.ndarray, np.ndarray]
     return args, failing, valid
 
 
-def _regions(diffusion, x: MolState, hops: int, rings: bool,
-             ranges: dict[str, tuple[float, float]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _regions(diffusion, x: MolState, hops: int, rings: bool, ranges: dict[str, tuple[float, float]] | None = None,
+             whole: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(:func:`restart_region`'s ``[|V|]`` mask, ``[B]`` bool: the molecules that pass the honest rule,
-    stable and connected, whatever their rings)."""
+    stable and connected, whatever their rings). ``whole``: the mask holds every atom of a molecule it
+    touches (a fragment's excepted)."""
     from molediff.chem.model_bonds import odd_ring_atom_mask
 
     args, failing, valid = honest_check(diffusion, x)
@@ -117,6 +119,10 @@ def _regions(diffusion, x: MolState, hops: int, rings: bool,
         stuck = np.zeros(x.num_graphs, dtype=bool)
         stuck[batch[failing & fixed]] = True
         free = (free | stuck[batch]) & ~fixed
+    if whole:
+        touched = np.zeros(x.num_graphs, dtype=bool)
+        touched[batch[free]] = True
+        free = touched[batch] if fixed is None else touched[batch] & ~fixed
     return torch.as_tensor(free, device=x.device), torch.as_tensor(valid)
 
 
@@ -125,7 +131,8 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
                    num_steps: int, eta: float, noise_scale: float, generator: torch.Generator | None = None,
                    level: float = DEFAULT_LEVEL, hops: int = DEFAULT_HOPS, spacing: str = "trailing",
                    callback: Callable[[int, int, MolState], None] | None = None, rings: bool = False,
-                   ranges: dict[str, tuple[float, float]] | None = None) -> tuple[MolState, torch.Tensor]:
+                   ranges: dict[str, tuple[float, float]] | None = None,
+                   restart_from: str = "region") -> tuple[MolState, torch.Tensor]:
     """Restart the failing regions of the clean state ``x`` (the sampler's output, before decoding) up
     to ``rounds`` times. ``denoiser(molecules, known)`` gives the sampler's ``model(x_t, t)`` for those
     molecules ([K] indices into ``x``: their conditions), holding ``known`` (their fragment's clean rows,
@@ -139,18 +146,23 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
     draw fails the rule, it keeps the one before, and its ring may be tried again the next round).
     ``ranges`` ({descriptor: (lo, hi)}): molecules that pass the rule with a property outside its range,
     measured by RDKit, are redrawn whole, kept like an odd ring's where the new draw fails the rule.
+    ``restart_from`` "noise" (:data:`~molediff.config.RESTART_FROM`): every molecule with a region is drawn
+    again whole (a fragment's atoms excepted) from the grid's first level, noise, whatever ``level``.
 
     Returns ``(state, restarted)``: the new clean state and ``[B]`` int, the rounds each molecule was
     regenerated (0: it was not)."""
     from molediff.diffusion.samplers import ddim_sample
 
+    if restart_from not in RESTART_FROM:
+        raise ValueError(f"restart_from must be one of {RESTART_FROM}, got {restart_from!r}")
     s = diffusion.schedule
-    start = int(round(level * (s.num_train_timesteps - 1)))
+    whole = restart_from == "noise"
+    start = s.num_train_timesteps - 1 if whole else int(round(level * (s.num_train_timesteps - 1)))
     grid = s.set_timesteps(num_steps, spacing=spacing).tolist()
     # the grid's level t0; a grid too coarse to have one below the level (2 steps: 999, 499) restarts from its last
     first = next((t for t in grid if t <= start), grid[-1])
     restarted = torch.zeros(x.num_graphs, dtype=torch.long)
-    free, valid = _regions(diffusion, x, hops, rings, ranges)
+    free, valid = _regions(diffusion, x, hops, rings, ranges, whole)
     for _ in range(rounds):
         if not bool(free.any()):
             break
@@ -186,7 +198,7 @@ def restart_failed(diffusion, x: MolState, denoiser: Callable[[torch.Tensor, Mol
         new = MolState(node, pair, x.graph, x.parts)
         # only the redrawn molecules are judged again (the others are unchanged): RDKit's work per round
         # follows the molecules restarted, not the batch
-        y_free, y_valid = _regions(diffusion, MolState(y.node, y.pair, graph, x.parts), hops, rings, ranges)
+        y_free, y_valid = _regions(diffusion, MolState(y.node, y.pair, graph, x.parts), hops, rings, ranges, whole)
         new_free, new_valid = free.clone(), valid.clone()
         new_free[atom_rows], new_valid[molecules] = y_free.to(free.device), y_valid
         broke = valid & ~new_valid  # valid before, redrawn for an odd ring or a range, invalid now: it keeps what it was

@@ -97,6 +97,7 @@ class SampleRequest:
     steer: float = 0.0  # step size of property steering (molediff.steering); 0: none
     property_model: str = ""  # the property model file steering reads ("": the model file's own)
     restart_ranges: bool = False  # restarts redraw valid molecules with a property outside an asked range / value's band
+    restart_from: str = "region"  # what a restart draws again (RESTART_FROM): the failing region, or the whole molecule from noise
 
     @property
     def molecule_steps(self) -> int:
@@ -326,6 +327,7 @@ class MoleculeGenerator:
         steer: float | None = None,
         property_model: str | None = None,
         restart_ranges: bool | None = None,
+        restart_from: str | None = None,
     ) -> SampleRequest:
         """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
         arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
@@ -345,12 +347,13 @@ class MoleculeGenerator:
         conditions = self.check_conditions(conditions, guidance, fragment)
         steer, property_model = self._check_steering(steer, property_model, conditions, flags)
         restart_ranges = self._restart_ranges(restart_ranges, restarts, conditions, flags)
+        restart_from = self._restart_from(restart_from, restarts, flags)
         if conditions and n_atoms is None and self.meta.get("condition_table") is None:
             raise UserError("this model has no table of sizes against properties; pass --n-atoms")
         return SampleRequest(n, steps, seed, batch_size, n_atoms, eta,
                              self.default_noise_scale if noise_scale is None else noise_scale, sampler, spacing, fragment,
                              resample, conditions, guidance, self_condition_feedback, relax_hydrogens, first_batch, batch_stride,
-                             restarts, restart_rings, steer, property_model, restart_ranges)
+                             restarts, restart_rings, steer, property_model, restart_ranges, restart_from)
 
     @property
     def default_steer(self) -> float:
@@ -463,6 +466,25 @@ class MoleculeGenerator:
             self._refuse_without_restarts("--restart-rings" if flags else "restart_rings")
         return bool(rings)
 
+    @property
+    def default_restart_from(self) -> str:
+        """What this model's restarts draw again unless asked otherwise (:data:`~molediff.config.RESTART_FROM`):
+        its file's ``default_restart_from``, else the failing region."""
+        return str(self.meta.get("default_restart_from", "region"))
+
+    def _restart_from(self, restart_from: str | None, restarts: int, flags: bool) -> str:
+        """The request's restart kind: ``restart_from``, or the model's default."""
+        from molediff.config import RESTART_FROM
+
+        name = "--restart-from" if flags else "restart_from"
+        if restart_from is None:
+            return self.default_restart_from
+        if restart_from not in RESTART_FROM:
+            raise UserError(f"{name} must be one of {', '.join(RESTART_FROM)}, got {restart_from!r}")
+        if restart_from != self.default_restart_from and not restarts:
+            self._refuse_without_restarts(name)
+        return restart_from
+
     def _refuse_without_restarts(self, name: str) -> None:
         """A rule of local restarts asked (``name``, as the user wrote it) where none run: UserError."""
         raise UserError(f"{name} needs local restarts (--restarts R ≥ 1{'' if self.writes_bonds else ', a model that writes bonds'})")
@@ -529,7 +551,8 @@ class MoleculeGenerator:
         tag = self.sampler_tag(req.sampler, req.steps, req.eta, req.noise_scale, req.spacing)
         if req.fragment is not None:
             tag += ("_fragment" if self.config.diffusion.fragments else "_inpaint") + f"_resample{req.resample}"
-        tag += f"_restarts{req.restarts}" + ("rings" if req.restart_rings else "") + ("ranges" if req.restart_ranges else "") if req.restarts else ""
+        tag += (f"_restarts{req.restarts}" + ("rings" if req.restart_rings else "") + ("ranges" if req.restart_ranges else "")
+                + ("noise" if req.restart_from == "noise" else "")) if req.restarts else ""
         return tag + (f"_guidance{req.guidance:g}" if req.conditions else "")
 
     def sample_arrays(self, n: int, stats: SampleStats | None = None,
@@ -572,6 +595,9 @@ class MoleculeGenerator:
         :attr:`default_steer`. ``restart_ranges`` (None: on where restarts run and a drug-like property is
         asked): restarts also redraw valid molecules whose property falls outside its asked range, or
         outside the band around its asked value (:attr:`molediff.conditioning.Property.tolerance`).
+        ``restart_from`` (None: the model's :attr:`default_restart_from`): "region", restarts draw the
+        failing atoms again with the rest of the graph held, or "noise", they draw the whole molecule again
+        from noise (:data:`molediff.config.RESTART_FROM`).
 
         A heavy-atom model (one that generates hydrogen counts) yields complete molecules: its heavy
         atoms first, then exactly the generated number of hydrogens per atom, placed from the geometry
@@ -651,12 +677,12 @@ class MoleculeGenerator:
                                          sampler=req.sampler, spacing=req.spacing,
                                          self_condition_feedback=req.self_condition_feedback, restarts=req.restarts,
                                          restart_rings=req.restart_rings, steer=self._steerer(req),
-                                         restart_ranges=self._ranges(req)).cpu()
+                                         restart_ranges=self._ranges(req), restart_from=req.restart_from).cpu()
         from molediff.inpainting import inpaint
 
         return inpaint(self.diffusion, self._network(), req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
                        callback, sampler=req.sampler, spacing=req.spacing, restarts=req.restarts,
-                       restart_rings=req.restart_rings).cpu()
+                       restart_rings=req.restart_rings, restart_from=req.restart_from).cpu()
 
     def _record(self, mols: Any, i: int, info: dict, relax_hydrogens: bool) -> tuple[np.ndarray, np.ndarray, dict]:
         """Molecule ``i`` of a decoded batch as ``(symbols, positions, info)``: its own bonds and charges for

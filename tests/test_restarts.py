@@ -216,6 +216,30 @@ def test_restart_keeps_what_does_not_fail(joint):
     assert torch.allclose(remove_mean(y.node[:, :3], y.graph.batch, 2), y.node[:, :3], atol=1e-5)
 
 
+def test_a_restart_from_noise_draws_the_failing_molecule_again_whole(joint):
+    path, _ = joint
+    gen = sampling.load_pretrained(path)
+    d = gen.diffusion
+    x, n, _ = _ethanol_state(d, broken=True)
+    assert restart_region(d, x, hops=0)[n:].sum() == 2  # a region of two atoms
+    levels = []
+
+    def denoiser(molecules, fragment):
+        from molediff.guidance import sampling_denoiser
+        return sampling_denoiser(d, gen.net, None, 1.0, None)
+
+    y, restarted = restart_failed(d, x, denoiser, rounds=1, num_steps=10, eta=1.0, noise_scale=1.0, hops=0,
+                                  generator=torch.Generator().manual_seed(0), restart_from="noise",
+                                  callback=lambda i, t, z: levels.append(t))
+    assert restarted.tolist() == [0, 1] and levels[0] == d.schedule.set_timesteps(10).tolist()[0]  # from noise
+    assert torch.equal(y.node[:n], x.node[:n])  # the molecule without failing atoms is untouched
+    # every atom of the failing one is drawn again, types and bonds included (nothing is held)
+    p0, p1 = int(x.graph.pair_ptr[1]), int(x.graph.pair_ptr[2])
+    assert not torch.equal(y.node[n:, 3:], x.node[n:, 3:]) and not torch.equal(y.pair[p0:p1], x.pair[p0:p1])
+    with pytest.raises(ValueError, match="restart_from"):
+        restart_failed(d, x, denoiser, rounds=1, num_steps=10, eta=1.0, noise_scale=1.0, restart_from="scratch")
+
+
 def test_request_checks_and_defaults(joint, tmp_path):
     path, config = joint
     gen = sampling.load_pretrained(path)
@@ -234,6 +258,17 @@ def test_request_checks_and_defaults(joint, tmp_path):
     with pytest.raises(UserError, match="needs local restarts"):
         gen.request(4, steps=5, restarts=0, restart_rings=True)
     del gen.meta["restart_rings"]
+    # what a restart draws again: the region unless asked or the file says otherwise
+    assert gen.request(4, steps=5).restart_from == "region"
+    assert gen.request(4, steps=5, restart_from="noise").restart_from == "noise"
+    with pytest.raises(UserError, match="restart_from must be one of region, noise"):
+        gen.request(4, steps=5, restart_from="scratch")
+    with pytest.raises(UserError, match="restart_from needs local restarts"):
+        gen.request(4, steps=5, restarts=0, restart_from="noise")
+    gen.meta["default_restart_from"] = "noise"
+    assert gen.request(4, steps=5).restart_from == "noise"
+    assert gen.request(4, steps=5, restarts=0).restart_from == "noise"  # the file's own, harmless without restarts
+    del gen.meta["default_restart_from"]
     frag = Chem.AddHs(Chem.MolFromSmiles("CO"))
     AllChem.EmbedMolecule(frag, randomSeed=0)
     frag = Chem.RWMol(frag)
@@ -308,6 +343,13 @@ def test_cli_writes_restart_counts(joint, tmp_path, capsys):
                  "--no-progress", "--out", str(tmp_path / "r.sdf")]) == 0
     assert "had failing atoms or odd rings generated again" in capsys.readouterr().out
     assert "restarts1rings" in next(iter(Chem.SDMolSupplier(str(tmp_path / "r.sdf"), sanitize=False))).GetProp("molediff_sampler")
+    assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "1", "--restart-from", "noise",
+                 "--no-progress", "--out", str(tmp_path / "s.sdf")]) == 0
+    assert "had failing atoms drawn again whole from noise" in capsys.readouterr().out
+    assert "restarts1noise" in next(iter(Chem.SDMolSupplier(str(tmp_path / "s.sdf"), sanitize=False))).GetProp("molediff_sampler")
+    assert main(["sample", "--checkpoint", str(path), "-n", "2", "--steps", "3", "--restarts", "0", "--restart-from", "noise",
+                 "--no-progress", "--out", str(tmp_path / "t.sdf")]) == 2
+    assert "--restart-from needs local restarts" in capsys.readouterr().err
 
 
 def test_restarts_with_a_fragment_conditioned_model_keep_the_fragment(tmp_path):

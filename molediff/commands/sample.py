@@ -22,7 +22,7 @@ from pathlib import Path
 from molediff.atomic import AtomicFile, OutputLock, output_folder
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, DRUGLIKE_PROPERTIES, PROPERTIES, Range, parse_conditions
-from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS, PRECISIONS
+from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS, PRECISIONS, RESTART_FROM
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 from molediff.commands.evaluate import REPORT_HELP
@@ -76,6 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                     if p.unit != "count") +
                         "; a count exactly), keeping the valid one where the new draw fails (default: on wherever restarts "
                         "run and a drug-like property is asked)")
+    p.add_argument("--restart-from", default=None, choices=RESTART_FROM,
+                   help="what a local restart draws again: 'region', the failing atoms and their neighbours with the rest "
+                        "held (above), or 'noise', the whole molecule from noise, a fresh draw of its size (for a few-step "
+                        "student, whose failures, a molecule in two pieces, are decided in its first steps: each round costs "
+                        "a full sample of the molecules that fail; benchmarks/README.md) (default: the model's own, "
+                        "'region' unless its file says otherwise)")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
@@ -460,14 +466,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace, gen):
     """The request of ``args``, checked once against the model before any output is created; fills in
-    ``args.steps``, ``args.restarts``, ``args.restart_rings`` and ``args.restart_ranges`` with what it resolved."""
+    ``args.steps``, ``args.restarts``, ``args.restart_rings`` and ``args.restart_ranges`` and ``args.restart_from`` with what it resolved."""
     req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
                       guidance=args.guidance, sampler=args.sampler, spacing=args.spacing, flags=True, restarts=args.restarts,
                       restart_rings=args.restart_rings, steer=args.steer, property_model=args.property_model,
-                      restart_ranges=args.restart_ranges)
+                      restart_ranges=args.restart_ranges, restart_from=args.restart_from)
     args.steps, args.restarts, args.restart_rings, args.restart_ranges = req.steps, req.restarts, req.restart_rings, req.restart_ranges
+    args.restart_from = req.restart_from
     args.steer = req.steer
     return req
 
@@ -943,8 +950,9 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     if args.restarts:
         causes = ["failing atoms"] + ["odd rings"] * bool(args.restart_rings) + ["properties outside their asked band"] * bool(args.restart_ranges)
         what = " or ".join([", ".join(causes[:-1]), causes[-1]] if len(causes) > 1 else causes)
+        again = "drawn again whole from noise" if args.restart_from == "noise" else "generated again"
         say(f"local restarts (up to {args.restarts} rounds): {restarted} "
-            f"of {done} molecules had {what} generated again (SD property molediff_restarts; --restarts 0 turns them off)")
+            f"of {done} molecules had {what} {again} (SD property molediff_restarts; --restarts 0 turns them off)")
     if args.conditions:
         targets = ", ".join((f"{k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f"{k}={v:g}") + f" {BY_NAME[k].unit}"
                             for k, v in args.conditions.items())
