@@ -42,7 +42,7 @@ from molediff.data.reference import reference_statistics, training_smiles
 from molediff.atomic import atomic_write
 from molediff.data.molecules import MoleculeSet
 from molediff.metrics import PUBLISHED_EDM_PERCENT, PUBLISHED_QM9_DATA_PERCENT, evaluate_molecules, model_bond_metrics
-from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE
+from molediff.config import DEFAULT_ETA, DEFAULT_NOISE_SCALE, RESTART_FROM
 from molediff.sampling import DEFAULT_MODEL, SampleStats, load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,7 +62,7 @@ SPACINGS = ("trailing", "logsnr")
 
 
 def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None, seed: int = 0, sampler: str = "ddim",
-          spacing: str = "trailing", restarts: int | None = None) -> dict:
+          spacing: str = "trailing", restarts: int | None = None, restart_from: str | None = None) -> dict:
     """Sample ``n`` molecules with ``gen`` (a :class:`molediff.sampling.MoleculeGenerator`) and score both
     views: the geometry under lookup bonds (:data:`COLUMNS`, :data:`DISTRIBUTIONS`) and, for models that
     write bonds, the model-bond view (:data:`MODEL_COLUMNS`). All T steps with "ddim": ancestral DDPM.
@@ -73,7 +73,8 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
     calls = [0]
     hook = gen.net.register_forward_hook(lambda _, inputs, __: calls.__setitem__(0, calls[0] + inputs[2].num_graphs))
     stats = SampleStats()
-    kw = {k: v for k, v in (("eta", eta), ("noise_scale", noise_scale), ("restarts", restarts)) if v is not None}
+    kw = {k: v for k, v in (("eta", eta), ("noise_scale", noise_scale), ("restarts", restarts), ("restart_from", restart_from))
+          if v is not None}
     t0 = time.time()
     try:
         mols = list(gen.sample_arrays(n, steps=None if steps == T and sampler == "ddim" else steps, seed=seed,
@@ -87,6 +88,7 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
     row = {"sampler": sampler, "spacing": None if steps == T and sampler == "ddim" else spacing, "steps": steps,
            "eta": eta, "noise_scale": noise_scale, "n": n, "seed": seed, "sample_seconds": round(sample_s, 1),
            **({"restarts": restarts} if restarts else {}),  # rounds of local restarts (molediff.restarts)
+           **({"restart_from": restart_from} if restarts and restart_from else {}),
            # a compiled network may run its hooks inside the graph; the count is then steps per molecule
            "network_evaluations": round(calls[0] / n, 2) if calls[0] else None,
            "diverged": stats.diverged,  # discarded (non-finite or collapsed) and replaced by fresh molecules
@@ -126,7 +128,7 @@ def combinations(samplers: list[str], steps: list[int], spacings: list[str], eta
 def row_key(r: dict) -> tuple:
     """One row per combination (rows written before the sampler axis are DDIM, trailing)."""
     return (r.get("sampler", "ddim"), r.get("spacing", "trailing") or "trailing", r["steps"], r.get("eta"),
-            r.get("noise_scale", 1.0), r.get("seed", 0), r.get("restarts", 0))
+            r.get("noise_scale", 1.0), r.get("seed", 0), r.get("restarts", 0), r.get("restart_from", "region"))
 
 
 def row_label(r: dict, T: int) -> str:
@@ -135,7 +137,8 @@ def row_label(r: dict, T: int) -> str:
         return f"ancestral DDPM, {r['steps']} steps, noise {r.get('noise_scale', 1.0):g}"
     eta = f", η {r['eta']:g}" if r.get("eta") is not None else ""
     noise = f"noise {r['noise_scale']:g}" if r.get("noise_scale") is not None else "noise unused"
-    restarts = f", restarts {r['restarts']}" if r.get("restarts") else ""
+    restarts = (f", restarts {r['restarts']}" + (f" from {r['restart_from']}" if r.get("restart_from") else "")
+                if r.get("restarts") else "")
     return f"{sampler} ({r.get('spacing') or 'trailing'}), {r['steps']} steps{eta}, {noise}{restarts}"
 
 
@@ -157,6 +160,8 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the network (faster; same molecules up to float rounding)")
     ap.add_argument("--restarts", type=int, default=None,
                     help="rounds of local restarts (models that write bonds; default: the model's own, none for the QM9 models)")
+    ap.add_argument("--restart-from", default=None, choices=RESTART_FROM,
+                    help="what a restart draws again (molediff sample --restart-from; default: the model's own)")
     ap.add_argument("--out", default=str(RESULTS / "qm9_quality.json"))
     args = ap.parse_args()
     samplers, spacings = _items(args.sampler), _items(args.spacing)
@@ -193,7 +198,8 @@ def main() -> int:
         return kept
 
     for sampler, steps, spacing, eta, scale in combinations(samplers, _items(args.steps, int), spacings, etas, scales, T):
-        row = score(gen, args.n, steps, eta, scale, args.seed, sampler=sampler, spacing=spacing, restarts=args.restarts)
+        row = score(gen, args.n, steps, eta, scale, args.seed, sampler=sampler, spacing=spacing, restarts=args.restarts,
+                    restart_from=args.restart_from)
         row["compiled"] = args.compile
         rows.append(row)
         print(f"{row_label(row, T)}: "

@@ -20,6 +20,7 @@ from pathlib import Path
 from molediff.atomic import atomic_write
 from molediff.checkpoint import load_model_file, save_model_file
 from molediff.conditioning import BY_NAME
+from molediff.config import RESTART_FROM
 from molediff.runstate import EMA_MODEL, LOG
 from molediff.sampling import BUNDLED_MODELS
 
@@ -71,6 +72,9 @@ def main() -> int:
     ap.add_argument("--default-restarts", type=int, default=None,
                     help="rounds of local restarts `molediff sample` runs for this model unless told otherwise "
                          "(molediff.restarts; default: none)")
+    ap.add_argument("--default-restart-from", default=None, choices=RESTART_FROM,
+                    help="what the model's restarts draw again unless told otherwise (molediff sample --restart-from; "
+                         "default: the failing region)")
     ap.add_argument("--restart-rings", action="store_true",
                     help="the model's restarts redraw odd rings of valid molecules too unless told otherwise")
     ap.add_argument("--property-model", default=None, metavar="FILE",
@@ -107,6 +111,7 @@ def main() -> int:
     if started_from and started_from == config.distill_from.removeprefix(root):
         started_from = ""  # a student starts as a copy of its teacher: said once, as its teacher
     distill_steps, config.distill_from, config.distill_steps = config.distill_steps, "", 0
+    method = config.distill_method
     d = config.diffusion
     columns = (MODEL_PERCENT if d.bonds else ()) + PERCENT
     PRETRAINED.mkdir(parents=True, exist_ok=True)
@@ -126,7 +131,8 @@ def main() -> int:
             **({"teacher": teacher} if distill_steps else {}),
             **({"default_noise_scale": args.default_noise_scale} if args.default_noise_scale is not None else {}),
             **({"default_restarts": args.default_restarts} if args.default_restarts is not None else {}),
-            **({"restart_rings": True} if args.restart_rings else {})}
+            **({"restart_rings": True} if args.restart_rings else {}),
+            **({"default_restart_from": args.default_restart_from} if args.default_restart_from else {})}
     if config.data.split(":")[0] != "qm9" and Path(config.data).exists():
         # so that `molediff sample` can say which molecules are new without the data (QM9 models: QM9's own split)
         meta["training_smiles_hashes"] = training_smiles_hashes(config.data)
@@ -183,7 +189,18 @@ def main() -> int:
         *([f"- A few-step student of `{teacher}` by progressive distillation (`molediff distill`; molediff/distill.py): "
            f"one deterministic DDIM step of it is trained to land where two of the teacher's do, so it samples in "
            f"{distill_steps} steps at η = 0 by default (its file says so); the teacher stays available by name. The "
-           "curve's 64-molecule checks sample in the student's steps."] if distill_steps else []),
+           "curve's 64-molecule checks sample in the student's steps."] if distill_steps and method == "progressive" else []),
+        *([f"- A few-step student of `{teacher}` by distribution matching (`molediff distill --method dmd`; "
+           "molediff/distill.py): its own stochastic chain is pushed towards the teacher's distribution by the difference "
+           "of the teacher's and an online-trained denoiser's estimates"
+           + (f", with DMD's regression of {'its first estimate' if config.distill_regression_first else 'its deterministic chain'} "
+              f"on {config.distill_pairs:,} teacher pairs (weight {config.distill_regression:g})" if config.distill_regression else "")
+           + f". It samples in {distill_steps} steps at η = 1, noise 1 by default (its file says so)"
+           + (f", then up to {meta['default_restarts']} rounds of restarts that draw every molecule failing the honest rule "
+              "again from noise (each costs a new sample of those molecules: the evaluations per molecule are counted in "
+              "the quality table)" if meta.get("default_restarts") and meta.get("default_restart_from") == "noise" else "")
+           + "; the teacher stays available by name. The curve's 64-molecule checks sample in the student's steps, "
+           "without restarts."] if distill_steps and method == "dmd" else []),
         *([f"- Steering (`molediff.steering`): the file carries a property model (a read-out EGNN, "
            f"{sum(v.numel() for v in steering.net.state_dict().values()):,} weights, trained "
            f"{steering.info.get('minutes', 0):.0f} min on the training molecules; validation MAE "
@@ -212,12 +229,15 @@ def main() -> int:
                   "`molediff sample` defaults to a lower one (see benchmarks/README.md). model_* columns: the bonds and "
                   "charges the model wrote, honest rule (Kekulé valence sums with charges, no implicit H, one fragment); "
                   "the others: lookup bonds re-derived from the geometry (EDM's rule).", "",
-                  "| steps | η | noise scale | " + " | ".join(columns) + " | novelty | atom-type TV | ring-size TV |",
-                  "|---|---|---|" + "---|" * (len(columns) + 3)]
+                  "| steps | η | noise scale | restarts | evaluations per molecule | " + " | ".join(columns)
+                  + " | novelty | atom-type TV | ring-size TV |",
+                  "|---|---|---|---|---|" + "---|" * (len(columns) + 3)]
         for r in q["rows"]:
             eta = "ancestral" if r["steps"] == config.diffusion.timesteps else f"{r.get('eta', 0.0):g}"
             tv = " | ".join(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("atom_type_tv", "ring_size_tv"))
-            lines.append(f"| {r['steps']} | {eta} | {r.get('noise_scale', 1.0):g} | "
+            restarts = f"{r['restarts']}" + (f" from {r['restart_from']}" if r.get("restart_from") else "") if r.get("restarts") else "0"
+            lines.append(f"| {r['steps']} | {eta} | {r.get('noise_scale', 1.0):g} | {restarts} | "
+                         f"{r.get('network_evaluations') or '-'} | "
                          + " | ".join(f"{100 * r[k]:.1f}" if r.get(k) is not None else "-" for k in columns)
                          + f" | {100 * (r.get('novelty') or 0):.1f} | {tv} |")
     if args.conditioning:
