@@ -5,8 +5,9 @@ Each molecule is sampled by the student's own chain (``--steps``, DDIM η 1, noi
 samples); its final x̂_0 is then noised to level ``t_K``, the K-th last of the teacher's ``--grid``-step
 DDIM grid, and the teacher takes the K remaining steps of that grid (η 1, ``--refine-noise``). Network
 evaluations per molecule: steps + K (K = 0: the student alone). ``--restarts R``: the student's own
-local restarts (:mod:`molediff.restarts`, from level 0.4 in its grid) before the teacher's steps, on the
-molecules that fail the honest rule; their evaluations are counted per molecule. Rows are scored as
+local restarts (:mod:`molediff.restarts`, from level 0.4 in its grid, or whole from noise with
+``--restart-from noise``) before the teacher's steps, on the molecules that fail the honest rule; their
+evaluations are counted per molecule. Rows are scored as
 ``benchmarks/qm9_quality.py`` scores them (the lookup view and the honest model-bond view), and the
 rows of ``--coarse teacher`` run the same recipe with the teacher in the student's place (does the
 student add anything over the teacher's own coarse steps?).
@@ -26,6 +27,7 @@ import torch
 from qm9_quality import score  # the one scoring rule of the QM9 rows (a sibling, as learning_curves.py reads it)
 
 from molediff.atomic import atomic_write
+from molediff.config import RESTART_FROM
 from molediff.diffusion.samplers import ddim_sample
 from molediff.guidance import sampling_denoiser
 from molediff.sampling import MoleculeGenerator, load_pretrained
@@ -85,6 +87,8 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=75, help="the teacher's DDIM grid (steps over the whole range)")
     ap.add_argument("--refine-noise", type=float, default=1.0, help="noise scale of the teacher's steps")
     ap.add_argument("--restarts", default="0", help="comma-separated rounds of the student's local restarts (0: none)")
+    ap.add_argument("--restart-from", default=None, choices=RESTART_FROM,
+                    help="what the student's restarts draw again (molediff sample --restart-from; default: the file's own)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -97,7 +101,8 @@ def main() -> None:
         for levels in [int(v) for v in a.levels.split(",")]:
             gen = MoleculeGenerator.from_file(a.student) if a.coarse == "student" else load_pretrained(model=a.teacher)
             refined(gen, teacher, levels, a.grid, a.refine_noise)
-            row = score(gen, a.n, a.steps, 1.0, 1.0, seed=a.seed, restarts=restarts)
+            row = score(gen, a.n, a.steps, 1.0, 1.0, seed=a.seed, restarts=restarts,
+                        restart_from=a.restart_from if restarts else None)
             # the coarse network's evaluations per molecule, counted (restarts run on the failing ones only),
             # and the teacher's K on every molecule
             coarse = row["network_evaluations"] or a.steps
