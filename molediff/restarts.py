@@ -28,6 +28,12 @@ conditions (and steering, where asked), with the same keep-the-valid-one rule as
 range is a hard request the model meets only on average; this is a check on each molecule, the way a
 chemist filters, at a fraction of a new sample's cost. Benchmarks give the rows without it too.
 
+With ``restart_from="noise"`` (``molediff sample --restart-from noise``) a molecule with a region is drawn
+again whole from the grid's first level instead, a fresh draw of its size (a fragment's atoms excepted): for a
+few-step student, whose failures (a molecule in two pieces) are a layout decided in its first steps that no
+region redraw at level 0.4 undoes. Each round then costs a full sample of the molecules that fail; the
+benchmarks count the evaluations per molecule.
+
 Nothing is repaired by rule: a regenerated region is the model's new draw, judged by the same honest
 rule afterwards, and a molecule still failing after the last round is written as it is. The figures
 with and without restarts are in benchmarks/README.md ("local restarts").
