@@ -470,6 +470,9 @@ BUNDLED_MODELS: dict[str, str] = {
     # druglike fine-tuned on eight RDKit properties (classifier-free guidance), carrying a property model that
     # steers each molecule towards its targets, and restarts that redraw molecules outside an asked range or band
     "druglike-cond": "druglike_cond_ema.pt",
+    # a few-step student of qm9-joint (distribution matching, 8 steps) whose restarts draw failing molecules again
+    # from noise: the joint model's bonds and charges in ~11 network evaluations, its geometry still rough
+    "qm9-fast": "qm9_fast_ema.pt",
 }
 
 

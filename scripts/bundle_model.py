@@ -195,7 +195,8 @@ def main() -> int:
            "of the teacher's and an online-trained denoiser's estimates"
            + (f", with DMD's regression of {'its first estimate' if config.distill_regression_first else 'its deterministic chain'} "
               f"on {config.distill_pairs:,} teacher pairs (weight {config.distill_regression:g})" if config.distill_regression else "")
-           + f". It samples in {distill_steps} steps at η = 1, noise 1 by default (its file says so)"
+           + f". It samples in {distill_steps} steps at η = 1, noise {meta.get('default_noise_scale', 1.0):g} by default (its file "
+             "says so)"
            + (f", then up to {meta['default_restarts']} rounds of restarts that draw every molecule failing the honest rule "
               "again from noise (each costs a new sample of those molecules: the evaluations per molecule are counted in "
               "the quality table)" if meta.get("default_restarts") and meta.get("default_restart_from") == "noise" else "")
