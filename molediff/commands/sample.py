@@ -468,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace, gen):
     """The request of ``args``, checked once against the model before any output is created; fills in
-    ``args.steps``, ``args.restarts``, ``args.restart_rings`` and ``args.restart_ranges`` and ``args.restart_from`` with what it resolved."""
+    ``args.steps``, ``args.restarts``, ``args.restart_rings``, ``args.restart_ranges`` and ``args.restart_from`` with what it resolved."""
     req = gen.request(args.n, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_atoms=args.n_atoms, eta=args.eta,
                       noise_scale=args.noise_scale, fragment=args.fragment,
                       resample=args.resample if args.fragment is not None else None, conditions=args.conditions,
