@@ -212,7 +212,7 @@ def main() -> int:
         "",
         "## Learning curve (EMA weights; hours = the run's training clock, CPU seconds per thread of the main process, "
         "evaluation excluded: with several ranks each hour is that many core-hours; "
-        f"sampling checks: {config.eval_samples} molecules, {config.eval_sample_steps} DDIM steps with the η shown, noise 1; "
+        f"sampling checks: {config.eval_samples} molecules, {distill_steps or config.eval_sample_steps} DDIM steps with the η shown, noise 1; "
         "model_* columns: the model's own bonds by the honest rule, the others: lookup bonds on the geometry)",
         "",
         "| step | hours | val loss | η | " + " | ".join(columns) + " |",
