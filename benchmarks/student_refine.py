@@ -112,7 +112,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: row.get(k) for k in ("coarse", "restarts", "refine_levels", "refine_from", "evaluations")
                               + COLUMNS}), flush=True)
-        atomic_write(a.json, json.dumps(rows, indent=1) + "\n")
+            atomic_write(a.json, json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
