@@ -55,10 +55,9 @@ MODEL_COLUMNS = ("model_atom_stability", "model_molecule_stability", "model_conn
 
 
 #: the samplers of :func:`molediff.diffusion.sample` that ``MoleculeGenerator.sample_arrays`` offers
-from molediff.diffusion.sampler_table import SAMPLERS  # noqa: E402 - the one list
+from molediff.diffusion.sampler_table import SAMPLERS, SPACINGS  # noqa: E402 - the one list of each
 #: deterministic solvers: η and the noise scale do not enter them
 DETERMINISTIC = ("dpm++2m", "dpm++3m")
-SPACINGS = ("trailing", "logsnr")
 
 
 def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None, seed: int = 0, sampler: str = "ddim",

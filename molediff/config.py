@@ -285,6 +285,12 @@ HELP: dict[str, str] = {
                                 "pure noise, where a molecule's layout, one piece or two, is decided), leaving its later, "
                                 "stochastic steps to the matching; off: a random step of its deterministic chain, which "
                                 "pulls those steps towards a mean (benchmarks/README.md)",
+    "distill_spacing": "the student's grid, as molediff sample --spacing: 'trailing' (evenly spaced steps), or 'finish' "
+                       "(trailing for all but the last two steps, which sit where 75 trailing steps end, t = 26 and 12 "
+                       "of 1000: the student's own finishing steps, for exact bond lengths); its file samples on it",
+    "distill_keep": "with distribution matching: weight of a keep term: at the student's low-noise steps (its "
+                    "'finish' steps) its estimate is regressed on the teacher's estimate of the same state, so that "
+                    "it finishes its molecules as the teacher would; 0: none",
     "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
                      "split over the ranks; only those the honest rule passes are regressed on)",
 }
@@ -333,6 +339,11 @@ class TrainConfig:
     # the regression term on the student's first estimate only (from the pair's pure noise), not on a
     # random step of its deterministic chain
     distill_regression_first: bool = False
+    # the student's grid (SPACINGS of molediff.diffusion.sampler_table): where its steps go, in training and
+    # in its file's sampling; "finish" puts its last two at the teacher's finishing levels
+    distill_spacing: str = "trailing"
+    # distribution matching's keep term (molediff.distill.keep_loss): its weight, 0 for none
+    distill_keep: float = 0.0
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -374,6 +385,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value (the one place that does); raises :class:`UserError` naming the option."""
+        from molediff.diffusion.sampler_table import SPACINGS
+
         m, dcfg = self.model, self.diffusion
         checks = m.checks(dcfg) + [
             (dcfg.parametrization in ("eps", "x0"), f"--diffusion-parametrization must be 'eps' or 'x0', got {dcfg.parametrization!r}"),
@@ -412,6 +425,12 @@ class TrainConfig:
              "--distill-regression: the teacher's pairs are drawn unconditionally; not for a conditional model"),
             (self.distill_regression or not self.distill_regression_first,
              "--distill-regression-first needs --distill-regression W > 0"),
+            (self.distill_spacing in SPACINGS,
+             f"--distill-spacing must be one of {', '.join(SPACINGS)}, got {self.distill_spacing!r}"),
+            (self.distill_spacing == "trailing" or self.distill_method == "dmd",
+             "--distill-spacing applies to --distill-method dmd (a progressive student's grid halves its teacher's)"),
+            (self.distill_keep >= 0 and (not self.distill_keep or self.distill_method == "dmd"),
+             "--distill-keep is a non-negative weight, used with --distill-method dmd"),
             (not self.distill_regression or self.distill_pairs >= 1, f"--distill-pairs must be ≥ 1, got {self.distill_pairs}"),
             (self.distill_method == "progressive" or (self.distill_from and not dcfg.fragments),
              "--distill-method dmd needs --distill-from TEACHER, and a teacher not trained on fragments (its student "
@@ -442,6 +461,13 @@ class TrainConfig:
             NoiseSchedule.from_name(dcfg.schedule, dcfg.timesteps)
         except ValueError as exc:
             raise UserError(f"--diffusion-schedule: {exc}") from None
+        if self.distill_steps and self.distill_spacing == "finish":
+            from molediff.diffusion.schedule import finish_timesteps
+
+            try:
+                finish_timesteps(dcfg.timesteps, self.distill_steps)
+            except ValueError as exc:
+                raise UserError(f"--distill-spacing finish: {exc}") from None
         return self
 
     def save_json(self, path: str | Path) -> None:

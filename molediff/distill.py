@@ -39,6 +39,15 @@ endpoint for it, DDIM at η = 0 in its own steps; the teacher's path rarely spli
 student step adds the error of the student's deterministic chain from the same z_T against that endpoint
 (:func:`regression_loss`). It ties the student's global layout, which the matching direction cannot see,
 to the teacher's.
+
+**The student's own finishing steps.** Sampled on evenly spaced steps, a distribution-matching student's
+graphs are right and its bond lengths too coarse for the lookup rule; its teacher, given the last two levels
+of its 75 steps, makes them exact (benchmarks/README.md, issue 38). With ``distill_spacing`` "finish" the
+student's grid puts its own last two steps there
+(:meth:`~molediff.diffusion.schedule.NoiseSchedule.set_timesteps`), and with ``distill_keep`` > 0 its
+estimate at those steps of its chain is regressed on the teacher's estimate of the same state
+(:func:`keep_loss`): matching reads its samples at noise levels where bond lengths are a blur, so on its
+own it would not teach them.
 """
 
 from __future__ import annotations
@@ -51,9 +60,9 @@ from torch.nn import functional as F
 
 from molediff.state import MolState
 
-__all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "MAX_WEIGHT", "PAIR_CHUNK", "STUDENT_SAMPLING", "Discriminator",
-           "discriminator_loss", "distillation_loss", "distillation_target", "dmd_generator_loss", "gan_generator_loss",
-           "load_teacher", "regression_loss", "student_chain", "teacher_midpoint", "teacher_pairs"]
+__all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "KEEP_LEVEL", "MAX_WEIGHT", "PAIR_CHUNK", "STUDENT_SAMPLING",
+           "Discriminator", "discriminator_loss", "distillation_loss", "distillation_target", "dmd_generator_loss",
+           "gan_generator_loss", "keep_loss", "load_teacher", "regression_loss", "student_chain", "teacher_midpoint", "teacher_pairs"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -197,12 +206,12 @@ def _chain(diffusion: Any, student: torch.nn.Module, x: MolState, grid: list[int
 
 
 def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: int, generator: torch.Generator | None = None,
-                  cond: torch.Tensor | None = None) -> tuple[MolState, int, MolState | None]:
-    """Backward simulation: the student's own sampling chain (``steps`` trailing DDIM steps at η = 1, noise
-    1, self-conditioning fed as the sampler feeds it) on ``graph``, from noise to a step k drawn uniformly
-    from ``generator``, without gradient. Returns the state there, its timestep and the previous step's
-    estimate (None at the first step), where the student's trained prediction is taken."""
-    grid = diffusion.schedule.set_timesteps(steps).tolist()
+                  cond: torch.Tensor | None = None, spacing: str = "trailing") -> tuple[MolState, int, MolState | None]:
+    """Backward simulation: the student's own sampling chain (``steps`` DDIM steps on the ``spacing`` grid at
+    η = 1, noise 1, self-conditioning fed as the sampler feeds it) on ``graph``, from noise to a step k drawn
+    uniformly from ``generator``, without gradient. Returns the state there, its timestep and the previous
+    step's estimate (None at the first step), where the student's trained prediction is taken."""
+    grid = diffusion.schedule.set_timesteps(steps, spacing).tolist()
     k = int(torch.randint(len(grid), (1,), generator=generator))
     x, estimate = _chain(diffusion, student, diffusion.prior(graph, generator), grid, k, 1.0, generator, cond)
     return x, grid[k], estimate
@@ -210,18 +219,23 @@ def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: i
 
 def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.nn.Module, fake: torch.nn.Module, graph: Any,
                        steps: int, generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
-                       disc: nn.Module | None = None, gan_weight: float = 0.0) -> dict[str, Any]:
+                       disc: nn.Module | None = None, gan_weight: float = 0.0, spacing: str = "trailing",
+                       keep_weight: float = 0.0) -> dict[str, Any]:
     """The student's distribution-matching loss on molecules of ``graph``'s sizes (module docstring): its
     x̂_0 at a random step of its own chain (:func:`student_chain`), noised to t' ∈ :data:`DMD_LEVELS` × T
     (per molecule), read by ``teacher`` and ``fake`` without gradient (no self-conditioning estimate: both
     were trained half the time without one). The gradient direction (fake − teacher), divided per molecule
     by the mean |sample − teacher's x̂_0| (DMD's normalisation, so that every molecule and level moves
     alike), is turned into a squared error whose gradient it is. With ``disc`` and ``gan_weight`` > 0 the
-    total adds ``gan_weight`` × :func:`gan_generator_loss` of the same sample. Returns ``{"total", "dmd",
-    "gan", "sample", "t"}``: ``sample`` the student's x̂_0 (detached), on which the fake denoiser (and the
-    discriminator) train next."""
-    x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond)
+    total adds ``gan_weight`` × :func:`gan_generator_loss` of the same sample. With ``keep_weight`` > 0 and
+    the drawn step at or below :data:`KEEP_LEVEL` × T, the total adds ``keep_weight`` × :func:`keep_loss`
+    there. ``spacing``: the student's grid. Returns ``{"total", "dmd", "gan", "keep", "sample", "t"}``
+    (``keep`` NaN where the step had none): ``sample`` the student's x̂_0 (detached), on which the fake
+    denoiser (and the discriminator) train next."""
+    x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond, spacing)
     sample = diffusion.predict(student, x_k, _at(graph, t_k, x_k.device), self_cond=estimate, cond=cond)[0]
+    keeps = keep_weight > 0 and t_k <= KEEP_LEVEL * diffusion.schedule.num_train_timesteps
+    keep = keep_loss(diffusion, teacher, x_k, t_k, estimate, sample, cond) if keeps else None
     T = diffusion.schedule.num_train_timesteps
     lo, hi = int(DMD_LEVELS[0] * T), int(DMD_LEVELS[1] * T)
     t = torch.randint(lo, hi, (graph.num_graphs,), generator=generator).to(x_k.device)
@@ -239,8 +253,31 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     pair_err = _row_means((sample.pair - (sample.pair - pair_dir).detach()) ** 2)
     dmd = 0.5 * _per_molecule(node_err, pair_err, graph).mean()
     gan = gan_generator_loss(diffusion, disc, sample, generator) if disc is not None and gan_weight > 0 else dmd.new_zeros(())
-    return {"total": dmd + gan_weight * gan, "dmd": dmd.detach(), "gan": gan.detach(), "sample": sample.detach(),
+    total = dmd + gan_weight * gan + (keep_weight * keep if keep is not None else 0.0)
+    return {"total": total, "dmd": dmd.detach(), "gan": gan.detach(),
+            "keep": keep.detach() if keep is not None else dmd.new_tensor(float("nan")), "sample": sample.detach(),
             "t": torch.tensor(float(t_k))}
+
+
+#: the keep term (:func:`keep_loss`) applies at the student's steps at or below this level, as a fraction of
+#: T: its finishing steps (the "finish" grid's, 0.026 T and 0.012 T), not its coarse ones (the last of
+#: 8 trailing steps is at 0.125 T)
+KEEP_LEVEL = 0.05
+
+
+def keep_loss(diffusion: Any, teacher: torch.nn.Module, x_k: MolState, t_k: int, estimate: MolState | None,
+              sample: MolState, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """The keep term: at a low-noise step of the student's own chain (state ``x_k`` at ``t_k``, previous
+    estimate ``estimate``), the student's x̂_0 ``sample`` (with gradient) against the teacher's x̂_0 of the
+    same state (no gradient), the squared error per molecule, averaged. A scalar. The distribution-matching
+    direction is read at noise levels where bond lengths are a blur, so it cannot make them exact; at its
+    finishing steps the student should do as its teacher would there, which is what a teacher finishing a
+    student's molecules was measured to give (benchmarks/README.md, issue 38)."""
+    with torch.no_grad():
+        target = diffusion.predict(teacher, x_k, _at(x_k.graph, t_k, x_k.device), self_cond=estimate, cond=cond)[0]
+    node = _row_means((sample.node - target.node) ** 2)
+    pair = _row_means((sample.pair - target.pair) ** 2)
+    return _per_molecule(node, pair, x_k.graph).mean()
 
 
 #: teacher pairs of the regression term are drawn and saved this many molecules at a time (a stopped run
@@ -269,15 +306,16 @@ def teacher_pairs(diffusion: Any, teacher: torch.nn.Module, graph: Any, steps: i
 
 
 def regression_loss(diffusion: Any, student: torch.nn.Module, z: MolState, target: MolState, steps: int,
-                    generator: torch.Generator | None = None, first: bool = False) -> torch.Tensor:
+                    generator: torch.Generator | None = None, first: bool = False, spacing: str = "trailing") -> torch.Tensor:
     """DMD's regression term on teacher pairs (:func:`teacher_pairs`): the student's deterministic chain
     (DDIM at η = 0 in its ``steps`` trailing steps, self-conditioning fed as the sampler feeds it) from the
     pairs' noise ``z`` to a step k drawn uniformly from ``generator``, without gradient, then its x̂_0 there,
     with gradient, against the teacher's endpoint ``target``: the squared error per molecule (atoms' and
     pairs' rows as the other losses weigh them), averaged. A scalar. ``first``: k is always 0, the
     student's first estimate from the pure noise, where a molecule's layout (one piece or two) is
-    decided; the same at η 0 and η 1, so it does not pull the later, stochastic steps towards a mean."""
-    grid = diffusion.schedule.set_timesteps(steps).tolist()
+    decided; the same at η 0 and η 1, so it does not pull the later, stochastic steps towards a mean.
+    ``spacing``: the student's grid."""
+    grid = diffusion.schedule.set_timesteps(steps, spacing).tolist()
     k = 0 if first else int(torch.randint(len(grid), (1,), generator=generator))
     x, estimate = _chain(diffusion, student, z, grid, k, 0.0)
     pred = diffusion.predict(student, x, _at(z.graph, grid[k], z.device), self_cond=estimate)[0]

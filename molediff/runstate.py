@@ -43,7 +43,7 @@ MAY_CHANGE = {
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
                "eval_samples", "eval_sample_steps", "lr", "batch_size", "batch_pairs", "diffusion.atom_weight", "diffusion.charge_weight",
                "diffusion.bond_weight", "diffusion.condition_dropout", "distill_gan", "distill_regression", "distill_pairs",
-               "distill_regression_first"),
+               "distill_regression_first", "distill_keep"),
 }
 #: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and
 #: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such; with the
@@ -57,7 +57,7 @@ STATE_SHAPE = ("diffusion.charges", "diffusion.bonds", "diffusion.charge_scale",
 VOCABULARY = ("diffusion.elements", "diffusion.formal_charges", "diffusion.hydrogen_weight")
 MAY_CHANGE["init_from"] = MAY_CHANGE["resume"] + (
     "data", "weight_decay", "ema_decay", "grad_clip", "seed", "valid_molecules", "init_from", "distill_from",
-    "distill_steps", "distill_method", "diffusion.atom_loss") + STATE_SHAPE + VOCABULARY
+    "distill_steps", "distill_method", "distill_spacing", "diffusion.atom_loss") + STATE_SHAPE + VOCABULARY
 
 
 def model_shape(config: TrainConfig) -> tuple[str, ...]:

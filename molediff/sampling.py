@@ -293,6 +293,12 @@ class MoleculeGenerator:
         return int(self.meta.get("default_steps", DEFAULT_STEPS))
 
     @property
+    def default_spacing(self) -> str:
+        """Where the reverse steps go unless told otherwise: its file's (a few-step student's grid, e.g.
+        "finish"), else "trailing"."""
+        return str(self.meta.get("default_spacing", "trailing"))
+
+    @property
     def default_eta(self) -> float:
         """DDIM's η unless told otherwise: its file's (0 for a distilled student, which learned the
         deterministic path), else :data:`~molediff.config.DEFAULT_ETA`."""
@@ -317,7 +323,7 @@ class MoleculeGenerator:
         guidance: float = 1.0,
         relax_hydrogens: bool = True,
         sampler: str = "ddim",
-        spacing: str = "trailing",
+        spacing: str | None = None,
         self_condition_feedback: str = "guided",
         first_batch: int = 0,
         batch_stride: int = 1,
@@ -331,8 +337,9 @@ class MoleculeGenerator:
     ) -> SampleRequest:
         """What the user asked, checked once against this model and resolved (:class:`SampleRequest`;
         arguments as :meth:`sample_arrays`); raises :class:`UserError` saying what is wrong, naming the
-        CLI's options when ``flags``. ``steps``, ``eta`` and ``noise_scale`` None: the model's defaults."""
+        CLI's options when ``flags``. ``steps``, ``eta``, ``noise_scale`` and ``spacing`` None: the model's defaults."""
         eta = self.default_eta if eta is None else eta
+        spacing = self.default_spacing if spacing is None else spacing
         steps = self.check_sampling(n, steps, seed, eta, noise_scale, sampler, spacing, fragment, resample,
                                     flags=flags, self_condition_feedback=self_condition_feedback)
         if batch_size < 1:
@@ -605,7 +612,8 @@ class MoleculeGenerator:
         hydrogens alone); ``info["hydrogens"]`` holds the generated counts of the heavy atoms.
 
         ``sampler`` ("ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m", "ddpm") and ``spacing`` ("trailing",
-        "logsnr"): the reverse-process solver and its timestep grid (:func:`molediff.diffusion.sample`).
+        "logsnr", "finish"; None: the model's :attr:`default_spacing`): the reverse-process solver and its
+        timestep grid (:func:`molediff.diffusion.sample`).
         """
         yield from self.run(self.request(n, **kwargs), stats, on_step)
 

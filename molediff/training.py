@@ -195,9 +195,9 @@ def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: M
 
 @torch.no_grad()
 def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram: torch.Tensor, n: int, steps: int,
-                 seed: int = 0, eta: float = DEFAULT_ETA, noise_scale: float = 1.0) -> dict[str, float]:
+                 seed: int = 0, eta: float = DEFAULT_ETA, noise_scale: float = 1.0, spacing: str = "trailing") -> dict[str, float]:
     """Sample ``n`` molecules and score them (stability always; validity when RDKit is present; the
-    model-bond view too for models that generate bonds).
+    model-bond view too for models that generate bonds), on the ``spacing`` grid.
 
     Full noise (``noise_scale`` 1) by default: the learning curve follows the model's own distribution.
     """
@@ -205,7 +205,7 @@ def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram:
 
     g = torch.Generator().manual_seed(seed)
     sizes = sizes_from_histogram(histogram, n, generator=g)
-    mols = diffusion.sample(net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale).cpu()
+    mols = diffusion.sample(net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale, spacing=spacing).cpu()
     return {**sample_metrics(mols), "sample_eta": eta, "sample_noise_scale": noise_scale}
 
 
@@ -423,6 +423,8 @@ class Trainer:
 
             meta.update(default_steps=self.config.distill_steps, teacher=self.config.distill_from,
                         **STUDENT_SAMPLING[self.config.distill_method])
+            if self.config.distill_spacing != "trailing":  # the grid it learned (the sampler's default is trailing)
+                meta["default_spacing"] = self.config.distill_spacing
         return meta
 
     def save(self) -> None:
@@ -468,6 +470,8 @@ class Trainer:
                 from molediff.distill import STUDENT_SAMPLING
 
                 how = {k.removeprefix("default_"): v for k, v in STUDENT_SAMPLING[self.config.distill_method].items()}
+            if student:
+                how["spacing"] = self.config.distill_spacing
             rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
                                     self.config.distill_steps if student else self.config.eval_sample_steps, **how))
             rec["sample_seconds"] = round(time.time() - t0, 1)
@@ -523,7 +527,8 @@ class Trainer:
 
         out = dmd_generator_loss(self.diffusion, self.ddp or self.net, self.teacher, self.fake, x0.graph,
                                  self.config.distill_steps, generator=self.generator, cond=cond, disc=self.disc,
-                                 gan_weight=self.config.distill_gan)
+                                 gan_weight=self.config.distill_gan, spacing=self.config.distill_spacing,
+                                 keep_weight=self.config.distill_keep)
         total = out["total"]
         if self.pairs:
             regression = self._regression(x0.num_graphs)
@@ -541,6 +546,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.config.grad_clip)
         self.fake_opt.step()
         stats = {"dmd": float(out["dmd"])}
+        if not torch.isnan(out["keep"]):  # the keep term ran at this step (one of the student's finishing steps)
+            stats["keep"] = float(out["keep"])
         if self.pairs:
             stats["regression"] = float(regression.detach())
         if self.disc is not None:
@@ -571,7 +578,7 @@ class Trainer:
         # gradient joins it on the same parameters before their all-reduce
         return regression_loss(self.diffusion, self.net, state(chunk["z_node"], chunk["z_pair"]),
                                state(chunk["x_node"], chunk["x_pair"]), self.config.distill_steps, self.generator,
-                               first=self.config.distill_regression_first)
+                               first=self.config.distill_regression_first, spacing=self.config.distill_spacing)
 
     def _teacher_pairs(self) -> list[dict[str, torch.Tensor]]:
         """The regression term's teacher pairs of this rank (:func:`molediff.distill.teacher_pairs`): chunk i

@@ -151,17 +151,23 @@ def test_distill_command_runs_stages_resumes_and_explains_mistakes(tmp_path, cap
 
 # ---------------------------------------------------------------- distribution matching (--method dmd)
 
-def test_dmd_loss_is_zero_while_the_fake_denoiser_is_the_teacher_and_trains_only_the_student():
-    """At the start the fake denoiser is a copy of the teacher: no direction, no loss. Once it differs, the
-    loss's gradient reaches the student alone, and its sample has the batch's atoms and pairs."""
-    from molediff.distill import dmd_generator_loss, student_chain
-
+def _copies_of_a_teacher():
+    """A tiny joint diffusion, a teacher, a student and a fake denoiser that are copies of it, and a graph of
+    three molecules (5, 7 and 6 atoms)."""
     torch.manual_seed(0)
     d = MolecularDiffusion(JOINT_SC)
     teacher, student, fake = (build_network(TINY, d) for _ in range(3))
     for net in (student, fake):
         net.load_state_dict(teacher.state_dict())
-    graph = d.encode(_set([5, 7, 6]).collate([0, 1, 2])).graph
+    return d, teacher, student, fake, d.encode(_set([5, 7, 6]).collate([0, 1, 2])).graph
+
+
+def test_dmd_loss_is_zero_while_the_fake_denoiser_is_the_teacher_and_trains_only_the_student():
+    """At the start the fake denoiser is a copy of the teacher: no direction, no loss. Once it differs, the
+    loss's gradient reaches the student alone, and its sample has the batch's atoms and pairs."""
+    from molediff.distill import dmd_generator_loss, student_chain
+
+    d, teacher, student, fake, graph = _copies_of_a_teacher()
     out = dmd_generator_loss(d, student, teacher, fake, graph, steps=3, generator=torch.Generator().manual_seed(1))
     assert float(out["total"].detach()) == 0.0
     assert out["sample"].node.shape == (18, d.node_width) and out["sample"].pair.shape[0] == graph.pair_index.shape[1]
@@ -392,9 +398,9 @@ def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_t
     torch.save(chunk, chunk_path)
     seen = []
 
-    def counted(diffusion, student, z, target, steps, generator=None, first=False):
+    def counted(diffusion, student, z, target, steps, generator=None, first=False, **kw):
         seen.append((z.num_graphs, steps, first))
-        return original(diffusion, student, z, target, steps, generator, first)
+        return original(diffusion, student, z, target, steps, generator, first, **kw)
 
     original = distill.regression_loss
     monkeypatch.setattr(distill, "regression_loss", counted)
@@ -428,3 +434,77 @@ def test_the_bundled_few_step_student_samples_in_its_own_steps_and_redraws_failu
     got = list(gen.sample_arrays(16, seed=0, stats=stats))
     assert len(got) == 16 and all("restarts" in info for _, _, info in got)
     assert stats.restarted > 0  # a quarter or more of its raw draws fail: some were drawn again
+
+
+# ---------------------------------------------------------------- the student's own finishing steps (--distill-spacing finish, --distill-keep)
+
+def test_the_keep_term_regresses_the_students_finishing_steps_on_the_teachers_estimate():
+    """At a finishing step of the "finish" grid the term is the student's x̂_0 against the teacher's of the same
+    state: zero while the student is the teacher, positive and reaching the student alone once they differ;
+    at a coarse step it does not run (NaN in the figures, nothing in the total)."""
+    from molediff.distill import KEEP_LEVEL, dmd_generator_loss
+
+    d, teacher, student, fake, graph = _copies_of_a_teacher()
+    grid = d.schedule.set_timesteps(4, "finish").tolist()
+    T = d.schedule.num_train_timesteps
+    assert [t <= KEEP_LEVEL * T for t in grid] == [False, False, True, True]
+
+    def run(seed):
+        return dmd_generator_loss(d, student, teacher, fake, graph, steps=4, generator=torch.Generator().manual_seed(seed),
+                                  spacing="finish", keep_weight=2.0)
+
+    outs = {int(o["t"]): o for o in (run(seed) for seed in range(16))}
+    assert set(outs) == set(grid)  # the chain stops on the finish grid's levels
+    assert all(float(outs[t]["keep"]) == 0.0 for t in grid[2:]) and all(torch.isnan(outs[t]["keep"]) for t in grid[:2])
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    seed = next(s for s in range(32) if int(run(s)["t"]) in grid[2:])
+    out = run(seed)
+    keep, dmd = float(out["keep"]), float(out["dmd"])
+    assert keep > 0 and float(out["total"].detach()) == pytest.approx(dmd + 2.0 * keep, rel=1e-5)
+    out["total"].backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in student.parameters())
+    assert all(p.grad is None for net in (teacher, fake) for p in net.parameters())
+
+
+def test_a_finish_grid_student_continued_from_another_student_samples_on_its_grid(tmp_path, capsys):
+    """``molediff distill --init-from STUDENT --distill-spacing finish --distill-keep W``: the new student starts
+    from the given file (its steps carry on), trains with the keep term, and its file samples on the finish
+    grid unless told otherwise; options that cannot work are refused with the reason."""
+    from molediff.checkpoint import load_model_file
+    from molediff.cli import main as cli
+    from molediff.runstate import EMA_MODEL
+    from molediff.sampling import MoleculeGenerator
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    quiet = ["--no-progress", "--eval-every-steps", "0"]
+    first = tmp_path / "first"
+    assert cli(["distill", "--from", teacher, "--method", "dmd", "--steps", "4", "--out", str(first), "--max-steps", "2", *quiet]) == 0
+    run = tmp_path / "finish"
+    assert cli(["distill", "--from", teacher, "--method", "dmd", "--steps", "4", "--out", str(run), "--max-steps", "3",
+                "--init-from", str(first / EMA_MODEL), "--distill-spacing", "finish", "--distill-keep", "1", *quiet]) == 0
+    _, cfg, meta = load_model_file(run / EMA_MODEL)
+    assert (cfg.distill_spacing, cfg.distill_keep, meta["default_spacing"], meta["step"]) == ("finish", 1.0, "finish", 3)
+    assert "default_spacing" not in load_model_file(first / EMA_MODEL)[2]
+    gen = MoleculeGenerator.from_file(run / EMA_MODEL)
+    req = gen.request(2)
+    assert (req.steps, req.spacing) == (4, "finish") and gen.request(2, spacing="trailing").spacing == "trailing"
+    assert "finish" in gen.sampler_tag(req.sampler, req.steps, req.eta, req.noise_scale, req.spacing)
+    assert len(list(gen.run(req))) == 2
+    with pytest.raises(UserError, match="at most"):
+        gen.request(2, steps=900)
+    capsys.readouterr()
+    assert cli(["distill", "--from", teacher, "--method", "dmd", "--out", str(tmp_path / "x"), "--init-from", "nope.pt"]) == 2
+    assert "--init-from 'nope.pt': no such file" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--distill-spacing applies to --distill-method dmd"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_spacing="finish").validate()
+    with pytest.raises(UserError, match="--distill-spacing must be one of"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_spacing="evenly").validate()
+    with pytest.raises(UserError, match="--distill-spacing finish: .*at least 3 steps"):
+        TrainConfig(distill_from="t.pt", distill_steps=2, distill_method="dmd", distill_spacing="finish").validate()
+    with pytest.raises(UserError, match="--distill-keep is a non-negative weight"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_keep=1.0).validate()

@@ -107,3 +107,36 @@ def test_logsnr_matches_diffusers_lu_lambdas():
 def test_unknown_spacing(bad):
     with pytest.raises(ValueError, match="spacing"):
         NoiseSchedule.linear(50).set_timesteps(5, spacing=bad)
+
+
+@pytest.mark.parametrize("T", TS)
+def test_the_finish_grid_is_trailing_then_the_last_two_levels_of_75_steps(T):
+    """"finish": n − 2 trailing steps, then two at the levels where 75 trailing steps end; every step count
+    that has one gives a strictly decreasing grid of n, the others are refused with the largest that works."""
+    from molediff.diffusion.sampler_table import SPACINGS as TABLE
+    from molediff.diffusion.samplers import check_sampler
+    from molediff.diffusion.schedule import FINISH_LEVELS, finish_timesteps, trailing_timesteps
+
+    assert "finish" in TABLE
+    schedule = NoiseSchedule.linear(T)
+    fine = [round(f * T) - 1 for f in FINISH_LEVELS]
+    if T == 1000:
+        assert fine == trailing_timesteps(1000, 75)[-2:].tolist() == [26, 12]
+        assert schedule.set_timesteps(8, "finish").tolist() == [999, 832, 666, 499, 332, 166, 26, 12]
+    ok = []
+    for n in range(1, T + 1):
+        try:
+            ts = schedule.set_timesteps(n, spacing="finish").numpy()
+        except ValueError as exc:
+            assert n < 3 or "at most" in str(exc) or "no step count" in str(exc)
+            with pytest.raises(ValueError):
+                check_sampler("ddim", n, T, spacing="finish")
+            continue
+        _check_grid(ts, T, n, f"finish T={T} n={n}")
+        assert ts[-2:].tolist() == fine and ts[:-2].tolist() == trailing_timesteps(T, n - 2).tolist()
+        check_sampler("ddim", n, T, spacing="finish")
+        ok.append(n)
+    if ok:
+        assert ok == list(range(3, ok[-1] + 1))  # every count up to the largest
+        with pytest.raises(ValueError, match=f"at most {ok[-1]} steps"):
+            finish_timesteps(T, ok[-1] + 1)

@@ -24,7 +24,7 @@ DEFAULT_LR = 1e-4
 DMD_STEPS = 8
 #: TrainConfig fields this command sets itself (from --from and --steps), or that a student does not use
 #: (it samples its checks in its own steps), not offered as options
-_OWN = ("init_from", "distill_from", "distill_steps", "distill_method", "eval_sample_steps")
+_OWN = ("distill_from", "distill_steps", "distill_method", "eval_sample_steps")
 #: settings of the machine and session that trained the teacher, not of its recipe: a student takes them
 #: from the command line or their defaults, never from the teacher
 _MACHINE = ("threads", "clock", "compile", "checkpoint_minutes", "max_steps", "max_minutes")
@@ -63,13 +63,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for action in p._actions:  # noqa: SLF001 - argparse keeps no public list of a parser's actions
         if action.dest == "lr":
             action.help = action.help.rsplit(" (default", 1)[0] + f" (default: {DEFAULT_LR:g})"
+        elif action.dest == "init_from":
+            action.metavar = "MODEL"
+            action.help = ("start the student from this model file or bundled model instead of a copy of the teacher: a "
+                           "student of the same teacher, continued with another recipe (e.g. --distill-spacing finish); "
+                           "its step count and training clock carry on")
         elif action.dest in {f.name for f in dataclasses.fields(TrainConfig)} and action.dest not in _MACHINE:
             action.help = (action.help or "").rsplit(" (default", 1)[0] + " (default: the teacher's)"
 
 
-def teacher_path(name: str) -> Path:
+def teacher_path(name: str, option: str = "--from") -> Path:
     """``name`` as a model file (absolute, so that ``--resume`` finds it from anywhere): an existing
-    path, else a bundled model's file."""
+    path, else a bundled model's file; refused naming ``option`` where it is neither."""
     path = Path(name).expanduser()
     if path.is_file():
         return path.resolve()
@@ -77,7 +82,7 @@ def teacher_path(name: str) -> Path:
         from molediff.sampling import bundled_model_path
 
         return bundled_model_path(name)
-    raise UserError(f"--from {name!r}: no such file, and not a bundled model ({', '.join(BUNDLED_MODELS)})")
+    raise UserError(f"{option} {name!r}: no such file, and not a bundled model ({', '.join(BUNDLED_MODELS)})")
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -111,6 +116,8 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
                                  distill_method=args.method or "progressive",
                                  **{name: getattr(fresh, name) for name in _MACHINE})
     config = dataclasses.replace(config, **_given(args))
+    if config.init_from:
+        config = dataclasses.replace(config, init_from=str(teacher_path(config.init_from, "--init-from")))
     data = config.data
     if data.split(":")[0] != "qm9" and not Path(data).exists():
         said = "--data" if args.data is not None else "the teacher was trained on"

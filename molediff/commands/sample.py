@@ -122,9 +122,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="ddim", choices=SAMPLERS,
                    help="reverse-process solver (default ddim): " + "; ".join(f"'{k}': {v.help}" for k, v in SAMPLER_TABLE.items())
                         + "; see benchmarks/README.md for quality against steps")
-    p.add_argument("--spacing", default="trailing", choices=SPACINGS,
-                   help="where the reverse steps go: 'trailing' (default: evenly in t from the noisiest level t = T-1, the last "
-                        "at about T/steps - 1) or 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0)")
+    p.add_argument("--spacing", default=None, choices=SPACINGS,
+                   help="where the reverse steps go: 'trailing' (evenly in t from the noisiest level t = T-1, the last "
+                        "at about T/steps - 1), 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0) or "
+                        "'finish' (trailing for all but the last two steps, which sit where 75 trailing steps end: a "
+                        "few-step student's grid) (default: the model's own, trailing unless its file names another)")
     p.add_argument("--eta", type=float, default=None,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 "
                         "steps; a distilled few-step student's file says 0, the path it learned)")

@@ -52,5 +52,6 @@ SAMPLER_TABLE: dict[str, Sampler] = {s.name: s for s in (
 )}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_TABLE)
 #: where strided samplers put their steps (:meth:`molediff.diffusion.NoiseSchedule.set_timesteps`):
-#: evenly in t from T − 1 ("trailing"), or evenly in log-SNR ("logsnr")
-SPACINGS: tuple[str, ...] = ("trailing", "logsnr")
+#: evenly in t from T − 1 ("trailing"), evenly in log-SNR ("logsnr"), or trailing with the last two steps
+#: at the finishing levels of 75 trailing steps ("finish": a few-step student's grid)
+SPACINGS: tuple[str, ...] = ("trailing", "logsnr", "finish")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from molediff.diffusion.noise import noise_like
-from molediff.diffusion.schedule import NoiseSchedule
+from molediff.diffusion.schedule import NoiseSchedule, finish_timesteps
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler  # noqa: F401 - re-exported
 
 Model = Callable[..., Any]
@@ -184,6 +184,8 @@ def check_sampler(sampler: str, num_steps: int | None, T: int, eta: float = 0.0,
         raise ValueError(f"the {sampler} sampler needs a step count between 1 and {T}, got {num_steps}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be between 0 and 1, got {eta:g}")
+    if spacing == "finish" and not spec.all_steps:
+        finish_timesteps(T, num_steps)  # raises where the grid does not exist for this step count
     return spec
 
 

@@ -35,6 +35,32 @@ def _clip_alphas_cumprod(alphas2: np.ndarray, clip: float = 0.001) -> np.ndarray
 
 
 PREDICTION_TYPES = ("epsilon", "sample")
+#: the two finishing levels of the "finish" spacing, as fractions of T: the last two points of the 75-step
+#: trailing grid (t = 26 and 12 of 1000), where a few-step student's lookup-rule geometry was measured to
+#: come right when sampled there (benchmarks/README.md, issue 38)
+FINISH_LEVELS = (2 / 75, 1 / 75)
+
+
+def trailing_timesteps(T: int, n: int) -> np.ndarray:
+    """The "trailing" grid of :meth:`NoiseSchedule.set_timesteps`: round(T − i·T/n) − 1, i = 0 .. n−1 [n]."""
+    # np.arange's length is ceil(T / (T/n)) in floating point: n, or n + 1 when T/n rounds down;
+    # the first n points are the grid (the n-th is T/n ≥ 1, so every timestep is ≥ 0)
+    return np.round(np.arange(T, 0, -T / n)[:n]).astype(np.int64) - 1
+
+
+def finish_timesteps(T: int, n: int) -> np.ndarray:
+    """The "finish" grid of :meth:`NoiseSchedule.set_timesteps` [n]: the trailing grid of n − 2 steps, then
+    :data:`FINISH_LEVELS` × T. Raises ``ValueError`` where it does not exist: fewer than 3 steps, or so many
+    that the coarse part already reaches the finishing levels."""
+    if n < 3:
+        raise ValueError(f"the finish spacing needs at least 3 steps (2 of them finishing), got {n}")
+    fine = [round(f * T) - 1 for f in FINISH_LEVELS]
+    coarse = trailing_timesteps(T, n - 2)
+    if not coarse[-1] > fine[0] > fine[1] >= 0:
+        most = max((m for m in range(3, n) if trailing_timesteps(T, m - 2)[-1] > fine[0] > fine[1] >= 0), default=None)
+        raise ValueError(f"the finish spacing at T = {T} takes " + (f"at most {most} steps" if most else "no step count")
+                         + f" (its coarse steps must end above its finishing levels {fine[0]} and {fine[1]}), got {n}")
+    return np.concatenate([coarse, np.array(fine, dtype=np.int64)])
 
 
 class NoiseSchedule:
@@ -222,7 +248,7 @@ class NoiseSchedule:
         ratio = (self.alphas_cumprod[int(t)].double() / self.alphas_cumprod[int(prev_t)].double())
         return torch.sqrt(ratio).to(x_prev.dtype) * x_prev + torch.sqrt(1 - ratio).to(x_prev.dtype) * noise
 
-    def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "logsnr"] = "trailing") -> torch.Tensor:
+    def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "logsnr", "finish"] = "trailing") -> torch.Tensor:
         """Exactly ``num_inference_steps`` distinct, decreasing timesteps in ``[0, T−1]`` for strided sampling.
 
         "trailing" starts at T−1 (recommended: the first step sees pure noise): round(T − i·T/n) − 1 for
@@ -231,19 +257,22 @@ class NoiseSchedule:
         at 0, uniform in log-SNR λ_t = log(α_t/σ_t) between them (as Lu et al.'s DPM-Solver), each point
         rounded to the nearest timestep; where rounding makes two points meet (many steps, fast-changing
         λ near t = 0), the later one moves down to the next free timestep, so there are always n.
+        "finish" (n ≥ 3): the trailing grid of n − 2 steps, then two finishing steps at the levels
+        :data:`FINISH_LEVELS` × T, where 75 trailing steps end (a few-step student's coarse steps lay out
+        the molecule; its last two make the bond lengths as exact as the lookup rule reads them).
         """
         T = self.num_train_timesteps
         n = num_inference_steps
         if not 1 <= n <= T:
             raise ValueError(f"number of steps must be between 1 and {T}, got {n}")
         if spacing == "trailing":
-            # np.arange's length is ceil(T / (T/n)) in floating point: n, or n + 1 when T/n rounds down;
-            # the first n points are the grid (the n-th is T/n ≥ 1, so every timestep is ≥ 0)
-            ts = np.round(np.arange(T, 0, -T / n)[:n]).astype(np.int64) - 1
+            ts = trailing_timesteps(T, n)
         elif spacing == "logsnr":
             ts = self._logsnr_timesteps(n)
+        elif spacing == "finish":
+            ts = finish_timesteps(T, n)
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; choose trailing or logsnr")
+            raise ValueError(f"unknown spacing {spacing!r}; choose trailing, logsnr or finish")
         self.timesteps = torch.from_numpy(ts.copy())
         return self.timesteps
 
