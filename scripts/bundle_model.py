@@ -86,6 +86,9 @@ def main() -> int:
     ap.add_argument("--teacher", default=None,
                     help="how the card and metadata name a distilled student's teacher (e.g. a bundled model's name; "
                          "default: its file's path)")
+    ap.add_argument("--started-from", default=None,
+                    help="how the card and metadata name the model file the run started from with --init-from (e.g. a "
+                         "bundled model's name and step; default: its path)")
     ap.add_argument("--hardware", default=f"{platform.machine()} CPU, 2 threads", help="what the run trained on")
     args = ap.parse_args()
     if (args.default_steer is not None) != bool(args.property_model):
@@ -104,6 +107,8 @@ def main() -> int:
     started_from, config.init_from = config.init_from, ""
     root = str(PRETRAINED.parents[1]) + "/"
     started_from = started_from.removeprefix(root)  # a path of this checkout, said relative to it
+    if args.started_from and started_from:
+        started_from = args.started_from
     config.compile = False  # a speed setting of the machine that trained it (needs a C++ compiler), not of the recipe
     # a distilled student: its teacher is provenance too (named as the package knows it, --teacher), and the
     # student samples in its own steps by its metadata (default_steps, default_eta), not by these fields
@@ -184,7 +189,7 @@ def main() -> int:
         + (f", {meta.get('molecules_seen', 0) / 100_000:.1f} epochs)" if config.data == "qm9" else ", inherited steps included)")
         + f", {meta.get('train_seconds', 0) / 3600:.2f} h of training clock on {args.hardware}; "
         f"AdamW lr {lr_text}; gradient clip {config.grad_clip}, seed {config.seed}.",
-        *([f"- Started from `{started_from}` (`molediff train --init-from`): its weights, step count, clock and "
+        *([f"- Started from `{started_from}` (`molediff {'distill' if distill_steps else 'train'} --init-from`): its weights, step count, clock and "
            "learning curve (rows marked inherited in the log) continue; the optimiser restarted there."] if started_from else []),
         *([f"- A few-step student of `{teacher}` by progressive distillation (`molediff distill`; molediff/distill.py): "
            f"one deterministic DDIM step of it is trained to land where two of the teacher's do, so it samples in "
@@ -195,8 +200,12 @@ def main() -> int:
            "of the teacher's and an online-trained denoiser's estimates"
            + (f", with DMD's regression of {'its first estimate' if config.distill_regression_first else 'its deterministic chain'} "
               f"on {config.distill_pairs:,} teacher pairs (weight {config.distill_regression:g})" if config.distill_regression else "")
-           + f". It samples in {distill_steps} steps at η = 1, noise {meta.get('default_noise_scale', 1.0):g} by default (its file "
-             "says so)"
+           + (f", and a keep term (weight {config.distill_keep:g}) that regresses its estimates at its two finishing steps "
+              "on the teacher's" if config.distill_keep else "")
+           + f". It samples in {distill_steps} steps at η = 1, noise {meta.get('default_noise_scale', 1.0):g}"
+           + (" on the 'finish' grid (its last two steps where 75 trailing steps end, t = 26 and 12 of 1000)"
+              if meta.get("default_spacing") == "finish" else "")
+           + " by default (its file says so)"
            + (f", then up to {meta['default_restarts']} rounds of restarts that draw every molecule failing the honest rule "
               "again from noise (each costs a new sample of those molecules: the evaluations per molecule are counted in "
               "the quality table)" if meta.get("default_restarts") and meta.get("default_restart_from") == "noise" else "")
@@ -237,7 +246,8 @@ def main() -> int:
             eta = "ancestral" if r["steps"] == config.diffusion.timesteps else f"{r.get('eta', 0.0):g}"
             tv = " | ".join(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("atom_type_tv", "ring_size_tv"))
             restarts = f"{r['restarts']}" + (f" from {r['restart_from']}" if r.get("restart_from") else "") if r.get("restarts") else "0"
-            lines.append(f"| {r['steps']} | {eta} | {r.get('noise_scale', 1.0):g} | {restarts} | "
+            steps = f"{r['steps']}" + (f" ({r['spacing']})" if r.get("spacing") not in (None, "trailing") else "")
+            lines.append(f"| {steps} | {eta} | {r.get('noise_scale', 1.0):g} | {restarts} | "
                          f"{r.get('network_evaluations') or '-'} | "
                          + " | ".join(f"{100 * r[k]:.1f}" if r.get(k) is not None else "-" for k in columns)
                          + f" | {100 * (r.get('novelty') or 0):.1f} | {tv} |")
