@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,8 @@ def quality(s: dict) -> dict:
             **s.get("resolved", {})}
 
 
-def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespace, guidance: float) -> list[dict]:
+def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespace, guidance: float) -> Iterator[dict]:
+    """The rows of one property's requests, each yielded as soon as it is sampled (so that the caller can write it)."""
     col = gen.conditions.index(name)
     rows = []
     for value in spec["values"] if "values" in args.kinds else []:
@@ -181,6 +183,7 @@ def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespac
               f"  mean {mean:.3g} ± {sd:.2g} (naive {rows[-1]['naive_mean']:.3g} ± {rows[-1]['naive_sd']:.2g})"
               f"  within {band[0]:g}:{band[1]:g} {100 * rows[-1]['in_band']:.1f}% (naive {100 * rows[-1]['naive_in_band']:.1f}%)"
               f"  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%  odd rings {_pct(s['odd_ring'])}", flush=True)
+        yield rows[-1]
     for side, (lo, hi) in spec["ranges"].items() if "ranges" in args.kinds else []:
         s, sec = sample(gen, args.n, args, {name: Range(lo, hi)}, guidance)
         share, share_all = in_range(s["props"][:, col], lo, hi)
@@ -189,7 +192,7 @@ def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespac
                      "naive_in_range": naive, "naive_in_range_of_all": naive_all, **quality(s), "seconds": round(sec, 1)})
         print(f"  {rows[-1]['request']:<22} inside {100 * share:.1f}% of valid, {100 * share_all:.1f}% of all (naive "
               f"{100 * naive:.1f}%)  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%", flush=True)
-    return rows
+        yield rows[-1]
 
 
 def run_triple(gen, specs: dict, base: dict, args: argparse.Namespace, guidance: float) -> dict:
@@ -292,7 +295,9 @@ def main() -> int:
     for g in [float(x) for x in args.guidance.split(",")]:
         print(f"guidance {g:g}" + (f", steered at {common['steer']:g}" if common["steer"] else ""))
         for name in names:
-            rows += [{**common, "guidance": g, **r} for r in run_property(gen, name, specs[name], base, args, g)]
+            for r in run_property(gen, name, specs[name], base, args, g):
+                rows.append({**common, "guidance": g, **r})
+                merge(Path(args.json), rows)  # after every request: a stopped run keeps the rows it finished
         if not args.no_triple and all(name in gen.conditions for name, _ in TRIPLE):
             rows.append({**common, "guidance": g, **run_triple(gen, specs, base, args, g)})
     merge(Path(args.json), rows)
