@@ -461,13 +461,17 @@ class TrainConfig:
             NoiseSchedule.from_name(dcfg.schedule, dcfg.timesteps)
         except ValueError as exc:
             raise UserError(f"--diffusion-schedule: {exc}") from None
-        if self.distill_steps and self.distill_spacing == "finish":
-            from molediff.diffusion.schedule import finish_timesteps
+        if self.distill_steps and self.distill_method == "dmd":
+            from molediff.distill import KEEP_LEVEL
 
             try:
-                finish_timesteps(dcfg.timesteps, self.distill_steps)
+                grid = NoiseSchedule.from_name(dcfg.schedule, dcfg.timesteps).set_timesteps(self.distill_steps, self.distill_spacing)
             except ValueError as exc:
-                raise UserError(f"--distill-spacing finish: {exc}") from None
+                raise UserError(f"--distill-spacing {self.distill_spacing}: {exc}") from None
+            if self.distill_keep and int(grid.min()) > KEEP_LEVEL * dcfg.timesteps:
+                raise UserError(f"--distill-keep acts at the student's steps at or below t = {KEEP_LEVEL * dcfg.timesteps:g}, "
+                                f"and its {self.distill_steps} {self.distill_spacing} steps end at t = {int(grid.min())}: "
+                                "use --distill-spacing finish")
         return self
 
     def save_json(self, path: str | Path) -> None:

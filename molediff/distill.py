@@ -308,13 +308,12 @@ def teacher_pairs(diffusion: Any, teacher: torch.nn.Module, graph: Any, steps: i
 def regression_loss(diffusion: Any, student: torch.nn.Module, z: MolState, target: MolState, steps: int,
                     generator: torch.Generator | None = None, first: bool = False, spacing: str = "trailing") -> torch.Tensor:
     """DMD's regression term on teacher pairs (:func:`teacher_pairs`): the student's deterministic chain
-    (DDIM at η = 0 in its ``steps`` trailing steps, self-conditioning fed as the sampler feeds it) from the
+    (DDIM at η = 0 in its ``steps`` steps on its ``spacing`` grid, self-conditioning fed as the sampler feeds it) from the
     pairs' noise ``z`` to a step k drawn uniformly from ``generator``, without gradient, then its x̂_0 there,
     with gradient, against the teacher's endpoint ``target``: the squared error per molecule (atoms' and
     pairs' rows as the other losses weigh them), averaged. A scalar. ``first``: k is always 0, the
     student's first estimate from the pure noise, where a molecule's layout (one piece or two) is
-    decided; the same at η 0 and η 1, so it does not pull the later, stochastic steps towards a mean.
-    ``spacing``: the student's grid."""
+    decided; the same at η 0 and η 1, so it does not pull the later, stochastic steps towards a mean."""
     grid = diffusion.schedule.set_timesteps(steps, spacing).tolist()
     k = 0 if first else int(torch.randint(len(grid), (1,), generator=generator))
     x, estimate = _chain(diffusion, student, z, grid, k, 0.0)

@@ -508,3 +508,5 @@ def test_a_finish_grid_student_continued_from_another_student_samples_on_its_gri
         TrainConfig(distill_from="t.pt", distill_steps=2, distill_method="dmd", distill_spacing="finish").validate()
     with pytest.raises(UserError, match="--distill-keep is a non-negative weight"):
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_keep=1.0).validate()
+    with pytest.raises(UserError, match="--distill-keep acts at the student's steps at or below .* use --distill-spacing finish"):
+        TrainConfig(distill_from="t.pt", distill_steps=8, distill_method="dmd", distill_keep=1.0).validate()
