@@ -93,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "towards its targets, and its restarts redraw molecules outside an asked range), 'qm9-fast' "
                         "(experimental: a few-step student of qm9-joint, 8 steps, the last two finishing ones, and up to 3 "
                         "redraws of failing molecules from noise, about 10.5 network evaluations per molecule and 3.5x faster "
-                        "end to end; valid bonds and charges, lookup molecule stability 91.8% against qm9-joint's 95.0%); "
+                        "end to end; valid bonds and charges, lookup molecule stability 91.8%% against qm9-joint's 95.0%%); "
                         "model cards in molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
     drug_units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in DRUGLIKE_PROPERTIES)
