@@ -34,6 +34,10 @@ COMPILE_MIN_MOLECULE_STEPS = 30_000
 #: the choices of ``molediff sample --precision``, the arithmetic of the network's matrix products while
 #: sampling (:mod:`molediff.models.precision`); here so that ``--help`` needs no torch
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+#: the keep term of distillation (molediff.distill.keep_loss) applies at the student's steps at or below this
+#: level, as a fraction of T: its finishing steps (the "finish" grid's, 0.026 T and 0.012 T), not its coarse
+#: ones (the last of 8 trailing steps is at 0.125 T)
+KEEP_LEVEL = 0.05
 #: how a few-step student learns from its teacher (molediff.distill): progressive distillation or distribution matching
 DISTILL_METHODS: tuple[str, ...] = ("progressive", "dmd")
 #: default DDIM stochasticity for molecules. η = 1 (fresh noise at every strided step, DDPM-like)
@@ -462,8 +466,6 @@ class TrainConfig:
         except ValueError as exc:
             raise UserError(f"--diffusion-schedule: {exc}") from None
         if self.distill_steps and self.distill_method == "dmd":
-            from molediff.distill import KEEP_LEVEL
-
             try:
                 grid = NoiseSchedule.from_name(dcfg.schedule, dcfg.timesteps).set_timesteps(self.distill_steps, self.distill_spacing)
             except ValueError as exc:

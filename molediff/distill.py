@@ -58,6 +58,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from molediff.config import KEEP_LEVEL  # noqa: F401 - re-exported: the keep term's home is the recipe's
 from molediff.state import MolState
 
 __all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "KEEP_LEVEL", "MAX_WEIGHT", "PAIR_CHUNK", "STUDENT_SAMPLING",
@@ -257,12 +258,6 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     return {"total": total, "dmd": dmd.detach(), "gan": gan.detach(),
             "keep": keep.detach() if keep is not None else dmd.new_tensor(float("nan")), "sample": sample.detach(),
             "t": torch.tensor(float(t_k))}
-
-
-#: the keep term (:func:`keep_loss`) applies at the student's steps at or below this level, as a fraction of
-#: T: its finishing steps (the "finish" grid's, 0.026 T and 0.012 T), not its coarse ones (the last of
-#: 8 trailing steps is at 0.125 T)
-KEEP_LEVEL = 0.05
 
 
 def keep_loss(diffusion: Any, teacher: torch.nn.Module, x_k: MolState, t_k: int, estimate: MolState | None,
