@@ -166,7 +166,6 @@ def quality(s: dict) -> dict:
 def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespace, guidance: float) -> Iterator[dict]:
     """The rows of one property's requests, each yielded as soon as it is sampled (so that the caller can write it)."""
     col = gen.conditions.index(name)
-    rows = []
     for value in spec["values"] if "values" in args.kinds else []:
         s, sec = sample(gen, args.n, args, {name: value}, guidance)
         got, naive = s["props"][:, col], base["props"][:, col]
@@ -174,25 +173,25 @@ def run_property(gen, name: str, spec: dict, base: dict, args: argparse.Namespac
         # the MAE split: how far the molecules' mean is from the target (bias), and how widely they spread
         mean, sd = float(np.nanmean(got)), float(np.nanstd(got))
         band = target_band(name, value)  # the value's band: what range restarts check
-        rows.append({"request": f"{name}={value:g}", "kind": "value", "mae": mae, "naive_mae": naive_mae,
-                     "reduction": 1 - mae / naive_mae if naive_mae else None, "mean": mean, "sd": sd,
-                     "naive_mean": float(np.nanmean(naive)), "naive_sd": float(np.nanstd(naive)),
-                     "band": list(band), "in_band": in_range(got, *band)[0], "naive_in_band": in_range(naive, *band)[0],
-                     **quality(s), "seconds": round(sec, 1)})
-        print(f"  {rows[-1]['request']:<22} MAE {mae:.3g} (naive {naive_mae:.3g}, {100 * rows[-1]['reduction']:+.0f}% better)"
-              f"  mean {mean:.3g} ± {sd:.2g} (naive {rows[-1]['naive_mean']:.3g} ± {rows[-1]['naive_sd']:.2g})"
-              f"  within {band[0]:g}:{band[1]:g} {100 * rows[-1]['in_band']:.1f}% (naive {100 * rows[-1]['naive_in_band']:.1f}%)"
+        row = {"request": f"{name}={value:g}", "kind": "value", "mae": mae, "naive_mae": naive_mae,
+               "reduction": 1 - mae / naive_mae if naive_mae else None, "mean": mean, "sd": sd,
+               "naive_mean": float(np.nanmean(naive)), "naive_sd": float(np.nanstd(naive)),
+               "band": list(band), "in_band": in_range(got, *band)[0], "naive_in_band": in_range(naive, *band)[0],
+               **quality(s), "seconds": round(sec, 1)}
+        print(f"  {row['request']:<22} MAE {mae:.3g} (naive {naive_mae:.3g}, {100 * row['reduction']:+.0f}% better)"
+              f"  mean {mean:.3g} ± {sd:.2g} (naive {row['naive_mean']:.3g} ± {row['naive_sd']:.2g})"
+              f"  within {band[0]:g}:{band[1]:g} {100 * row['in_band']:.1f}% (naive {100 * row['naive_in_band']:.1f}%)"
               f"  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%  odd rings {_pct(s['odd_ring'])}", flush=True)
-        yield rows[-1]
+        yield row
     for side, (lo, hi) in spec["ranges"].items() if "ranges" in args.kinds else []:
         s, sec = sample(gen, args.n, args, {name: Range(lo, hi)}, guidance)
         share, share_all = in_range(s["props"][:, col], lo, hi)
         naive, naive_all = in_range(base["props"][:, col], lo, hi)
-        rows.append({"request": f"{name}={lo:g}:{hi:g}", "kind": "range", "in_range": share, "in_range_of_all": share_all,
-                     "naive_in_range": naive, "naive_in_range_of_all": naive_all, **quality(s), "seconds": round(sec, 1)})
-        print(f"  {rows[-1]['request']:<22} inside {100 * share:.1f}% of valid, {100 * share_all:.1f}% of all (naive "
+        row = {"request": f"{name}={lo:g}:{hi:g}", "kind": "range", "in_range": share, "in_range_of_all": share_all,
+               "naive_in_range": naive, "naive_in_range_of_all": naive_all, **quality(s), "seconds": round(sec, 1)}
+        print(f"  {row['request']:<22} inside {100 * share:.1f}% of valid, {100 * share_all:.1f}% of all (naive "
               f"{100 * naive:.1f}%)  valid {100 * s['valid']:.1f}%  stable {100 * s['stability']:.1f}%", flush=True)
-        yield rows[-1]
+        yield row
 
 
 def run_triple(gen, specs: dict, base: dict, args: argparse.Namespace, guidance: float) -> dict:

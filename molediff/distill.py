@@ -235,9 +235,8 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     denoiser (and the discriminator) train next."""
     x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond, spacing)
     sample = diffusion.predict(student, x_k, _at(graph, t_k, x_k.device), self_cond=estimate, cond=cond)[0]
-    keeps = keep_weight > 0 and t_k <= KEEP_LEVEL * diffusion.schedule.num_train_timesteps
-    keep = keep_loss(diffusion, teacher, x_k, t_k, estimate, sample, cond) if keeps else None
     T = diffusion.schedule.num_train_timesteps
+    keep = keep_loss(diffusion, teacher, x_k, t_k, estimate, sample, cond) if keep_weight > 0 and t_k <= KEEP_LEVEL * T else None
     lo, hi = int(DMD_LEVELS[0] * T), int(DMD_LEVELS[1] * T)
     t = torch.randint(lo, hi, (graph.num_graphs,), generator=generator).to(x_k.device)
     with torch.no_grad():

@@ -470,7 +470,6 @@ class Trainer:
                 from molediff.distill import STUDENT_SAMPLING
 
                 how = {k.removeprefix("default_"): v for k, v in STUDENT_SAMPLING[self.config.distill_method].items()}
-            if student:
                 how["spacing"] = self.config.distill_spacing
             rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
                                     self.config.distill_steps if student else self.config.eval_sample_steps, **how))
