@@ -436,9 +436,7 @@ class TrainConfig:
             (self.distill_keep >= 0 and (not self.distill_keep or self.distill_method == "dmd"),
              "--distill-keep is a non-negative weight, used with --distill-method dmd"),
             (not self.distill_regression or self.distill_pairs >= 1, f"--distill-pairs must be ≥ 1, got {self.distill_pairs}"),
-            (self.distill_method == "progressive" or (self.distill_from and not dcfg.fragments),
-             "--distill-method dmd needs --distill-from TEACHER, and a teacher not trained on fragments (its student "
-             "would not learn to grow them)"),
+            (self.distill_method == "progressive" or self.distill_from, "--distill-method dmd needs --distill-from TEACHER"),
             (self.batch_pairs >= 0, f"--batch-pairs must be ≥ 0, got {self.batch_pairs}"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (0 <= self.ema_decay < 1, f"--ema-decay must be in [0, 1), got {self.ema_decay}"),

@@ -535,6 +535,12 @@ class MoleculeGenerator:
         counts; an aromatic model's bonds aromatic where RDKit perceives them, as it was trained."""
         if fragment is None:
             return None
+        if self.config.distill_method == "dmd" and self.config.diffusion.fragments:
+            # its network reads the fixed-atom flag it inherited, but distribution matching only ever ran it on
+            # whole molecules: how it grows a fragment was never trained nor measured
+            teacher = self.meta.get("teacher") or self.config.distill_from
+            raise UserError(f"this model ({self.source}) is a few-step student distilled on whole molecules; it does not "
+                            f"grow fragments: grow them with its teacher ({teacher})")
         from molediff.inpainting import Fragment
 
         if not isinstance(fragment, Fragment):

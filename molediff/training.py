@@ -177,15 +177,17 @@ class EpochSampler:
 # ---------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: MoleculeSet, batch_size: int = 256,
-                    seed: int = 1234) -> dict[str, float]:
-    """Mean training losses over ``data`` with fixed noise and timesteps (comparable across evaluations)."""
+                    seed: int = 1234, fragments: float | None = None) -> dict[str, float]:
+    """Mean training losses over ``data`` with fixed noise and timesteps (comparable across evaluations).
+    ``fragments``: the share of molecules with a fragment held (default: the model's training share)."""
     g = torch.Generator().manual_seed(seed)
+    fragments = diffusion.cfg.fragments if fragments is None else fragments
     device = next(net.parameters()).device
     totals: dict[str, float] = {}
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
         batch = data.collate(idx).to(device)
-        x0 = diffusion.encode(batch, random_fragments(batch, diffusion.cfg.fragments, g) if diffusion.cfg.fragments else None)
+        x0 = diffusion.encode(batch, random_fragments(batch, fragments, g) if fragments else None)
         t = diffusion.sample_timesteps(len(idx), generator=g, device=device)
         losses = diffusion.training_losses(net, x0, t, x0.noise_like(g), cond=diffusion.condition_values(batch), generator=g)
         for k, v in losses.items():
@@ -456,11 +458,11 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"event": "eval", "step": self.step, "minutes": round(self.elapsed / 60, 2),
                                "molecules_seen": self.molecules_seen}
-        ema_losses = validation_loss(self.diffusion, self.ema.model, self.valid_set)
+        ema_losses = validation_loss(self.diffusion, self.ema.model, self.valid_set, fragments=self.fragments)
         rec["val_loss"] = ema_losses["total"]
         rec.update({f"val_{k}": v for k, v in ema_losses.items() if k != "total"})
         self.net.eval()
-        rec["val_loss_raw"] = validation_loss(self.diffusion, self.net, self.valid_set)["total"]
+        rec["val_loss_raw"] = validation_loss(self.diffusion, self.net, self.valid_set, fragments=self.fragments)["total"]
         if self.config.eval_samples > 0:
             t0 = time.time()
             # a student is checked as it samples: its own steps and its method's η and noise (STUDENT_SAMPLING)
@@ -480,11 +482,18 @@ class Trainer:
         self.log(rec)
         return rec
 
+    @property
+    def fragments(self) -> float:
+        """The share of this run's batches with a fragment held: the model's, except for a distribution-matching
+        student, which samples whole molecules (its chain starts from noise, no atom held) even where its
+        teacher was trained to grow fragments."""
+        return self.config.diffusion.fragments if self.fake is None else 0.0
+
     # ------------------------------------------------------------------ training
     def train_step(self, index: np.ndarray) -> float:
         """One optimiser step on the global batch ``index``; returns this rank's loss."""
         b = self.train_set.collate(index)
-        fragments = self.config.diffusion.fragments
+        fragments = self.fragments
         x0 = self.diffusion.encode(b, random_fragments(b, fragments, self.generator) if fragments else None)
         # timesteps and noise for the whole global batch, drawn identically on every rank
         t = self.diffusion.sample_timesteps(len(index), generator=self.generator)

@@ -252,11 +252,38 @@ def test_distill_method_dmd_trains_resumes_and_its_student_samples_stochasticall
 def test_dmd_is_refused_where_it_cannot_work():
     with pytest.raises(UserError, match="--distill-method must be one of"):
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="gan").validate()
-    with pytest.raises(UserError, match="not trained on fragments"):
-        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd",
-                    diffusion=DiffusionConfig(fragments=0.3)).validate()
     with pytest.raises(UserError, match="needs --distill-from"):
         TrainConfig(distill_method="dmd").validate()
+
+
+def test_a_dmd_student_of_a_fragment_teacher_learns_whole_molecules_and_refuses_fragments(tmp_path, monkeypatch):
+    """A teacher trained to grow fragments (druglike is one) gets a distribution-matching student: its batches
+    hold no fragment (its chain starts from noise with no atom held), and the student, which keeps the
+    fixed-atom input without ever having read it set, refuses a fragment and names its teacher."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from molediff import training
+    from molediff.runstate import EMA_MODEL
+    from molediff.sampling import MoleculeGenerator
+    from tests.test_training import tiny
+
+    frag_cfg = DiffusionConfig(charges=True, bonds=True, self_condition=True, fragments=0.5)
+    training.train(tiny(max_steps=2, diffusion=frag_cfg, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+
+    def no_fragments(*args, **kwargs):
+        raise AssertionError("a distribution-matching batch drew fragments")
+
+    monkeypatch.setattr(training, "random_fragments", no_fragments)
+    training.train(tiny(max_steps=2, diffusion=frag_cfg, model=TINY, distill_from=teacher, distill_steps=4,
+                        distill_method="dmd", eval_every_steps=0), tmp_path / "dmd", progress=False)
+    gen = MoleculeGenerator.from_file(tmp_path / "dmd" / EMA_MODEL)
+    assert len(list(gen.run(gen.request(2)))) == 2
+    mol = Chem.AddHs(Chem.MolFromSmiles("CO"))
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    with pytest.raises(UserError, match=f"does not grow fragments: grow them with its teacher \\({teacher}\\)"):
+        gen.request(2, fragment=mol, n_atoms=9)
 
 
 # ---------------------------------------------------------------- DMD's adversarial term (--distill-gan)

@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "distribution matching (Yin et al. 2024): the student's own stochastic chain in --steps steps "
                         "(any number) is pushed towards the teacher's distribution through a second denoiser trained on "
                         "the student's samples as it goes (about 4x the cost of a training step); it samples at eta 1. "
-                        "Experimental: see benchmarks/README.md")
+                        "The student samples whole molecules: of a teacher trained to grow fragments (druglike) it does "
+                        "not grow them. Experimental: see benchmarks/README.md")
     p.add_argument("--out", required=True, help="run directory of the student")
     p.add_argument("--resume", action="store_true", help="continue the distillation run in --out where it stopped")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
