@@ -1,8 +1,8 @@
 """A few-step student's molecules finished by its teacher (issue 38): how much of a student's gap to its
 teacher is fine geometry that a few teacher steps at low noise repair, and how much is decided early?
 
-Each molecule is sampled by the student's own chain (``--steps``, DDIM η 1, noise 1, as its file
-samples); its final x̂_0 is then noised to level ``t_K``, the K-th last of the teacher's ``--grid``-step
+Each molecule is sampled by the student's own chain (``--steps`` on its file's grid, DDIM η 1, noise
+``--noise``, default 1); its final x̂_0 is then noised to level ``t_K``, the K-th last of the teacher's ``--grid``-step
 DDIM grid, and the teacher takes the K remaining steps of that grid (η 1, ``--refine-noise``). Network
 evaluations per molecule: steps + K (K = 0: the student alone). ``--restarts R``: the student's own
 local restarts (:mod:`molediff.restarts`, from level 0.4 in its grid, or whole from noise with
@@ -78,13 +78,15 @@ def refined(gen: MoleculeGenerator, teacher: MoleculeGenerator, levels: int, gri
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", required=True, help="the student's model file (molediff distill --method dmd)")
+    ap.add_argument("--student", required=True, help="the student: a bundled model name (qm9-fast) or a model file (molediff distill --method dmd)")
     ap.add_argument("--teacher", default="qm9-joint", help="bundled model name or model file (default qm9-joint)")
     ap.add_argument("--coarse", choices=("student", "teacher"), default="student",
                     help="who samples the first --steps steps (teacher: the control)")
     ap.add_argument("--steps", type=int, default=8, help="the coarse chain's steps (the student's own)")
     ap.add_argument("--levels", default="0,2,4", help="comma-separated K: the teacher's last K grid levels")
     ap.add_argument("--grid", type=int, default=75, help="the teacher's DDIM grid (steps over the whole range)")
+    ap.add_argument("--noise", type=float, default=1.0, help="noise scale of the coarse chain (default 1, the published "
+                                                             "protocol's)")
     ap.add_argument("--refine-noise", type=float, default=1.0, help="noise scale of the teacher's steps")
     ap.add_argument("--restarts", default="0", help="comma-separated rounds of the student's local restarts (0: none)")
     ap.add_argument("--restart-from", default=None, choices=RESTART_FROM,
@@ -99,9 +101,11 @@ def main() -> None:
     rows = []
     for restarts in [int(v) for v in a.restarts.split(",")]:
         for levels in [int(v) for v in a.levels.split(",")]:
-            gen = MoleculeGenerator.from_file(a.student) if a.coarse == "student" else load_pretrained(model=a.teacher)
+            coarse_model = a.student if a.coarse == "student" else a.teacher
+            gen = MoleculeGenerator.from_file(coarse_model) if Path(coarse_model).exists() else load_pretrained(model=coarse_model)
             refined(gen, teacher, levels, a.grid, a.refine_noise)
-            row = score(gen, a.n, a.steps, 1.0, 1.0, seed=a.seed, restarts=restarts,
+            # the coarse chain on the student's own grid (a "finish" student's last steps are its own finishing levels)
+            row = score(gen, a.n, a.steps, 1.0, a.noise, seed=a.seed, spacing=gen.default_spacing, restarts=restarts,
                         restart_from=a.restart_from if restarts else None)
             # the coarse network's evaluations per molecule, counted (restarts run on the failing ones only),
             # and the teacher's K on every molecule
