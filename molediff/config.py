@@ -35,9 +35,9 @@ COMPILE_MIN_MOLECULE_STEPS = 30_000
 #: sampling (:mod:`molediff.models.precision`); here so that ``--help`` needs no torch
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 #: the keep term of distillation (molediff.distill.keep_loss) applies at the student's steps at or below this
-#: level, as a fraction of T: its finishing steps (the "finish" grid's, 0.026 T and 0.012 T), not its coarse
-#: ones (the last of 8 trailing steps is at 0.125 T)
-KEEP_LEVEL = 0.05
+#: level, as a fraction of T: its finishing steps (the "finish4" grid's, 0.052 T down to 0.012 T), not its
+#: coarse ones (the last of 8 trailing steps is at 0.125 T, of 6 at 0.166 T)
+KEEP_LEVEL = 0.06
 #: how a few-step student learns from its teacher (molediff.distill): progressive distillation or distribution matching
 DISTILL_METHODS: tuple[str, ...] = ("progressive", "dmd")
 #: default DDIM stochasticity for molecules. η = 1 (fresh noise at every strided step, DDPM-like)
@@ -289,9 +289,10 @@ HELP: dict[str, str] = {
                                 "pure noise, where a molecule's layout, one piece or two, is decided), leaving its later, "
                                 "stochastic steps to the matching; off: a random step of its deterministic chain, which "
                                 "pulls those steps towards a mean (benchmarks/README.md)",
-    "distill_spacing": "the student's grid, as molediff sample --spacing: 'trailing' (evenly spaced steps), or 'finish' "
+    "distill_spacing": "the student's grid, as molediff sample --spacing: 'trailing' (evenly spaced steps), 'finish' "
                        "(trailing for all but the last two steps, which sit where 75 trailing steps end, t = 26 and 12 "
-                       "of 1000: the student's own finishing steps, for exact bond lengths); its file samples on it",
+                       "of 1000: the student's own finishing steps, for exact bond lengths) or 'finish4' (the last four "
+                       "there: t = 52, 39, 26, 12); its file samples on it",
     "distill_keep": "with distribution matching: weight of a keep term: at the student's low-noise steps (its "
                     "'finish' steps) its estimate is regressed on the teacher's estimate of the same state, so that "
                     "it finishes its molecules as the teacher would; 0: none",

@@ -109,34 +109,37 @@ def test_unknown_spacing(bad):
         NoiseSchedule.linear(50).set_timesteps(5, spacing=bad)
 
 
+@pytest.mark.parametrize("spacing", ["finish", "finish4"])
 @pytest.mark.parametrize("T", TS)
-def test_the_finish_grid_is_trailing_then_the_last_two_levels_of_75_steps(T):
-    """"finish": n − 2 trailing steps, then two at the levels where 75 trailing steps end; every step count
-    that has one gives a strictly decreasing grid of n, the others are refused with the largest that works."""
+def test_the_finish_grids_are_trailing_then_the_last_levels_of_75_steps(T, spacing):
+    """"finish": n − 2 trailing steps, then two at the levels where 75 trailing steps end ("finish4": n − 4, then
+    four); every step count that has one gives a strictly decreasing grid of n, the others are refused with the
+    largest that works."""
     from molediff.diffusion.sampler_table import SPACINGS as TABLE
     from molediff.diffusion.samplers import check_sampler
-    from molediff.diffusion.schedule import FINISH_LEVELS, finish_timesteps, trailing_timesteps
+    from molediff.diffusion.schedule import FINISH_GRIDS, finish_timesteps, trailing_timesteps
 
-    assert "finish" in TABLE
+    assert spacing in TABLE
+    k = len(FINISH_GRIDS[spacing])
     schedule = NoiseSchedule.linear(T)
-    fine = [round(f * T) - 1 for f in FINISH_LEVELS]
+    fine = [round(f * T) - 1 for f in FINISH_GRIDS[spacing]]
     if T == 1000:
-        assert fine == trailing_timesteps(1000, 75)[-2:].tolist() == [26, 12]
-        assert schedule.set_timesteps(8, "finish").tolist() == [999, 832, 666, 499, 332, 166, 26, 12]
+        assert fine == trailing_timesteps(1000, 75)[-k:].tolist() == {"finish": [26, 12], "finish4": [52, 39, 26, 12]}[spacing]
+        assert schedule.set_timesteps(6 + k, spacing).tolist() == [999, 832, 666, 499, 332, 166] + fine
     ok = []
     for n in range(1, T + 1):
         try:
-            ts = schedule.set_timesteps(n, spacing="finish").numpy()
+            ts = schedule.set_timesteps(n, spacing=spacing).numpy()
         except ValueError as exc:
-            assert n < 3 or "at most" in str(exc) or "no step count" in str(exc)
+            assert n < k + 1 or "at most" in str(exc) or "no step count" in str(exc)
             with pytest.raises(ValueError):
-                check_sampler("ddim", n, T, spacing="finish")
+                check_sampler("ddim", n, T, spacing=spacing)
             continue
-        _check_grid(ts, T, n, f"finish T={T} n={n}")
-        assert ts[-2:].tolist() == fine and ts[:-2].tolist() == trailing_timesteps(T, n - 2).tolist()
-        check_sampler("ddim", n, T, spacing="finish")
+        _check_grid(ts, T, n, f"{spacing} T={T} n={n}")
+        assert ts[-k:].tolist() == fine and ts[:-k].tolist() == trailing_timesteps(T, n - k).tolist()
+        check_sampler("ddim", n, T, spacing=spacing)
         ok.append(n)
     if ok:
-        assert ok == list(range(3, ok[-1] + 1))  # every count up to the largest
+        assert ok == list(range(k + 1, ok[-1] + 1))  # every count up to the largest
         with pytest.raises(ValueError, match=f"at most {ok[-1]} steps"):
-            finish_timesteps(T, ok[-1] + 1)
+            finish_timesteps(T, ok[-1] + 1, spacing)

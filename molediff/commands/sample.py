@@ -127,7 +127,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the reverse steps go: 'trailing' (evenly in t from the noisiest level t = T-1, the last "
                         "at about T/steps - 1), 'logsnr' (evenly in log signal-to-noise ratio, from t = T-1 to t = 0) or "
                         "'finish' (trailing for all but the last two steps, which sit where 75 trailing steps end: a "
-                        "few-step student's grid) (default: the model's own, trailing unless its file names another)")
+                        "few-step student's grid; 'finish4' the last four there) (default: the model's own, trailing "
+                        "unless its file names another)")
     p.add_argument("--eta", type=float, default=None,
                    help=f"DDIM stochasticity: 0 deterministic, 1 DDPM-like (default {DEFAULT_ETA:g}, better molecules at 100 "
                         "steps; a distilled few-step student's file says 0, the path it learned)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SAMPLERS", "SAMPLER_TABLE", "SPACINGS", "Sampler"]
+__all__ = ["FINISH_GRIDS", "SAMPLERS", "SAMPLER_TABLE", "SPACINGS", "Sampler"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,13 @@ SAMPLER_TABLE: dict[str, Sampler] = {s.name: s for s in (
     Sampler("dpm++3m", "never", False, False, "DPM-Solver++ 3M multistep, deterministic"),
 )}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_TABLE)
+#: the finishing levels of each "finish" spacing, as fractions of T: the last points of the 75-step trailing
+#: grid, where a few-step student's lookup-rule geometry was measured to come right when sampled there
+#: (benchmarks/README.md, issue 38): "finish" its last two (t = 26 and 12 of 1000), "finish4" its last four
+#: (t = 52, 39, 26 and 12; the teacher's four from t = 52 after a student's coarse steps: 96% lookup molecule
+#: stability against 91% for the last two)
+FINISH_GRIDS: dict[str, tuple[float, ...]] = {"finish": (2 / 75, 1 / 75), "finish4": (4 / 75, 3 / 75, 2 / 75, 1 / 75)}
 #: where strided samplers put their steps (:meth:`molediff.diffusion.NoiseSchedule.set_timesteps`):
-#: evenly in t from T − 1 ("trailing"), evenly in log-SNR ("logsnr"), or trailing with the last two steps
-#: at the finishing levels of 75 trailing steps ("finish": a few-step student's grid)
-SPACINGS: tuple[str, ...] = ("trailing", "logsnr", "finish")
+#: evenly in t from T − 1 ("trailing"), evenly in log-SNR ("logsnr"), or trailing with the last steps at
+#: finishing levels of 75 trailing steps (:data:`FINISH_GRIDS`: a few-step student's grid)
+SPACINGS: tuple[str, ...] = ("trailing", "logsnr", *FINISH_GRIDS)

@@ -24,7 +24,7 @@ import torch
 
 from molediff.diffusion.noise import noise_like
 from molediff.diffusion.schedule import NoiseSchedule, finish_timesteps
-from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler  # noqa: F401 - re-exported
+from molediff.diffusion.sampler_table import FINISH_GRIDS, SAMPLER_TABLE, SAMPLERS, SPACINGS, Sampler  # noqa: F401 - re-exported
 
 Model = Callable[..., Any]
 Callback = Callable[[int, int, Any], None]
@@ -184,8 +184,8 @@ def check_sampler(sampler: str, num_steps: int | None, T: int, eta: float = 0.0,
         raise ValueError(f"the {sampler} sampler needs a step count between 1 and {T}, got {num_steps}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be between 0 and 1, got {eta:g}")
-    if spacing == "finish" and not spec.all_steps:
-        finish_timesteps(T, num_steps)  # raises where the grid does not exist for this step count
+    if spacing in FINISH_GRIDS and not spec.all_steps:
+        finish_timesteps(T, num_steps, spacing)  # raises where the grid does not exist for this step count
     return spec
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from molediff.diffusion.noise import randint, randn
+from molediff.diffusion.sampler_table import FINISH_GRIDS
 
 
 def _clip_alphas_cumprod(alphas2: np.ndarray, clip: float = 0.001) -> np.ndarray:
@@ -35,10 +36,6 @@ def _clip_alphas_cumprod(alphas2: np.ndarray, clip: float = 0.001) -> np.ndarray
 
 
 PREDICTION_TYPES = ("epsilon", "sample")
-#: the two finishing levels of the "finish" spacing, as fractions of T: the last two points of the 75-step
-#: trailing grid (t = 26 and 12 of 1000), where a few-step student's lookup-rule geometry was measured to
-#: come right when sampled there (benchmarks/README.md, issue 38)
-FINISH_LEVELS = (2 / 75, 1 / 75)
 
 
 def trailing_timesteps(T: int, n: int) -> np.ndarray:
@@ -48,19 +45,24 @@ def trailing_timesteps(T: int, n: int) -> np.ndarray:
     return np.round(np.arange(T, 0, -T / n)[:n]).astype(np.int64) - 1
 
 
-def finish_timesteps(T: int, n: int) -> np.ndarray:
-    """The "finish" grid of :meth:`NoiseSchedule.set_timesteps` [n]: the trailing grid of n − 2 steps, then
-    :data:`FINISH_LEVELS` × T. Raises ``ValueError`` where it does not exist: fewer than 3 steps, or so many
-    that the coarse part already reaches the finishing levels."""
-    if n < 3:
-        raise ValueError(f"the finish spacing needs at least 3 steps (2 of them finishing), got {n}")
-    fine = [round(f * T) - 1 for f in FINISH_LEVELS]
-    coarse = trailing_timesteps(T, n - 2)
-    if not coarse[-1] > fine[0] > fine[1] >= 0:
-        most = max((m for m in range(3, n) if trailing_timesteps(T, m - 2)[-1] > fine[0] > fine[1] >= 0), default=None)
-        raise ValueError(f"the finish spacing at T = {T} takes " + (f"at most {most} steps" if most else "no step count")
-                         + f" (its coarse steps must end above its finishing levels {fine[0]} and {fine[1]}), got {n}")
-    return np.concatenate([coarse, np.array(fine, dtype=np.int64)])
+def finish_timesteps(T: int, n: int, spacing: str = "finish") -> np.ndarray:
+    """A "finish" grid of :meth:`NoiseSchedule.set_timesteps` [n]: the trailing grid of n − k steps, then the k
+    levels :data:`FINISH_GRIDS` [``spacing``] × T. Raises ``ValueError`` where it does not exist: fewer than
+    k + 1 steps, or so many that the coarse part already reaches the finishing levels."""
+    levels = FINISH_GRIDS[spacing]
+    k = len(levels)
+    if n < k + 1:
+        raise ValueError(f"the {spacing} spacing needs at least {k + 1} steps ({k} of them finishing), got {n}")
+    fine = [round(f * T) - 1 for f in levels]
+
+    def fits(m: int) -> bool:
+        return bool(trailing_timesteps(T, m - k)[-1] > fine[0]) and all(a > b for a, b in zip(fine, fine[1:])) and fine[-1] >= 0
+
+    if not fits(n):
+        most = max((m for m in range(k + 1, n) if fits(m)), default=None)
+        raise ValueError(f"the {spacing} spacing at T = {T} takes " + (f"at most {most} steps" if most else "no step count")
+                         + f" (its coarse steps must end above its finishing levels {', '.join(map(str, fine))}), got {n}")
+    return np.concatenate([trailing_timesteps(T, n - k), np.array(fine, dtype=np.int64)])
 
 
 class NoiseSchedule:
@@ -248,7 +250,7 @@ class NoiseSchedule:
         ratio = (self.alphas_cumprod[int(t)].double() / self.alphas_cumprod[int(prev_t)].double())
         return torch.sqrt(ratio).to(x_prev.dtype) * x_prev + torch.sqrt(1 - ratio).to(x_prev.dtype) * noise
 
-    def set_timesteps(self, num_inference_steps: int, spacing: Literal["trailing", "logsnr", "finish"] = "trailing") -> torch.Tensor:
+    def set_timesteps(self, num_inference_steps: int, spacing: str = "trailing") -> torch.Tensor:
         """Exactly ``num_inference_steps`` distinct, decreasing timesteps in ``[0, T−1]`` for strided sampling.
 
         "trailing" starts at T−1 (recommended: the first step sees pure noise): round(T − i·T/n) − 1 for
@@ -258,8 +260,9 @@ class NoiseSchedule:
         rounded to the nearest timestep; where rounding makes two points meet (many steps, fast-changing
         λ near t = 0), the later one moves down to the next free timestep, so there are always n.
         "finish" (n ≥ 3): the trailing grid of n − 2 steps, then two finishing steps at the levels
-        :data:`FINISH_LEVELS` × T, where 75 trailing steps end (a few-step student's coarse steps lay out
-        the molecule; its last two make the bond lengths as exact as the lookup rule reads them).
+        :data:`FINISH_GRIDS` ["finish"] × T, where 75 trailing steps end (a few-step student's coarse steps lay
+        out the molecule; its last two make the bond lengths as exact as the lookup rule reads them);
+        "finish4" (n ≥ 5) the same with the last four levels of 75 trailing steps.
         """
         T = self.num_train_timesteps
         n = num_inference_steps
@@ -269,10 +272,10 @@ class NoiseSchedule:
             ts = trailing_timesteps(T, n)
         elif spacing == "logsnr":
             ts = self._logsnr_timesteps(n)
-        elif spacing == "finish":
-            ts = finish_timesteps(T, n)
+        elif spacing in FINISH_GRIDS:
+            ts = finish_timesteps(T, n, spacing)
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; choose trailing, logsnr or finish")
+            raise ValueError(f"unknown spacing {spacing!r}; choose trailing, logsnr, {', '.join(FINISH_GRIDS)}")
         self.timesteps = torch.from_numpy(ts.copy())
         return self.timesteps
 
