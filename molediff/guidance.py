@@ -64,18 +64,22 @@ def hold_fragment(known: MolState | None, x_T: MolState, replace: Callable | Non
 
 def sampling_denoiser(diffusion: MolecularDiffusion, net: Denoiser, cond: torch.Tensor | None, guidance: float,
                       known: MolState | None, feedback: str = "guided",
-                      steer: Callable[[MolState, torch.Tensor, torch.Tensor], MolState] | None = None) -> Callable[..., MolState]:
+                      steer: Callable[[MolState, torch.Tensor, torch.Tensor], MolState] | None = None,
+                      estimate: dict[str, MolState] | None = None) -> Callable[..., MolState]:
     """The sampler's ``model(x_t, t, **kw)``: the network's prediction (:meth:`MolecularDiffusion.predict`)
     under guidance, on a state that shows the network the clean fragment (RePaint rounds included), fed
     the previous step's estimate (self-conditioning models; ``feedback``: which one under guidance,
     :data:`SELF_CONDITION_FEEDBACK`). ``steer(x̂_0, t, cond)``: a correction of the guided x̂_0 towards the
     targets ``cond`` (:mod:`molediff.steering`), applied where ``cond`` is given; the corrected x̂_0 is
-    what the step uses and what is fed back."""
+    what the step uses and what is fed back.
+
+    The returned model's ``estimate`` attribute is that fed-back estimate (a dict by branch), so a chain run in
+    two parts can hand it on: ``estimate`` starts the second part's model with the first part's."""
     if feedback not in SELF_CONDITION_FEEDBACK:
         raise ValueError(f"self-conditioning feedback must be one of {', '.join(SELF_CONDITION_FEEDBACK)}, got {feedback!r}")
     # self-conditioning: the previous step's x̂_0 per branch ("u" unconditional, "c" conditional;
     # "fed" is what every branch reads unless the feedback is per branch)
-    estimate: dict[str, MolState] = {}
+    estimate = dict(estimate or {})
 
     def model(x: MolState, t: torch.Tensor, **kw: Any) -> MolState:
         if known is not None:
@@ -100,4 +104,5 @@ def sampling_denoiser(diffusion: MolecularDiffusion, net: Denoiser, cond: torch.
                 estimate["fed"] = branches.get("c", out) if feedback == "conditional" else out
         return out
 
+    model.estimate = estimate
     return model

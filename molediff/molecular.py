@@ -449,28 +449,42 @@ class MolecularDiffusion:
         if cond is not None and not self.cfg.conditions:
             raise ValueError("this model has no conditions")
         inpainting = replace is not None
-        x_T, replace = hold_fragment(known, x_T, replace, bool(self.cfg.fragments))
-        model = sampling_denoiser(self, net, cond, guidance, known, self_condition_feedback, steer)
-        x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
-                        noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
-                        sampler=sampler, spacing=spacing)
-        if not restarts:
-            return self.decode(x)
-        from molediff.restarts import restart_eta, restart_failed
-
-        if not self.cfg.bonds or inpainting:
+        if restarts and (not self.cfg.bonds or inpainting):
             raise ValueError("restarts need a model that writes bonds, and no inpainting (a fragment-conditioned model's "
                              "fragment is fine)")
+        from molediff.restarts import finishing_level, restart_before_finishing, restart_eta, restart_failed
 
-        def denoiser(molecules: torch.Tensor, fragment: MolState | None) -> Callable:  # the sampler's model for these
+        def denoiser(molecules: torch.Tensor, fragment: MolState | None,
+                     estimate: dict[str, MolState] | None = None) -> Callable:  # the sampler's model for these molecules
             c = cond[molecules.to(cond.device)] if cond is not None else None
-            return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback, steer)
+            return sampling_denoiser(self, net, c, guidance, fragment, self_condition_feedback, steer, estimate)
 
+        x_T, replace = hold_fragment(known, x_T, replace, bool(self.cfg.fragments))
+        # restarts from noise on a finishing grid judge the molecules where its coarse steps end, so a redraw
+        # costs those steps only (restart_before_finishing); the finished molecules are judged again below
+        level = finishing_level(self.schedule, num_steps, spacing) if restarts and restart_from == "noise" and known is None \
+            and sampler == "ddim" and num_steps and resample == 1 and not model_kwargs else None
+        early = torch.zeros(x_T.num_graphs, dtype=torch.long)
+        if level is not None:
+            from molediff.diffusion.samplers import ddim_sample
+
+            x, estimate, early = restart_before_finishing(self, x_T, denoiser, restarts, num_steps, eta, noise_scale,
+                                                          generator, spacing, callback)
+            x = ddim_sample(denoiser(torch.arange(x.num_graphs), None, estimate), x, self.schedule, num_steps=num_steps,
+                            eta=eta, generator=generator, spacing=spacing, noise_scale=noise_scale, start=level,
+                            callback=callback)
+        else:
+            model = sampling_denoiser(self, net, cond, guidance, known, self_condition_feedback, steer)
+            x = core_sample(model, x_T, self.schedule, num_steps=num_steps, eta=eta, generator=generator, callback=callback,
+                            noise_scale=noise_scale, model_kwargs=model_kwargs, replace=replace, resample=resample,
+                            sampler=sampler, spacing=spacing)
+        if not restarts:
+            return self.decode(x)
         x, restarted = restart_failed(self, x, denoiser, restarts, num_steps or self.schedule.num_train_timesteps,
                                       restart_eta(sampler, eta), noise_scale, generator, spacing=spacing, callback=callback,
                                       rings=restart_rings, ranges=restart_ranges, restart_from=restart_from)
         out = self.decode(x)
-        out.restarted = restarted
+        out.restarted = restarted + early
         return out
 
 

@@ -401,3 +401,84 @@ def test_region_never_holds_a_fragment_and_frees_its_molecule_when_a_fragment_at
     assert bool(fixed[carbon])
     region = restart_region(d, _marked(x, fixed), hops=0)
     assert set(torch.nonzero(region).flatten().tolist()) == set(range(n, 2 * n)) - set(torch.nonzero(fixed).flatten().tolist())
+
+
+# ---------------------------------------------------------------- restarts decided before the finishing steps
+
+def test_split_molecules_are_those_their_bonds_leave_in_pieces():
+    from molediff.chem.model_bonds import split_molecules
+
+    # molecule 0: atoms 0-1-2 bonded in a chain; molecule 1: 3-4 bonded, 5 alone; molecule 2: one atom;
+    # molecule 3: 7 and 8 with a zero-order "bond" only (not bonded)
+    ptr = np.array([0, 3, 6, 7, 9])
+    src, dst, order = np.array([0, 1, 3, 7]), np.array([1, 2, 4, 8]), np.array([1, 2, 1, 0])
+    assert split_molecules(ptr, src, dst, order).tolist() == [False, True, False, True]
+
+
+@pytest.fixture(scope="module")
+def joint_1000(tmp_path_factory) -> Path:
+    """A tiny untrained self-conditioning joint model at T = 1000, where the finish grids exist."""
+    torch.manual_seed(0)
+    config = _config()
+    config.diffusion.timesteps = 1000
+    config.diffusion.self_condition = True
+    net = build_network(config.model, MolecularDiffusion(config.diffusion))
+    path = tmp_path_factory.mktemp("model1000") / "m.pt"
+    save_model_file(path, net.state_dict(), config, {"step": 0, "size_histogram": HISTOGRAM})
+    return path
+
+
+def test_a_chain_run_in_two_parts_is_the_chain(joint_1000):
+    """ddim_sample to the finishing level (``end``), then from there (``start``) with the first part's
+    self-conditioning estimate handed on, is the same chain as one run (the same noise in the same order)."""
+    from molediff.diffusion.samplers import ddim_sample
+    from molediff.guidance import sampling_denoiser
+    from molediff.restarts import finishing_level
+
+    gen = sampling.load_pretrained(joint_1000)
+    d = gen.diffusion
+    graph = MolGraph.from_ptr(torch.tensor([0, 8, 17]))
+    x_T = d.prior(graph, torch.Generator().manual_seed(0))
+    level = finishing_level(d.schedule, 8, "finish4")
+    assert level == 52 and finishing_level(d.schedule, 8, "trailing") is None
+    kw = dict(num_steps=8, eta=1.0, spacing="finish4", noise_scale=0.7)
+    whole = ddim_sample(sampling_denoiser(d, gen.net, None, 1.0, None), x_T, d.schedule,
+                        generator=torch.Generator().manual_seed(1), **kw)
+    g = torch.Generator().manual_seed(1)
+    first = sampling_denoiser(d, gen.net, None, 1.0, None)
+    seen = []
+    mid = ddim_sample(first, x_T, d.schedule, generator=g, end=level, callback=lambda i, t, z: seen.append(t), **kw)
+    assert seen == [999, 749, 499, 249]  # the coarse steps, the last one stepping to the finishing level
+    two = ddim_sample(sampling_denoiser(d, gen.net, None, 1.0, None, estimate=first.estimate), mid, d.schedule,
+                      generator=g, start=level, **kw)
+    assert torch.allclose(two.node, whole.node, atol=1e-6) and torch.allclose(two.pair, whole.pair, atol=1e-6)
+
+
+def test_restarts_from_noise_on_a_finish_grid_redraw_split_molecules_before_finishing(joint_1000, monkeypatch):
+    """Judged where the coarse steps end, a molecule in pieces is drawn again from noise through the coarse
+    steps only; the others are not touched, and the finishing steps run once per molecule."""
+    from molediff import restarts
+
+    gen = sampling.load_pretrained(joint_1000)
+    d = gen.diffusion
+    judged = []
+
+    def split(diffusion, x):  # molecule 1 is in pieces at its first draw only
+        judged.append(x.num_graphs)
+        return torch.tensor([False, True, False] if len(judged) == 1 else [False] * x.num_graphs)
+
+    monkeypatch.setattr(restarts, "split_molecules", split)
+    calls = []  # (timestep, molecules) of every network call
+    gen.net.register_forward_hook(lambda _, inputs, __: calls.append((round(float(inputs[0][0, d.input_labels().index("time")]) * 1000),
+                                                                      inputs[2].num_graphs)))
+    graph = MolGraph.from_ptr(torch.tensor([0, 8, 17, 27]))
+    out = d.sample(gen.net, [8, 9, 10], num_steps=8, eta=1.0, noise_scale=1.0, spacing="finish4", restarts=2,
+                   restart_from="noise", generator=torch.Generator().manual_seed(0), x_T=d.prior(graph, torch.Generator().manual_seed(0)))
+    assert judged[:2] == [3, 1]  # the batch, then the one molecule redrawn
+    coarse, fine = [999, 749, 499, 249], [52, 39, 26, 12]
+    first = calls[:8]
+    assert first[:4] == [(t, 3) for t in coarse] and first[4:] == [(t, 1) for t in coarse]  # the redraw: coarse steps only
+    assert calls[8:12] == [(t, 3) for t in fine]  # then every molecule finishes once
+    # each molecule's rounds: the redraw before finishing, plus any after it (this untrained model's finished
+    # molecules fail the honest rule, so the usual restarts from noise follow)
+    assert bool((out.restarted >= torch.tensor([0, 1, 0])).all()) and len(calls) > 12

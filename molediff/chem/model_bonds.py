@@ -62,6 +62,33 @@ def model_bond_stability(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndar
     return atom_stable, (unstable == 0) & (np.diff(ptr) > 0)
 
 
+def fragment_labels(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``[n]`` int: each atom's fragment, labelled by the smallest atom index in it, for the bonds ``src`` →
+    ``dst`` (bonded pairs only), by propagation along bonds."""
+    label = np.arange(n)
+    while True:
+        low = np.minimum(label[src], label[dst])
+        new = label.copy()
+        np.minimum.at(new, src, low)
+        np.minimum.at(new, dst, low)
+        new = new[new]  # pointer jumping: fewer rounds on long chains
+        if np.array_equal(new, label):
+            return label
+        label = new
+
+
+def split_molecules(ptr: np.ndarray, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``[B]`` bool: the molecules (atoms ``ptr[i]:ptr[i+1]``) that their bonds (``order`` > 0 between ``src``
+    and ``dst``) leave in several fragments."""
+    keep = np.asarray(order) > 0
+    n = int(ptr[-1])
+    label = fragment_labels(n, np.asarray(src)[keep], np.asarray(dst)[keep])
+    mol = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    # a molecule is in pieces where one of its atoms is not in the fragment of its first atom
+    first = label[np.asarray(ptr[:-1])[mol]] if n else label
+    return np.bincount(mol, weights=label != first, minlength=len(ptr) - 1) > 0
+
+
 def failing_atoms(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, src: np.ndarray, dst: np.ndarray,
                   order: np.ndarray, hydrogens: np.ndarray | None = None) -> np.ndarray:
     """``[N]`` bool: the atoms that keep a molecule from being stable and connected by the honest rule
@@ -72,16 +99,7 @@ def failing_atoms(atom_type: np.ndarray, charge: np.ndarray, ptr: np.ndarray, sr
     src, dst, order = np.asarray(src)[keep], np.asarray(dst)[keep], np.asarray(order)[keep]
     atom_stable, _ = model_bond_stability(atom_type, charge, ptr, src, dst, order, hydrogens)
     n = len(atom_type)
-    label = np.arange(n)  # fragment labels: the smallest atom index of each, by propagation along bonds
-    while True:
-        low = np.minimum(label[src], label[dst])
-        new = label.copy()
-        np.minimum.at(new, src, low)
-        np.minimum.at(new, dst, low)
-        new = new[new]  # pointer jumping: fewer rounds on long chains
-        if np.array_equal(new, label):
-            break
-        label = new
+    label = fragment_labels(n, src, dst)
     mol = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
     size = np.bincount(label, minlength=n)[label]
     # each molecule's largest fragment: the one of its atom with the largest (size, -label)

@@ -72,13 +72,18 @@ def ddpm_sample(model: Model, x_T: Any, schedule: NoiseSchedule, generator: torc
 def ddim_sample(model: Model, x_T: Any, schedule: NoiseSchedule, num_steps: int = 50, eta: float = 0.0,
                 generator: torch.Generator | None = None, spacing: str = "trailing", callback: Callback | None = None,
                 noise_scale: float = 1.0, model_kwargs: dict | None = None, replace: Replace | None = None,
-                resample: int = 1, start: int | None = None) -> Any:
+                resample: int = 1, start: int | None = None, end: int | None = None) -> Any:
     """DDIM sampling over ``num_steps`` strided steps; η = 0 deterministic, η > 0 stochastic. ``start``:
-    begin at the grid's first level ≤ ``start`` instead of T−1 (``x_T`` is then a state at that level)."""
+    begin at the grid's first level ≤ ``start`` instead of T−1 (``x_T`` is then a state at that level).
+    ``end``: stop at the grid's first level ≤ ``end`` and return the state there instead of the clean one
+    (a chain run in two parts: the second takes it with ``start`` at that level)."""
     _check(noise_scale)
     x = x_T
     timesteps = [t for t in schedule.set_timesteps(num_steps, spacing=spacing).tolist() if start is None or t <= start]
+    stop = next((t for t in timesteps if end is not None and t <= end), None)
     for i, t in enumerate(timesteps):
+        if t == stop:
+            break
         prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         for r in range(resample if prev_t >= 0 else 1):
             if r:  # RePaint: back up from prev_t to t, then step again
