@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from molediff.atomic import atomic_write
-from molediff.config import PRECISIONS
+from molediff.config import PRECISIONS, RESTART_FROM
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ELEMENTS_OF_INTEREST = ("S", "Cl", "Br", "F", "P", "I")
@@ -139,6 +139,8 @@ def main() -> int:
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--restarts", type=int, default=None,
                     help="rounds of local restarts (molediff.restarts; default: the model's own, 0 unless its file says)")
+    ap.add_argument("--restart-from", default=None, choices=RESTART_FROM,
+                    help="what a restart draws again (default: the model's own; a few-step student's is 'noise')")
     ap.add_argument("--restart-rings", action=argparse.BooleanOptionalAction, default=None,
                     help="restarts redraw odd rings of valid molecules too (default: the model's own)")
     ap.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE|NAME=LO:HI",
@@ -192,10 +194,16 @@ def main() -> int:
             gen.compile()  # its warm-up falls in the first row's seconds
         gen.set_precision(args.precision)
         prec = "" if gen.precision == "float32" else f" {gen.precision}"
+        # network evaluations per molecule, counted: each call counts the molecules it reads, so restarts, which
+        # run again on the failing molecules only, count for those (a compiled network may run its hooks inside
+        # the graph; the count is then None)
+        calls = [0]
+        gen.net.register_forward_hook(lambda _, inputs, __: calls.__setitem__(0, calls[0] + inputs[2].num_graphs))
         for noise in args.noise_scale:
             t0 = time.time()
+            calls[0] = 0
             kw = dict(steps=args.steps, seed=args.seed, eta=args.eta, noise_scale=noise, sampler=args.sampler,
-                      restarts=args.restarts, restart_rings=args.restart_rings)
+                      restarts=args.restarts, restart_rings=args.restart_rings, restart_from=args.restart_from)
             if conditions:
                 kw.update(conditions=conditions)
             try:
@@ -204,13 +212,15 @@ def main() -> int:
                 ap.error(str(e))
             mols = gen.sample(args.n, **kw)
             seconds = time.time() - t0
-            tail = (f" restarts {req.restarts}" + (" rings" if req.restart_rings else "")
+            tail = (f" restarts {req.restarts}" + (" from noise" if req.restart_from == "noise" else "")
+                    + (" rings" if req.restart_rings else "")
                     + (" ranges" if req.restart_ranges else "")) if req.restarts else ""
             how = "eta 0" if args.sampler == "ddim" and req.eta == 0 else f"noise {req.noise_scale:g}"
             asked = "".join(f" {k}={v[0]:g}:{v[1]:g}" if isinstance(v, Range) else f" {k}={v:g}" for k, v in conditions.items())
             steer = f" steer {req.steer:g}" if req.steer else ""
             hashes = gen.meta.get("training_smiles_hashes")
             rows.append({"row": f"{args.label or args.checkpoint or args.model}{asked} {args.sampler}{req.steps} {how}{tail}{steer}{prec}",
+                         "network_evaluations": round(calls[0] / args.n, 2) if calls[0] else None,
                          **_score(mols, seconds, args, train, train_holding, train_count,
                                   None if hashes is None else np.asarray(hashes, dtype=np.int64))})
     for r in rows:
@@ -234,7 +244,8 @@ def _print_row(r: dict) -> None:
           f"QED {props.get('qed', {}).get('mean')}, SA {props.get('sa', {}).get('mean')}, "
           f"PB-valid {pb and pb.get('all_pass')}, MMFF drop median {rx and rx.get('energy_drop_median_kcal_mol')} kcal/mol, "
           f"S/Cl/Br share {share(r['share_holding_S_Cl_Br'])} (data {share(r['share_holding_S_Cl_Br_data'])}), "
-          f"seconds {r['sampling_seconds'] and round(r['sampling_seconds'], 1)}")
+          f"seconds {r['sampling_seconds'] and round(r['sampling_seconds'], 1)}, evaluations per molecule "
+          f"{r.get('network_evaluations')}")
     rings, ref, st = r["druglike"].get("rings") or {}, r["druglike"].get("rings_reference") or {}, r["druglike"].get("strain") or {}
     pct = lambda d, k: "n/a" if d.get(k) is None else f"{100 * d[k]:.1f}%"  # noqa: E731
     print(f"  rings: aromatic/molecule {rings.get('aromatic_rings_per_molecule')} (data {ref.get('aromatic_rings_per_molecule')}), "

@@ -80,8 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what a local restart draws again: 'region', the failing atoms and their neighbours with the rest "
                         "held (above), or 'noise', the whole molecule from noise, a fresh draw of its size (for a few-step "
                         "student, whose failures, a molecule in two pieces, are decided in its first steps: each round costs "
-                        "a full sample of the molecules that fail; benchmarks/README.md) (default: the model's own, "
-                        "'region' unless its file says otherwise)")
+                        "a full sample of the molecules that fail; on a 'finish' grid a molecule in pieces where the "
+                        "coarse steps end is drawn again there, for the cost of those steps; benchmarks/README.md) "
+                        "(default: the model's own, 'region' unless its file says otherwise)")
     p.add_argument("--model", default=None, choices=tuple(BUNDLED_MODELS),
                    help="bundled model: 'qm9-joint' (default; generates the bond graph and formal charges with the geometry "
                         "and writes them), 'qm9' (atoms and coordinates only, bonds perceived by the lookup rule), "
