@@ -21,6 +21,7 @@ from molediff.atomic import atomic_write
 from molediff.checkpoint import load_model_file, save_model_file
 from molediff.conditioning import BY_NAME
 from molediff.config import RESTART_FROM
+from molediff.diffusion.sampler_table import FINISH_GRIDS
 from molediff.runstate import EMA_MODEL, LOG
 from molediff.sampling import BUNDLED_MODELS
 
@@ -47,6 +48,16 @@ def training_smiles_hashes(data: str):
         for path in files:
             smiles += [canonical_smiles(m) for m in Chem.SDMolSupplier(str(path), removeHs=False) if m is not None]
     return torch.from_numpy(smiles_hashes(smiles))
+
+
+def finish_text(spacing: str, steps: int, T: int) -> str:
+    """How a card names a student's finishing grid: its name and where its steps sit."""
+    from molediff.diffusion.schedule import finish_timesteps
+
+    grid = finish_timesteps(T, steps, spacing).tolist()
+    k = len(FINISH_GRIDS[spacing])
+    return (f" on the '{spacing}' grid ({steps - k} trailing steps, then {k} finishing steps at the last levels of 75 "
+            f"trailing steps: t = {', '.join(map(str, grid))} of {T})")
 
 
 def main() -> int:
@@ -200,15 +211,18 @@ def main() -> int:
            "of the teacher's and an online-trained denoiser's estimates"
            + (f", with DMD's regression of {'its first estimate' if config.distill_regression_first else 'its deterministic chain'} "
               f"on {config.distill_pairs:,} teacher pairs (weight {config.distill_regression:g})" if config.distill_regression else "")
-           + (f", and a keep term (weight {config.distill_keep:g}) that regresses its estimates at its two finishing steps "
+           + (f", and a keep term (weight {config.distill_keep:g}) that regresses its estimates at its finishing steps "
               "on the teacher's" if config.distill_keep else "")
            + f". It samples in {distill_steps} steps at η = 1, noise {meta.get('default_noise_scale', 1.0):g}"
-           + (" on the 'finish' grid (its last two steps where 75 trailing steps end, t = 26 and 12 of 1000)"
-              if meta.get("default_spacing") == "finish" else "")
+           + (finish_text(meta["default_spacing"], distill_steps, config.diffusion.timesteps)
+              if meta.get("default_spacing") in FINISH_GRIDS else "")
            + " by default (its file says so)"
            + (f", then up to {meta['default_restarts']} rounds of restarts that draw every molecule failing the honest rule "
               "again from noise (each costs a new sample of those molecules: the evaluations per molecule are counted in "
-              "the quality table)" if meta.get("default_restarts") and meta.get("default_restart_from") == "noise" else "")
+              "the quality table"
+              + ("; a molecule in pieces where its coarse steps end is drawn again there, for those steps only"
+                 if meta.get("default_spacing") in FINISH_GRIDS else "") + ")"
+              if meta.get("default_restarts") and meta.get("default_restart_from") == "noise" else "")
            + "; the teacher stays available by name. The curve's 64-molecule checks sample in the student's steps, "
            "without restarts."] if distill_steps and method == "dmd" else []),
         *([f"- Steering (`molediff.steering`): the file carries a property model (a read-out EGNN, "
