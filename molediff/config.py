@@ -501,8 +501,8 @@ BUNDLED_MODELS: dict[str, str] = {
     # druglike fine-tuned on eight RDKit properties (classifier-free guidance), carrying a property model that
     # steers each molecule towards its targets, and restarts that redraw molecules outside an asked range or band
     "druglike-cond": "druglike_cond_ema.pt",
-    # a few-step student of qm9-joint (distribution matching, 8 steps, the last two finishing its geometry) whose
-    # restarts draw failing molecules again from noise: ~10.5 network evaluations per molecule
+    # a few-step student of qm9-joint (distribution matching, 10 steps, the last four finishing its geometry) whose
+    # restarts draw failing molecules again from noise: ~11.8 network evaluations per molecule
     "qm9-fast": "qm9_fast_ema.pt",
 }
 

@@ -253,15 +253,15 @@ def main() -> int:
                   "`molediff sample` defaults to a lower one (see benchmarks/README.md). model_* columns: the bonds and "
                   "charges the model wrote, honest rule (Kekulé valence sums with charges, no implicit H, one fragment); "
                   "the others: lookup bonds re-derived from the geometry (EDM's rule).", "",
-                  "| steps | η | noise scale | restarts | evaluations per molecule | " + " | ".join(columns)
+                  "| steps | η | noise scale | restarts | seed | evaluations per molecule | " + " | ".join(columns)
                   + " | novelty | atom-type TV | ring-size TV |",
-                  "|---|---|---|---|---|" + "---|" * (len(columns) + 3)]
+                  "|---|---|---|---|---|---|" + "---|" * (len(columns) + 3)]
         for r in q["rows"]:
             eta = "ancestral" if r["steps"] == config.diffusion.timesteps else f"{r.get('eta', 0.0):g}"
             tv = " | ".join(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("atom_type_tv", "ring_size_tv"))
             restarts = f"{r['restarts']}" + (f" from {r['restart_from']}" if r.get("restart_from") else "") if r.get("restarts") else "0"
             steps = f"{r['steps']}" + (f" ({r['spacing']})" if r.get("spacing") not in (None, "trailing") else "")
-            lines.append(f"| {steps} | {eta} | {r.get('noise_scale', 1.0):g} | {restarts} | "
+            lines.append(f"| {steps} | {eta} | {r.get('noise_scale', 1.0):g} | {restarts} | {r.get('seed', 0)} | "
                          f"{r.get('network_evaluations') or '-'} | "
                          + " | ".join(f"{100 * r[k]:.1f}" if r.get(k) is not None else "-" for k in columns)
                          + f" | {100 * (r.get('novelty') or 0):.1f} | {tv} |")

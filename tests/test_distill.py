@@ -449,18 +449,18 @@ def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_t
 
 
 def test_the_bundled_few_step_student_samples_in_its_own_steps_and_redraws_failures_from_noise():
-    """``qm9-fast``: 8 steps on the finish grid at η 1, noise 0.6, up to 3 restarts from noise unless told otherwise;
-    the molecules it writes pass the honest rule more often than its raw draws (its card: 78% → 99% connected)."""
+    """``qm9-fast``: 10 steps on the finish4 grid at η 1, noise 0.6, up to 3 restarts from noise unless told
+    otherwise; the molecules it writes pass the honest rule more often than its raw draws (some are drawn again)."""
     from molediff.sampling import SampleStats, load_pretrained
 
     gen = load_pretrained(model="qm9-fast")
     req = gen.request(16)
-    assert (req.steps, req.spacing, req.eta, req.noise_scale, req.restarts, req.restart_from) == (8, "finish", 1.0, 0.6, 3, "noise")
+    assert (req.steps, req.spacing, req.eta, req.noise_scale, req.restarts, req.restart_from) == (10, "finish4", 1.0, 0.6, 3, "noise")
     assert gen.request(16, restarts=0).restarts == 0
     stats = SampleStats()
     got = list(gen.sample_arrays(16, seed=0, stats=stats))
     assert len(got) == 16 and all("restarts" in info for _, _, info in got)
-    assert stats.restarted > 0  # a quarter or more of its raw draws fail: some were drawn again
+    assert stats.restarted > 0  # about a sixth of its raw draws come in pieces: some were drawn again
 
 
 # ---------------------------------------------------------------- the student's own finishing steps (--distill-spacing finish, --distill-keep)
