@@ -294,7 +294,7 @@ HELP: dict[str, str] = {
                        "of 1000: the student's own finishing steps, for exact bond lengths) or 'finish4' (the last four "
                        "there: t = 52, 39, 26, 12); its file samples on it",
     "distill_keep": "with distribution matching: weight of a keep term: at the student's low-noise steps (its "
-                    "'finish' steps) its estimate is regressed on the teacher's estimate of the same state, so that "
+                    "finishing steps) its estimate is regressed on the teacher's estimate of the same state, so that "
                     "it finishes its molecules as the teacher would; 0: none",
     "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
                      "split over the ranks; only those the honest rule passes are regressed on)",

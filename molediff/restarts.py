@@ -34,8 +34,8 @@ few-step student, whose failures (a molecule in two pieces) are a layout decided
 region redraw at level 0.4 undoes. Each round then costs a full sample of the molecules that fail; the
 benchmarks count the evaluations per molecule. On a "finish" grid (a student's coarse steps, then finishing
 steps at low noise) the molecules are first judged where the coarse steps end, for pieces only, and those in
-pieces are drawn again through the coarse steps alone (:func:`restart_before_finishing`); the finished
-molecules are then judged as above.
+pieces are drawn again through the coarse steps alone (:func:`restart_before_finishing`, up to ``rounds``
+times); the finished molecules are then judged as above, with up to ``rounds`` rounds of their own.
 
 Nothing is repaired by rule: a regenerated region is the model's new draw, judged by the same honest
 rule afterwards, and a molecule still failing after the last round is written as it is. The figures
