@@ -31,6 +31,11 @@ DEFAULT_STEPS = 75
 #: compiled step is ~25% cheaper on CPU, and this much work repays the warm-up (~7 s with inductor's
 #: cache warm, up to ~30 s on a fresh machine)
 COMPILE_MIN_MOLECULE_STEPS = 30_000
+#: requests of at least this many molecule-steps, in two or more batches, sample in one worker process per core
+#: unless told otherwise (``molediff sample --workers``): on an idle 2-core machine two single-thread workers
+#: took 9.2 s for 1,000 qm9-fast molecules (10,000 molecule-steps) against 11.7 s for one process on two
+#: threads, and 6.2 against 7.0 s for 500 (benchmarks/README.md, issue 38)
+WORKERS_MIN_MOLECULE_STEPS = 5_000
 #: the choices of ``molediff sample --precision``, the arithmetic of the network's matrix products while
 #: sampling (:mod:`molediff.models.precision`); here so that ``--help`` needs no torch
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")

@@ -144,3 +144,29 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
     except OSError:
         return False
+
+
+def test_the_default_worker_count_follows_the_request_size(monkeypatch):
+    """Without --workers: one worker per core (or per --threads) for a request of at least
+    WORKERS_MIN_MOLECULE_STEPS molecule-steps, at most one per batch; one process below it, off the CPU
+    and under torchrun."""
+    from types import SimpleNamespace
+
+    from molediff import distributed
+    from molediff.commands.sample import _worker_count
+    from molediff.config import WORKERS_MIN_MOLECULE_STEPS
+
+    monkeypatch.setattr(distributed, "available_cores", lambda: 2)
+    args = SimpleNamespace(device="cpu", workers=None, threads=0)
+    ctx = SimpleNamespace(enabled=False)
+
+    def req(n: int, steps: int, batch_size: int = 250):
+        return SimpleNamespace(n=n, batch_size=batch_size, molecule_steps=n * steps)
+
+    assert _worker_count(args, None, req(WORKERS_MIN_MOLECULE_STEPS // 10, 10), ctx) == 2  # qm9-fast's 500 at 10 steps
+    assert _worker_count(args, None, req(WORKERS_MIN_MOLECULE_STEPS // 10 - 1, 10), ctx) == 1
+    assert _worker_count(args, None, req(1000, 75, batch_size=1000), ctx) == 1  # one batch: one process
+    assert _worker_count(SimpleNamespace(device="cpu", workers=None, threads=3), None, req(1000, 75), ctx) == 3
+    assert _worker_count(SimpleNamespace(device="cpu", workers=5, threads=0), None, req(1000, 10), ctx) == 4  # one per batch
+    assert _worker_count(args, None, req(1000, 75), SimpleNamespace(enabled=True)) == 1
+    assert _worker_count(SimpleNamespace(device="cuda", workers=None, threads=0), None, req(1000, 75), ctx) == 1

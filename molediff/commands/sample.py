@@ -22,7 +22,7 @@ from pathlib import Path
 from molediff.atomic import AtomicFile, OutputLock, output_folder
 from molediff.diffusion.sampler_table import SAMPLER_TABLE, SAMPLERS, SPACINGS
 from molediff.conditioning import BY_NAME, DRUGLIKE_PROPERTIES, PROPERTIES, Range, parse_conditions
-from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS, PRECISIONS, RESTART_FROM
+from molediff.config import BUNDLED_MODELS, COMPILE_MIN_MOLECULE_STEPS, DEFAULT_ETA, DEFAULT_NOISE_SCALE, DEFAULT_RESAMPLE, DEFAULT_RESTART_LEVEL, DEFAULT_STEPS, PRECISIONS, RESTART_FROM, WORKERS_MIN_MOLECULE_STEPS
 from molediff.elements import QM9_ELEMENTS
 from molediff.errors import UserError
 from molediff.commands.evaluate import REPORT_HELP
@@ -93,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "RDKit properties: use with --condition; it carries a property model that steers each molecule "
                         "towards its targets, and its restarts redraw molecules outside an asked range), 'qm9-fast' "
                         "(experimental: a few-step student of qm9-joint, 10 steps, the last four finishing ones, and up to 3 "
-                        "redraws of failing molecules from noise, about 11.8 network evaluations per molecule and ~3x faster "
+                        "redraws of failing molecules from noise, about 11.8 network evaluations per molecule and 3.2-3.5x faster "
                         "end to end; valid bonds and charges, lookup molecule stability 94.1%% against qm9-joint's 95.0%%); "
                         "model cards in molediff/pretrained/")
     units = ", ".join(f"{q.name} ({q.description}, {q.unit})" for q in PROPERTIES)
@@ -147,7 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="sampling processes on this CPU, each on its share of the threads, each taking the next batch when "
                         "it is ready; the file is merged in batch order. Default: one per core (or per --threads) for a "
-                        f"request of at least {COMPILE_MIN_MOLECULE_STEPS:,} molecule-steps with two or more batches, else 1 "
+                        f"request of at least {WORKERS_MIN_MOLECULE_STEPS:,} molecule-steps with two or more batches, else 1 "
                         "(at most one per batch). On 2 cores, 1,000 drug-like molecules take 111 s with two single-thread "
                         "workers, 142 s as one process on two threads (benchmarks/README.md). Molecules depend on the threads each process uses "
                         "(rounding), not on which process sampled them: --workers 2 --threads 2 writes the file --workers 1 "
@@ -497,7 +497,7 @@ def _worker_count(args: argparse.Namespace, gen, req, ctx) -> int:
     from molediff.distributed import available_cores
 
     cores = args.threads if args.threads > 0 else available_cores()
-    return min(cores, batches) if req.molecule_steps >= COMPILE_MIN_MOLECULE_STEPS else 1
+    return min(cores, batches) if req.molecule_steps >= WORKERS_MIN_MOLECULE_STEPS else 1
 
 
 def _druglike_checks(args: argparse.Namespace, gen, fmt: str) -> bool:
