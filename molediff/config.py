@@ -470,6 +470,8 @@ class TrainConfig:
         except ValueError as exc:
             raise UserError(f"--diffusion-schedule: {exc}") from None
         if self.distill_steps and self.distill_method == "dmd":
+            from molediff.diffusion.sampler_table import FINISH_GRIDS
+
             try:
                 grid = schedule.set_timesteps(self.distill_steps, self.distill_spacing)
             except ValueError as exc:
@@ -477,7 +479,7 @@ class TrainConfig:
             if self.distill_keep and int(grid.min()) > KEEP_LEVEL * dcfg.timesteps:
                 raise UserError(f"--distill-keep acts at the student's steps at or below t = {KEEP_LEVEL * dcfg.timesteps:g}, "
                                 f"and its {self.distill_steps} {self.distill_spacing} steps end at t = {int(grid.min())}: "
-                                "use --distill-spacing finish")
+                                f"use --distill-spacing {' or '.join(FINISH_GRIDS)}")
         return self
 
     def save_json(self, path: str | Path) -> None:

@@ -54,9 +54,11 @@ def finish_timesteps(T: int, n: int, spacing: str = "finish") -> np.ndarray:
     if n < k + 1:
         raise ValueError(f"the {spacing} spacing needs at least {k + 1} steps ({k} of them finishing), got {n}")
     fine = [round(f * T) - 1 for f in levels]
+    # at a small T the levels round together (or below 0): no step count has the grid
+    distinct = all(a > b for a, b in zip(fine, fine[1:])) and fine[-1] >= 0
 
     def fits(m: int) -> bool:
-        return bool(trailing_timesteps(T, m - k)[-1] > fine[0]) and all(a > b for a, b in zip(fine, fine[1:])) and fine[-1] >= 0
+        return distinct and bool(trailing_timesteps(T, m - k)[-1] > fine[0])
 
     if not fits(n):
         most = max((m for m in range(k + 1, n) if fits(m)), default=None)
