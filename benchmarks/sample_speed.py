@@ -83,6 +83,9 @@ def main() -> int:
     ap.add_argument("--workers", nargs="+", default=["auto"],
                     help="one row per worker count (molediff sample --workers; 'auto', the default, leaves the flag out: "
                          "one process per core for a large request)")
+    ap.add_argument("--batch-size", nargs="+", default=["auto"],
+                    help="one row per batch size (molediff sample --batch-size; 'auto', the default, leaves the flag out)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the whole list of rows this many times, interleaved (default 1)")
     ap.add_argument("--out", default=str(RESULTS / "sample_speed.json"))
     args = ap.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -91,12 +94,14 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
-            for (sampler, steps), compiled, prec, workers in [(r, c, p, w) for r in runs
-                                                              for c in ((False, True) if args.compile else (False,))
-                                                              for p in args.precision for w in args.workers]:
+            for (sampler, steps), compiled, prec, workers, batch in [(r, c, p, w, b) for _ in range(args.repeat) for r in runs
+                                                                     for c in ((False, True) if args.compile else (False,))
+                                                                     for p in args.precision for w in args.workers
+                                                                     for b in args.batch_size]:
                 cmd = ["sample", "--n", str(args.n), "--steps", str(steps), "--out", f"{tmp}/s.sdf", "--device", device,
                        "--threads", str(args.threads), "--no-progress", "--precision", prec] + (["--compile"] if compiled else [])
                 cmd += ["--workers", workers] if workers != "auto" and device == "cpu" else []
+                cmd += ["--batch-size", batch] if batch != "auto" else []
                 cmd += ["--sampler", sampler] if sampler != "ddim" else []
                 cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
                 print("molediff " + " ".join(cmd), flush=True)
@@ -117,19 +122,19 @@ def main() -> int:
                     raise SystemExit(f"molediff sample failed with exit code {rc}\n{text[-2000:]}")
                 processes = re.search(r"(\d+) workers\)", text)
                 rows.append({"model": args.checkpoint or args.model, "device": device, "threads": args.threads, "sampler": sampler,
-                             "workers": int(processes.group(1)) if processes else 1,
+                             "workers": int(processes.group(1)) if processes else 1, "batch_size": batch,
                              "steps": steps, "compile": compiled, "precision": resolve_precision(prec, device), "n": args.n, "subprocess": args.subprocess,
                              "seconds": round(dt, 2), "mol_per_s": round(args.n / dt, 3), **summary(text)})
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "native_bfloat16": native_bfloat16("cpu"),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     print(meta)
-    print("device | threads | workers | sampler | steps | compile | precision | n | seconds | mol/s | model conn. valid | "
+    print("device | threads | workers | batch | sampler | steps | compile | precision | n | seconds | mol/s | model conn. valid | "
           "model mol stab | lookup mol stab")
     for r in rows:
         quality = " | ".join(f"{r[k]:.1f}" if k in r else "-" for k in ("model_connected_valid", "model_molecule_stability",
                                                                           "lookup_molecule_stability"))
-        print(f"{r['device']} | {r['threads']} | {r['workers']} | {r['sampler']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['precision']} | {r['n']} | "
+        print(f"{r['device']} | {r['threads']} | {r['workers']} | {r['batch_size']} | {r['sampler']} | {r['steps']} | {'yes' if r['compile'] else 'no'} | {r['precision']} | {r['n']} | "
               f"{r['seconds']} | {r['mol_per_s']} | {quality}")
     atomic_write(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
