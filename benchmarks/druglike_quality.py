@@ -180,7 +180,7 @@ def main() -> int:
                      **_score(mols, None, args, train, train_holding, train_count)})
     else:
         from molediff.conditioning import Range, parse_conditions
-        from molediff.sampling import load_pretrained
+        from molediff.sampling import SampleStats, load_pretrained
 
         from molediff.errors import UserError
 
@@ -194,14 +194,9 @@ def main() -> int:
             gen.compile()  # its warm-up falls in the first row's seconds
         gen.set_precision(args.precision)
         prec = "" if gen.precision == "float32" else f" {gen.precision}"
-        # network evaluations per molecule, counted: each call counts the molecules it reads, so restarts, which
-        # run again on the failing molecules only, count for those (a compiled network may run its hooks inside
-        # the graph; the count is then None)
-        calls = [0]
-        gen.net.register_forward_hook(lambda _, inputs, __: calls.__setitem__(0, calls[0] + inputs[2].num_graphs))
         for noise in args.noise_scale:
             t0 = time.time()
-            calls[0] = 0
+            stats = SampleStats()  # counts network evaluations (restarts count the molecules they redraw)
             kw = dict(steps=args.steps, seed=args.seed, eta=args.eta, noise_scale=noise, sampler=args.sampler,
                       restarts=args.restarts, restart_rings=args.restart_rings, restart_from=args.restart_from)
             if conditions:
@@ -210,7 +205,7 @@ def main() -> int:
                 req = gen.request(args.n, **kw)  # what the library resolves (the model's defaults), for the row's name
             except UserError as e:  # e.g. --condition for a model without conditions
                 ap.error(str(e))
-            mols = gen.sample(args.n, **kw)
+            mols = gen.sample(args.n, stats=stats, **kw)
             seconds = time.time() - t0
             tail = (f" restarts {req.restarts}" + (" from noise" if req.restart_from == "noise" else "")
                     + (" rings" if req.restart_rings else "")
@@ -220,7 +215,7 @@ def main() -> int:
             steer = f" steer {req.steer:g}" if req.steer else ""
             hashes = gen.meta.get("training_smiles_hashes")
             rows.append({"row": f"{args.label or args.checkpoint or args.model}{asked} {args.sampler}{req.steps} {how}{tail}{steer}{prec}",
-                         "network_evaluations": round(calls[0] / args.n, 2) if calls[0] else None,
+                         "network_evaluations": round(stats.evaluations_per_molecule, 2),
                          **_score(mols, seconds, args, train, train_holding, train_count,
                                   None if hashes is None else np.asarray(hashes, dtype=np.int64))})
     for r in rows:

@@ -66,20 +66,15 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
     views: the geometry under lookup bonds (:data:`COLUMNS`, :data:`DISTRIBUTIONS`) and, for models that
     write bonds, the model-bond view (:data:`MODEL_COLUMNS`). All T steps with "ddim": ancestral DDPM.
     ``eta`` / ``noise_scale`` None: not used by ``sampler`` (sampled with the library defaults, which
-    it ignores). ``network_evaluations``: network evaluations per molecule, counted (each call counts the
-    molecules it reads, so local restarts, which run again only on the molecules that fail, count for those)."""
+    it ignores). ``network_evaluations``: network evaluations per molecule, as the sampler counts them
+    (:class:`~molediff.sampling.SampleStats`)."""
     T = gen.config.diffusion.timesteps
-    calls = [0]
-    hook = gen.net.register_forward_hook(lambda _, inputs, __: calls.__setitem__(0, calls[0] + inputs[2].num_graphs))
     stats = SampleStats()
     kw = {k: v for k, v in (("eta", eta), ("noise_scale", noise_scale), ("restarts", restarts), ("restart_from", restart_from))
           if v is not None}
     t0 = time.time()
-    try:
-        mols = list(gen.sample_arrays(n, steps=None if steps == T and sampler == "ddim" else steps, seed=seed,
-                                      sampler=sampler, spacing=spacing, stats=stats, **kw))
-    finally:
-        hook.remove()
+    mols = list(gen.sample_arrays(n, steps=None if steps == T and sampler == "ddim" else steps, seed=seed,
+                                  sampler=sampler, spacing=spacing, stats=stats, **kw))
     sample_s = time.time() - t0
     t1 = time.time()
     mset = MoleculeSet.from_records(mols)
@@ -88,8 +83,7 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
            "eta": eta, "noise_scale": noise_scale, "n": n, "seed": seed, "sample_seconds": round(sample_s, 1),
            **({"restarts": restarts} if restarts else {}),  # rounds of local restarts (molediff.restarts)
            **({"restart_from": restart_from} if restarts and restart_from else {}),
-           # a compiled network may run its hooks inside the graph; the count is then steps per molecule
-           "network_evaluations": round(calls[0] / n, 2) if calls[0] else None,
+           "network_evaluations": round(stats.evaluations_per_molecule, 2),
            "diverged": stats.diverged,  # discarded (non-finite or collapsed) and replaced by fresh molecules
            **{c: scores.get(c) for c in COLUMNS}, **{d: scores["distributions"].get(d) for d in DISTRIBUTIONS}}
     if gen.writes_bonds:

@@ -107,12 +107,36 @@ class SampleRequest:
 
 @dataclass
 class SampleStats:
+    """What a sampling run (:meth:`MoleculeGenerator.run`) did, counted as it goes."""
+
     requested: int = 0
     delivered: int = 0
     diverged: int = 0
     batches: int = 0
     seconds: float = 0.0
     restarted: int = 0  # delivered molecules that local restarts regenerated in part
+    # network evaluations in molecules: each call of the network adds the molecules it reads, so local restarts,
+    # which run again on the failing molecules only, count for those, and guidance's two passes count twice
+    evaluations: int = 0
+
+    @property
+    def evaluations_per_molecule(self) -> float:
+        """Network evaluations per delivered molecule (diverged ones' evaluations included)."""
+        return self.evaluations / max(self.delivered, 1)
+
+
+class CountedNetwork(torch.nn.Module):
+    """``net`` as the sampler calls it, adding the molecules each call reads to ``stats.evaluations``.
+    Counted outside the network, so a compiled one counts too; wrap it per run, never save it."""
+
+    def __init__(self, net: torch.nn.Module, stats: SampleStats) -> None:
+        super().__init__()
+        self.net = net
+        self.stats = stats
+
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, graph: Any, *args: Any, **kwargs: Any) -> Any:
+        self.stats.evaluations += graph.num_graphs
+        return self.net(h, pos, graph, *args, **kwargs)
 
 
 class MoleculeGenerator:
@@ -657,7 +681,7 @@ class MoleculeGenerator:
                                              dcfg.conditions, dcfg.condition_stats, generator=g)
             else:
                 sizes = draw_sizes(self.histogram, size, req.n_atoms, len(req.fragment) if req.fragment is not None else 0, generator=g)
-            mols = self._generate(req, sizes, cond, g, on_step)
+            mols = self._generate(req, sizes, cond, g, on_step, stats)
             ok = finite_molecules(mols.pos, mols.ptr)
             stats.diverged += int((~ok).sum())
             stats.batches += 1
@@ -680,12 +704,14 @@ class MoleculeGenerator:
             stats.seconds = time.time() - t0
 
     def _generate(self, req: SampleRequest, sizes: torch.Tensor, cond: torch.Tensor | None, g: torch.Generator,
-                  on_step: Callable[[int, int, int], None] | None) -> Any:
-        """One batch of molecules of ``sizes`` [B] (``cond`` [B, K]: their targets), on the CPU."""
+                  on_step: Callable[[int, int, int], None] | None, stats: SampleStats) -> Any:
+        """One batch of molecules of ``sizes`` [B] (``cond`` [B, K]: their targets), on the CPU; ``stats``
+        counts its network evaluations."""
         total_steps = req.steps or self.diffusion.schedule.num_train_timesteps
         callback = (lambda i, t, x, k=len(sizes): on_step(i, total_steps, k)) if on_step is not None else None
+        net = CountedNetwork(self._network(), stats)
         if req.fragment is None:
-            return self.diffusion.sample(self._network(), sizes, num_steps=req.steps, generator=g, eta=req.eta,
+            return self.diffusion.sample(net, sizes, num_steps=req.steps, generator=g, eta=req.eta,
                                          noise_scale=req.noise_scale, callback=callback, resample=req.resample,
                                          cond=cond.to(self.device) if cond is not None else None, guidance=req.guidance,
                                          sampler=req.sampler, spacing=req.spacing,
@@ -694,7 +720,7 @@ class MoleculeGenerator:
                                          restart_ranges=self._ranges(req), restart_from=req.restart_from).cpu()
         from molediff.inpainting import inpaint
 
-        return inpaint(self.diffusion, self._network(), req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
+        return inpaint(self.diffusion, net, req.fragment, sizes, req.steps, g, req.eta, req.noise_scale, req.resample,
                        callback, sampler=req.sampler, spacing=req.spacing, restarts=req.restarts,
                        restart_rings=req.restart_rings, restart_from=req.restart_from).cpu()
 

@@ -7,6 +7,7 @@ streaming, error handling), not sample quality (benchmarks/qm9_quality.py measur
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,11 @@ def test_small_n_writes_exactly_n_readable_records(tiny_model, tmp_path, capsys)
     mols = [m for m in supplier]
     assert len(mols) == 7 and all(m is not None and m.GetNumConformers() == 1 for m in mols)
     assert all(3 <= m.GetNumAtoms() <= 6 for m in mols)  # sizes come from the model's histogram
-    assert "wrote 7 molecules" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "wrote 7 molecules" in text
+    # the summary says what the run cost: 10 steps a molecule (more only if one diverged and was drawn again)
+    evaluations = float(re.search(r"([\d.]+) network evaluations a molecule", text).group(1))
+    assert evaluations == 10.0 or ("diverged" in text and evaluations > 10.0)
 
 
 def test_same_seed_same_molecules_other_seed_differs(tiny_model, tmp_path):
@@ -196,6 +201,8 @@ def test_diverged_molecules_are_replaced_not_written(tiny_model, monkeypatch):
     stats = sampling.SampleStats()
     got = list(gen.sample_arrays(4, steps=4, batch_size=4, stats=stats))
     assert len(got) == 4 and stats.diverged == 1 and stats.batches == 2
+    # the sampler counts network evaluations in molecules: 4 molecules × 4 steps, then the retried one's 4
+    assert stats.evaluations == 20 and stats.evaluations_per_molecule == 5.0
 
 
 def test_python_api_returns_rdkit_molecules(tiny_model):

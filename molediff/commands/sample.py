@@ -593,6 +593,7 @@ class _Tally:
     model_stable: int = 0
     diverged: int = 0
     restarted: int = 0
+    evaluations: int = 0  # network evaluations in molecules (SampleStats.evaluations)
     smiles: set = dataclasses.field(default_factory=set)
     kept_3d: list = dataclasses.field(default_factory=list)
     valid_smiles: list = dataclasses.field(default_factory=list)
@@ -627,10 +628,16 @@ class _Tally:
         self.pb = _posebusters_counts(self.kept_3d[:pb_limit]) if pb_limit and self.kept_3d else None
         self.kept_3d = []
 
+    def count_run(self, stats) -> None:
+        """Add a finished (or stopped) request's :class:`~molediff.sampling.SampleStats`."""
+        self.diverged += stats.diverged
+        self.restarted += stats.restarted
+        self.evaluations += stats.evaluations
+
     def counts(self) -> dict:
         """What every process sends the main one."""
         return {k: getattr(self, k) for k in ("count", "valid", "stable", "smiles", "model_valid", "model_stable", "diverged",
-                                              "restarted", "valid_smiles", "batches", "props", "pb")}
+                                              "restarted", "evaluations", "valid_smiles", "batches", "props", "pb")}
 
 
 def _bar(args: argparse.Namespace, total: int, shown: bool):
@@ -714,7 +721,7 @@ def _write_records(args: argparse.Namespace, gen, requests, target: Path, fmt: s
             quota[0] += req.n
             yield from gen.run(req, stats, on_step)
             before[0] += stats.delivered
-            tally.diverged, tally.restarted = tally.diverged + stats.diverged, tally.restarted + stats.restarted
+            tally.count_run(stats)
             stats.__init__()
 
     try:
@@ -747,7 +754,7 @@ def _write_records(args: argparse.Namespace, gen, requests, target: Path, fmt: s
     else:
         writer.close()  # only complete records were written; the file appears now
     tally.count = writer.count
-    tally.diverged, tally.restarted = tally.diverged + stats.diverged, tally.restarted + stats.restarted  # the last, if stopped
+    tally.count_run(stats)  # the last request's, if stopped
     return tally, interrupted
 
 
@@ -937,8 +944,8 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
     """Print the summary of all processes' records (``parts``: each one's :meth:`_Tally.counts`);
     returns its lines (the report's too) and the number of molecules written."""
     done = sum(p["count"] for p in parts)
-    valid, stable, diverged, model_valid, model_stable, restarted = (
-        sum(p[k] for p in parts) for k in ("valid", "stable", "diverged", "model_valid", "model_stable", "restarted"))
+    valid, stable, diverged, model_valid, model_stable, restarted, evaluations = (
+        sum(p[k] for p in parts) for k in ("valid", "stable", "diverged", "model_valid", "model_stable", "restarted", "evaluations"))
     smiles = set().union(*(p["smiles"] for p in parts))
     summary: list[str] = []
 
@@ -947,6 +954,7 @@ def _summary(args: argparse.Namespace, gen, path: Path, fmt: str, parts: list[di
         summary.append(line)
 
     wrote = (f"wrote {done} molecules to {where} in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} mol/s"
+             + (f", {evaluations / done:.2f} network evaluations a molecule" if done else "")
              + (f", {processes})" if processes else ")"))
     if interrupted:
         print(wrote, file=sys.stderr)
