@@ -301,6 +301,9 @@ HELP: dict[str, str] = {
     "distill_keep": "with distribution matching: weight of a keep term: at the student's low-noise steps (its "
                     "finishing steps) its estimate is regressed on the teacher's estimate of the same state, so that "
                     "it finishes its molecules as the teacher would; 0: none",
+    "distill_keep_level": "with --distill-keep: the term acts at the student's steps at or below this level, a fraction of "
+                          f"T (default {KEEP_LEVEL:g}: the finishing steps of the finish grids); higher reaches its coarse "
+                          "steps too (0.35: t = 332 and 166 of finish4), where a drug-like molecule's rings are decided",
     "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
                      "split over the ranks; only those the honest rule passes are regressed on)",
 }
@@ -354,6 +357,8 @@ class TrainConfig:
     distill_spacing: str = "trailing"
     # distribution matching's keep term (molediff.distill.keep_loss): its weight, 0 for none
     distill_keep: float = 0.0
+    # the level (a fraction of T) at and below which the keep term acts: the finishing steps unless told
+    distill_keep_level: float = KEEP_LEVEL
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -439,6 +444,8 @@ class TrainConfig:
              f"--distill-spacing must be one of {', '.join(SPACINGS)}, got {self.distill_spacing!r}"),
             (self.distill_spacing == "trailing" or self.distill_method == "dmd",
              "--distill-spacing applies to --distill-method dmd (a progressive student's grid halves its teacher's)"),
+            (0 < self.distill_keep_level <= 1, f"--distill-keep-level must be in (0, 1], got {self.distill_keep_level}"),
+            (self.distill_keep or self.distill_keep_level == KEEP_LEVEL, "--distill-keep-level applies with --distill-keep W"),
             (self.distill_keep >= 0 and (not self.distill_keep or self.distill_method == "dmd"),
              "--distill-keep is a non-negative weight, used with --distill-method dmd"),
             (not self.distill_regression or self.distill_pairs >= 1, f"--distill-pairs must be ≥ 1, got {self.distill_pairs}"),
@@ -476,8 +483,8 @@ class TrainConfig:
                 grid = schedule.set_timesteps(self.distill_steps, self.distill_spacing)
             except ValueError as exc:
                 raise UserError(f"--distill-spacing {self.distill_spacing}: {exc}") from None
-            if self.distill_keep and int(grid.min()) > KEEP_LEVEL * dcfg.timesteps:
-                raise UserError(f"--distill-keep acts at the student's steps at or below t = {KEEP_LEVEL * dcfg.timesteps:g}, "
+            if self.distill_keep and int(grid.min()) > self.distill_keep_level * dcfg.timesteps:
+                raise UserError(f"--distill-keep acts at the student's steps at or below t = {self.distill_keep_level * dcfg.timesteps:g}, "
                                 f"and its {self.distill_steps} {self.distill_spacing} steps end at t = {int(grid.min())}: "
                                 f"use --distill-spacing {' or '.join(FINISH_GRIDS)}")
         return self

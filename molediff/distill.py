@@ -221,7 +221,7 @@ def student_chain(diffusion: Any, student: torch.nn.Module, graph: Any, steps: i
 def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.nn.Module, fake: torch.nn.Module, graph: Any,
                        steps: int, generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
                        disc: nn.Module | None = None, gan_weight: float = 0.0, spacing: str = "trailing",
-                       keep_weight: float = 0.0) -> dict[str, Any]:
+                       keep_weight: float = 0.0, keep_level: float = KEEP_LEVEL) -> dict[str, Any]:
     """The student's distribution-matching loss on molecules of ``graph``'s sizes (module docstring): its
     x̂_0 at a random step of its own chain (:func:`student_chain`), noised to t' ∈ :data:`DMD_LEVELS` × T
     (per molecule), read by ``teacher`` and ``fake`` without gradient (no self-conditioning estimate: both
@@ -229,14 +229,14 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     by the mean |sample − teacher's x̂_0| (DMD's normalisation, so that every molecule and level moves
     alike), is turned into a squared error whose gradient it is. With ``disc`` and ``gan_weight`` > 0 the
     total adds ``gan_weight`` × :func:`gan_generator_loss` of the same sample. With ``keep_weight`` > 0 and
-    the drawn step at or below :data:`KEEP_LEVEL` × T, the total adds ``keep_weight`` × :func:`keep_loss`
-    there. ``spacing``: the student's grid. Returns ``{"total", "dmd", "gan", "keep", "sample", "t"}``
+    the drawn step at or below ``keep_level`` × T (default :data:`KEEP_LEVEL`: the finishing steps), the total
+    adds ``keep_weight`` × :func:`keep_loss` there. ``spacing``: the student's grid. Returns ``{"total", "dmd", "gan", "keep", "sample", "t"}``
     (``keep`` NaN where the step had none): ``sample`` the student's x̂_0 (detached), on which the fake
     denoiser (and the discriminator) train next."""
     x_k, t_k, estimate = student_chain(diffusion, student, graph, steps, generator, cond, spacing)
     sample = diffusion.predict(student, x_k, _at(graph, t_k, x_k.device), self_cond=estimate, cond=cond)[0]
     T = diffusion.schedule.num_train_timesteps
-    keep = keep_loss(diffusion, teacher, x_k, t_k, estimate, sample, cond) if keep_weight > 0 and t_k <= KEEP_LEVEL * T else None
+    keep = keep_loss(diffusion, teacher, x_k, t_k, estimate, sample, cond) if keep_weight > 0 and t_k <= keep_level * T else None
     lo, hi = int(DMD_LEVELS[0] * T), int(DMD_LEVELS[1] * T)
     t = torch.randint(lo, hi, (graph.num_graphs,), generator=generator).to(x_k.device)
     with torch.no_grad():

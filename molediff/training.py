@@ -536,7 +536,7 @@ class Trainer:
         out = dmd_generator_loss(self.diffusion, self.ddp or self.net, self.teacher, self.fake, x0.graph,
                                  self.config.distill_steps, generator=self.generator, cond=cond, disc=self.disc,
                                  gan_weight=self.config.distill_gan, spacing=self.config.distill_spacing,
-                                 keep_weight=self.config.distill_keep)
+                                 keep_weight=self.config.distill_keep, keep_level=self.config.distill_keep_level)
         total = out["total"]
         if self.pairs:
             regression = self._regression(x0.num_graphs)

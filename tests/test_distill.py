@@ -495,6 +495,31 @@ def test_the_keep_term_regresses_the_students_finishing_steps_on_the_teachers_es
     assert all(p.grad is None for net in (teacher, fake) for p in net.parameters())
 
 
+def test_a_higher_keep_level_reaches_the_students_coarse_steps():
+    """``keep_level`` (``--distill-keep-level``) moves where the term acts: at 0.6 T it runs at the finish grid's
+    coarse step t = 499 too, and at its first step (t = 999) still not; a level the trainer cannot use is refused."""
+    from molediff.distill import dmd_generator_loss
+
+    d, teacher, student, fake, graph = _copies_of_a_teacher()
+    grid = d.schedule.set_timesteps(4, "finish").tolist()
+    assert grid[:2] == [999, 499]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    outs = {int(o["t"]): o for o in (dmd_generator_loss(d, student, teacher, fake, graph, steps=4, spacing="finish",
+                                                         generator=torch.Generator().manual_seed(seed), keep_weight=2.0,
+                                                         keep_level=0.6) for seed in range(16))}
+    assert set(outs) == set(grid)
+    assert torch.isnan(outs[999]["keep"]) and all(float(outs[t]["keep"]) > 0 for t in grid[1:])
+    with pytest.raises(UserError, match="--distill-keep-level must be in"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_spacing="finish", distill_keep=1.0,
+                    distill_keep_level=0.0).validate()
+    with pytest.raises(UserError, match="--distill-keep-level applies with --distill-keep"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_keep_level=0.3).validate()
+    # a level that reaches a trailing grid's last step lets the term run without a finish grid
+    TrainConfig(distill_from="t.pt", distill_steps=8, distill_method="dmd", distill_keep=1.0, distill_keep_level=0.2).validate()
+
+
 def test_a_finish_grid_student_continued_from_another_student_samples_on_its_grid(tmp_path, capsys):
     """``molediff distill --init-from STUDENT --distill-spacing finish --distill-keep W``: the new student starts
     from the given file (its steps carry on), trains with the keep term, and its file samples on the finish
