@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from molediff.data.reference import reference_statistics, training_smiles
+from molediff.data.reference import model_bond_types, reference_statistics, training_smiles
 
 from molediff.atomic import atomic_write
 from molediff.data.molecules import MoleculeSet
@@ -52,6 +52,8 @@ DISTRIBUTIONS = ("atom_type_tv", "ring_size_tv")
 #: the model-bond view, for models that write bonds
 MODEL_COLUMNS = ("model_atom_stability", "model_molecule_stability", "model_connected_validity", "model_uniqueness",
                  "model_valid_x_unique", "model_novelty")
+#: the written bonds' types (C=O, C-N, ...) against QM9's own (total variation): does a sampler shift the chemistry?
+MODEL_DISTRIBUTIONS = ("model_bond_type_tv",)
 
 
 #: the samplers of :func:`molediff.diffusion.sample` that ``MoleculeGenerator.sample_arrays`` offers
@@ -87,7 +89,9 @@ def score(gen, n: int, steps: int, eta: float | None, noise_scale: float | None,
            "diverged": stats.diverged,  # discarded (non-finite or collapsed) and replaced by fresh molecules
            **{c: scores.get(c) for c in COLUMNS}, **{d: scores["distributions"].get(d) for d in DISTRIBUTIONS}}
     if gen.writes_bonds:
-        row.update({c: v for c, v in model_bond_metrics(mset, novelty=training_smiles("model", progress=False), progress=False)[0].items() if c in MODEL_COLUMNS})
+        row.update({c: v for c, v in model_bond_metrics(mset, novelty=training_smiles("model", progress=False), progress=False,
+                                                      bond_types=model_bond_types(progress=False))[0].items()
+                    if c in MODEL_COLUMNS + MODEL_DISTRIBUTIONS})
     row["score_seconds"] = round(time.time() - t1, 1)
     return row
 
@@ -197,16 +201,17 @@ def main() -> int:
         rows.append(row)
         print(f"{row_label(row, T)}: "
               + ", ".join(f"{c} {100 * row[c]:.1f}" for c in MODEL_COLUMNS + COLUMNS if row.get(c) is not None)
-              + ", " + ", ".join(f"{d} {row[d]:.3f}" for d in DISTRIBUTIONS)
+              + ", " + ", ".join(f"{d} {row[d]:.3f}" for d in DISTRIBUTIONS + MODEL_DISTRIBUTIONS if row.get(d) is not None)
               + f", {row['network_evaluations']} network evaluations, {row['sample_seconds']} s", flush=True)
         save()
     rows = save()
     print()
     if gen.writes_bonds:
-        print("model bonds: row | " + " | ".join(MODEL_COLUMNS))
+        print("model bonds: row | " + " | ".join(MODEL_COLUMNS + MODEL_DISTRIBUTIONS))
         for r in rows:
             print(f"molediff, {row_label(r, T)} | "
-                  + " | ".join(f"{100 * r[c]:.1f}" if r.get(c) is not None else "-" for c in MODEL_COLUMNS))
+                  + " | ".join(f"{100 * r[c]:.1f}" if r.get(c) is not None else "-" for c in MODEL_COLUMNS)
+                  + " | " + " | ".join(f"{r[d]:.3f}" if r.get(d) is not None else "-" for d in MODEL_DISTRIBUTIONS))
         print("geometry, lookup bonds:")
     print("row | " + " | ".join(COLUMNS + DISTRIBUTIONS) + " | network evaluations | sampling s | n")
     for name, ref in (("QM9 data (published)", PUBLISHED_QM9_DATA_PERCENT), ("EDM (published, 1000 steps)", PUBLISHED_EDM_PERCENT)):

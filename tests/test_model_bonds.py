@@ -79,6 +79,31 @@ def test_qm9_stored_bonds_pass_the_data_row():
     assert out["model_molecule_stability"] >= 0.995 and out["model_connected_validity"] >= 0.995, out
 
 
+def test_bond_types_of_qm9_test_molecules_match_the_training_split_and_a_shifted_set_does_not():
+    """``model_bond_metrics(..., bond_types=)``: QM9 test molecules' written bond types are the training split's
+    (TV near 0); the same molecules with every C=O counted as C-O (a sampler that drops carbonyls, as
+    a shift of the chemistry would) are measurably off, by exactly the carbonyls' share of the bonds."""
+    from molediff.data.qm9 import load_qm9
+    from molediff.data.reference import model_bond_types
+    from molediff.metrics import bond_type_counts, bond_type_tv, model_bond_metrics, written_bonds
+
+    reference = model_bond_types(progress=False)
+    assert reference["C-H"] > reference["C-C"] > reference["C=O"] > 0 and "O=O" not in reference
+    qm9 = load_qm9("test", progress=False)
+    sub = qm9.subset(np.arange(0, len(qm9), 4))
+    out, _ = model_bond_metrics(sub, novelty=False, progress=False, bond_types=reference)
+    assert out["model_bond_type_tv"] < 0.01, out["model_bond_type_tv"]
+    frac, ref = out["model_bond_type_fraction"], out["model_bond_type_fraction_reference"]
+    assert abs(sum(frac.values()) - 1) < 1e-9 and abs(frac["C=O"] - ref["C=O"]) < 0.002
+    atom_type, _, bonds = written_bonds(sub)
+    counts = bond_type_counts(atom_type, bonds)
+    shifted = dict(counts, **{"C-O": counts["C-O"] + counts["C=O"], "C=O": 0})
+    assert bond_type_tv(shifted, counts) == pytest.approx(counts["C=O"] / sum(counts.values()))
+    assert bond_type_tv(shifted, reference) > 0.015
+    assert np.isnan(bond_type_tv({}, reference))
+    assert model_bond_metrics(sub.subset(np.arange(3)), novelty=False, progress=False)[0]["model_bond_type_tv"] is None
+
+
 def test_sdf_round_trips_bonds_and_charges_v2000_and_v3000(tmp_path: Path):
     mols = [_written(s, True) for s in ("C[N+](=O)[O-]", "c1ccoc1", "OC(=O)C#N")]
     for m in mols:

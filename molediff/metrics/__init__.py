@@ -46,7 +46,8 @@ import numpy as np
 from molediff.chem.distances import total_variation, wasserstein1  # noqa: F401 - part of this module's API
 from molediff.chem.bonds import BOND_MODES, LOOKUP_VALENCE_MASK, BondList, check_bond_mode, valence_allowed, lookup_bonds_stacked, symbols_to_types, valence_sums
 from molediff.elements import ELEMENTS
-from molediff.metrics.distributions import bond_angle_samples, bond_length_samples, distribution_metrics, fraction
+from molediff.metrics.distributions import (bond_angle_samples, bond_length_samples, bond_type_counts, bond_type_tv, distribution_metrics,
+                                            fraction)
 
 __all__ = [
     "PUBLISHED_EDM_PERCENT",
@@ -56,6 +57,8 @@ __all__ = [
     "StackedMolecules",
     "bond_angle_samples",
     "bond_length_samples",
+    "bond_type_counts",
+    "bond_type_tv",
     "distribution_statistics",
     "evaluate_molecules",
     "evaluate_molecules_detailed",
@@ -68,6 +71,7 @@ __all__ = [
     "stack_molecules",
     "total_variation",
     "wasserstein1",
+    "written_bonds",
 ]
 
 #: The "Data" row of EDM's QM9 table (Hoogeboom et al., 2022), lookup bonds, in percent: the scores of
@@ -383,6 +387,20 @@ def evaluate_molecules(molecules: Any, bonds: str = "lookup", reference: Mapping
     return evaluate_molecules_detailed(molecules, bonds=bonds, reference=reference, novelty=novelty, progress=progress)[0]
 
 
+def written_bonds(molecules: Any) -> tuple[np.ndarray, np.ndarray, BondList]:
+    """A :class:`~molediff.data.molecules.MoleculeSet`'s own bonds, stacked: ``(atom_type [N], ptr [M + 1],
+    bonds)`` with global atom indices and Kekulé orders."""
+    atom_type, _, ptr = stack_molecules(molecules)
+    src_all, dst_all, order_all = [], [], []
+    for i in range(len(ptr) - 1):
+        src, dst, order, _ = molecules.bonds(i)
+        src_all.append(src + ptr[i])
+        dst_all.append(dst + ptr[i])
+        order_all.append(order)
+    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
+    return atom_type, ptr, BondList(cat(src_all), cat(dst_all), cat(order_all))
+
+
 def model_bond_scores_of(molecules: Any, progress: bool = True, desc: str = "model bonds") -> Any:
     """Per molecule, the honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that
     carries bonds and formal charges: a :class:`~molediff.chem.model_bonds.ModelBondScores` (``atom_stable``
@@ -390,25 +408,17 @@ def model_bond_scores_of(molecules: Any, progress: bool = True, desc: str = "mod
     bonds (``has_bonds`` False) is unstable and invalid. :func:`model_bond_metrics` sums it up."""
     from molediff.chem.model_bonds import ModelBondScores, model_bond_scores
 
-    atom_type, pos, ptr = stack_molecules(molecules)
-    m = len(ptr) - 1
+    atom_type, ptr, bonds = written_bonds(molecules)
     charge = np.asarray(molecules.charge)
-    src_all, dst_all, order_all = [], [], []
-    for i in range(m):
-        src, dst, order, _ = molecules.bonds(i)
-        src_all.append(src + ptr[i])
-        dst_all.append(dst + ptr[i])
-        order_all.append(order)
     has = np.asarray(molecules.has_bonds)
-    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
-    scores = model_bond_scores(atom_type, charge, ptr, cat(src_all), cat(dst_all), cat(order_all), progress=progress, desc=desc)
+    scores = model_bond_scores(atom_type, charge, ptr, bonds.src, bonds.dst, bonds.order, progress=progress, desc=desc)
     valid = scores.valid & has
     return ModelBondScores(scores.atom_stable & np.repeat(has, np.diff(ptr)), scores.molecule_stable & has, valid,
                            [s if v else None for s, v in zip(scores.smiles, valid)], scores.fragments)
 
 
 def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, progress: bool = True, desc: str = "model bonds",
-                       scores: Any = None) -> tuple[dict[str, Any], list[str | None]]:
+                       scores: Any = None, bond_types: Mapping[str, int] | None = None) -> tuple[dict[str, Any], list[str | None]]:
     """The honest model-bond view of a :class:`~molediff.data.molecules.MoleculeSet` that carries bonds
     and formal charges (a file's own, a model's, QM9's stored ones); see :mod:`molediff.chem.model_bonds`.
 
@@ -418,7 +428,13 @@ def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, p
     ``bonds="model"``, or :func:`molediff.data.reference.training_smiles` ``("model")`` for QM9; ``None``
     when it is ``None``) and ``model_valid_unique_novel``; ``num_without_bonds`` molecules had no usable bonds (an aromatic
     system that could not be kekulized, failed perception): they count as unstable and invalid.
-    ``scores``: the molecules' :func:`model_bond_scores_of`, when already computed.
+    ``scores``: the molecules' :func:`model_bond_scores_of`, when already computed. With ``bond_types``, a
+    reference's bond-type counts (:func:`~molediff.metrics.distributions.bond_type_counts` of its own bonds,
+    e.g. :func:`molediff.data.reference.model_bond_types` for QM9): ``model_bond_type_tv``, the total variation
+    between the molecules' written bond types (element pair and Kekulé order: "C=O", "C-N", ...) and the
+    reference's, and ``model_bond_type_fraction`` / ``model_bond_type_fraction_reference`` (type -> its share
+    of the bonds); else those are ``None``. A sampler that shifts the chemistry (more carbonyls, fewer double
+    bonds) shows there while every molecule still passes the valence rule.
     """
     _, novelty = _check_reference_args(None, novelty)
     if scores is None:
@@ -435,7 +451,17 @@ def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, p
         "model_novelty": None,
         "model_valid_unique_novel": None,
         "num_without_bonds": int((~np.asarray(molecules.has_bonds)).sum()),
+        "model_bond_type_tv": None,
+        "model_bond_type_fraction": None,
+        "model_bond_type_fraction_reference": None,
     }
+    if bond_types is not None:
+        atom_type, _, bonds = written_bonds(molecules)
+        counts, reference = bond_type_counts(atom_type, bonds), dict(bond_types)
+        names = sorted(set(counts) | set(reference))
+        out.update(model_bond_type_tv=bond_type_tv(counts, reference),
+                   model_bond_type_fraction={k: fraction(counts.get(k, 0), sum(counts.values())) for k in names},
+                   model_bond_type_fraction_reference={k: fraction(reference.get(k, 0), sum(reference.values())) for k in names})
     if novelty is not None:
         novel = unique - frozenset(novelty)
         out.update(model_novelty=fraction(len(novel), len(unique)), model_valid_unique_novel=fraction(len(novel), m))

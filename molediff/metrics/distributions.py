@@ -17,7 +17,8 @@ from molediff.elements import BOND_ORDERS, ELEMENTS
 if TYPE_CHECKING:
     from molediff.metrics import EvaluationDetails
 
-__all__ = ["MIN_COUNT_FOR_W1", "bond_angle_samples", "bond_length_samples", "distribution_metrics", "fraction"]
+__all__ = ["MIN_COUNT_FOR_W1", "bond_angle_samples", "bond_length_samples", "bond_type_counts", "bond_type_tv",
+           "distribution_metrics", "fraction"]
 
 #: Bond/angle types with fewer samples than this (in generated or reference) get no W1 entry.
 MIN_COUNT_FOR_W1 = 5
@@ -34,18 +35,40 @@ def _pair_name(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(swap, t2, t1), np.where(swap, t1, t2)
 
 
+def _bond_type_keys(atom_type: np.ndarray, bonds: BondList) -> tuple[np.ndarray, dict[int, str]]:
+    """``[E]`` an integer key of every bond's type and each key's name (``"C-H"``, ``"C=O"``, ``"C#N"``, ...)."""
+    a, b = _pair_name(atom_type[bonds.src], atom_type[bonds.dst])
+    key = (a * len(ELEMENTS) + b) * _ORDERS + np.asarray(bonds.order, dtype=np.int64)
+    names = {}
+    for k in np.unique(key).tolist():
+        ta, tb, o = k // _ORDERS // len(ELEMENTS), k // _ORDERS % len(ELEMENTS), k % _ORDERS
+        names[k] = f"{ELEMENTS[ta]}{_BOND_SYMBOL[int(o)]}{ELEMENTS[tb]}"
+    return key, names
+
+
 def bond_length_samples(atom_type: np.ndarray, pos: np.ndarray, bonds: BondList) -> dict[str, np.ndarray]:
     """Bond lengths (Å, float64) grouped by bond type name (``"C-H"``, ``"C=O"``, ``"C#N"``, ...)."""
     if len(bonds.src) == 0:
         return {}
     lengths = np.linalg.norm(pos[bonds.src] - pos[bonds.dst], axis=1)
-    a, b = _pair_name(atom_type[bonds.src], atom_type[bonds.dst])
-    key = (a * len(ELEMENTS) + b) * _ORDERS + bonds.order
-    out: dict[str, np.ndarray] = {}
-    for k in np.unique(key):
-        ta, tb, o = k // _ORDERS // len(ELEMENTS), k // _ORDERS % len(ELEMENTS), k % _ORDERS
-        out[f"{ELEMENTS[ta]}{_BOND_SYMBOL[int(o)]}{ELEMENTS[tb]}"] = lengths[key == k]
-    return out
+    key, names = _bond_type_keys(atom_type, bonds)
+    return {name: lengths[key == k] for k, name in names.items()}
+
+
+def bond_type_counts(atom_type: np.ndarray, bonds: BondList) -> dict[str, int]:
+    """How many bonds of each type name (``"C-H"``, ``"C=O"``, ...) ``bonds`` hold (Kekulé orders 1–3)."""
+    if len(bonds.src) == 0:
+        return {}
+    key, names = _bond_type_keys(atom_type, bonds)
+    counts = np.bincount(np.searchsorted(sorted(names), key), minlength=len(names))
+    return {names[k]: int(c) for k, c in zip(sorted(names), counts.tolist())}
+
+
+def bond_type_tv(counts: dict[str, int], reference: dict[str, int]) -> float:
+    """Total variation between two bond-type distributions (:func:`bond_type_counts`, each normalised
+    over its bonds); NaN if either has none."""
+    names = sorted(set(counts) | set(reference))
+    return total_variation([counts.get(n, 0) for n in names], [reference.get(n, 0) for n in names])
 
 
 def bond_angle_samples(atom_type: np.ndarray, pos: np.ndarray, bonds: BondList) -> dict[str, np.ndarray]:
