@@ -146,6 +146,10 @@ def test_evaluate_model_bonds_prints_both_views(tmp_path: Path, capsys):
     assert "model bonds %" in out and "lookup (geometry) %" in out
     row = next(line for line in out.splitlines() if line.startswith("molecule stability"))
     assert row.split()[2] == "100.00"
+    assert "bond types written" not in out  # no reference: nothing to compare the written chemistry with
+    # against itself as the reference, the written bond types match exactly
+    assert main(["evaluate", str(path), "--bonds", "model", "--reference", str(path), "--quiet"]) == 0
+    assert "bond types written against m.sdf's: total variation 0.000; share of bonds N=O" in capsys.readouterr().out
     # scored by lookup, a file with its own bonds gets the note pointing to --bonds model
     assert main(["evaluate", str(path), "--no-reference", "--quiet"]) == 0
     assert "--bonds model" in capsys.readouterr().out

@@ -187,6 +187,13 @@ def format_model_table(model: dict[str, Any], lookup: dict[str, Any]) -> str:
     if model.get("num_without_bonds"):
         lines.append(f"{model['num_without_bonds']} molecule(s) had no usable bonds (unkekulizable aromatic system or "
                      "failed perception): counted unstable and invalid")
+    if model.get("model_bond_type_tv") is not None:
+        frac, ref = model["model_bond_type_fraction"], model["model_bond_type_fraction_reference"]
+        # the double and triple bonds first: where a shifted chemistry shows
+        shown = sorted((k for k in frac if "=" in k or "#" in k), key=lambda k: -max(frac[k], ref[k]))[:4]
+        lines.append(f"bond types written against {model.get('bond_types_reference', 'the reference')}'s: total variation "
+                     f"{model['model_bond_type_tv']:.3f}; share of bonds "
+                     + ", ".join(f"{k} {100 * frac[k]:.1f}% ({100 * ref[k]:.1f}%)" for k in shown))
     return "\n".join(lines)
 
 
@@ -491,7 +498,10 @@ def score(args: argparse.Namespace) -> Scored:
 
     model_novelty = reference.smiles("model", progress=progress) if reference is not None and not args.no_novelty else None
     model_scores = model_bond_scores_of(molecules, progress=progress)
-    model, _ = model_bond_metrics(molecules, novelty=model_novelty, scores=model_scores)
+    bond_types = reference.bond_types(progress) if reference is not None else None
+    model, _ = model_bond_metrics(molecules, novelty=model_novelty, scores=model_scores, bond_types=bond_types)
+    if bond_types is not None:
+        model["bond_types_reference"] = reference.label
     lines = [f"molediff evaluate: {result['num_molecules']} molecules, model bonds (written) beside lookup bonds (geometry)",
              format_model_table(model, result), "", "geometry, lookup bonds (published convention):",
              format_table({**result, "bonds": "lookup"})]

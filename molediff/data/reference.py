@@ -167,6 +167,7 @@ def qm9_reference() -> Reference:
         "qm9", "QM9 train split", "QM9",
         smiles=lambda bonds, progress: training_smiles(bonds, progress=progress),
         statistics=lambda bonds, progress: reference_statistics(bonds, progress=progress),
+        bond_types=lambda progress: model_bond_types(progress=progress),
     )
 
 

@@ -239,17 +239,18 @@ class Reference:
                  smiles: Callable[[str, bool], frozenset[str]] | None = None,
                  statistics: Callable[[str, bool], dict[str, Any]] | None = None,
                  features: Callable[[bool], DruglikeFeatures] | None = None,
-                 rings: Callable[[], dict[str, Any]] | None = None) -> None:
+                 rings: Callable[[], dict[str, Any]] | None = None,
+                 bond_types: Callable[[bool], dict[str, int]] | None = None) -> None:
         self.kind, self.name, self.label = kind, name, label or name
         self._make: dict[str, Callable[..., Any] | None] = {"smiles": smiles, "statistics": statistics, "features": features,
-                                                            "rings": rings}
+                                                            "rings": rings, "bond_types": bond_types}
         self._cache: dict[tuple[str, str | None], Any] = {}
 
     def __repr__(self) -> str:
         return f"Reference(kind={self.kind!r}, name={self.name!r}, label={self.label!r})"
 
     def has(self, part: str) -> bool:
-        """Whether the reference can give ``part`` ("smiles", "statistics", "features" or "rings")."""
+        """Whether the reference can give ``part`` ("smiles", "statistics", "features", "rings" or "bond_types")."""
         return self._make[part] is not None
 
     def _part(self, part: str, key: str | None, *args: Any) -> Any:
@@ -278,6 +279,11 @@ class Reference:
         """Ring-system figures of (a sample of) the molecules, or ``None`` when the reference has none."""
         return self._part("rings", None) if self.has("rings") else None
 
+    def bond_types(self, progress: bool = True) -> dict[str, int] | None:
+        """The bond-type counts of the molecules' own written bonds (:func:`~molediff.metrics.distributions.bond_type_counts`),
+        or ``None`` when the reference has no bonds of its own."""
+        return self._part("bond_types", None, progress) if self.has("bond_types") else None
+
     def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "name": self.name, "label": self.label}
 
@@ -301,10 +307,18 @@ def molecules_reference(molecules: Any, name: str, label: str | None = None) -> 
                                         desc=f"reference statistics ({bonds} bonds)")
         return {**stats, "label": label}
 
+    def bond_types(progress: bool) -> dict[str, int]:  # noqa: ARG001 - numpy, quick
+        from molediff.metrics import bond_type_counts, written_bonds
+
+        atom_type, _, bonds = written_bonds(molecules)
+        return bond_type_counts(atom_type, bonds)
+
     return Reference(
         "molecules", name, label,
         smiles=lambda bonds, progress: smiles_set(molecules, bonds, progress=progress, desc=f"reference SMILES ({bonds} bonds)"),
         statistics=statistics,
+        # molecules read with their bonds (an SDF file's own) have a written chemistry to compare with
+        bond_types=bond_types if bool(np.asarray(getattr(molecules, "has_bonds", [False])).any()) else None,
     )
 
 
