@@ -10,6 +10,7 @@ on GPU machines without it (validity is then simply not reported during training
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -197,9 +198,11 @@ def validation_loss(diffusion: MolecularDiffusion, net: torch.nn.Module, data: M
 
 @torch.no_grad()
 def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram: torch.Tensor, n: int, steps: int,
-                 seed: int = 0, eta: float = DEFAULT_ETA, noise_scale: float = 1.0, spacing: str = "trailing") -> dict[str, float]:
+                 seed: int = 0, eta: float = DEFAULT_ETA, noise_scale: float = 1.0, spacing: str = "trailing",
+                 bond_types: dict[str, int] | None = None) -> dict[str, float]:
     """Sample ``n`` molecules and score them (stability always; validity when RDKit is present; the
-    model-bond view too for models that generate bonds), on the ``spacing`` grid.
+    model-bond view too for models that generate bonds, with ``bond_types`` their bond-type TV), on the
+    ``spacing`` grid.
 
     Full noise (``noise_scale`` 1) by default: the learning curve follows the model's own distribution.
     """
@@ -208,7 +211,7 @@ def sample_check(diffusion: MolecularDiffusion, net: torch.nn.Module, histogram:
     g = torch.Generator().manual_seed(seed)
     sizes = sizes_from_histogram(histogram, n, generator=g)
     mols = diffusion.sample(net, sizes, num_steps=steps, generator=g, eta=eta, noise_scale=noise_scale, spacing=spacing).cpu()
-    return {**sample_metrics(mols), "sample_eta": eta, "sample_noise_scale": noise_scale}
+    return {**sample_metrics(mols, bond_types), "sample_eta": eta, "sample_noise_scale": noise_scale}
 
 
 class Trainer:
@@ -474,13 +477,25 @@ class Trainer:
                 how = {k.removeprefix("default_"): v for k, v in STUDENT_SAMPLING[self.config.distill_method].items()}
                 how["spacing"] = self.config.distill_spacing
             rec.update(sample_check(self.diffusion, self.ema.model, self.histogram, self.config.eval_samples,
-                                    self.config.distill_steps if student else self.config.eval_sample_steps, **how))
+                                    self.config.distill_steps if student else self.config.eval_sample_steps,
+                                    bond_types=self.valid_bond_types, **how))
             rec["sample_seconds"] = round(time.time() - t0, 1)
         # each evaluation keeps its EMA weights (small), so the learning curve can be re-scored later
         save_model_file(snapshot_path(self.run_dir, self.step), self.ema.model.state_dict(), self.config,
                         self.model_meta())
         self.log(rec)
         return rec
+
+    @functools.cached_property
+    def valid_bond_types(self) -> dict[str, int] | None:
+        """The validation molecules' bond-type counts, as the model writes bonds (its hydrogens as atoms or
+        counted), the reference of the checks' ``model_bond_type_tv``; None for a model that writes none."""
+        if not self.config.diffusion.bonds or not bool(self.valid_set.has_bonds.any()):
+            return None
+        from molediff.metrics import bond_type_counts, written_bonds
+
+        atom_type, _, bonds = written_bonds(self.valid_set)
+        return bond_type_counts(atom_type, bonds)
 
     @property
     def fragments(self) -> float:
@@ -768,6 +783,8 @@ def _format_eval(rec: dict[str, Any]) -> str:
                 "model_connected_validity"):
         if key in rec:
             parts.append(f"{key} {100 * rec[key]:.1f}%")
+    if rec.get("model_bond_type_tv") is not None:
+        parts.append(f"bond-type TV {rec['model_bond_type_tv']:.3f}")
     return "eval: " + ", ".join(parts)
 
 

@@ -104,6 +104,37 @@ def test_bond_types_of_qm9_test_molecules_match_the_training_split_and_a_shifted
     assert model_bond_metrics(sub.subset(np.arange(3)), novelty=False, progress=False)[0]["model_bond_type_tv"] is None
 
 
+def test_training_checks_score_the_written_bond_types():
+    """``sample_metrics(mols, bond_types)`` (a training run's checks): sampled molecules whose written bonds are
+    the reference's score TV 0, against a reference without their carbonyls > 0; the eval line says it."""
+    import torch
+
+    from molediff.data.qm9 import load_qm9
+    from molediff.graph import MolGraph
+    from molediff.metrics import bond_type_counts, bond_type_tv, sample_metrics, written_bonds
+    from molediff.state import Molecules
+    from molediff.training import _format_eval
+
+    qm9 = load_qm9("test", progress=False)
+    sub = qm9.subset(np.arange(40))
+    graph = MolGraph.from_ptr(sub.ptr)
+    atom_type, _, bonds = written_bonds(sub)
+    order = torch.zeros(int(sub.ptr[-1]), int(sub.ptr[-1]), dtype=torch.long)
+    order[bonds.src, bonds.dst] = order[bonds.dst, bonds.src] = torch.as_tensor(bonds.order)
+    mols = Molecules(sub.pos, sub.atom_type, sub.charge, sub.ptr, graph.pair_index, order[graph.pair_index[0], graph.pair_index[1]],
+                     graph.pair_ptr)
+    counts = bond_type_counts(atom_type, bonds)
+    assert counts["C=O"] > 0
+    out = sample_metrics(mols, counts)
+    assert out["model_bond_type_tv"] == 0.0 and out["model_molecule_stability"] == 1.0
+    no_carbonyl = dict(counts, **{"C-O": counts["C-O"] + counts["C=O"], "C=O": 0})
+    shifted = bond_type_tv(counts, no_carbonyl)
+    assert shifted > 0 and sample_metrics(mols, no_carbonyl)["model_bond_type_tv"] == pytest.approx(shifted)
+    assert "model_bond_type_tv" not in sample_metrics(mols)
+    line = _format_eval({"step": 5, "minutes": 1.0, "val_loss": 0.5, **sample_metrics(mols, no_carbonyl)})
+    assert f"bond-type TV {bond_type_tv(counts, no_carbonyl):.3f}" in line
+
+
 def test_sdf_round_trips_bonds_and_charges_v2000_and_v3000(tmp_path: Path):
     mols = [_written(s, True) for s in ("C[N+](=O)[O-]", "c1ccoc1", "OC(=O)C#N")]
     for m in mols:

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -278,3 +279,15 @@ def test_a_warm_start_appends_layers_that_start_as_the_identity(tmp_path):
     with pytest.raises(UserError, match="append layers"):
         Trainer(tiny(init_from=str(tmp_path / "deep" / EMA_MODEL), model=ModelConfig(hidden=16, layers=3)),
                 tmp_path / "shallow", progress=False)
+
+
+def test_a_joint_models_checks_log_its_bond_type_tv(tmp_path):
+    """A model that writes bonds: every training check logs the total variation between its sampled molecules'
+    written bond types and the validation molecules' (NaN when an untrained network wrote no bond at all;
+    the figure itself is tested in test_model_bonds.py)."""
+    from molediff.config import DiffusionConfig
+
+    train(tiny(max_steps=2, diffusion=DiffusionConfig(charges=True, bonds=True), model=ModelConfig(hidden=16, layers=2, pair_hidden=8),
+               eval_every_steps=2, eval_samples=4, eval_sample_steps=5), tmp_path / "r", progress=False)
+    evals = [json.loads(line) for line in (tmp_path / "r" / LOG).read_text().splitlines() if '"eval"' in line]
+    assert evals and all(math.isnan(e["model_bond_type_tv"]) or 0 <= e["model_bond_type_tv"] <= 1 for e in evals)

@@ -468,7 +468,7 @@ def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, p
     return out, smiles
 
 
-def sample_metrics(mols: Any) -> dict[str, float]:
+def sample_metrics(mols: Any, bond_types: Mapping[str, int] | None = None) -> dict[str, float]:
     """Headline scores of freshly sampled molecules (a :class:`molediff.molecular.Molecules`), for
     training-time checks and studies.
 
@@ -476,8 +476,9 @@ def sample_metrics(mols: Any) -> dict[str, float]:
     ``strict_validity``, ``valid_x_unique`` and ``connected`` when RDKit is installed (it is not on the
     GPU training machines); for models that write bonds, also the model-bond view:
     ``model_atom_stability``, ``model_molecule_stability`` (numpy), ``model_connected_validity`` and
-    ``model_valid_x_unique`` (RDKit). A heavy-atom model's molecules get the model-bond view alone (its
-    generated hydrogen counts included): the lookup rule needs hydrogens as atoms.
+    ``model_valid_x_unique`` (RDKit), and with ``bond_types`` (a reference's :func:`bond_type_counts` in
+    the model's own representation) ``model_bond_type_tv``. A heavy-atom model's molecules get the
+    model-bond view alone (its generated hydrogen counts included): the lookup rule needs hydrogens as atoms.
     """
     atom_type, pos, ptr = (np.asarray(x.cpu()) for x in (mols.atom_type, mols.pos, mols.ptr))
     out: dict[str, float] = {}
@@ -498,6 +499,10 @@ def sample_metrics(mols: Any) -> dict[str, float]:
             out["model_valid_x_unique"] = len({s for s in scores.smiles if s}) / max(len(scores.smiles), 1)
         out["model_atom_stability"] = float(atom_ok.mean())
         out["model_molecule_stability"] = float(mol_ok.mean())
+        if bond_types is not None:
+            bonded = order > 0
+            counts = bond_type_counts(atom_type, BondList(src[bonded], dst[bonded], order[bonded]))
+            out["model_bond_type_tv"] = bond_type_tv(counts, dict(bond_types))
     if getattr(mols, "hydrogens", None) is not None:  # heavy atoms only: the lookup rule needs hydrogens as atoms
         return out
     try:
