@@ -42,7 +42,8 @@ def _bond_type_keys(atom_type: np.ndarray, bonds: BondList) -> tuple[np.ndarray,
     names = {}
     for k in np.unique(key).tolist():
         ta, tb, o = k // _ORDERS // len(ELEMENTS), k // _ORDERS % len(ELEMENTS), k % _ORDERS
-        names[k] = f"{ELEMENTS[ta]}{_BOND_SYMBOL[int(o)]}{ELEMENTS[tb]}"
+        # an aromatic bond (order 4, which Kekulé-decoded molecules do not hold) as SMARTS writes it
+        names[k] = f"{ELEMENTS[ta]}{_BOND_SYMBOL.get(int(o), ':')}{ELEMENTS[tb]}"
     return key, names
 
 
