@@ -304,6 +304,9 @@ HELP: dict[str, str] = {
     "distill_keep_level": "with --distill-keep: the term acts at the student's steps at or below this level, a fraction of "
                           f"T (default {KEEP_LEVEL:g}: the finishing steps of the finish grids); higher reaches its coarse "
                           "steps too (0.35: t = 332 and 166 of finish4), where a drug-like molecule's rings are decided",
+    "distill_fake_updates": "with distribution matching: updates of the online (fake) denoiser per student update, each "
+                            "on the student's latest samples at fresh noise levels: a fake denoiser that lags the "
+                            "student biases the matching direction (DMD2 uses 5); default 1",
     "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
                      "split over the ranks; only those the honest rule passes are regressed on)",
 }
@@ -359,6 +362,8 @@ class TrainConfig:
     distill_keep: float = 0.0
     # the level (a fraction of T) at and below which the keep term acts: the finishing steps unless told
     distill_keep_level: float = KEEP_LEVEL
+    # distribution matching: the fake denoiser's updates per student update
+    distill_fake_updates: int = 1
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -445,6 +450,8 @@ class TrainConfig:
             (self.distill_spacing == "trailing" or self.distill_method == "dmd",
              "--distill-spacing applies to --distill-method dmd (a progressive student's grid halves its teacher's)"),
             (0 < self.distill_keep_level <= 1, f"--distill-keep-level must be in (0, 1], got {self.distill_keep_level}"),
+            (self.distill_fake_updates >= 1 and (self.distill_fake_updates == 1 or self.distill_method == "dmd"),
+             f"--distill-fake-updates must be ≥ 1, used with --distill-method dmd, got {self.distill_fake_updates}"),
             (self.distill_keep or self.distill_keep_level == KEEP_LEVEL, "--distill-keep-level applies with --distill-keep W"),
             (self.distill_keep >= 0 and (not self.distill_keep or self.distill_method == "dmd"),
              "--distill-keep is a non-negative weight, used with --distill-method dmd"),

@@ -43,7 +43,8 @@ MAY_CHANGE = {
     "resume": ("max_steps", "max_minutes", "clock", "threads", "compile", "checkpoint_minutes", "eval_every_steps",
                "eval_samples", "eval_sample_steps", "lr", "batch_size", "batch_pairs", "diffusion.atom_weight", "diffusion.charge_weight",
                "diffusion.bond_weight", "diffusion.condition_dropout", "distill_gan", "distill_regression", "distill_pairs",
-               "distill_regression_first", "distill_keep", "distill_keep_level"),
+               "distill_regression_first", "distill_keep", "distill_keep_level",
+               "distill_fake_updates"),
 }
 #: what the model started from has and a warm start keeps unless asked otherwise (its parts, inputs and
 #: conditions): `--init-from qm9_joint_ema.pt` continues a joint, self-conditioned model as such; with the

@@ -544,7 +544,7 @@ class Trainer:
         """One step of distribution matching (:func:`molediff.distill.dmd_generator_loss`) on molecules of
         the batch's sizes: the student moves its samples towards the teacher's distribution, then the fake
         denoiser learns the student's new samples by the ordinary training loss (the batch's timesteps and
-        noise), then the discriminator (``distill_gan`` > 0) tells the batch's molecules from them.
+        noise; ``distill_fake_updates`` > 1: as many updates, the later ones at fresh levels and noise), then the discriminator (``distill_gan`` > 0) tells the batch's molecules from them.
         Returns the student's loss."""
         from molediff.distill import discriminator_loss, dmd_generator_loss
 
@@ -562,12 +562,16 @@ class Trainer:
         self.opt.step()
         self.ema.update(self.net)
         self.fake.train()
-        fake_loss = self.diffusion.training_losses(self.fake_ddp or self.fake, out["sample"], t, noise, cond=cond,
-                                                   generator=self.generator)["total"]
-        self.fake_opt.zero_grad(set_to_none=True)
-        fake_loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.config.grad_clip)
-        self.fake_opt.step()
+        for k in range(self.config.distill_fake_updates):
+            if k:  # a further update on the same samples at fresh levels and noise (distill_fake_updates)
+                t = self.diffusion.sample_timesteps(out["sample"].num_graphs, generator=self.generator).to(t.device)
+                noise = out["sample"].noise_like(self.generator)
+            fake_loss = self.diffusion.training_losses(self.fake_ddp or self.fake, out["sample"], t, noise, cond=cond,
+                                                       generator=self.generator)["total"]
+            self.fake_opt.zero_grad(set_to_none=True)
+            fake_loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.config.grad_clip)
+            self.fake_opt.step()
         stats = {"dmd": float(out["dmd"])}
         if not torch.isnan(out["keep"]):  # the keep term ran at this step (one of the student's finishing steps)
             stats["keep"] = float(out["keep"])

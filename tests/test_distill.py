@@ -348,6 +348,34 @@ def test_a_dmd_run_continued_with_the_adversarial_term_trains_and_keeps_its_disc
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_gan=0.1).validate()
 
 
+def test_more_fake_updates_train_the_fake_denoiser_further_and_leave_the_students_step_alone(tmp_path):
+    """``--distill-fake-updates K``: after the student's update the fake denoiser takes K steps (fresh levels and
+    noise each) instead of one: from the same seed, one training step leaves the same student and optimiser
+    state for the student, a different fake denoiser; the fake optimiser counts K steps."""
+    from molediff.checkpoint import safe_torch_load
+    from molediff.runstate import CHECKPOINT, EMA_MODEL
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=2, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+    states = {}
+    for k in (1, 3):
+        train(tiny(max_steps=1, diffusion=JOINT_SC, model=TINY, distill_from=teacher, distill_steps=2, distill_method="dmd",
+                   distill_fake_updates=k), tmp_path / f"dmd{k}", progress=False)
+        states[k] = safe_torch_load(tmp_path / f"dmd{k}" / CHECKPOINT)
+    one, three = states[1], states[3]
+    assert all(torch.equal(one["model"][n], three["model"][n]) for n in one["model"])
+    assert any(not torch.equal(one["fake"][n], three["fake"][n]) for n in one["fake"])
+    steps = lambda s: {int(v["step"]) for v in s["fake_optimizer"]["state"].values()}  # noqa: E731
+    assert steps(one) == {1} and steps(three) == {3}
+    assert three["config"]["distill_fake_updates"] == 3
+    with pytest.raises(UserError, match="--distill-fake-updates must be ≥ 1, used with --distill-method dmd"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_fake_updates=2).validate()
+    with pytest.raises(UserError, match="--distill-fake-updates must be ≥ 1"):
+        TrainConfig(distill_from="t.pt", distill_steps=4, distill_method="dmd", distill_fake_updates=0).validate()
+
+
 # ---------------------------------------------------------------- DMD's regression term (--distill-regression)
 
 def test_teacher_pairs_are_the_teachers_deterministic_endpoints_and_the_regression_trains_only_the_student():
