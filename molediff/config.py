@@ -302,11 +302,11 @@ HELP: dict[str, str] = {
                     "finishing steps) its estimate is regressed on the teacher's estimate of the same state, so that "
                     "it finishes its molecules as the teacher would; 0: none",
     "distill_keep_level": "with --distill-keep: the term acts at the student's steps at or below this level, a fraction of "
-                          f"T (default {KEEP_LEVEL:g}: the finishing steps of the finish grids); higher reaches its coarse "
-                          "steps too (0.35: t = 332 and 166 of finish4), where a drug-like molecule's rings are decided",
+                          f"T: {KEEP_LEVEL:g} reaches the finishing steps of the finish grids only, a higher level its "
+                          "coarse steps too (0.35: t = 332 and 166 of finish4), where a drug-like molecule's rings are decided",
     "distill_fake_updates": "with distribution matching: updates of the online (fake) denoiser per student update, each "
                             "on the student's latest samples at fresh noise levels: a fake denoiser that lags the "
-                            "student biases the matching direction (DMD2 uses 5); default 1",
+                            "student biases the matching direction (DMD2 uses 5; a fresh student takes 1)",
     "distill_pairs": "with --distill-regression: how many teacher pairs to draw (the teacher's full sampling each, "
                      "split over the ranks; only those the honest rule passes are regressed on)",
 }
