@@ -254,11 +254,11 @@ def main() -> int:
                   "charges the model wrote, honest rule (Kekulé valence sums with charges, no implicit H, one fragment); "
                   "the others: lookup bonds re-derived from the geometry (EDM's rule).", "",
                   "| steps | η | noise scale | restarts | seed | evaluations per molecule | " + " | ".join(columns)
-                  + " | novelty | atom-type TV | ring-size TV |",
-                  "|---|---|---|---|---|---|" + "---|" * (len(columns) + 3)]
+                  + " | novelty | atom-type TV | ring-size TV | bond-type TV (written bonds) |",
+                  "|---|---|---|---|---|---|" + "---|" * (len(columns) + 4)]
         for r in q["rows"]:
             eta = "ancestral" if r["steps"] == config.diffusion.timesteps else f"{r.get('eta', 0.0):g}"
-            tv = " | ".join(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("atom_type_tv", "ring_size_tv"))
+            tv = " | ".join(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("atom_type_tv", "ring_size_tv", "model_bond_type_tv"))
             restarts = f"{r['restarts']}" + (f" from {r['restart_from']}" if r.get("restart_from") else "") if r.get("restarts") else "0"
             steps = f"{r['steps']}" + (f" ({r['spacing']})" if r.get("spacing") not in (None, "trailing") else "")
             lines.append(f"| {steps} | {eta} | {r.get('noise_scale', 1.0):g} | {restarts} | {r.get('seed', 0)} | "
