@@ -492,10 +492,9 @@ class Trainer:
         counted), the reference of the checks' ``model_bond_type_tv``; None for a model that writes none."""
         if not self.config.diffusion.bonds or not bool(self.valid_set.has_bonds.any()):
             return None
-        from molediff.metrics import bond_type_counts, written_bonds
+        from molediff.metrics import written_bond_types
 
-        atom_type, _, bonds = written_bonds(self.valid_set)
-        return bond_type_counts(atom_type, bonds)
+        return written_bond_types(self.valid_set)
 
     @property
     def fragments(self) -> float:

@@ -147,14 +147,12 @@ def reference_statistics(bonds: str = "lookup", progress: bool = True, rebuild: 
 def model_bond_types(progress: bool = True) -> dict[str, int]:
     """Bond-type counts of the QM9 training split's own bonds (element pair and Kekulé order, as a model
     that writes bonds writes them: :func:`molediff.metrics.distributions.bond_type_counts`), the reference of
-    ``model_bond_metrics(..., bond_types=)``. Counted once per process (about a second)."""
+    ``model_bond_metrics(..., bond_types=)``. Counted once per process."""
     from molediff.data.qm9 import load_qm9
-    from molediff.metrics import written_bonds
-    from molediff.metrics.distributions import bond_type_counts
+    from molediff.metrics import written_bond_types
 
     if ("bond_types", "model") not in _MEMO:
-        atom_type, _, bonds = written_bonds(load_qm9("train", progress=progress))
-        _MEMO[("bond_types", "model")] = bond_type_counts(atom_type, bonds)
+        _MEMO[("bond_types", "model")] = written_bond_types(load_qm9("train", progress=progress))
     return dict(_MEMO[("bond_types", "model")])
 
 

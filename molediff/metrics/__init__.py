@@ -71,6 +71,7 @@ __all__ = [
     "stack_molecules",
     "total_variation",
     "wasserstein1",
+    "written_bond_types",
     "written_bonds",
 ]
 
@@ -389,16 +390,17 @@ def evaluate_molecules(molecules: Any, bonds: str = "lookup", reference: Mapping
 
 def written_bonds(molecules: Any) -> tuple[np.ndarray, np.ndarray, BondList]:
     """A :class:`~molediff.data.molecules.MoleculeSet`'s own bonds, stacked: ``(atom_type [N], ptr [M + 1],
-    bonds)`` with global atom indices and Kekulé orders."""
+    bonds)`` with global atom indices (each molecule's local ones shifted by its first atom) and Kekulé orders."""
     atom_type, _, ptr = stack_molecules(molecules)
-    src_all, dst_all, order_all = [], [], []
-    for i in range(len(ptr) - 1):
-        src, dst, order, _ = molecules.bonds(i)
-        src_all.append(src + ptr[i])
-        dst_all.append(dst + ptr[i])
-        order_all.append(order)
-    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
-    return atom_type, ptr, BondList(cat(src_all), cat(dst_all), cat(order_all))
+    index = np.asarray(molecules.bond_index, dtype=np.int64).reshape(2, -1)
+    offset = np.repeat(ptr[:-1], np.diff(np.asarray(molecules.bond_ptr, dtype=np.int64)))
+    return atom_type, ptr, BondList(index[0] + offset, index[1] + offset, np.asarray(molecules.bond_order, dtype=np.int64))
+
+
+def written_bond_types(molecules: Any) -> dict[str, int]:
+    """Bond-type counts (:func:`bond_type_counts`) of a :class:`~molediff.data.molecules.MoleculeSet`'s own bonds."""
+    atom_type, _, bonds = written_bonds(molecules)
+    return bond_type_counts(atom_type, bonds)
 
 
 def model_bond_scores_of(molecules: Any, progress: bool = True, desc: str = "model bonds") -> Any:
@@ -456,8 +458,7 @@ def model_bond_metrics(molecules: Any, novelty: Collection[str] | None = None, p
         "model_bond_type_fraction_reference": None,
     }
     if bond_types is not None:
-        atom_type, _, bonds = written_bonds(molecules)
-        counts, reference = bond_type_counts(atom_type, bonds), dict(bond_types)
+        counts, reference = written_bond_types(molecules), dict(bond_types)
         names = sorted(set(counts) | set(reference))
         out.update(model_bond_type_tv=bond_type_tv(counts, reference),
                    model_bond_type_fraction={k: fraction(counts.get(k, 0), sum(counts.values())) for k in names},

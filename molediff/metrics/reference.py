@@ -308,10 +308,9 @@ def molecules_reference(molecules: Any, name: str, label: str | None = None) -> 
         return {**stats, "label": label}
 
     def bond_types(progress: bool) -> dict[str, int]:  # noqa: ARG001 - numpy, quick
-        from molediff.metrics import bond_type_counts, written_bonds
+        from molediff.metrics import written_bond_types
 
-        atom_type, _, bonds = written_bonds(molecules)
-        return bond_type_counts(atom_type, bonds)
+        return written_bond_types(molecules)
 
     return Reference(
         "molecules", name, label,
