@@ -282,9 +282,11 @@ HELP: dict[str, str] = {
                       "student's own stochastic chain is pushed towards the teacher's distribution by the difference of the "
                       "teacher's and a second, online-trained denoiser's estimates; it samples at eta 1, in any steps; "
                       "experimental, see benchmarks/README.md)",
-    "distill_gan": "with distribution matching: weight of an adversarial term (DMD2) in the student's loss: a small "
-                   "discriminator learns to tell noised training molecules from noised student samples and the student "
-                   "learns to fool it (what the matching direction cannot see, e.g. a sample in two pieces); 0: none",
+    "distill_gan": "with distribution matching: weight of an adversarial term (DMD2) in the student's loss: a "
+                   "discriminator head on the fake denoiser's features learns to tell noised training molecules from "
+                   "noised student samples and the student learns to fool it (the one term that reads training "
+                   "molecules: what the matching direction cannot see or drifts from, e.g. a sample in two pieces, a "
+                   "surplus of one bond type); 0: none",
     "distill_regression": "with distribution matching: weight of DMD's regression term in the student's loss: the run "
                           "first draws --distill-pairs noises and the teacher's deterministic endpoint for each (saved in "
                           "the run directory as they are made; resumable), then each step regresses the student's "
@@ -345,7 +347,7 @@ class TrainConfig:
     # how the student learns (DISTILL_METHODS): "progressive" (molediff.distill.distillation_loss; samples at
     # eta 0) or "dmd", distribution matching with a second, online-trained denoiser (samples at eta 1)
     distill_method: str = "progressive"
-    # distribution matching's adversarial term (molediff.distill.Discriminator): its weight in the student's
+    # distribution matching's adversarial term (molediff.distill.Discriminator, on the fake's features): its weight in the student's
     # loss, 0 for none
     distill_gan: float = 0.0
     # distribution matching's regression term (molediff.distill.regression_loss): its weight, and how many

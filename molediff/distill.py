@@ -29,9 +29,12 @@ it (:func:`dmd_generator_loss`). Every part of the state is matched alike in x̂
 The matching direction is blind to what looks right at every noise level piece by piece: a student sample
 in two pieces (a small molecule split off), noised and read by the teacher, keeps its pieces about as far
 apart as the fake denoiser's reading does (benchmarks/README.md, issue 38), so nothing in the loss joins
-them. DMD2's answer (Yin et al. 2024b) is an adversarial term: with ``distill_gan`` > 0 a small
-:class:`Discriminator` learns to tell noised training molecules from noised student samples (at low and
-middle noise, where a split is plain), and the student's loss adds its non-saturating generator loss.
+them. DMD2's answer (Yin et al. 2024b) is an adversarial term, the one part of the loss that reads training
+molecules: with ``distill_gan`` > 0 a :class:`Discriminator` head on the fake denoiser's features learns to
+tell noised training molecules from noised student samples (at low and middle noise, where chemistry and
+layout are plain), and the student's loss adds its non-saturating generator loss. It is also a lever on a
+student's chemistry drifting from the data's (the QM9 student's surplus of carbonyls, the drug-like one's
+lost aromatic rings).
 
 DMD's own anchor is a **regression term** (Yin et al. 2024a): with ``distill_regression`` > 0 the run
 first draws pairs from the teacher (:func:`teacher_pairs`: a noise z_T and the teacher's deterministic
@@ -63,7 +66,7 @@ from molediff.state import MolState
 
 __all__ = ["DISC_LR", "DMD_LEVELS", "GAN_LEVELS", "INHERITED_META", "KEEP_LEVEL", "MAX_WEIGHT", "PAIR_CHUNK", "STUDENT_SAMPLING",
            "Discriminator", "discriminator_loss", "distillation_loss", "distillation_target", "dmd_generator_loss",
-           "gan_generator_loss", "keep_loss", "load_teacher", "regression_loss", "student_chain", "teacher_midpoint", "teacher_pairs"]
+           "fake_features", "gan_generator_loss", "keep_loss", "load_teacher", "regression_loss", "student_chain", "teacher_midpoint", "teacher_pairs"]
 
 #: the x̂_0-space loss is weighted by the signal-to-noise ratio truncated below at 1 (Salimans & Ho's
 #: "truncated SNR"), and above at this value: near t = 0 the ratio of this schedule reaches 1e6 and
@@ -252,7 +255,7 @@ def dmd_generator_loss(diffusion: Any, student: torch.nn.Module, teacher: torch.
     node_err = _row_means((sample.node - (sample.node - node_dir).detach()) ** 2)
     pair_err = _row_means((sample.pair - (sample.pair - pair_dir).detach()) ** 2)
     dmd = 0.5 * _per_molecule(node_err, pair_err, graph).mean()
-    gan = gan_generator_loss(diffusion, disc, sample, generator) if disc is not None and gan_weight > 0 else dmd.new_zeros(())
+    gan = gan_generator_loss(diffusion, disc, fake, sample, generator) if disc is not None and gan_weight > 0 else dmd.new_zeros(())
     total = dmd + gan_weight * gan + (keep_weight * keep if keep is not None else 0.0)
     return {"total": total, "dmd": dmd.detach(), "gan": gan.detach(),
             "keep": keep.detach() if keep is not None else dmd.new_tensor(float("nan")), "sample": sample.detach(),
@@ -318,29 +321,56 @@ def regression_loss(diffusion: Any, student: torch.nn.Module, z: MolState, targe
 
 
 #: the noise levels at which the discriminator compares training molecules with student samples, as
-#: fractions of T: where a molecule's layout is still legible (above ~0.6 T both look like noise)
+#: fractions of T: where a molecule's chemistry and layout are still legible (above ~0.6 T both look like noise)
 GAN_LEVELS = (0.0, 0.5)
-#: the discriminator's learning rate: it learns from scratch, beside a student and a fake denoiser that
-#: start trained and move at the run's (much lower) rate
+#: the discriminator head's learning rate: it learns from scratch, on features of a fake denoiser that starts
+#: trained and moves at the run's (much lower) rate
 DISC_LR = 1e-4
 
 
+def fake_features(diffusion: Any, fake: nn.Module, z: MolState, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fake denoiser's last-layer states for the noisy state ``z`` at timesteps ``t`` [B] (no
+    self-conditioning estimate, no condition): atoms' ``[|V|, H]`` and pairs' ``[|P|, pair_hidden]`` or None
+    (:meth:`molediff.models.egnn.EGNNDenoiser.features`)."""
+    net = getattr(fake, "module", fake)  # DistributedDataParallel holds the network as .module
+    if not hasattr(net, "features"):
+        raise ValueError(f"the adversarial term reads a denoiser's features; {type(net).__name__} has none")
+    inputs = diffusion.network_inputs(z, t, None, None)
+    return net.features(inputs.h, inputs.pos, inputs.graph, inputs.pair, x_cond=inputs.x_cond)
+
+
 class Discriminator(nn.Module):
-    """Training molecule or student sample? ``(z_t, t)`` → one logit per molecule [B] (positive: real).
+    """Training molecule or student sample? The fake denoiser's features of a noisy state → one logit per
+    molecule [B] (positive: real), DMD2's form (Yin et al. 2024b: a classifier on the fake diffusion model's
+    features).
 
-    A :class:`~molediff.models.readout.MoleculeReadout` of the noisy state's parts with t / T as its
-    per-molecule input; its own weights, trained from scratch beside the fake denoiser."""
+    The fake denoiser starts as the teacher and is fitted online to the student's samples, so its last-layer
+    atom and pair states (:func:`fake_features`) already encode a molecule's chemistry at the noise level it is
+    read at, and they follow the student as it moves; a discriminator learnt on raw states from scratch was
+    too weak to help (benchmarks/README.md, the twelfth session). This head pools them per molecule (sum / 10
+    and mean, :func:`~molediff.models.readout.pool_per_molecule`), appends t / T and maps them through two
+    layers. Only the head learns from the adversarial loss: the fake's own weights keep to its denoising
+    loss, on which the matching direction relies. Invariant to rotations, reflections, translations and atom
+    order, as the features are.
 
-    def __init__(self, diffusion: Any, hidden: int = 64, layers: int = 4) -> None:
+    Args: ``hidden`` the fake's atom-state width H, ``pair_hidden`` its pair-state width (0: atoms only),
+    ``T`` the schedule's timesteps, ``width`` the head's."""
+
+    def __init__(self, hidden: int, pair_hidden: int, T: int, width: int = 64) -> None:
         super().__init__()
-        from molediff.models.readout import MoleculeReadout
+        self.T = T
+        self.head = nn.Sequential(nn.Linear(2 * (hidden + pair_hidden) + 1, width), nn.SiLU(), nn.Linear(width, 1))
 
-        self.T = diffusion.schedule.num_train_timesteps
-        self.readout = MoleculeReadout(diffusion.node_width - 3, diffusion.pair_width, 1, extra=1, hidden=hidden, layers=layers)
+    def forward(self, h: torch.Tensor, e: torch.Tensor | None, graph: Any, t: torch.Tensor) -> torch.Tensor:
+        """``h`` [|V|, H] and ``e`` [|P|, pair_hidden] or None (:func:`fake_features`), ``graph`` their
+        molecules, ``t`` [B] their timesteps → logits [B]."""
+        from molediff.models.readout import pool_per_molecule
 
-    def forward(self, z: MolState, t: torch.Tensor) -> torch.Tensor:
-        """``z`` a noisy state, ``t`` [B] its timesteps → logits [B]."""
-        return self.readout(z.node[:, 3:], z.node[:, :3], z.graph, z.pair, (t.to(z.dtype) / self.T)[:, None]).squeeze(1)
+        pooled = [pool_per_molecule(h, graph.batch, graph.num_graphs)]
+        if e is not None:
+            pooled.append(pool_per_molecule(e, graph.pair_batch, graph.num_graphs))
+        pooled.append((t.to(h.dtype) / self.T)[:, None])
+        return self.head(torch.cat(pooled, dim=1)).squeeze(1)
 
 
 def _gan_levels(diffusion: Any, n: int, generator: torch.Generator | None, device: Any) -> torch.Tensor:
@@ -349,25 +379,39 @@ def _gan_levels(diffusion: Any, n: int, generator: torch.Generator | None, devic
     return torch.randint(int(GAN_LEVELS[0] * T), int(GAN_LEVELS[1] * T), (n,), generator=generator).to(device)
 
 
-def gan_generator_loss(diffusion: Any, disc: nn.Module, sample: MolState, generator: torch.Generator | None = None
-                       ) -> torch.Tensor:
-    """The student's adversarial loss: softplus(−D(z_t')) averaged over molecules (non-saturating), for
-    its samples ``sample`` (with gradient) noised to t' ∈ :data:`GAN_LEVELS` × T."""
+def gan_generator_loss(diffusion: Any, disc: nn.Module, fake: nn.Module, sample: MolState,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """The student's adversarial loss: softplus(−D) averaged over molecules (non-saturating), for its samples
+    ``sample`` (with gradient) noised to t' ∈ :data:`GAN_LEVELS` × T and read by ``fake``
+    (:func:`fake_features`). The gradient reaches the student through the fake's inputs; the fake's weights
+    get none (they keep to the denoising loss)."""
     t = _gan_levels(diffusion, sample.num_graphs, generator, sample.device)
     noisy = diffusion.add_noise(sample, sample.noise_like(generator), t)
-    return F.softplus(-disc(noisy, t)).mean()
+    held = [p for p in fake.parameters() if p.requires_grad]
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        h, e = fake_features(diffusion, fake, noisy, t)
+    finally:
+        for p in held:
+            p.requires_grad_(True)
+    return F.softplus(-disc(h, e, noisy.graph, t)).mean()
 
 
-def discriminator_loss(diffusion: Any, disc: nn.Module, real: MolState, sample: MolState,
+def discriminator_loss(diffusion: Any, disc: nn.Module, fake: nn.Module, real: MolState, sample: MolState,
                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The discriminator's logistic loss on training molecules ``real`` and student samples ``sample``
-    (detached; the same molecule sizes), each noised to its own t' ∈ :data:`GAN_LEVELS` × T. Returns
-    ``{"total", "accuracy"}`` (the share of both told apart, detached)."""
+    (detached; the same molecule sizes), each noised to its own t' ∈ :data:`GAN_LEVELS` × T and read by
+    ``fake`` without gradient (only the head learns). Returns ``{"total", "accuracy"}`` (the share of both
+    told apart, detached)."""
     out = {}
     logits = []
     for x in (real, sample.detach()):
         t = _gan_levels(diffusion, x.num_graphs, generator, x.device)
-        logits.append(disc(diffusion.add_noise(x, x.noise_like(generator), t), t))
+        z = diffusion.add_noise(x, x.noise_like(generator), t)
+        with torch.no_grad():
+            h, e = fake_features(diffusion, fake, z, t)
+        logits.append(disc(h, e, z.graph, t))
     out["total"] = F.softplus(-logits[0]).mean() + F.softplus(logits[1]).mean()
     out["accuracy"] = 0.5 * ((logits[0] > 0).float().mean() + (logits[1] < 0).float().mean()).detach()
     return out

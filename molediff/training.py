@@ -268,13 +268,14 @@ class Trainer:
                 self.fake_opt.load_state_dict(state["fake_optimizer"])
                 for group in self.fake_opt.param_groups:
                     group["lr"] = config.lr
-        # its adversarial term: a discriminator of training molecules against student samples, from scratch
-        # (also when a run without one is continued with one)
+        # its adversarial term: a discriminator head on the fake denoiser's features, from scratch (also when a
+        # run without one is continued with one)
         self.disc, self.disc_opt = None, None
         if self.fake is not None and config.distill_gan > 0:
             from molediff.distill import DISC_LR, Discriminator
 
-            self.disc = Discriminator(self.diffusion).to(self.device)
+            pair_hidden = self.fake.pair_embed.out_features if hasattr(self.fake, "pair_embed") else 0
+            self.disc = Discriminator(self.fake.embed.out_features, pair_hidden, self.diffusion.schedule.num_train_timesteps).to(self.device)
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=DISC_LR, weight_decay=config.weight_decay)
             if state is not None and "disc" in state:
                 self.disc.load_state_dict(state["disc"])
@@ -578,7 +579,7 @@ class Trainer:
             stats["regression"] = float(regression.detach())
         if self.disc is not None:
             self.disc.train()
-            d = discriminator_loss(self.diffusion, self.disc_ddp or self.disc, x0, out["sample"], generator=self.generator)
+            d = discriminator_loss(self.diffusion, self.disc_ddp or self.disc, self.fake, x0, out["sample"], generator=self.generator)
             self.disc_opt.zero_grad(set_to_none=True)  # also drops what the student's loss left on its weights
             d["total"].backward()
             torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.config.grad_clip)

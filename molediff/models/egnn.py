@@ -196,6 +196,19 @@ class EGNN(nn.Module):
     def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, pair: torch.Tensor | None = None,
                 edge_pair: torch.Tensor | None = None, pair_index: torch.Tensor | None = None,
                 x_cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        x, h, e = self.trunk(h, x, edge_index, pair, edge_pair, x_cond)
+        pair_out = None
+        if e is not None:
+            hn = self.pair_node(h)  # the pair's two atoms enter summed: symmetric in (i, j)
+            pair_out = self.pair_head(torch.cat([e, hn[pair_index[0]] + hn[pair_index[1]]], dim=1))
+        return x, self.out(h), pair_out
+
+    def trunk(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, pair: torch.Tensor | None = None,
+              edge_pair: torch.Tensor | None = None, x_cond: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The message passing before the output heads: ``(x [|V|, 3] Å, h [|V|, H], e [|P|, pair_hidden] or
+        None)``, the last layer's positions, atom states and pair states (the heads' inputs; invariant
+        but for ``x``)."""
         d0 = self._d2(x, edge_index)
         fixed = [d0]
         if self.self_condition:  # distances of the previous estimate's geometry: invariant
@@ -208,11 +221,7 @@ class EGNN(nn.Module):
         for layer in self.layers:
             edge_feat = torch.cat([self._d2(x, edge_index) if x is not x_in else d0, *fixed], dim=1)
             h, x, e = layer(h, x, edge_index, edge_feat, e, edge_pair)
-        pair_out = None
-        if e is not None:
-            hn = self.pair_node(h)  # the pair's two atoms enter summed: symmetric in (i, j)
-            pair_out = self.pair_head(torch.cat([e, hn[pair_index[0]] + hn[pair_index[1]]], dim=1))
-        return x, self.out(h), pair_out
+        return x, h, e
 
 
 class EGNNDenoiser(EGNN):
@@ -261,6 +270,15 @@ class EGNNDenoiser(EGNN):
                 self._compiled_ok = True
                 return out
         return super().forward(*args)
+
+    def features(self, h: torch.Tensor, pos: torch.Tensor, graph, pair: torch.Tensor | None = None,
+                 x_cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The invariant states the output heads read, for the inputs of :meth:`forward`: atoms' ``[|V|, H]``
+        and pairs' ``[|P|, pair_hidden]`` (None for an atoms-only network). Always eager. The reader:
+        distribution matching's discriminator (:class:`molediff.distill.Discriminator`)."""
+        edge_index, edge_pair = self.edges(graph)
+        _, h, e = self.trunk(h, pos, edge_index, pair, edge_pair, x_cond)
+        return h, e
 
     def compile(self, *args, **kwargs) -> None:
         """``torch.compile`` the message passing (in place, as :meth:`torch.nn.Module.compile`: parameter

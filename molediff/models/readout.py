@@ -1,8 +1,8 @@
 """Per-molecule read-outs of a molecular state: a small EGNN over a state's parts, pooled per molecule.
 
-Two users: the discriminator of distribution matching's adversarial term (:class:`molediff.distill.Discriminator`:
-a noisy state and its noise level → one logit) and the property model that steers sampling towards property
-targets (:mod:`molediff.steering`: an x̂_0 → standardised properties).
+The reader: the property model that steers sampling towards property targets (:mod:`molediff.steering`: an
+x̂_0 → standardised properties). :func:`pool_per_molecule` also pools the features distribution matching's
+discriminator reads (:class:`molediff.distill.Discriminator`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 
 from molediff.models.egnn import EGNNDenoiser
 
-__all__ = ["MoleculeReadout"]
+__all__ = ["MoleculeReadout", "pool_per_molecule"]
 
 
 class MoleculeReadout(nn.Module):
@@ -47,13 +47,13 @@ class MoleculeReadout(nn.Module):
             if pair is not None:
                 pair = torch.cat([pair, extra[g.pair_batch]], dim=1)
         _, h_out, pair_out = self.net(h, pos, g, pair=pair)
-        pooled = [_pool(h_out, g.batch, g.num_graphs)]
+        pooled = [pool_per_molecule(h_out, g.batch, g.num_graphs)]
         if self.pairs:
-            pooled.append(_pool(pair_out, g.pair_batch, g.num_graphs))
+            pooled.append(pool_per_molecule(pair_out, g.pair_batch, g.num_graphs))
         return self.head(torch.cat(pooled, dim=1))
 
 
-def _pool(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+def pool_per_molecule(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     """Per group of ``index``: the sum / 10 and the mean of ``values`` [R, C] → [n, 2C]."""
     total = values.new_zeros(n, values.shape[1]).index_add_(0, index, values)
     count = torch.bincount(index, minlength=n).clamp_min(1).to(values.dtype)[:, None]
