@@ -123,3 +123,20 @@ def test_valence_feedback_flags_the_atoms_the_decoder_would_fail():
     assert flags[:5, 0].all() and not flags[5:, 0].any()  # the system without a Kekulé form, only it
     assert flags[:5, 1].any() and not flags[5:10, 1].any()  # its leftover atoms fail the valence rule
     assert flags[10, 1] and not flags[10, 0]  # CH3 alone: valence 3, not a Kekulé problem
+
+
+def test_written_bond_types_of_aromatic_coded_data_are_kekule_as_a_model_decodes_them():
+    """A heavy-atom set whose aromatic bonds carry the aromatic code (a drug-like model's data) counts its
+    bonds in Kekulé form, as that model's decoded samples are counted (the training checks' bond-type TV):
+    toluene's ring is three C-C and three C=C, with no aromatic "C:C" left."""
+    from molediff.data.molecules import MoleculeSet
+    from molediff.metrics import written_bond_types
+
+    types, charges, src, dst, order, hydrogens = _heavy_with_counts("Cc1ccccc1")
+    assert int((order == AROMATIC).sum()) == 6
+    n = len(types)
+    data = MoleculeSet(atom_type=torch.as_tensor(types), pos=torch.zeros(n, 3), ptr=torch.tensor([0, n]),
+                       charge=torch.as_tensor(charges), bond_index=torch.as_tensor(np.stack([src, dst])),
+                       bond_order=torch.as_tensor(order), bond_ptr=torch.tensor([0, len(src)]),
+                       hydrogens=torch.as_tensor(hydrogens))
+    assert written_bond_types(data) == {"C-C": 4, "C=C": 3}

@@ -3,8 +3,9 @@
 Molecules are stored stacked, without padding: ``pos`` ``[N, 3]`` (Å), ``atom_type`` ``[N]`` (index
 into :data:`molediff.elements.ELEMENTS`), ``charge`` ``[N]`` (formal charges) and ``ptr`` ``[M + 1]``
 (atom offsets of the M molecules). Bonds, where known, are stored sparse per molecule: ``bond_index``
-``[2, NB]`` (local atom indices, src < dst), ``bond_order`` ``[NB]`` (1, 2, 3: Kekulé form) and
-``bond_ptr`` ``[M + 1]``; ``has_bonds`` ``[M]`` says which molecules have an assignment at all.
+``[2, NB]`` (local atom indices, src < dst), ``bond_order`` ``[NB]`` (1, 2, 3: Kekulé form; the data of a model
+with an aromatic bond type codes aromatic bonds :data:`molediff.elements.AROMATIC`) and ``bond_ptr`` ``[M + 1]``;
+``has_bonds`` ``[M]`` says which molecules have an assignment at all.
 Batches carry bonds densely over the unordered atom pairs of each molecule (``pair_index`` with its
 ``bond_type``, 0 = no bond), the layout the diffusion model diffuses. No RDKit here: training path.
 """
@@ -36,7 +37,7 @@ class MoleculeSet:
     names: list[str] = field(default_factory=list)
     charge: torch.Tensor | None = None  # [N] int64 formal charges (None: all neutral)
     bond_index: torch.Tensor | None = None  # [2, NB] int64, local atom indices, src < dst
-    bond_order: torch.Tensor | None = None  # [NB] int64 in 1..3
+    bond_order: torch.Tensor | None = None  # [NB] int64 in 1..3 (Kekulé), or AROMATIC in an aromatic-typed model's data
     bond_ptr: torch.Tensor | None = None  # [M + 1] int64
     has_bonds: torch.Tensor | None = None  # [M] bool: molecules whose bonds are known
     # [M, K] float64: molecular properties, columns as molediff.conditioning.PROPERTY_NAMES (None: unknown)

@@ -390,11 +390,23 @@ def evaluate_molecules(molecules: Any, bonds: str = "lookup", reference: Mapping
 
 def written_bonds(molecules: Any) -> tuple[np.ndarray, np.ndarray, BondList]:
     """A :class:`~molediff.data.molecules.MoleculeSet`'s own bonds, stacked: ``(atom_type [N], ptr [M + 1],
-    bonds)`` with global atom indices (each molecule's local ones shifted by its first atom) and Kekulé orders."""
+    bonds)`` with global atom indices (each molecule's local ones shifted by its first atom) and Kekulé orders.
+    The data of a model with an aromatic bond type codes aromatic bonds as such
+    (:data:`~molediff.elements.AROMATIC`); they are kekulized here (:func:`molediff.chem.kekule.kekulize`,
+    with the set's charges and hydrogen counts), as that model's samples are decoded, so both count alike."""
+    from molediff.elements import AROMATIC
+
     atom_type, _, ptr = stack_molecules(molecules)
     index = np.asarray(molecules.bond_index, dtype=np.int64).reshape(2, -1)
     offset = np.repeat(ptr[:-1], np.diff(np.asarray(molecules.bond_ptr, dtype=np.int64)))
-    return atom_type, ptr, BondList(index[0] + offset, index[1] + offset, np.asarray(molecules.bond_order, dtype=np.int64))
+    src, dst, order = index[0] + offset, index[1] + offset, np.asarray(molecules.bond_order, dtype=np.int64)
+    if (order == AROMATIC).any():
+        from molediff.chem.kekule import kekulize
+
+        hydrogens = getattr(molecules, "hydrogens", None)
+        order, _ = kekulize(atom_type, np.asarray(molecules.charge, dtype=np.int64), src, dst, order,
+                            None if hydrogens is None else np.asarray(hydrogens, dtype=np.int64))
+    return atom_type, ptr, BondList(src, dst, order)
 
 
 def written_bond_types(molecules: Any) -> dict[str, int]:
