@@ -278,8 +278,13 @@ class Trainer:
             self.disc = Discriminator(self.fake.embed.out_features, pair_hidden, self.diffusion.schedule.num_train_timesteps).to(self.device)
             self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=DISC_LR, weight_decay=config.weight_decay)
             if state is not None and "disc" in state:
-                self.disc.load_state_dict(state["disc"])
-                self.disc_opt.load_state_dict(state["disc_optimizer"])
+                try:
+                    self.disc.load_state_dict(state["disc"])
+                    self.disc_opt.load_state_dict(state["disc_optimizer"])
+                except (RuntimeError, ValueError):  # a run of the earlier, from-scratch EGNN discriminator
+                    if self.ctx.is_main:
+                        print("the run's discriminator is of an earlier form (an EGNN on raw states); a head on the fake "
+                              "denoiser's features starts from scratch")
         #: the regression term's teacher pairs (:meth:`_teacher_pairs`, drawn when the run starts)
         self.pairs: list[dict[str, torch.Tensor]] | None = None
         #: per-step figures of the step's parts beside its loss (distribution matching), averaged into the log

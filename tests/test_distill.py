@@ -376,6 +376,12 @@ def test_a_dmd_run_continued_with_the_adversarial_term_trains_and_keeps_its_disc
     state = safe_torch_load(run / CHECKPOINT)
     assert state["step"] == 3 and any(not torch.equal(first[k], state["disc"][k]) for k in first)  # resumed and trained
     capsys.readouterr()
+    # a run of the earlier discriminator (an EGNN read-out on raw states) continues with a fresh head, and says so
+    state["disc"] = {"readout.head.0.weight": torch.zeros(2, 2)}
+    torch.save(state, run / CHECKPOINT)
+    assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "4", *quiet]) == 0
+    assert "discriminator is of an earlier form" in capsys.readouterr().out
+    assert set(safe_torch_load(run / CHECKPOINT)["disc"]) == set(first)
     with pytest.raises(UserError, match="--distill-gan is a non-negative weight, used with --distill-method dmd"):
         TrainConfig(distill_from="t.pt", distill_steps=4, distill_gan=0.1).validate()
 
