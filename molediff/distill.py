@@ -33,8 +33,8 @@ them. DMD2's answer (Yin et al. 2024b) is an adversarial term, the one part of t
 molecules: with ``distill_gan`` > 0 a :class:`Discriminator` head on the fake denoiser's features learns to
 tell noised training molecules from noised student samples (at low and middle noise, where chemistry and
 layout are plain), and the student's loss adds its non-saturating generator loss. It is also a lever on a
-student's chemistry drifting from the data's (the QM9 student's surplus of carbonyls, the drug-like one's
-lost aromatic rings).
+student's chemistry drifting from the data's: it brought back the drug-like student's lost aromatic rings, and
+the QM9 student's bond types at noise 1 (benchmarks/README.md, issue 38).
 
 DMD's own anchor is a **regression term** (Yin et al. 2024a): with ``distill_regression`` > 0 the run
 first draws pairs from the teacher (:func:`teacher_pairs`: a noise z_T and the teacher's deterministic
