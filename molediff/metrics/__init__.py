@@ -403,9 +403,8 @@ def written_bonds(molecules: Any) -> tuple[np.ndarray, np.ndarray, BondList]:
     if (order == AROMATIC).any():
         from molediff.chem.kekule import kekulize
 
-        hydrogens = getattr(molecules, "hydrogens", None)
-        order, _ = kekulize(atom_type, np.asarray(molecules.charge, dtype=np.int64), src, dst, order,
-                            None if hydrogens is None else np.asarray(hydrogens, dtype=np.int64))
+        hydrogens = None if molecules.hydrogens is None else np.asarray(molecules.hydrogens, dtype=np.int64)
+        order, _ = kekulize(atom_type, np.asarray(molecules.charge, dtype=np.int64), src, dst, order, hydrogens)
     return atom_type, ptr, BondList(src, dst, order)
 
 
