@@ -697,7 +697,7 @@ class Trainer:
                 start_clock += clock() - before
                 if not self.pairs and not self._stop:
                     raise UserError("no teacher pair passed the honest rule: the regression term has nothing to "
-                                    "regress on (is the teacher trained?)")
+                                    "regress on (is the teacher trained? --distill-regression 0 trains without it)")
             while True:
                 over = bool(c.max_steps and self.step >= c.max_steps) or bool(c.max_minutes and self.elapsed >= c.max_minutes * 60)
                 # every rank stops at the same step, whichever rank saw the signal or the time limit

@@ -230,23 +230,61 @@ def test_distill_method_dmd_trains_resumes_and_its_student_samples_stochasticall
     teacher = str(tmp_path / "teacher" / EMA_MODEL)
     run = tmp_path / "dmd"
     quiet = ["--no-progress", "--eval-every-steps", "0"]
-    assert cli(["distill", "--from", teacher, "--method", "dmd", "--out", str(run), "--max-steps", "2", *quiet]) == 0
+    # an untrained teacher's endpoints fail the honest rule: the recipe's regression term is left out
+    assert cli(["distill", "--from", teacher, "--method", "dmd", "--out", str(run), "--max-steps", "2",
+                "--distill-regression", "0", *quiet]) == 0
     capsys.readouterr()
     state = safe_torch_load(run / CHECKPOINT)
     assert set(state) >= {"fake", "fake_optimizer"} and state["config"]["distill_method"] == "dmd"
     teacher_weights = load_model_file(teacher)[0]
     assert any(not torch.equal(state["fake"][k], teacher_weights[k]) for k in teacher_weights)  # it learnt the student's samples
     _, cfg, meta = load_model_file(run / EMA_MODEL)
-    assert (cfg.distill_steps, meta["default_steps"], meta["default_eta"], meta["default_noise_scale"]) == (8, 8, 1.0, 1.0)
+    assert (cfg.distill_steps, meta["default_steps"], meta["default_eta"], meta["default_noise_scale"]) == (10, 10, 1.0, 1.0)
+    assert (cfg.distill_spacing, cfg.distill_keep, cfg.distill_regression, cfg.distill_regression_first, cfg.lr) == \
+        ("finish4", 10.0, 0.0, False, 2e-5)  # the recipe where the command line leaves it open
     assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "3", *quiet]) == 0
     assert load_model_file(run / EMA_MODEL)[2]["step"] == 3
     gen = MoleculeGenerator.from_file(run / EMA_MODEL)
     req = gen.request(2)
-    assert (req.steps, req.eta, req.noise_scale) == (8, 1.0, 1.0)
+    assert (req.steps, req.eta, req.noise_scale, req.spacing) == (10, 1.0, 1.0, "finish4")
     assert len(list(gen.run(req))) == 2
     capsys.readouterr()
     assert cli(["distill", "--resume", "--method", "dmd", "--out", str(run)]) == 2
     assert "leave out --from, --steps and --method" in capsys.readouterr().err
+
+
+def test_method_dmd_trains_with_the_measured_recipe_unless_told_otherwise(tmp_path):
+    """``molediff distill --method dmd`` alone is the recipe of benchmarks/README.md (10 steps on the finish4 grid,
+    keep 10, first-estimate regression, lr 2e-5); each option given wins, and a setting that cannot work with
+    what was given (a grid too fine for --steps, the keep term without finishing steps, the first-estimate
+    regression without the regression) is left out rather than refused."""
+    from molediff.cli import build_parser
+    from molediff.commands.distill import DMD_RECIPE, student_config
+    from molediff.runstate import EMA_MODEL
+    from molediff.training import train
+    from tests.test_training import tiny
+
+    train(tiny(max_steps=1, diffusion=JOINT_SC, model=TINY), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / EMA_MODEL)
+
+    def config(*extra):
+        args = build_parser("distill").parse_args(["distill", "--from", teacher, "--out", str(tmp_path / "s"), *extra])
+        c = student_config(args)
+        c.validate()
+        return (c.distill_steps, c.distill_spacing, c.distill_keep, c.distill_regression, c.distill_regression_first, c.lr)
+
+    assert config("--method", "dmd") == (10, "finish4", 10.0, 1.0, True, 2e-5) == \
+        tuple(DMD_RECIPE[k] for k in ("distill_steps", "distill_spacing", "distill_keep", "distill_regression",
+                                      "distill_regression_first", "lr"))
+    assert config("--method", "dmd", "--steps", "8", "--lr", "1e-4", "--distill-keep", "100") == \
+        (8, "finish4", 100.0, 1.0, True, 1e-4)
+    assert config("--method", "dmd", "--steps", "4")[:3] == (4, "trailing", 0.0)  # finish4 needs 5 steps
+    assert config("--method", "dmd", "--steps", "4", "--distill-spacing", "finish")[:3] == (4, "finish", 10.0)
+    assert config("--method", "dmd", "--distill-spacing", "trailing")[:3] == (10, "trailing", 0.0)
+    assert config("--method", "dmd", "--distill-regression", "0")[3:5] == (0.0, False)
+    assert config("--method", "dmd", "--no-distill-regression-first")[3:5] == (1.0, False)
+    # progressive distillation is untouched by it
+    assert config()[1:] == ("trailing", 0.0, 0.0, False, 1e-4)
 
 
 def test_dmd_is_refused_where_it_cannot_work():
@@ -366,7 +404,7 @@ def test_a_dmd_run_continued_with_the_adversarial_term_trains_and_keeps_its_disc
     run = tmp_path / "dmd"
     quiet = ["--no-progress", "--eval-every-steps", "0"]
     assert cli(["distill", "--from", teacher, "--method", "dmd", "--steps", "2", "--out", str(run), "--max-steps", "1",
-                *quiet]) == 0
+                "--distill-regression", "0", *quiet]) == 0
     assert "disc" not in safe_torch_load(run / CHECKPOINT)
     assert cli(["distill", "--resume", "--out", str(run), "--max-steps", "2", "--distill-gan", "0.5", *quiet]) == 0
     state = safe_torch_load(run / CHECKPOINT)
@@ -479,7 +517,7 @@ def test_a_dmd_run_with_the_regression_term_draws_its_pairs_once_and_trains_on_t
     run = tmp_path / "dmd"
     quiet = ["--no-progress", "--eval-every-steps", "0"]
     args = ["distill", "--from", teacher, "--method", "dmd", "--steps", "2", "--out", str(run), "--max-steps", "1",
-            "--distill-regression", "1", "--distill-pairs", "3", *quiet]
+            "--distill-regression", "1", "--distill-pairs", "3", "--no-distill-regression-first", *quiet]
     # an untrained teacher's endpoints fail the honest rule: nothing to regress on, said plainly
     assert cli(args) == 2
     assert "no teacher pair passed the honest rule" in capsys.readouterr().err
@@ -601,6 +639,7 @@ def test_a_finish_grid_student_continued_from_another_student_samples_on_its_gri
     teacher = str(tmp_path / "teacher" / EMA_MODEL)
     quiet = ["--no-progress", "--eval-every-steps", "0"]
     first = tmp_path / "first"
+    quiet += ["--distill-regression", "0"]  # an untrained teacher: no pairs pass the honest rule
     assert cli(["distill", "--from", teacher, "--method", "dmd", "--steps", "4", "--out", str(first), "--max-steps", "2", *quiet]) == 0
     run = tmp_path / "finish"
     assert cli(["distill", "--from", teacher, "--method", "dmd", "--steps", "4", "--out", str(run), "--max-steps", "3",

@@ -20,8 +20,12 @@ from molediff.errors import UserError
 
 #: the student's learning rate unless told otherwise (the druglike and QM9 stages of benchmarks/README.md)
 DEFAULT_LR = 1e-4
-#: a distribution-matching student's steps unless told otherwise (FlashMol's QM9 student; issue 38 asks ≤ 12)
-DMD_STEPS = 8
+#: what ``--method dmd`` trains with unless told otherwise: the recipe measured best (benchmarks/README.md,
+#: issue 38; ``qm9-fast`` and the drug-like student): 10 steps on the "finish4" grid with the keep term at
+#: its four finishing steps, DMD's regression of the first estimate on 2,000 teacher pairs, lr 2e-5. The
+#: keep weight applies where the grid has finishing steps (a --distill-spacing without them drops it).
+DMD_RECIPE = {"distill_steps": 10, "distill_spacing": "finish4", "distill_keep": 10.0, "distill_regression": 1.0,
+              "distill_regression_first": True, "lr": 2e-5}
 #: TrainConfig fields this command sets itself (from --from and --steps), or that a student does not use
 #: (it samples its checks in its own steps), not offered as options
 _OWN = ("distill_from", "distill_steps", "distill_method", "eval_sample_steps")
@@ -46,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help=f"the student's steps (default: half the teacher's, rounded up: {DEFAULT_STEPS} -> "
                         f"{math.ceil(DEFAULT_STEPS / 2)} -> {math.ceil(math.ceil(DEFAULT_STEPS / 2) / 2)} ...; the teacher "
-                        f"is run at twice this; with --method dmd {DMD_STEPS})")
+                        f"is run at twice this; with --method dmd {DMD_RECIPE['distill_steps']})")
     p.add_argument("--method", choices=DISTILL_METHODS, default=None,
                    help="'progressive' (default): one deterministic step of the student for two of the teacher's; it "
                         "samples at eta 0, on the teacher's deterministic path, and each stage halves the steps. 'dmd': "
@@ -54,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(any number) is pushed towards the teacher's distribution through a second denoiser trained on "
                         "the student's samples as it goes (about 4x the cost of a training step); it samples at eta 1. "
                         "The student samples whole molecules: of a teacher trained to grow fragments (druglike) it does "
-                        "not grow them. Experimental: see benchmarks/README.md")
+                        "not grow them. Unless told otherwise it trains with the recipe measured best (benchmarks/README.md, "
+                        "issue 38): " + _recipe_text() + ". Experimental: see benchmarks/README.md")
     p.add_argument("--out", required=True, help="run directory of the student")
     p.add_argument("--resume", action="store_true", help="continue the distillation run in --out where it stopped")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -63,14 +68,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # the recipe's settings default to the teacher's, not to a fresh run's
     for action in p._actions:  # noqa: SLF001 - argparse keeps no public list of a parser's actions
         if action.dest == "lr":
-            action.help = action.help.rsplit(" (default", 1)[0] + f" (default: {DEFAULT_LR:g})"
+            action.help = action.help.rsplit(" (default", 1)[0] + f" (default: {DEFAULT_LR:g}; with --method dmd " \
+                                                                  f"{DMD_RECIPE['lr']:g})"
         elif action.dest == "init_from":
             action.metavar = "MODEL"
             action.help = ("start the student from this model file or bundled model instead of a copy of the teacher: a "
                            "student of the same teacher, continued with another recipe (e.g. --distill-spacing finish); "
                            "its step count and training clock carry on")
+        elif action.dest in DMD_RECIPE:
+            action.help = (action.help or "").rsplit(" (default", 1)[0] + \
+                f" (default: with --method dmd {_option_value(DMD_RECIPE[action.dest])}; otherwise the teacher's)"
         elif action.dest in {f.name for f in dataclasses.fields(TrainConfig)} and action.dest not in _MACHINE:
             action.help = (action.help or "").rsplit(" (default", 1)[0] + " (default: the teacher's)"
+
+
+def _option_value(value) -> str:
+    """A recipe value as its option is written (argparse's %-formatting doubled)."""
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _recipe_text() -> str:
+    """:data:`DMD_RECIPE` as the options that set it."""
+    return ", ".join(f"--{name.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {_option_value(v)}")
+                     for name, v in DMD_RECIPE.items() if name != "distill_steps")
+
+
+def _dmd_recipe(config: TrainConfig, steps: int, given: dict) -> dict:
+    """The settings of :data:`DMD_RECIPE` a distribution-matching run of ``steps`` steps takes: those the
+    command line leaves open, and only where they can work (a grid with finishing steps needs enough
+    steps; the keep term needs finishing steps; the first-estimate regression needs the regression)."""
+    from molediff.diffusion.sampler_table import FINISH_GRIDS
+    from molediff.diffusion.schedule import NoiseSchedule
+
+    recipe = {k: v for k, v in DMD_RECIPE.items() if k != "distill_steps" and k not in given}
+    if "distill_spacing" in recipe:
+        try:  # --steps too few for the recipe's grid: the teacher's evenly spaced steps instead
+            NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.timesteps).set_timesteps(
+                steps, recipe["distill_spacing"])
+        except ValueError:
+            del recipe["distill_spacing"]
+    if given.get("distill_spacing", recipe.get("distill_spacing", config.distill_spacing)) not in FINISH_GRIDS:
+        recipe.pop("distill_keep", None)  # the keep term acts at finishing steps only
+    if not given.get("distill_regression", 1):
+        recipe.pop("distill_regression_first", None)
+    return recipe
 
 
 def teacher_path(name: str, option: str = "--from") -> Path:
@@ -106,7 +147,7 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
     if args.steps is not None:
         steps = args.steps
     else:  # a progressive stage halves the steps; distribution matching jumps at once
-        steps = DMD_STEPS if args.method == "dmd" else math.ceil(teacher_steps / 2)
+        steps = DMD_RECIPE["distill_steps"] if args.method == "dmd" else math.ceil(teacher_steps / 2)
     if steps < 1:
         raise UserError(f"--steps must be ≥ 1, got {steps}")
     if steps >= teacher_steps:
@@ -116,7 +157,10 @@ def student_config(args: argparse.Namespace) -> TrainConfig:
     config = dataclasses.replace(teacher, distill_from=str(path), distill_steps=steps, init_from="", lr=DEFAULT_LR,
                                  distill_method=args.method or "progressive",
                                  **{name: getattr(fresh, name) for name in _MACHINE})
-    config = dataclasses.replace(config, **_given(args))
+    given = _given(args)
+    if config.distill_method == "dmd":  # the measured recipe, where the command line does not say otherwise
+        config = dataclasses.replace(config, **_dmd_recipe(config, steps, given))
+    config = dataclasses.replace(config, **given)
     if config.init_from:
         config = dataclasses.replace(config, init_from=str(teacher_path(config.init_from, "--init-from")))
     data = config.data
