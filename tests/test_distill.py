@@ -5,6 +5,8 @@ resumes with its second denoiser and gives a student that samples stochastically
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -259,7 +261,7 @@ def test_method_dmd_trains_with_the_measured_recipe_unless_told_otherwise(tmp_pa
     what was given (a grid too fine for --steps, the keep term without finishing steps, the first-estimate
     regression without the regression) is left out rather than refused."""
     from molediff.cli import build_parser
-    from molediff.commands.distill import DMD_RECIPE, student_config
+    from molediff.commands.distill import DMD_RECIPE, _dmd_recipe, student_config
     from molediff.runstate import EMA_MODEL
     from molediff.training import train
     from tests.test_training import tiny
@@ -285,6 +287,11 @@ def test_method_dmd_trains_with_the_measured_recipe_unless_told_otherwise(tmp_pa
     assert config("--method", "dmd", "--no-distill-regression-first")[3:5] == (1.0, False)
     # progressive distillation is untouched by it
     assert config()[1:] == ("trailing", 0.0, 0.0, False, 1e-4)
+    # a conditional teacher's student trains without the regression (refused for conditional models)
+    conditional = TrainConfig(diffusion=DiffusionConfig(conditions=["gap"], condition_stats={"gap": [0.2, 0.05, 0.1, 0.4]}))
+    recipe = _dmd_recipe(conditional, 10, {})
+    assert "distill_regression" not in recipe and "distill_regression_first" not in recipe and recipe["distill_keep"] == 10.0
+    dataclasses.replace(conditional, distill_from="t.pt", distill_steps=10, distill_method="dmd", **recipe).validate()
 
 
 def test_dmd_is_refused_where_it_cannot_work():

@@ -83,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _option_value(value) -> str:
-    """A recipe value as its option is written (argparse's %-formatting doubled)."""
+    """A recipe value as its option is written."""
     return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -96,7 +96,8 @@ def _recipe_text() -> str:
 def _dmd_recipe(config: TrainConfig, steps: int, given: dict) -> dict:
     """The settings of :data:`DMD_RECIPE` a distribution-matching run of ``steps`` steps takes: those the
     command line leaves open, and only where they can work (a grid with finishing steps needs enough
-    steps; the keep term needs finishing steps; the first-estimate regression needs the regression)."""
+    steps; the keep term needs finishing steps; the regression is not for a conditional teacher, and its
+    first-estimate form needs it)."""
     from molediff.diffusion.sampler_table import FINISH_GRIDS
     from molediff.diffusion.schedule import NoiseSchedule
 
@@ -109,7 +110,9 @@ def _dmd_recipe(config: TrainConfig, steps: int, given: dict) -> dict:
             del recipe["distill_spacing"]
     if given.get("distill_spacing", recipe.get("distill_spacing", config.distill_spacing)) not in FINISH_GRIDS:
         recipe.pop("distill_keep", None)  # the keep term acts at finishing steps only
-    if not given.get("distill_regression", 1):
+    if config.diffusion.conditions:  # its pairs would be drawn without the conditions the student learns
+        recipe.pop("distill_regression", None)
+    if not given.get("distill_regression", recipe.get("distill_regression", config.distill_regression)):
         recipe.pop("distill_regression_first", None)
     return recipe
 
